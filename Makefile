@@ -1,0 +1,37 @@
+# cvpipe — every target sets itself up: `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO   := pipelines/treecrowns_faster_rcnn.yaml
+
+.PHONY: install test demo bench lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/python -c "import torchvision.ops, timm; torchvision.ops.nms"  # fails fast on a broken torch/torchvision pair
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest
+
+demo: install
+	$(BIN)/cvpipe data fetch treecrowns
+	$(BIN)/cvpipe weights fetch mobilenet_v2.imagenet
+	$(BIN)/cvpipe validate $(DEMO)
+	$(BIN)/cvpipe inspect $(DEMO) --input 3x400x400 --depth 2
+	$(BIN)/cvpipe data check data/treecrowns --format voc --split val
+	$(BIN)/cvpipe augment preview $(DEMO) --n 16 --out runs/demo/augment_preview.png
+	@echo "demo outputs: runs/demo/augment_preview.png (augmented training tiles with their boxes)"
+
+bench: install
+	$(BIN)/python benches/inspect_overhead.py
+
+lint: install
+	$(BIN)/ruff check cvpipe tests benches
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from cvpipe.cli import main
+
+raise SystemExit(main())

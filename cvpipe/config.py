@@ -1,0 +1,391 @@
+"""Pipeline schema (pydantic), YAML loading with line numbers, `--set` overrides, precise errors.
+
+A pipeline file is merged over `defaults.yaml` (the one place defaults live), overrides are applied,
+and the result is validated before any work starts. Every problem becomes one line:
+`FILE:LINE: model.backbone.freeze: expected int 0..5, got "all"`.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cvpipe.errors import ConfigError
+
+DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
+
+Task = Literal["classify", "detect", "segment", "stylize"]
+DataFormat = Literal["coco", "voc", "yolo", "folders", "masks"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Strict):
+    format: DataFormat
+    root: Path
+    train: str
+    val: str
+    classes: list[str]
+
+
+class AugmentConfig(Strict):
+    train: list[str | dict[str, dict[str, Any] | None]]
+    eval: list[str | dict[str, dict[str, Any] | None]]
+    min_visibility: Annotated[float, Field(ge=0.0, le=1.0)]
+    min_area: Annotated[float, Field(ge=0.0)]
+
+
+class BackboneConfig(Strict):
+    name: str
+    weights: str | None
+    out_indices: list[Annotated[int, Field(ge=0, le=5)]]
+    freeze: Annotated[int, Field(ge=0, le=5)]
+
+
+class NeckConfig(Strict):
+    name: Literal["none", "fpn"]
+    out_channels: Annotated[int, Field(ge=1)]
+
+
+class ClassifierHead(Strict):
+    """Global pooling + dropout + linear layer over the last feature level."""
+
+    name: Literal["classifier"]
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+
+class FasterRCNNHead(Strict):
+    """torchvision Faster R-CNN on the backbone's levels; one anchor-size tuple per FPN level."""
+
+    name: Literal["faster_rcnn"]
+    anchor_sizes: list[list[Annotated[int, Field(gt=0)]]] = [[32], [64], [128], [256]]
+    aspect_ratios: list[Annotated[float, Field(gt=0)]] = [0.5, 1.0, 2.0]
+    min_size: Annotated[int, Field(gt=0)] = 800
+    max_size: Annotated[int, Field(gt=0)] = 1333
+    score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    detections_per_img: Annotated[int, Field(gt=0)] = 100
+
+
+HeadConfig = Annotated[Union[ClassifierHead, FasterRCNNHead], Field(discriminator="name")]
+HEADS_FOR_TASK: dict[str, set[str]] = {"classify": {"classifier"}, "detect": {"faster_rcnn"}}
+
+
+class ModelConfig(Strict):
+    backbone: BackboneConfig
+    neck: NeckConfig
+    head: HeadConfig
+
+
+class TrainConfig(Strict):
+    epochs: Annotated[int, Field(ge=1)]
+    batch_size: Annotated[int, Field(ge=1)]
+    lr: Annotated[float, Field(gt=0)]
+    optimizer: Literal["sgd", "adamw"]
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    weight_decay: Annotated[float, Field(ge=0)]
+    warmup_iters: Annotated[int, Field(ge=0)]
+    backbone_lr_mult: Annotated[float, Field(ge=0)]
+    grad_clip: Annotated[float, Field(ge=0)]
+    amp: bool
+    ema: bool
+    workers: Annotated[int, Field(ge=0)]
+    seed: int
+    device: str
+
+
+class EvalConfig(Strict):
+    batch_size: Annotated[int, Field(ge=1)]
+    metric: Literal["auto", "coco_map", "miou", "top1"]
+
+
+class OutputConfig(Strict):
+    dir: Path
+    save_images: bool
+
+
+class PipelineConfig(Strict):
+    name: str
+    task: Task
+    data: DataConfig
+    augment: AugmentConfig
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalConfig
+    output: OutputConfig
+
+    @model_validator(mode="after")
+    def _head_fits_task(self) -> PipelineConfig:
+        allowed = HEADS_FOR_TASK.get(self.task, set())
+        if self.model.head.name not in allowed:
+            raise ValueError(
+                f"model.head.name: head {self.model.head.name!r} does not do task {self.task!r}; "
+                f"use one of: {', '.join(sorted(allowed)) or '(none available yet)'}"
+            )
+        return self
+
+
+# ----------------------------------------------------------------------------- YAML with line numbers
+
+
+def _node_lines(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Map every key path in a composed YAML tree to its 1-based line."""
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            sub = (*path, key_node.value)
+            out[sub] = key_node.start_mark.line + 1
+            _node_lines(value_node, sub, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[(*path, i)] = item.start_mark.line + 1
+            _node_lines(item, (*path, i), out)
+    return out
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
+    """Parse a YAML file with `safe_load`; return the data and a key-path → line map."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    return data, (_node_lines(node) if node is not None else {})
+
+
+def deep_merge(base: dict, top: dict) -> dict:
+    """`top` over `base`, recursing into mappings; lists and scalars are replaced whole."""
+    merged = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_override(item: str) -> tuple[tuple, Any]:
+    """`model.head.score_thresh=0.3` → (('model','head','score_thresh'), 0.3); values parse as YAML."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+    path = tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> list[tuple]:
+    """Apply `--set` items in place; returns the key paths they touched."""
+    touched = []
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            if isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item}: {_dotted(path[: i + 1])} is not a mapping")
+            node = node.setdefault(part, {})
+        last = path[-1]
+        if isinstance(node, list) and isinstance(last, int) and last < len(node):
+            node[last] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"--set {item}: cannot set {_dotted(path)}")
+        touched.append(path)
+    return touched
+
+
+# ----------------------------------------------------------------------------- error messages
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _strip_union_tags(loc: tuple) -> tuple:
+    """pydantic puts the discriminator value into the location of a tagged union; users never wrote it."""
+    heads = {"classifier", "faster_rcnn"}
+    return tuple(p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "head" and p in heads))
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    found = []
+    for arg in (annotation, *typing.get_args(annotation)):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            found.append(arg)
+        elif typing.get_args(arg):
+            found.extend(_models_in(arg))
+    return found
+
+
+def _field_at(loc: tuple) -> tuple[list[type[BaseModel]], Any]:
+    """Follow `loc` through the schema: (models owning the last key, FieldInfo of the last key or None)."""
+    models: list[type[BaseModel]] = [PipelineConfig]
+    field = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        owners = [m for m in models if part in m.model_fields]
+        if not owners:
+            return models, None
+        field = owners[0].model_fields[part]
+        models = _models_in(field.annotation) or models
+    return models, field
+
+
+def _bounds(loc: tuple) -> str:
+    _, field = _field_at(loc)
+    if field is None:
+        return ""
+    metadata = list(field.metadata)
+    for arg in typing.get_args(field.annotation):  # list[Annotated[int, Field(...)]]
+        metadata += [m for a in typing.get_args(arg)[1:] for m in getattr(a, "metadata", [a])]
+    lo = hi = None
+    for m in metadata:
+        if isinstance(m, Ge | Gt):
+            lo = getattr(m, "ge", None) if isinstance(m, Ge) else f">{m.gt}"
+        if isinstance(m, Le | Lt):
+            hi = getattr(m, "le", None) if isinstance(m, Le) else f"<{m.lt}"
+    if lo is not None and hi is not None:
+        return f" {lo}..{hi}"
+    if lo is not None:
+        return f" >= {lo}" if not str(lo).startswith(">") else f" {lo}"
+    if hi is not None:
+        return f" <= {hi}" if not str(hi).startswith("<") else f" {hi}"
+    return ""
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+_EXPECTED = {
+    "int": "int", "float": "number", "bool": "true or false", "string": "a string", "list": "a list",
+    "dict": "a mapping", "model": "a mapping",
+}
+
+
+def _message(err: dict) -> str:
+    kind, loc, value = err["type"], err["loc"], err.get("input")
+    got = json.dumps(value) if isinstance(value, str | int | float | bool) or value is None else type(value).__name__
+    if kind == "extra_forbidden":
+        models, _ = _field_at(loc[:-1])
+        allowed = sorted({k for m in models for k in m.model_fields})
+        return f'unknown key "{loc[-1]}"' + _suggest(loc[-1], allowed)
+    if kind == "missing":
+        return "required key missing"
+    if kind in ("literal_error", "union_tag_invalid"):
+        expected = err.get("ctx", {}).get("expected") or err.get("ctx", {}).get("expected_tags", "")
+        options = [o.strip().strip("'") for o in expected.replace(" or ", ",").split(",") if o.strip()]
+        tag = err.get("ctx", {}).get("tag", value)
+        return f"expected one of {' | '.join(options)}, got {json.dumps(tag)}" + _suggest(tag, options)
+    base = kind.split("_")[0]
+    if kind.startswith(("greater_than", "less_than")) or base in ("int", "float"):
+        of = "int" if base == "int" or isinstance(value, int) else "number"
+        return f"expected {of}{_bounds(loc)}, got {got}"
+    if base in _EXPECTED and kind.endswith(("_type", "_parsing")):
+        return f"expected {_EXPECTED[base]}, got {got}"
+    if kind == "value_error":
+        return str(err.get("ctx", {}).get("error", err["msg"]))
+    return f"{err['msg']}, got {got}"
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _problem(source: str, lines: dict[tuple, int], loc: tuple, message: str) -> str:
+    line = None
+    for n in range(len(loc), 0, -1):  # the deepest key the user actually wrote
+        if loc[:n] in lines:
+            line = lines[loc[:n]]
+            break
+    where = f"{source}:{line}" if line else source
+    if message.startswith(_dotted(loc) + ":") or not loc:
+        return f"{where}: {message}"
+    return f"{where}: {_dotted(loc)}: {message}"
+
+
+def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read, merge over defaults, apply `--set` overrides, validate. Raises ConfigError listing every problem."""
+    path = Path(path)
+    defaults, _ = read_yaml(DEFAULTS_FILE)
+    user, lines = read_yaml(path)
+    if user is None:
+        user = {}
+    if not isinstance(user, dict):
+        raise ConfigError(f"{path}:1: a pipeline must be a YAML mapping (name:, task:, data:, model: ...)")
+    for touched in apply_overrides(user, list(overrides or [])):
+        lines[touched] = 0
+    merged = deep_merge(defaults, user)
+    source = str(path)
+    lines = {k: v for k, v in lines.items() if v}  # overrides carry no line
+    try:
+        config = PipelineConfig.model_validate(merged)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors(include_url=False):
+            loc = _strip_union_tags(tuple(err["loc"]))
+            problems.append(_problem(source, lines, loc, _message(err)))
+        raise ConfigError(f"{path}: {len(problems)} problem(s)", problems) from None
+    problems = [_problem(source, lines, loc, msg) for loc, msg in semantic_problems(config)]
+    if problems:
+        raise ConfigError(f"{path}: {len(problems)} problem(s)", problems)
+    return config
+
+
+def semantic_problems(config: PipelineConfig) -> list[tuple[tuple, str]]:
+    """Checks the schema cannot express: transforms that build, weights ids that exist, data that exists."""
+    from cvpipe.data.augment import build_transform
+    from cvpipe.models.weights import WeightsCatalog
+
+    problems: list[tuple[tuple, str]] = []
+    for split in ("train", "eval"):
+        for i, entry in enumerate(getattr(config.augment, split)):
+            try:
+                build_transform(entry)
+            except ValueError as e:
+                problems.append((("augment", split, i), str(e)))
+    weights_id = config.model.backbone.weights
+    if weights_id is not None:
+        catalog = WeightsCatalog.load()
+        if weights_id not in catalog.entries:
+            problems.append(
+                (("model", "backbone", "weights"),
+                 f"unknown weights id {json.dumps(weights_id)}{_suggest(weights_id, list(catalog.entries))} "
+                 "(see `cvpipe weights list`)")
+            )
+    if not config.data.root.exists():
+        problems.append(
+            (("data", "root"), f"{config.data.root} does not exist (relative to {Path.cwd()}); "
+             "fetch it with `cvpipe data fetch NAME` or fix the path")
+        )
+    return problems

@@ -1,0 +1,71 @@
+"""Backbone factory: a timm feature extractor with pretrained weights from the catalogue, stages frozen."""
+
+from __future__ import annotations
+
+import timm
+import torch
+from timm.utils.model import freeze as timm_freeze
+from torch import nn
+
+from cvpipe.config import BackboneConfig
+from cvpipe.errors import ConfigError
+from cvpipe.models.weights import Preprocess, WeightsCatalog, load_into
+
+IMAGENET = Preprocess((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224, 256)
+
+
+class Backbone(nn.Module):
+    """`forward(images) -> [feature maps]`, one per `out_indices` level, with their channels and strides."""
+
+    def __init__(self, body: nn.Module, preprocess: Preprocess):
+        super().__init__()
+        self.body = body
+        self.out_channels: list[int] = list(body.feature_info.channels())
+        self.strides: list[int] = list(body.feature_info.reduction())
+        self.preprocess = preprocess
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.body(x)
+
+
+def build_backbone(cfg: BackboneConfig, *, catalog: WeightsCatalog | None = None) -> Backbone:
+    if not timm.is_model(cfg.name):
+        import difflib
+
+        close = difflib.get_close_matches(cfg.name, timm.list_models(), n=1)
+        hint = f'; did you mean "{close[0]}"?' if close else ""
+        raise ConfigError(f"model.backbone.name: unknown timm model {cfg.name!r}{hint}")
+    try:
+        body = timm.create_model(cfg.name, pretrained=False, features_only=True, out_indices=tuple(cfg.out_indices))
+    except (IndexError, AssertionError, ValueError) as e:
+        raise ConfigError(f"model.backbone.out_indices: {cfg.out_indices} does not fit {cfg.name} ({e})") from None
+    preprocess = IMAGENET
+    if cfg.weights:
+        catalog = catalog or WeightsCatalog.load()
+        entry = catalog.get(cfg.weights)
+        if entry.backbone and entry.backbone != cfg.name:
+            raise ConfigError(
+                f"model.backbone.weights: {cfg.weights} is for backbone {entry.backbone!r}, not {cfg.name!r}; "
+                f"set model.backbone.name: {entry.backbone}"
+            )
+        # Names differ between implementations (torchvision vs timm, Keras): load tensor by tensor in order;
+        # a classifier at the end of the file is the unused tail.
+        load_into(body, catalog.state_dict(cfg.weights), mapping="position", what=cfg.weights, allow_unused_tail=True)
+        preprocess = entry.preprocess
+    freeze_stages(body, cfg.freeze)
+    return Backbone(body, preprocess)
+
+
+def freeze_stages(body: nn.Module, n: int) -> None:
+    """Freeze the stem and the first `n` feature stages; their BatchNorms become FrozenBatchNorm2d."""
+    if n == 0:
+        return
+    stages = [info["module"] for info in body.feature_info.info]
+    if n > len(stages):
+        raise ConfigError(f"model.backbone.freeze: expected int 0..{len(stages)} for this backbone, got {n}")
+    names = [name for name, _ in body.named_modules()]
+    stage = stages[n - 1]
+    stage = stage if stage in names else stage.replace(".", "_")  # FeatureListNet flattens dotted names
+    last = max(i for i, name in enumerate(names) if name == stage or name.startswith(stage + "."))
+    leaves = [name for name, m in list(body.named_modules())[1 : last + 1] if not list(m.children())]
+    timm_freeze(body, leaves, include_bn_running_stats=True)

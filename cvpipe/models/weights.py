@@ -1,0 +1,276 @@
+"""The weights catalogue: find, fetch, verify and load pretrained checkpoints without unpickling code."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from cvpipe.errors import WeightsError
+from cvpipe.fetch import PackageFile, atomic_copy, fetch_package_files, sha256_of
+
+BUILTIN_CATALOG = Path(__file__).with_name("weights.yaml")
+USER_MANIFEST = "manifest.yaml"
+
+
+def weights_dir() -> Path:
+    """Where weight files live: $CVPIPE_WEIGHTS, else ./weights."""
+    return Path(os.environ.get("CVPIPE_WEIGHTS", "weights"))
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How images must be prepared for these weights (torchvision/timm eval transform)."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    size: int  # centre-crop side for classification
+    resize: int  # shorter side before the crop
+    interpolation: str = "bilinear"
+
+
+@dataclass
+class WeightsEntry:
+    id: str
+    arch: str  # "torchvision.mobilenet_v2", "timm.tf_efficientnet_lite0", "torchvision.vgg16.features"
+    mapping: str  # strict | position | keras_h5
+    backbone: str  # timm model the backbone factory builds for these weights
+    file: str
+    format: str  # torch | safetensors | keras_h5
+    sha256: str
+    preprocess: Preprocess
+    num_classes: int
+    trained_on: str = ""
+    license: str = ""
+    url: str | None = None
+    source: PackageFile | None = None
+    user: bool = field(default=False, compare=False)  # from the user manifest, not the built-in catalogue
+
+    @classmethod
+    def from_dict(cls, id_: str, d: dict, *, user: bool = False) -> WeightsEntry:
+        d = dict(d)
+        src = d.pop("source", None)
+        pre = d.pop("preprocess")
+        return cls(
+            id=id_,
+            preprocess=Preprocess(**{**pre, "mean": tuple(pre["mean"]), "std": tuple(pre["std"])}),
+            source=PackageFile(src["package"], src["member"], d["sha256"]) if src else None,
+            user=user,
+            **d,
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for key in ("id", "user", "source"):
+            d.pop(key)
+        d["preprocess"] = {**d["preprocess"], "mean": list(self.preprocess.mean), "std": list(self.preprocess.std)}
+        return d
+
+
+@dataclass
+class WeightsCatalog:
+    entries: dict[str, WeightsEntry]
+    root: Path
+
+    @classmethod
+    def load(cls, root: Path | None = None) -> WeightsCatalog:
+        root = Path(root) if root is not None else weights_dir()
+        builtin = yaml.safe_load(BUILTIN_CATALOG.read_text())
+        entries = {k: WeightsEntry.from_dict(k, v) for k, v in builtin.items()}
+        manifest = root / USER_MANIFEST
+        if manifest.exists():
+            try:
+                user = yaml.safe_load(manifest.read_text()) or {}
+                entries.update({k: WeightsEntry.from_dict(k, v, user=True) for k, v in user.items()})
+            except (yaml.YAMLError, TypeError, KeyError) as e:
+                raise WeightsError(f"{manifest}: malformed weights manifest ({e}); fix or delete it") from None
+        return cls(entries, root)
+
+    def get(self, weights_id: str) -> WeightsEntry:
+        if weights_id not in self.entries:
+            import difflib
+
+            close = difflib.get_close_matches(weights_id, list(self.entries), n=1)
+            hint = f'; did you mean "{close[0]}"?' if close else ""
+            raise WeightsError(f"unknown weights id {weights_id!r}{hint} (see `cvpipe weights list`)")
+        return self.entries[weights_id]
+
+    def local_path(self, entry: WeightsEntry) -> Path:
+        return self.root / entry.file
+
+    def is_fetched(self, entry: WeightsEntry) -> bool:
+        return self.local_path(entry).exists()
+
+    def fetch(self, weights_id: str) -> Path:
+        """Local file → package source → URL; the file's sha256 is checked whichever way it came."""
+        entry = self.get(weights_id)
+        path = self.local_path(entry)
+        if not path.exists():
+            if entry.source is not None:
+                fetch_package_files({path: entry.source})
+            elif entry.url:
+                tmp = path.with_name(f".{path.name}.part")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(entry.url, str(tmp), progress=False)
+                os.replace(tmp, path)
+            else:
+                raise WeightsError(f"{weights_id}: {path} is missing and the entry has no source; put the file there")
+        got = sha256_of(path)
+        if got != entry.sha256:
+            raise WeightsError(
+                f"{path}: sha256 {got[:16]}… does not match {entry.sha256[:16]}… for {weights_id}; "
+                f"delete the file and run `cvpipe weights fetch {weights_id}`"
+            )
+        return path
+
+    def state_dict(self, weights_id: str) -> OrderedDict[str, torch.Tensor]:
+        entry = self.get(weights_id)
+        return read_state_dict(self.fetch(weights_id), entry.format)
+
+    def import_file(self, file: Path, *, arch: str, name: str, mapping: str = "strict", num_classes: int = 1000,
+                    preprocess: Preprocess | None = None) -> WeightsEntry:
+        """Check that `file` loads into `arch`, copy it into the weights dir and add it to the user manifest."""
+        file = Path(file)
+        if not file.exists():
+            raise WeightsError(f"{file}: no such file")
+        fmt = "safetensors" if file.suffix == ".safetensors" else "torch"
+        state = read_state_dict(file, fmt)
+        load_into(build_arch(arch, num_classes=num_classes), state, mapping=mapping, what=str(file))
+        entry = WeightsEntry(
+            id=name, arch=arch, mapping=mapping, backbone=arch.split(".", 1)[1] if arch.startswith("timm.") else "",
+            file=f"{name}{file.suffix}", format=fmt, sha256=sha256_of(file),
+            preprocess=preprocess or Preprocess((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224, 256),
+            num_classes=num_classes, trained_on="user", license="user", user=True,
+        )
+        atomic_copy(file, self.local_path(entry))
+        manifest = self.root / USER_MANIFEST
+        current = yaml.safe_load(manifest.read_text()) or {} if manifest.exists() else {}
+        current[name] = entry.to_dict()
+        tmp = manifest.with_name(f".{manifest.name}.part")
+        tmp.write_text(yaml.safe_dump(current, sort_keys=False))
+        os.replace(tmp, manifest)
+        self.entries[name] = entry
+        return entry
+
+
+def read_state_dict(path: Path, fmt: str) -> OrderedDict[str, torch.Tensor]:
+    """Tensors only: torch files with weights_only=True, safetensors, or a Keras h5 VGG trunk."""
+    try:
+        if fmt == "safetensors":
+            from safetensors.torch import load_file
+
+            return OrderedDict(load_file(str(path)))
+        if fmt == "keras_h5":
+            return _read_keras_conv_trunk(path)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except WeightsError:
+        raise
+    except Exception as e:  # pickle errors, truncated files, wrong formats: all the user's file
+        raise WeightsError(f"{path}: cannot read as {fmt} weights ({type(e).__name__}: {e})") from None
+    for key in ("state_dict", "model", "model_state"):  # training checkpoints wrap the weights
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: not a state dict of tensors")
+    return OrderedDict(obj)
+
+
+def _read_keras_conv_trunk(path: Path) -> OrderedDict[str, torch.Tensor]:
+    """Keras h5 (HWIO kernels) → the conv layers of a VGG trunk in block order, OIHW.
+
+    Hand-written because no library reads Keras weights into PyTorch without TensorFlow installed.
+    Understands Keras 3 (`block1/layers/conv2d_1/vars/0`) and Keras 2 (`block1_conv2/kernel:0`) names.
+    """
+    import h5py
+
+    found: list[tuple[tuple[int, int], torch.Tensor, torch.Tensor]] = []
+    with h5py.File(path, "r") as f:
+
+        def visit(name: str, obj) -> None:
+            if not (isinstance(obj, h5py.Dataset) and len(obj.shape) == 4):
+                return
+            order = _conv_order(name)
+            if order is None:
+                return
+            group = f[name.rsplit("/", 1)[0]]
+            bias = next(group[k][()] for k in group if len(group[k].shape) == 1)
+            kernel = torch.from_numpy(obj[()]).permute(3, 2, 0, 1).contiguous()
+            found.append((order, kernel, torch.from_numpy(bias)))
+
+        f.visititems(visit)
+    if not found:
+        raise WeightsError(f"{path}: no VGG block conv kernels found in this h5 file")
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for i, (_, kernel, bias) in enumerate(sorted(found, key=lambda c: c[0])):
+        out[f"conv{i}.weight"], out[f"conv{i}.bias"] = kernel, bias
+    return out
+
+
+def _conv_order(name: str) -> tuple[int, int] | None:
+    import re
+
+    m = re.search(r"block(\d+)/layers/conv2d(?:_(\d+))?/", name)
+    if m:
+        return int(m.group(1)), int(m.group(2) or 0)
+    m = re.search(r"block(\d+)_conv(\d+)", name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def build_arch(arch: str, *, num_classes: int = 1000) -> nn.Module:
+    """`torchvision.NAME[.features]` or `timm.NAME`, randomly initialised."""
+    family, _, rest = arch.partition(".")
+    if family == "torchvision":
+        import torchvision
+
+        name, _, part = rest.partition(".")
+        try:
+            model = torchvision.models.get_model(name, weights=None, **({"num_classes": num_classes} if num_classes else {}))
+        except ValueError as e:
+            raise WeightsError(f"unknown torchvision architecture {name!r}: {e}") from None
+        return getattr(model, part) if part else model
+    if family == "timm":
+        import timm
+
+        if not timm.is_model(rest):
+            raise WeightsError(f"unknown timm architecture {rest!r} (see timm.list_models())")
+        return timm.create_model(rest, pretrained=False, num_classes=num_classes)
+    raise WeightsError(f"architecture {arch!r}: expected torchvision.NAME or timm.NAME")
+
+
+def _tensors(state: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+    return [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, mapping: str, what: str,
+              allow_unused_tail: bool = False) -> None:
+    """Load `state` into `model` by name (`strict`) or tensor by tensor in order (`position`/`keras_h5`).
+
+    Position mapping is how one checkpoint serves two implementations of the same network (torchvision's
+    MobileNetV2 into timm's); every shape is checked and a mismatch names both tensors.
+    """
+    if mapping == "strict":
+        result = model.load_state_dict(state, strict=False)
+        problems = [f"missing {k}" for k in result.missing_keys] + [f"unexpected {k}" for k in result.unexpected_keys]
+        if problems:
+            raise WeightsError(f"{what}: does not fit {type(model).__name__}", problems[:10])
+        return
+    target, source = _tensors(model.state_dict()), _tensors(state)
+    if len(source) < len(target) or (len(source) > len(target) and not allow_unused_tail):
+        raise WeightsError(
+            f"{what}: has {len(source)} tensors but {type(model).__name__} needs {len(target)}; "
+            "wrong architecture for these weights?"
+        )
+    mapped = {}
+    for i, ((tk, tv), (sk, sv)) in enumerate(zip(target, source)):
+        if tv.shape != sv.shape:
+            raise WeightsError(
+                f"{what}: shape mismatch at tensor #{i}: file {sk} {tuple(sv.shape)} vs model {tk} {tuple(tv.shape)}; "
+                "wrong architecture for these weights?"
+            )
+        mapped[tk] = sv
+    model.load_state_dict(mapped, strict=False)
