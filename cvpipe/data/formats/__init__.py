@@ -1,0 +1,55 @@
+"""Dataset formats: one reader per format into `Dataset`, writers for the box formats (coco, voc, yolo)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cvpipe.data.formats.coco import read_coco, write_coco
+from cvpipe.data.formats.folders import read_class_folders, read_semantic_masks
+from cvpipe.data.formats.voc import read_voc, write_voc
+from cvpipe.data.formats.yolo import read_yolo, write_yolo
+from cvpipe.data.records import Dataset
+from cvpipe.errors import DataError
+from cvpipe.fetch import atomic_copy
+
+READERS = {"coco": read_coco, "voc": read_voc, "yolo": read_yolo, "folders": read_class_folders,
+           "masks": read_semantic_masks}
+WRITERS = {"coco": write_coco, "voc": write_voc, "yolo": write_yolo}
+
+
+def read_dataset(root: Path, fmt: str, split: str, classes: list[str] | None = None) -> Dataset:
+    if fmt not in READERS:
+        raise DataError(f"unknown dataset format {fmt!r}; expected one of {', '.join(READERS)}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset root does not exist")
+    return READERS[fmt](root, split, list(classes or []))
+
+
+def image_dest(out: Path, fmt: str, split: str, file_name: str) -> Path:
+    return Path(out) / ("images" if fmt == "yolo" else "") / split / file_name
+
+
+def write_dataset(dataset: Dataset, out: Path, fmt: str, split: str, *, copy_images: bool = True) -> None:
+    """Write annotations in `fmt` under OUT, copying each image to where that format expects it."""
+    if fmt not in WRITERS:
+        raise DataError(f"cannot write format {fmt!r}; expected one of {', '.join(WRITERS)}")
+    if copy_images:
+        for r in dataset.records:
+            dest = image_dest(out, fmt, split, r.file_name)
+            if dest.resolve() != Path(r.path).resolve():
+                atomic_copy(Path(r.path), dest)
+    WRITERS[fmt](dataset, Path(out), split)
+
+
+def discover_splits(root: Path, fmt: str) -> list[str]:
+    """The standard split names present under ROOT for this format."""
+    root = Path(root)
+    names = ("train", "val", "test")
+    if fmt == "yolo":
+        return [s for s in names if (root / "images" / s).is_dir()]
+    if fmt == "voc" and (root / "ImageSets" / "Main").is_dir():
+        return [s for s in names if (root / "ImageSets" / "Main" / f"{s}.txt").exists()]
+    if fmt == "coco":
+        return [s for s in names if (root / s / "annotations.json").exists() or (root / f"{s}.json").exists()]
+    return [s for s in names if (root / s).is_dir()]

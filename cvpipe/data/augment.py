@@ -1,0 +1,74 @@
+"""Albumentations pipelines built from the YAML list `- HorizontalFlip: {p: 0.5}`, boxes and masks carried along.
+
+Boxes that leave the image are clipped; those keeping less than `min_visibility` of their area (or fewer
+than `min_area` pixels) are dropped with their labels and masks — never a crash.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import albumentations as A
+import numpy as np
+
+from cvpipe.config import AugmentConfig
+
+_TRANSFORMS = {
+    name: obj for name, obj in vars(A).items()
+    if isinstance(obj, type) and issubclass(obj, A.BaseCompose | A.BasicTransform) and not name.startswith("_")
+}
+
+
+def build_transform(entry: str | dict[str, Any]) -> A.BasicTransform | A.BaseCompose:
+    """One list item → one transform. Nested composes take `transforms: [...]` in the same notation."""
+    if isinstance(entry, str):
+        name, params = entry, {}
+    elif isinstance(entry, dict) and len(entry) == 1:
+        name, params = next(iter(entry.items()))
+        params = dict(params or {})
+    else:
+        raise ValueError(f"expected `- Name: {{params}}` (one key), got {entry!r}")
+    cls = _TRANSFORMS.get(name)
+    if cls is None:
+        close = difflib.get_close_matches(name, list(_TRANSFORMS), n=1)
+        hint = f'; did you mean "{close[0]}"?' if close else ""
+        raise ValueError(f"unknown albumentations transform {name!r}{hint}")
+    if "transforms" in params:
+        params["transforms"] = [build_transform(t) for t in params["transforms"]]
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as e:  # albumentations validates its arguments with pydantic
+        message = " ".join(str(e).split())
+        raise ValueError(f"{name}: invalid parameters {params}: {message[:300]}") from None
+
+
+def build_augment(cfg: AugmentConfig, split: str, *, seed: int | None = None) -> A.Compose:
+    """The train or eval pipeline; targets: image, bboxes (pascal_voc xyxy) with labels, masks."""
+    entries = cfg.train if split == "train" else cfg.eval
+    bbox_params = A.BboxParams(format="pascal_voc", label_fields=["labels", "indices"], min_visibility=cfg.min_visibility,
+                               min_area=cfg.min_area, clip=True, filter_invalid_bboxes=True)
+    return A.Compose([build_transform(e) for e in entries], bbox_params=bbox_params, seed=seed)
+
+
+def apply_augment(transform: A.Compose, sample: dict) -> dict:
+    """Run `transform` on a sample record; instance masks follow the boxes that survive."""
+    h, w = sample["image"].shape[:2]
+    boxes = sample["boxes"].astype(np.float32).reshape(-1, 4)
+    boxes = np.stack([boxes[:, 0].clip(0, w), boxes[:, 1].clip(0, h), boxes[:, 2].clip(0, w), boxes[:, 3].clip(0, h)], 1)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    indices = np.flatnonzero(keep)
+    inputs = {"image": sample["image"], "bboxes": boxes[keep], "labels": sample["labels"][keep], "indices": indices}
+    if "masks" in sample:
+        inputs["masks"] = list(sample["masks"])
+    if "mask" in sample:
+        inputs["mask"] = sample["mask"]
+    out = transform(**inputs)
+    result = {**sample, "image": out["image"], "boxes": np.asarray(out["bboxes"], np.float32).reshape(-1, 4),
+              "labels": np.asarray(out["labels"], np.int64)}
+    if "masks" in sample:
+        kept = np.asarray(out["indices"], np.int64)
+        result["masks"] = [out["masks"][i] for i in kept]
+    if "mask" in sample:
+        result["mask"] = out["mask"]
+    return result

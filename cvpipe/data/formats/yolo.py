@@ -1,0 +1,96 @@
+"""YOLO txt: `class cx cy w h` normalised to the image, one .txt per image, plus a data yaml with the names.
+
+Layout (Ultralytics): ROOT/data.yaml (`path`, `train`, `val`, `names`), ROOT/images/SPLIT/, ROOT/labels/SPLIT/.
+Image sizes come from the image headers, so a missing image is a problem, not a crash.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from cvpipe.data.records import Dataset, Problem, Record, inside_root
+from cvpipe.errors import DataError
+from cvpipe.io.images import IMAGE_SUFFIXES, image_size, write_text
+
+
+def _data_yaml(root: Path) -> dict:
+    for name in ("data.yaml", "dataset.yaml"):
+        path = root / name
+        if path.exists():
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise DataError(f"{path}: malformed YAML: {e}") from None
+            if not isinstance(data, dict):
+                raise DataError(f"{path}: expected a mapping with 'names' and the split folders")
+            return data
+    return {}
+
+
+def _names(data: dict) -> list[str]:
+    names = data.get("names", [])
+    if isinstance(names, dict):  # Ultralytics allows {0: person, 1: bicycle}
+        return [names[k] for k in sorted(names)]
+    return list(names)
+
+
+def read_yolo(root: Path, split: str, classes: list[str]) -> Dataset:
+    root = Path(root)
+    data = _data_yaml(root)
+    file_names = _names(data)
+    classes = list(classes) or file_names
+    problems: list[Problem] = []
+    image_dir = inside_root(root, Path(data.get(split, f"images/{split}")), where=f"split {split!r}")
+    if not image_dir.is_dir():
+        raise DataError(f"{image_dir}: no image folder for split {split!r}; expected ROOT/images/{split} or data.yaml '{split}:'")
+    label_dir = Path(str(image_dir).replace(f"{root}/images", f"{root}/labels", 1))
+    # A YOLO id means the data yaml's name; map it to our class order.
+    remap = {i: (classes.index(n) if n in classes else -1) for i, n in enumerate(file_names or classes)}
+    records = []
+    for image_id, path in enumerate(sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)):
+        rel = path.relative_to(image_dir)
+        try:
+            width, height = image_size(path)
+        except DataError as e:
+            problems.append(Problem("unreadable image", str(path), str(e)))
+            width = height = 0
+        boxes, labels = [], []
+        txt = label_dir / rel.with_suffix(".txt")
+        for n, line in enumerate(txt.read_text().splitlines() if txt.exists() else []):
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                cls, cx, cy, w, h = int(parts[0]), *(float(v) for v in parts[1:5])
+            except (ValueError, TypeError):
+                problems.append(Problem("unreadable annotation", f"{txt}:{n + 1}", f"expected 'class cx cy w h', got {line!r}"))
+                continue
+            if len(parts) != 5:
+                cx = cy = w = h = math.nan
+            label = remap.get(cls, -1)
+            if label < 0:
+                problems.append(Problem("unknown class", f"{txt}:{n + 1}", f"class id {cls} is not in {classes}"))
+            boxes.append([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height])
+            labels.append(label)
+        records.append(Record(path=path, file_name=rel.as_posix(), image_id=image_id, width=width, height=height,
+                              boxes=np.array(boxes, np.float32).reshape(-1, 4), labels=np.array(labels, np.int64)))
+    return Dataset(root, split, classes, records, problems)
+
+
+def write_yolo(dataset: Dataset, out: Path, split: str) -> None:
+    out = Path(out)
+    for r in dataset.records:
+        lines = []
+        for (x1, y1, x2, y2), label in zip(r.boxes.astype(np.float64), r.labels):
+            cx, cy = (x1 + x2) / 2 / r.width, (y1 + y2) / 2 / r.height
+            w, h = (x2 - x1) / r.width, (y2 - y1) / r.height
+            lines.append(f"{int(label)} {cx:.12g} {cy:.12g} {w:.12g} {h:.12g}")
+        write_text(out / "labels" / split / Path(r.file_name).with_suffix(".txt"), "".join(f"{ln}\n" for ln in lines))
+    data_yaml = out / "data.yaml"
+    data = (yaml.safe_load(data_yaml.read_text()) or {}) if data_yaml.exists() else {}
+    data.update({"path": ".", split: f"images/{split}", "names": list(dataset.classes)})
+    write_text(data_yaml, yaml.safe_dump(data, sort_keys=False))

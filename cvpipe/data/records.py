@@ -1,0 +1,100 @@
+"""The one annotation record every format reads into, and the dataset that loads samples from it.
+
+Boxes are absolute-pixel xyxy float32; labels index `Dataset.classes` (-1 = a class name the
+dataset's class list does not know, kept so `cvpipe data check` can report it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cvpipe.errors import DataError
+from cvpipe.io.images import read_image
+
+
+def empty_boxes() -> np.ndarray:
+    return np.zeros((0, 4), np.float32)
+
+
+def empty_labels() -> np.ndarray:
+    return np.zeros((0,), np.int64)
+
+
+@dataclass
+class Record:
+    path: Path  # absolute image path, inside the dataset root
+    file_name: str  # path relative to its split folder, used when writing
+    image_id: int
+    width: int
+    height: int
+    boxes: np.ndarray = field(default_factory=empty_boxes)
+    labels: np.ndarray = field(default_factory=empty_labels)
+    segmentations: list | None = None  # per instance: COCO polygons or RLE
+    mask_path: Path | None = None  # semantic mask PNG (class index per pixel)
+    label: int | None = None  # image-level class (class folders)
+
+
+@dataclass
+class Problem:
+    kind: str  # e.g. "missing image", "out-of-bounds box"
+    where: str  # file (and object) it concerns
+    detail: str = ""
+    fatal: bool = True  # would break training
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.detail}" if self.detail else self.where
+
+
+@dataclass
+class Dataset:
+    root: Path
+    split: str
+    classes: list[str]
+    records: list[Record]
+    problems: list[Problem] = field(default_factory=list)  # found while reading
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def sample(self, i: int) -> dict:
+        """The sample record: RGB image plus its targets (instance masks decoded when present)."""
+        r = self.records[i]
+        image = read_image(r.path)
+        sample = {"image": image, "boxes": r.boxes.copy(), "labels": r.labels.copy(), "image_id": r.image_id,
+                  "path": str(r.path)}
+        if r.segmentations is not None:
+            sample["masks"] = decode_segmentations(r.segmentations, r.height, r.width)
+        if r.mask_path is not None:
+            import cv2
+
+            sample["mask"] = cv2.imread(str(r.mask_path), cv2.IMREAD_GRAYSCALE)
+        if r.label is not None:
+            sample["label"] = r.label
+        return sample
+
+
+def decode_segmentations(segmentations: list, height: int, width: int) -> list[np.ndarray]:
+    """COCO polygons / RLE (compressed or not) → one HxW uint8 mask per instance, via pycocotools."""
+    from pycocotools import mask as mask_utils
+
+    masks = []
+    for seg in segmentations:
+        if isinstance(seg, list):  # polygons
+            rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+        elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):  # uncompressed RLE
+            rle = mask_utils.frPyObjects(seg, height, width)
+        else:
+            rle = seg
+        masks.append(mask_utils.decode(rle).astype(np.uint8))
+    return masks
+
+
+def inside_root(root: Path, candidate: Path, *, where: str) -> Path:
+    """Resolve a path named by a dataset and refuse one that escapes the dataset root."""
+    resolved = (root / candidate).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise DataError(f"{where}: path {str(candidate)!r} points outside the dataset root {root}; refusing to read it")
+    return resolved
