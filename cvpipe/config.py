@@ -237,12 +237,16 @@ def _strip_union_tags(loc: tuple) -> tuple:
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _constraints(annotation: Any) -> list:
+    """Ge/Le/... metadata inside container types such as list[list[Annotated[int, Field(gt=0)]]]."""
     found = []
-    for arg in (annotation, *typing.get_args(annotation)):
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            found.append(arg)
-        elif typing.get_args(arg):
-            found.extend(_models_in(arg))
+    for arg in typing.get_args(annotation):
+        found += list(arg.metadata) if hasattr(arg, "metadata") else _constraints(arg)
     return found
 
 
@@ -254,6 +258,10 @@ def _field_at(loc: tuple) -> tuple[list[type[BaseModel]], Any]:
         if isinstance(part, int):
             continue
         owners = [m for m in models if part in m.model_fields]
+        tagged = [m for m in models if "name" in m.model_fields and part in typing.get_args(m.model_fields["name"].annotation)]
+        if not owners and tagged:  # a tagged-union step (model.head.<faster_rcnn>.anchor_sizes)
+            models = tagged
+            continue
         if not owners:
             return models, None
         field = owners[0].model_fields[part]
@@ -265,9 +273,7 @@ def _bounds(loc: tuple) -> str:
     _, field = _field_at(loc)
     if field is None:
         return ""
-    metadata = list(field.metadata)
-    for arg in typing.get_args(field.annotation):  # list[Annotated[int, Field(...)]]
-        metadata += [m for a in typing.get_args(arg)[1:] for m in getattr(a, "metadata", [a])]
+    metadata = list(field.metadata) + _constraints(field.annotation)
     lo = hi = None
     for m in metadata:
         if isinstance(m, Ge | Gt):
@@ -299,7 +305,7 @@ def _message(err: dict) -> str:
     got = json.dumps(value) if isinstance(value, str | int | float | bool) or value is None else type(value).__name__
     if kind == "extra_forbidden":
         models, _ = _field_at(loc[:-1])
-        allowed = sorted({k for m in models for k in m.model_fields})
+        allowed = sorted({k for m in models for k in m.model_fields} - {loc[-1]})
         return f'unknown key "{loc[-1]}"' + _suggest(loc[-1], allowed)
     if kind == "missing":
         return "required key missing"
@@ -310,7 +316,9 @@ def _message(err: dict) -> str:
         return f"expected one of {' | '.join(options)}, got {json.dumps(tag)}" + _suggest(tag, options)
     base = kind.split("_")[0]
     if kind.startswith(("greater_than", "less_than")) or base in ("int", "float"):
-        of = "int" if base == "int" or isinstance(value, int) else "number"
+        _, field = _field_at(loc)
+        annotation = str(field.annotation) if field is not None else base
+        of = "number" if "float" in annotation or base == "float" else "int"
         return f"expected {of}{_bounds(loc)}, got {got}"
     if base in _EXPECTED and kind.endswith(("_type", "_parsing")):
         return f"expected {_EXPECTED[base]}, got {got}"
@@ -322,13 +330,13 @@ def _message(err: dict) -> str:
 # ----------------------------------------------------------------------------- loading
 
 
-def _problem(source: str, lines: dict[tuple, int], loc: tuple, message: str) -> str:
+def _problem(source: str, lines: dict[tuple, int], loc: tuple, message: str, overridden: set = frozenset()) -> str:
     line = None
     for n in range(len(loc), 0, -1):  # the deepest key the user actually wrote
         if loc[:n] in lines:
             line = lines[loc[:n]]
             break
-    where = f"{source}:{line}" if line else source
+    where = f"{source} (--set)" if loc in overridden else (f"{source}:{line}" if line else source)
     if message.startswith(_dotted(loc) + ":") or not loc:
         return f"{where}: {message}"
     return f"{where}: {_dotted(loc)}: {message}"
@@ -343,20 +351,18 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
         user = {}
     if not isinstance(user, dict):
         raise ConfigError(f"{path}:1: a pipeline must be a YAML mapping (name:, task:, data:, model: ...)")
-    for touched in apply_overrides(user, list(overrides or [])):
-        lines[touched] = 0
+    overridden = set(apply_overrides(user, list(overrides or [])))
     merged = deep_merge(defaults, user)
     source = str(path)
-    lines = {k: v for k, v in lines.items() if v}  # overrides carry no line
     try:
         config = PipelineConfig.model_validate(merged)
     except ValidationError as e:
         problems = []
         for err in e.errors(include_url=False):
             loc = _strip_union_tags(tuple(err["loc"]))
-            problems.append(_problem(source, lines, loc, _message(err)))
+            problems.append(_problem(source, lines, loc, _message(err), overridden))
         raise ConfigError(f"{path}: {len(problems)} problem(s)", problems) from None
-    problems = [_problem(source, lines, loc, msg) for loc, msg in semantic_problems(config)]
+    problems = [_problem(source, lines, loc, msg, overridden) for loc, msg in semantic_problems(config)]
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem(s)", problems)
     return config

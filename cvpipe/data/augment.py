@@ -7,6 +7,7 @@ than `min_area` pixels) are dropped with their labels and masks — never a cras
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 import albumentations as A
@@ -39,7 +40,7 @@ def build_transform(entry: str | dict[str, Any]) -> A.BasicTransform | A.BaseCom
     try:
         return cls(**params)
     except (TypeError, ValueError) as e:  # albumentations validates its arguments with pydantic
-        message = " ".join(str(e).split())
+        message = " ".join(re.sub(r"For further information visit \S+", "", str(e)).split())
         raise ValueError(f"{name}: invalid parameters {params}: {message[:300]}") from None
 
 

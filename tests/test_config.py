@@ -1,0 +1,111 @@
+from pathlib import Path
+
+import pytest
+
+from cvpipe.cli import main
+from cvpipe.config import load_pipeline, parse_override
+from cvpipe.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOOD = """\
+name: t
+task: detect
+data: {format: voc, root: DATA, classes: [Tree]}
+model:
+  backbone: {name: mobilenetv2_100, weights: mobilenet_v2.imagenet, out_indices: [2, 3, 4], freeze: 1}
+  head: {name: faster_rcnn, anchor_sizes: [[16], [32], [64]]}
+"""
+
+
+def good(tmp_path) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(GOOD.replace("DATA", str(tmp_path)))
+    return path
+
+
+def problems_of(path, overrides=None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(path, overrides)
+    return info.value.problems or [str(info.value)]
+
+
+def test_good_pipeline_merges_defaults(tmp_path):
+    cfg = load_pipeline(good(tmp_path))
+    assert cfg.model.head.anchor_sizes == [[16], [32], [64]]
+    assert cfg.train.epochs == 10 and cfg.augment.min_visibility == 0.3  # from defaults.yaml
+    assert cfg.model.neck.name == "none"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "pipelines").glob("*.yaml")))
+def test_bundled_pipelines_validate_schema(name, monkeypatch, tmp_path):
+    text = (REPO / "pipelines" / name).read_text()
+    path = tmp_path / name
+    path.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    for folder in ("data/treecrowns", "data/photos"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+    load_pipeline(path)
+
+
+def test_every_problem_reported_with_file_line_and_path(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: bad\ntask: detect\ndata:\n  format: vok\n  root: .\n  clases: [a]\n"
+        "model:\n  backbone:\n    name: mobilenetv2_100\n    freeze: all\n    out_indices: [2, 3, 9]\n"
+        "  head:\n    name: faster_rcnn\n    anchor_sizes: [[12], [-48]]\n"
+    )
+    got = problems_of(path)
+    assert f"{path}:10: model.backbone.freeze: expected int 0..5, got \"all\"" in got
+    assert f"{path}:4: data.format: expected one of coco | voc | yolo | folders | masks, got \"vok\"; did you mean \"voc\"?" in got
+    assert f"{path}:6: data.clases: unknown key \"clases\"; did you mean \"classes\"?" in got
+    assert f"{path}:11: model.backbone.out_indices[2]: expected int 0..5, got 9" in got
+    assert f"{path}:14: model.head.anchor_sizes[1][0]: expected int >0, got -48" in got
+    assert len(got) == 5
+
+
+def test_overrides_apply_and_are_validated(tmp_path):
+    cfg = load_pipeline(good(tmp_path), ["train.epochs=3", "model.head.score_thresh=0.3", "data.classes=[a, b]"])
+    assert (cfg.train.epochs, cfg.model.head.score_thresh, cfg.data.classes) == (3, 0.3, ["a", "b"])
+    got = problems_of(good(tmp_path), ["model.head.score_thresh=3", "train.epoch=2"])
+    assert any("(--set): model.head.score_thresh: expected number 0.0..1.0, got 3" in p for p in got)
+    assert any('unknown key "epoch"; did you mean "epochs"?' in p for p in got)
+    assert parse_override("a.b.0=[1, 2]") == (("a", "b", 0), [1, 2])
+
+
+def test_semantic_checks_weights_augment_and_data(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(GOOD.replace("DATA", str(tmp_path / "nowhere")).replace("mobilenet_v2.imagenet", "mobilenet_v2.imagenett")
+                    + "augment:\n  train:\n    - HorizontalFlp: {p: 0.5}\n    - RandomCrop: {height: -3, width: 4}\n")
+    got = problems_of(path)
+    assert any(":9: augment.train[0]: unknown albumentations transform 'HorizontalFlp'; did you mean \"HorizontalFlip\"?" in p
+               for p in got)
+    assert any(":10: augment.train[1]: RandomCrop: invalid parameters" in p for p in got)
+    assert any('model.backbone.weights: unknown weights id "mobilenet_v2.imagenett"; did you mean "mobilenet_v2.imagenet"?' in p
+               for p in got)
+    assert any("data.root:" in p and "does not exist" in p for p in got)
+
+
+def test_head_must_fit_task(tmp_path):
+    got = problems_of(good(tmp_path), ["task=classify"])
+    assert any("head 'faster_rcnn' does not do task 'classify'" in p for p in got)
+
+
+def test_malformed_yaml_names_line(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("name: x\ntask: [detect\n")
+    with pytest.raises(ConfigError, match=r"m.yaml:3:1: malformed YAML"):
+        load_pipeline(path)
+
+
+def test_yaml_is_never_executed(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        load_pipeline(path)
+
+
+def test_cli_validate_exit_codes(tmp_path, capsys):
+    assert main(["validate", str(good(tmp_path))]) == 0
+    assert main(["validate", str(good(tmp_path)), "--set", "model.backbone.freeze=all"]) == 2
+    assert 'model.backbone.freeze: expected int 0..5, got "all"' in capsys.readouterr().err
