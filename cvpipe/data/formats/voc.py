@@ -1,5 +1,7 @@
 """Pascal VOC XML: one file per image; 1-based inclusive corners (x1 = xmin - 1, as detectron2 reads them).
 
+VOC has no class list; the writer adds ROOT/classes.txt (as labelImg does) so label order survives.
+
 Layouts read: `ROOT/SPLIT/*.xml` beside the images, or the VOC devkit layout
 (`Annotations/`, `JPEGImages/`, `ImageSets/Main/SPLIT.txt`). Written: `ROOT/SPLIT/` images + XML.
 """
@@ -52,6 +54,8 @@ def _image_for(root: Path, xml: Path, filename: str | None) -> Path:
 def read_voc(root: Path, split: str, classes: list[str]) -> Dataset:
     """Unknown class names get label -1 (reported by `data check`) unless `classes` is empty (then learnt)."""
     root = Path(root)
+    if not classes and (root / "classes.txt").exists():  # written by write_voc: keeps label order
+        classes = (root / "classes.txt").read_text().split()
     learn = not classes
     classes = list(classes)
     records, problems = [], []
@@ -111,3 +115,4 @@ def write_voc(dataset: Dataset, out: Path, split: str) -> None:
                 ET.SubElement(bb, tag).text = _fmt(v)
         ET.indent(ann)
         write_text(folder / Path(r.file_name).with_suffix(".xml"), ET.tostring(ann, encoding="unicode") + "\n")
+    write_text(Path(out) / "classes.txt", "".join(f"{c}\n" for c in dataset.classes))
