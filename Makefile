@@ -22,13 +22,13 @@ demo: install
 	$(BIN)/cvpipe data fetch treecrowns
 	$(BIN)/cvpipe weights fetch mobilenet_v2.imagenet
 	$(BIN)/cvpipe validate $(DEMO)
-	$(BIN)/cvpipe inspect $(DEMO) --input 3x400x400 --depth 2
+	$(BIN)/cvpipe inspect $(DEMO) --input 3x400x400
 	$(BIN)/cvpipe data check data/treecrowns --format voc --split val
 	$(BIN)/cvpipe augment preview $(DEMO) --n 16 --out runs/demo/augment_preview.png
 	@echo "demo outputs: runs/demo/augment_preview.png (augmented training tiles with their boxes)"
 
 bench: install
-	$(BIN)/python benches/inspect_overhead.py
+	$(BIN)/python benches/data_loading.py
 
 lint: install
 	$(BIN)/ruff check cvpipe tests benches

@@ -222,13 +222,12 @@ def cmd_weights(args) -> int:
 
     catalog = WeightsCatalog.load()
     if args.weights_command == "list":
-        table = Table(title=f"weights (folder: {catalog.root})")
-        for col in ("id", "arch", "backbone", "trained on", "here", "source"):
-            table.add_column(col)
+        print(f"weights folder: {catalog.root}")
+        print(f"{'id':30s} {'here':5s} {'arch':30s} {'backbone':24s} {'source':40s} trained on")
         for e in catalog.entries.values():
             source = e.source.package if e.source else (e.url or "user file")
-            table.add_row(e.id, e.arch, e.backbone, e.trained_on, "yes" if catalog.is_fetched(e) else "no", source)
-        console.print(table)
+            here = "yes" if catalog.is_fetched(e) else "no"
+            print(f"{e.id:30s} {here:5s} {e.arch:30s} {e.backbone:24s} {source:40s} {e.trained_on}")
     elif args.weights_command == "fetch":
         for name in args.names:
             console.print(f"{name}: {catalog.fetch(name)} (sha256 ok)")

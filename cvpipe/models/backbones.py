@@ -48,9 +48,10 @@ def build_backbone(cfg: BackboneConfig, *, catalog: WeightsCatalog | None = None
                 f"model.backbone.weights: {cfg.weights} is for backbone {entry.backbone!r}, not {cfg.name!r}; "
                 f"set model.backbone.name: {entry.backbone}"
             )
-        # Names differ between implementations (torchvision vs timm, Keras): load tensor by tensor in order;
-        # a classifier at the end of the file is the unused tail.
-        load_into(body, catalog.state_dict(cfg.weights), mapping="position", what=cfg.weights, allow_unused_tail=True)
+        # Weights made for this very timm model load by name; others (torchvision's, Keras') tensor by tensor in
+        # order. Either way a classifier at the end of the file goes unused.
+        mapping = "name" if entry.arch == f"timm.{cfg.name}" else "position"
+        load_into(body, catalog.state_dict(cfg.weights), mapping=mapping, what=cfg.weights, allow_unused_tail=True)
         preprocess = entry.preprocess
     freeze_stages(body, cfg.freeze)
     return Backbone(body, preprocess)
@@ -67,5 +68,7 @@ def freeze_stages(body: nn.Module, n: int) -> None:
     stage = stages[n - 1]
     stage = stage if stage in names else stage.replace(".", "_")  # FeatureListNet flattens dotted names
     last = max(i for i, name in enumerate(names) if name == stage or name.startswith(stage + "."))
-    leaves = [name for name, m in list(body.named_modules())[1 : last + 1] if not list(m.children())]
-    timm_freeze(body, leaves, include_bn_running_stats=True)
+    inside, outside = names[1 : last + 1], names[last + 1 :]
+    whole = {n for n in inside if not any(o.startswith(n + ".") for o in outside)}  # subtree fully frozen
+    top = [n for n in inside if n in whole and (n.rpartition(".")[0] not in whole)]
+    timm_freeze(body, top, include_bn_running_stats=True)

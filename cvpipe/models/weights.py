@@ -139,6 +139,9 @@ class WeightsCatalog:
         if not file.exists():
             raise WeightsError(f"{file}: no such file")
         fmt = "safetensors" if file.suffix == ".safetensors" else "torch"
+        if fmt == "safetensors" and mapping == "position":
+            raise WeightsError(f"{file}: safetensors files sort their tensors by name, so they load by name only; "
+                               "use --mapping strict")
         state = read_state_dict(file, fmt)
         load_into(build_arch(arch, num_classes=num_classes), state, mapping=mapping, what=str(file))
         entry = WeightsEntry(
@@ -253,9 +256,11 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, mapping: str,
     Position mapping is how one checkpoint serves two implementations of the same network (torchvision's
     MobileNetV2 into timm's); every shape is checked and a mismatch names both tensors.
     """
-    if mapping == "strict":
+    if mapping in ("strict", "name"):  # "name": like strict, but tensors the model lacks (a classifier) may be left over
         result = model.load_state_dict(state, strict=False)
-        problems = [f"missing {k}" for k in result.missing_keys] + [f"unexpected {k}" for k in result.unexpected_keys]
+        problems = [f"missing {k}" for k in result.missing_keys]
+        if mapping == "strict" or not allow_unused_tail:
+            problems += [f"unexpected {k}" for k in result.unexpected_keys]
         if problems:
             raise WeightsError(f"{what}: does not fit {type(model).__name__}", problems[:10])
         return
