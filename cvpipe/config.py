@@ -12,7 +12,7 @@ import difflib
 import json
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from annotated_types import Ge, Gt, Le, Lt
@@ -77,7 +77,7 @@ class FasterRCNNHead(Strict):
     detections_per_img: Annotated[int, Field(gt=0)] = 100
 
 
-HeadConfig = Annotated[Union[ClassifierHead, FasterRCNNHead], Field(discriminator="name")]
+HeadConfig = Annotated[ClassifierHead | FasterRCNNHead, Field(discriminator="name")]
 HEADS_FOR_TASK: dict[str, set[str]] = {"classify": {"classifier"}, "detect": {"faster_rcnn"}}
 
 

@@ -43,7 +43,7 @@ def test_instance_mask_datasets_decode():
     voc = read_dataset(fetch_dataset("voc-sample", REPO / "data"), "coco", "train")
     sample = voc.sample(0)
     assert len(sample["masks"]) == 19 and "person" in voc.classes
-    for m, (x1, y1, x2, y2) in zip(sample["masks"], sample["boxes"]):
+    for m, (x1, _, _, y2) in zip(sample["masks"], sample["boxes"]):
         ys, xs = np.nonzero(m)
         assert abs(xs.min() - x1) <= 1 and abs(ys.max() + 1 - y2) <= 1
 
