@@ -12,7 +12,7 @@ from rich.table import Table
 
 from cvpipe.errors import CvpipeError
 
-console = Console(highlight=False)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)  # pipes get whole lines
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:

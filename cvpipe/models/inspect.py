@@ -88,7 +88,8 @@ def profile(model: nn.Module, input_shape: tuple[int, ...] = (3, 224, 224)) -> t
 
         return fn
 
-    handles = [m.register_forward_hook(hook(name)) for name, m in model.named_modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook(name)) for name, m in model.named_modules()
+               if not list(m.children()) and not isinstance(m, nn.Identity)]  # Identity placeholders are not layers
     x = torch.zeros(1, *input_shape)
     fields[id(x)] = (1, 1.0)
     was_training = model.training
