@@ -12,7 +12,7 @@ from rich.table import Table
 
 from cvpipe.errors import CvpipeError
 
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)  # pipes get whole lines
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # never split a line
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
