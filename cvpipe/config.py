@@ -232,7 +232,7 @@ def _dotted(loc: tuple) -> str:
 
 def _strip_union_tags(loc: tuple) -> tuple:
     """pydantic puts the discriminator value into the location of a tagged union; users never wrote it."""
-    heads = {"classifier", "faster_rcnn"}
+    heads = {typing.get_args(m.model_fields["name"].annotation)[0] for m in _models_in(HeadConfig)}
     return tuple(p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "head" and p in heads))
 
 
