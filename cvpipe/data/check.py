@@ -19,6 +19,7 @@ WARNINGS = {"empty image"}
 
 def box_problems(dataset: Dataset) -> list[Problem]:
     out = []
+    reported = any(p.kind == "unknown class" for p in dataset.problems)  # the reader already named them
     for r in dataset.records:
         for k, (box, label) in enumerate(zip(r.boxes, r.labels)):
             where = f"{r.path} box {k}"
@@ -32,7 +33,7 @@ def box_problems(dataset: Dataset) -> list[Problem]:
             elif r.width and r.height and (x1 < 0 or y1 < 0 or x2 > r.width or y2 > r.height):
                 out.append(Problem("out-of-bounds box", where,
                                    f"{x1:g},{y1:g},{x2:g},{y2:g} outside the {r.width}x{r.height} image"))
-            if label < 0 and not any(p.kind == "unknown class" for p in dataset.problems):
+            if label < 0 and not reported:
                 out.append(Problem("unknown class", where, "label has no class name"))
     return out
 
