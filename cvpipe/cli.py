@@ -69,6 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_set(p)
 
+    p = sub.add_parser("train", help="fine-tune a pipeline; evaluates on the val split, keeps last.pt and best.pt")
+    p.add_argument("pipeline", type=Path)
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
+                   help="continue the latest run of this pipeline (or RUN, a run folder or its last.pt)")
+    p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard logs (the CSV is always written)")
+    _add_set(p)
+
+    p = sub.add_parser("eval", help="COCO mAP (pycocotools) on the val split")
+    p.add_argument("pipeline", type=Path)
+    p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
+    p.add_argument("--json", type=Path, default=None, help="write the metrics here")
+    _add_set(p)
+
+    p = sub.add_parser("predict", help="detect objects in a folder, file or glob of images")
+    p.add_argument("pipeline", type=Path)
+    p.add_argument("--source", required=True, help="a folder (searched recursively), an image file or a glob")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: <run>/predict)")
+    p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
+    p.add_argument("--conf", type=float, default=0.25, help="keep detections scoring at least this (default 0.25)")
+    p.add_argument("--resume", action="store_true", help="skip images an earlier run of this --out finished")
+    p.add_argument("--no-images", action="store_true", help="write only the JSON/CSV, no annotated images")
+    _add_set(p)
+
     weights = sub.add_parser("weights", help="the weights catalogue").add_subparsers(dest="weights_command", required=True)
     weights.add_parser("list", help="list known weights and whether they are here")
     p = weights.add_parser("fetch", help="fetch weights into the weights folder, sha256-checked")
@@ -239,12 +262,59 @@ def cmd_weights(args) -> int:
     return 0
 
 
+def _pipeline(args):
+    from cvpipe.pipeline import Pipeline
+
+    return Pipeline.from_yaml(args.pipeline, args.overrides, console=console)
+
+
+def cmd_train(args) -> int:
+    result = _pipeline(args).fit(resume=args.resume, tensorboard=not args.no_tensorboard)
+    minutes = result.train_seconds / 60
+    console.print(f"done: {len(result.history)} epochs, {minutes:.1f} min of training → {result.run_dir}")
+    if result.metrics is not None:
+        _print_metrics(result.metrics)
+    console.print(f"checkpoints {result.best.name}, {result.last.name}; plots loss_curves.png, pr_curve.png, "
+                  f"per_class_ap.png; logs results.csv, tensorboard/ (in {result.run_dir})")
+    return 0
+
+
+def _print_metrics(metrics) -> None:
+    console.print("\n".join(line for line in metrics.summary.splitlines() if line.startswith(" Average")))
+    table = Table("class", "AP", "AP50", title="per-class AP")
+    for name, ap in metrics.per_class.items():
+        table.add_row(name, f"{ap:.3f}", f"{metrics.per_class_ap50[name]:.3f}")
+    console.print(table)
+
+
+def cmd_eval(args) -> int:
+    pipeline = _pipeline(args)
+    metrics = pipeline.evaluate(args.weights, json_path=args.json)
+    _print_metrics(metrics)
+    if args.json:
+        console.print(f"metrics → {args.json}; detections (COCO results) and ground truth beside it")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    report = _pipeline(args).predict(args.source, args.out, weights=args.weights, conf=args.conf, resume=args.resume,
+                                     save_images=False if args.no_images else None)
+    console.print(f"{report.processed} images in {report.seconds:.1f}s ({report.images_per_second:.2f} img/s), "
+                  f"{report.detections} detections" + (f", {report.resumed} done earlier" if report.resumed else ""))
+    if report.skipped:
+        console.print(f"[yellow]skipped {len(report.skipped)}[/] (listed in {report.out / 'skipped.txt'}):")
+        for name, reason in report.skipped[:5]:
+            console.print(f"  {name}: {reason}")
+    console.print(f"→ {report.out}: images/, results.json (COCO results), images.json, detections.csv")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {
         "validate": cmd_validate, "inspect": cmd_inspect, "weights": cmd_weights,
         "data": lambda a: {"check": cmd_data_check, "convert": cmd_data_convert, "fetch": cmd_data_fetch}[a.data_command](a),
-        "augment": cmd_augment_preview,
+        "augment": cmd_augment_preview, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
     }
     try:
         return handlers[args.command](args)

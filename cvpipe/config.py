@@ -70,8 +70,12 @@ class FasterRCNNHead(Strict):
     name: Literal["faster_rcnn"]
     anchor_sizes: list[list[Annotated[int, Field(gt=0)]]] = [[32], [64], [128], [256]]
     aspect_ratios: list[Annotated[float, Field(gt=0)]] = [0.5, 1.0, 2.0]
-    min_size: Annotated[int, Field(gt=0)] = 800
-    max_size: Annotated[int, Field(gt=0)] = 1333
+    min_size: Annotated[int, Field(gt=0)] = 800  # short side the images are resized to (eval; train too)
+    max_size: Annotated[int, Field(gt=0)] = 1333  # ... unless the long side would exceed this
+    train_sizes: list[Annotated[int, Field(gt=0)]] = []  # multi-scale training: short sides picked at random
+    rpn_pre_nms_top_n: Annotated[int, Field(gt=0)] = 1000  # proposals kept per level before the RPN's NMS
+    rpn_post_nms_top_n: Annotated[int, Field(gt=0)] = 1000  # ... and per image after it
+    roi_batch_size: Annotated[int, Field(gt=0)] = 512  # RoIs sampled per image for the box head's loss
     score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     detections_per_img: Annotated[int, Field(gt=0)] = 100
@@ -102,11 +106,17 @@ class TrainConfig(Strict):
     workers: Annotated[int, Field(ge=0)]
     seed: int
     device: str
+    time_limit: Annotated[float, Field(gt=0)] | None = None
+
+
+COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
 class EvalConfig(Strict):
     batch_size: Annotated[int, Field(ge=1)]
     metric: Literal["auto", "coco_map", "miou", "top1"]
+    interval: Annotated[int, Field(ge=1)] = 1
+    best: Literal[COCO_STATS] = "AP"
 
 
 class OutputConfig(Strict):

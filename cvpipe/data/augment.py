@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import warnings
 from typing import Any
 
 import albumentations as A
@@ -49,7 +50,9 @@ def build_augment(cfg: AugmentConfig, split: str, *, seed: int | None = None) ->
     entries = cfg.train if split == "train" else cfg.eval
     bbox_params = A.BboxParams(format="pascal_voc", label_fields=["labels", "indices"], min_visibility=cfg.min_visibility,
                                min_area=cfg.min_area, clip=True, filter_invalid_bboxes=True)
-    return A.Compose([build_transform(e) for e in entries], bbox_params=bbox_params, seed=seed)
+    with warnings.catch_warnings():  # an empty list warns that no transform uses the boxes; that is fine
+        warnings.filterwarnings("ignore", message="Got processor for bboxes")
+        return A.Compose([build_transform(e) for e in entries], bbox_params=bbox_params, seed=seed)
 
 
 def apply_augment(transform: A.Compose, sample: dict) -> dict:

@@ -1,0 +1,1 @@
+"""The loops every head shares: fit, evaluate, predict."""

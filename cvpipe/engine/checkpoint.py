@@ -1,0 +1,68 @@
+"""Checkpoints: one dict of tensors and plain values, written atomically, read with `weights_only=True`.
+
+Keys: `model` (state dict), `classes`, `config` (the pipeline as JSON-able dict), `epoch` (finished epochs),
+`iteration`, `epochs` (the schedule's length), `best` (value of `eval.best`), `history` (one row per
+epoch), and for resuming `optimizer`, `scaler`, `ema`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from cvpipe.errors import WeightsError
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such checkpoint; train first (`cvpipe train PIPELINE.yaml`) or pass "
+                           "--weights with a .pt file from a run folder")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for truncated / foreign / pickled-object files
+        raise WeightsError(f"{path}: not a readable cvpipe checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(state, dict) or "model" not in state or "classes" not in state:
+        raise WeightsError(f"{path}: not a cvpipe checkpoint (no 'model' and 'classes' entries); "
+                           "import plain weights with `cvpipe weights import` instead")
+    return state
+
+
+def check_classes(path: Path, state: dict, classes: list[str]) -> None:
+    """A checkpoint's head only fits the classes it was trained for."""
+    if list(state["classes"]) != list(classes):
+        raise WeightsError(
+            f"{path}: checkpoint was trained for {len(state['classes'])} classes {state['classes'][:10]}, "
+            f"the data has {len(classes)} {classes[:10]}; fine-tune from it with model.backbone.weights or "
+            "set data.classes to the checkpoint's classes"
+        )
+
+
+def load_trained(config, path: Path, device: torch.device):
+    """(model in eval mode on `device`, its classes) from a checkpoint made for this pipeline's architecture."""
+    from cvpipe.models.heads import build_model
+
+    state = load_checkpoint(path)
+    classes = list(state["classes"])
+    model = build_model(config, len(classes), pretrained=False)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))[:300]
+        trained = state.get("config", {}).get("model", {})
+        raise WeightsError(
+            f"{path}: checkpoint does not fit this pipeline's model (it was trained with backbone "
+            f"{trained.get('backbone', {}).get('name')!r}, head {trained.get('head', {}).get('name')!r}); "
+            f"use the pipeline it was trained with ({Path(path).parent / 'pipeline.yaml'}). First mismatch: {first}"
+        ) from None
+    return model.to(device).eval(), classes

@@ -1,0 +1,101 @@
+"""From a pipeline's data section to batches: split loading with checks, augmentation, loaders.
+
+Images stay uint8 through the loader (4× less to move between processes); the loop converts them on the
+device. A sample whose image cannot be decoded is reported and left out of its batch, never fatal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from cvpipe.config import PipelineConfig
+from cvpipe.data.augment import apply_augment, build_augment
+from cvpipe.data.check import check_dataset, fixed_copy, summarize
+from cvpipe.data.formats import read_dataset
+from cvpipe.data.records import Dataset
+from cvpipe.errors import DataError
+
+
+def load_split(config: PipelineConfig, split: str, classes: list[str] | None = None) -> tuple[Dataset, list[str]]:
+    """Read a split, refuse unknown classes, drop unusable boxes and missing images (returned as warnings)."""
+    data = config.data
+    dataset = read_dataset(data.root, data.format, getattr(data, split), classes or data.classes)
+    problems = check_dataset(dataset, decode=False)
+    unknown = [p for p in problems if p.kind == "unknown class"]
+    if unknown:
+        examples = [str(p) for p in unknown[:5]]
+        raise DataError(
+            f"{data.root} ({split} split): {len(unknown)} object(s) of classes not in data.classes "
+            f"{dataset.classes}; add the names to data.classes, or drop them with "
+            f"`cvpipe data check ... --fix OUT`", examples)
+    warnings = [f"{kind}: {count} (e.g. {examples[0]})" for kind, count, fatal, examples in summarize(problems)
+                if kind != "empty image"]
+    if any(p.fatal for p in problems):
+        dataset, _ = fixed_copy(dataset, problems)
+    if not dataset.records:
+        raise DataError(f"{data.root} ({split} split): no usable images", warnings)
+    return dataset, warnings
+
+
+def image_tensor(image: np.ndarray) -> torch.Tensor:
+    """HWC uint8 → CHW uint8 tensor (no copy of the pixels beyond making them contiguous)."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+class DetectionSamples(torch.utils.data.Dataset):
+    """(image uint8 CHW, target {boxes, labels, image_id}) with the split's augmentation applied."""
+
+    def __init__(self, dataset: Dataset, transform):
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        try:
+            sample = self.dataset.sample(i)
+        except DataError as e:
+            return ("skipped", str(e))
+        sample = apply_augment(self.transform, sample)
+        target = {"boxes": torch.from_numpy(sample["boxes"]).reshape(-1, 4),
+                  "labels": torch.from_numpy(sample["labels"]), "image_id": sample["image_id"]}
+        return image_tensor(sample["image"]), target
+
+
+def collate(batch: list) -> tuple[list, list, list[str]]:
+    """Lists of images and targets (detectors take lists: sizes may differ), plus the skip reasons."""
+    skipped = [item[1] for item in batch if item[0] == "skipped"]
+    kept = [item for item in batch if not (len(item) == 2 and isinstance(item[0], str) and item[0] == "skipped")]
+    return [image for image, _ in kept], [target for _, target in kept], skipped
+
+
+def make_loader(config: PipelineConfig, dataset: Dataset, split: str, *, epoch: int = 0) -> DataLoader:
+    """Training order and augmentation draws depend on (seed, epoch) only, so a resumed run replays them."""
+    train = split == "train"
+    seed = config.train.seed + epoch
+    transform = build_augment(config.augment, split, seed=seed if train else config.train.seed)
+    generator = torch.Generator().manual_seed(seed)
+    workers = config.train.workers
+    return DataLoader(
+        DetectionSamples(dataset, transform),
+        batch_size=config.train.batch_size if train else config.eval.batch_size,
+        shuffle=train, drop_last=train and len(dataset) > config.train.batch_size, generator=generator,
+        num_workers=workers, collate_fn=collate, persistent_workers=False,
+        pin_memory=torch.cuda.is_available(), worker_init_fn=_seed_worker if workers else None,
+    )
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Each worker's albumentations/numpy draws follow from torch's per-worker seed (itself from the generator)."""
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    transform = info.dataset.transform
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)

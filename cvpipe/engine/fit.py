@@ -1,0 +1,207 @@
+"""`cvpipe train`: the training loop every head shares (heads follow torchvision's loss-dict convention).
+
+Per iteration: warm-up + cosine LR, AMP on CUDA, gradient clipping, optional EMA. Per epoch: CSV and
+TensorBoard rows, `last.pt` (everything needed to resume), and every `eval.interval` epochs a COCO
+evaluation that may replace `best.pt`. With `train.time_limit`, the number of epochs is re-estimated
+from the measured epoch time after every epoch, and the cosine schedule stretches to it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from cvpipe.config import PipelineConfig
+from cvpipe.engine.checkpoint import check_classes, load_checkpoint, save_checkpoint
+from cvpipe.engine.data import load_split, make_loader
+from cvpipe.engine.device import resolve_device
+from cvpipe.engine.evaluate import evaluate_detector
+from cvpipe.engine.inference import autocast, to_device
+from cvpipe.engine.logs import RunLog
+from cvpipe.engine.optim import build_optimizer, lr_factor, set_lr
+from cvpipe.engine.runs import latest_run_dir, new_run_dir
+from cvpipe.errors import CvpipeError, WeightsError
+from cvpipe.io.images import write_text
+from cvpipe.metrics.coco import CocoMetrics
+from cvpipe.models.heads import build_model
+from cvpipe.viz import plots
+
+EMA_DECAY = 0.9998
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    best: Path
+    last: Path
+    metrics: CocoMetrics | None  # the last evaluation
+    history: list[dict]
+    train_seconds: float
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                    console=console, transient=True)
+
+
+def resume_state(config: PipelineConfig, resume: bool | str | Path) -> tuple[Path, dict]:
+    """`--resume` (the pipeline's latest run) or `--resume RUN_DIR|last.pt`."""
+    if resume is True:
+        run_dir = latest_run_dir(config)
+        if run_dir is None:
+            raise WeightsError(f"--resume: no run of pipeline {config.name!r} with a last.pt under {config.output.dir}/")
+    else:
+        path = Path(resume)
+        run_dir = path if path.is_dir() else path.parent
+    return run_dir, load_checkpoint(run_dir / "last.pt")
+
+
+def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: Console | None = None,
+        tensorboard: bool = True) -> FitResult:
+    console = console or Console()
+    state = None
+    if resume:
+        run_dir, state = resume_state(config, resume)
+        config = PipelineConfig.model_validate(state["config"])  # same data, model and schedule as the killed run
+        console.print(f"resuming {run_dir} after epoch {state['epoch']}/{state['epochs']}")
+    device = resolve_device(config.train.device)
+    train_set, warnings = load_split(config, "train")
+    val_set, val_warnings = load_split(config, "val", train_set.classes)
+    classes = train_set.classes
+    for line in [*(f"train: {w}" for w in warnings), *(f"val: {w}" for w in val_warnings)]:
+        console.print(f"[yellow]data warning[/] {line} (skipped or clipped; `cvpipe data check` lists all)")
+    if state is not None:
+        check_classes(run_dir / "last.pt", state, classes)
+    else:
+        run_dir = new_run_dir(config)
+        write_text(run_dir / "pipeline.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+    torch.manual_seed(config.train.seed)
+    model = build_model(config, len(classes), pretrained=state is None).to(device)
+    optimizer = build_optimizer(model, config.train)
+    use_amp = config.train.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
+    ema = None
+    if config.train.ema:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=EMA_DECAY, use_warmup=True)
+    epochs, epoch, iteration, best, history, train_seconds = config.train.epochs, 0, 0, -1.0, [], 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.module.load_state_dict(state["ema"])
+        epochs, epoch, iteration = state["epochs"], state["epoch"], state["iteration"]
+        best, history, train_seconds = state["best"], list(state["history"]), state["train_seconds"]
+
+    log = RunLog(run_dir, tensorboard=tensorboard)
+    params = [p for p in model.parameters() if p.requires_grad]
+    iters_per_epoch = len(make_loader(config, train_set, "train"))
+    metrics = None
+    console.print(f"training {config.name} on {device}: {len(train_set)} train / {len(val_set)} val images, "
+                  f"{len(classes)} classes, {iters_per_epoch} iterations per epoch → {run_dir}")
+    with progress_bar(console) as progress:
+        task = progress.add_task("train", total=epochs * iters_per_epoch, completed=iteration, info="")
+        while epoch < epochs:
+            torch.manual_seed(config.train.seed + epoch)  # the heads' sampling too: a resumed epoch replays exactly
+            model.train()
+            sums: dict[str, float] = defaultdict(float)
+            steps = 0
+            skipped_images = 0
+            start = time.perf_counter()
+            for images, targets, skipped in make_loader(config, train_set, "train", epoch=epoch):
+                skipped_images += len(skipped)
+                if not images:
+                    continue
+                lr = set_lr(optimizer, config.train.lr, lr_factor(iteration, epochs * iters_per_epoch,
+                                                                  config.train.warmup_iters))
+                images = to_device(images, device)
+                targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
+                with autocast(device, use_amp):
+                    losses = model(images, targets)
+                loss = sum(losses.values())
+                if not torch.isfinite(loss):
+                    raise CvpipeError(f"loss is {loss.item()} at iteration {iteration} (epoch {epoch + 1}); lower "
+                                      f"train.lr (now {config.train.lr}) or check the data with `cvpipe data check`")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if config.train.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, config.train.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                if ema is not None:
+                    ema.update(model, step=iteration)
+                iteration += 1
+                steps += 1
+                values = {k: v.item() for k, v in losses.items()}
+                for k, v in values.items():
+                    sums[k] += v
+                log.scalars(iteration, {**values, "loss": loss.item(), "lr": lr}, "train")
+                progress.update(task, advance=1, description=f"epoch {epoch + 1}/{epochs}", info=f"loss {loss.item():.3f}")
+            seconds = time.perf_counter() - start
+            train_seconds += seconds
+            epoch += 1
+            if config.train.time_limit:  # re-estimate the epoch count from the mean epoch time so far
+                epochs = max(epoch, math.floor(config.train.time_limit * 60 / (train_seconds / epoch)))
+                progress.update(task, total=epochs * iters_per_epoch)
+            row = {"epoch": epoch, "iteration": iteration, "lr": round(lr, 8), "seconds": round(seconds, 2),
+                   **{k: round(v / max(1, steps), 5) for k, v in sums.items()},
+                   "loss": round(sum(sums.values()) / max(1, steps), 5)}
+            if skipped_images:
+                row["skipped"] = skipped_images
+            evaluated = epoch % config.eval.interval == 0 or epoch >= epochs
+            if evaluated:
+                eval_model = ema.module if ema is not None else model
+                metrics = evaluate_detector(eval_model, config, val_set, device, progress=progress)
+                row.update({k: round(v, 5) for k, v in metrics.stats.items()})
+                log.scalars(epoch, metrics.stats, "val")
+            history.append(row)
+            log.epoch_row(history)
+            weights = (ema.module if ema is not None else model).state_dict()
+            common = {"classes": classes, "config": config.model_dump(mode="json"), "epoch": epoch, "epochs": epochs,
+                      "iteration": iteration, "history": history, "train_seconds": train_seconds}
+            if evaluated and metrics.stats[config.eval.best] > best:
+                best = metrics.stats[config.eval.best]
+                save_checkpoint(run_dir / "best.pt", {**common, "model": weights, "best": best,
+                                                      "metrics": metrics.as_json()})
+            save_checkpoint(run_dir / "last.pt", {
+                **common, "best": best, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(), "ema": ema.module.state_dict() if ema is not None else None})
+            console.print(_epoch_line(row, epochs, config.eval.best))
+    log.close()
+    if metrics is not None:
+        write_text(run_dir / "metrics.json", json.dumps(metrics.as_json(), indent=2))
+        plots.pr_curves(metrics.recall, metrics.precision50, metrics.per_class_ap50, run_dir / "pr_curve.png")
+        plots.per_class_ap(metrics.per_class, run_dir / "per_class_ap.png")
+    plots.loss_curves(history, run_dir / "loss_curves.png")
+    return FitResult(run_dir, run_dir / "best.pt", run_dir / "last.pt", metrics, history, train_seconds)
+
+
+def _epoch_line(row: dict, epochs: int, best_key: str) -> str:
+    losses = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in row.items() if k.startswith("loss_"))
+    line = f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.3f} ({losses})  lr {row['lr']:.4g}  {row['seconds']:.1f}s"
+    if "AP" in row:
+        line += f"  │ val AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}"
+        if best_key not in ("AP", "AP50"):
+            line += f"  {best_key} {row[best_key]:.3f}"
+    return line

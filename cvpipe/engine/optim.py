@@ -1,0 +1,54 @@
+"""Optimizer with parameter groups, and the warm-up + cosine learning-rate schedule.
+
+The schedule is a pure function of the iteration, so a resumed run continues on exactly the same curve.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from cvpipe.config import TrainConfig
+
+FINAL_LR_RATIO = 0.01  # cosine ends at 1 % of the base rate
+WARMUP_START_RATIO = 0.001
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Backbone parameters at `lr × backbone_lr_mult`; norms and biases (1-d tensors) without weight decay."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        in_backbone = ".backbone." in f".{name}"
+        no_decay = param.ndim <= 1
+        groups.setdefault((in_backbone, no_decay), []).append(param)
+    out = []
+    for (in_backbone, no_decay), params in sorted(groups.items()):
+        out.append({"params": params, "lr_mult": cfg.backbone_lr_mult if in_backbone else 1.0,
+                    "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+                    "name": f"{'backbone' if in_backbone else 'head'}{'/no_decay' if no_decay else ''}"})
+    return out
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def lr_factor(iteration: int, total: int, warmup: int) -> float:
+    """Linear warm-up from 0.1 % over `warmup` iterations, then cosine decay to FINAL_LR_RATIO at `total`."""
+    if iteration < warmup:
+        return WARMUP_START_RATIO + (1 - WARMUP_START_RATIO) * iteration / warmup
+    progress = min(1.0, (iteration - warmup) / max(1, total - warmup))
+    return FINAL_LR_RATIO + (1 - FINAL_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> float:
+    for group in optimizer.param_groups:
+        group["lr"] = base_lr * factor * group.get("lr_mult", 1.0)
+    return base_lr * factor

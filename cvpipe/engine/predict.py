@@ -1,0 +1,172 @@
+"""`cvpipe predict`: batched inference over a folder, file or glob, written out as it goes.
+
+Decoding runs in loader workers; an unreadable file is reported in `skipped.txt` and the run goes on.
+Every finished image is appended to a journal (`.journal.jsonl`), so `--resume` skips what is done and the
+final files (`results.json` COCO results, `images.json`, `detections.csv`) are rebuilt from the journal.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch.utils.data import DataLoader
+
+from cvpipe.config import PipelineConfig
+from cvpipe.engine.checkpoint import load_trained
+from cvpipe.engine.data import image_tensor
+from cvpipe.engine.device import resolve_device
+from cvpipe.engine.fit import progress_bar
+from cvpipe.engine.inference import detect
+from cvpipe.errors import CvpipeError, DataError
+from cvpipe.io.images import IMAGE_SUFFIXES, read_image, write_image, write_text
+from cvpipe.viz.draw import draw_sample
+
+JOURNAL = ".journal.jsonl"
+
+
+@dataclass
+class PredictReport:
+    out: Path
+    processed: int  # in this run
+    resumed: int  # already done by an earlier run
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason), all runs
+    seconds: float = 0.0
+    detections: int = 0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds else 0.0
+
+
+def discover(source: str | Path) -> tuple[list[Path], Path]:
+    """Image files under a folder (recursive), a single file, or a glob; plus the root names are relative to."""
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        return files, path
+    if path.is_file():
+        return [path], path.parent
+    if glob.has_magic(str(source)):
+        files = sorted(Path(p) for p in glob.glob(str(source), recursive=True)
+                       if Path(p).suffix.lower() in IMAGE_SUFFIXES and Path(p).is_file())
+        if files:
+            root = Path(*Path(str(source).split("*")[0]).parts) if "/" in str(source) else Path(".")
+            root = root if root.is_dir() else root.parent
+            return files, root
+        raise CvpipeError(f"--source {source}: the pattern matches no image ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    raise CvpipeError(f"--source {source}: no such file or folder")
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    def __init__(self, files: list[Path]):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, image_tensor(read_image(self.files[i])), None
+        except DataError as e:
+            return i, None, str(e).split(": ", 1)[-1]
+
+
+def _collate(batch):
+    return batch
+
+
+def read_journal(path: Path) -> dict[str, dict]:
+    """Finished images by relative name; a line cut short by a kill is ignored (that image is redone)."""
+    done = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[entry["file"]] = entry
+    return done
+
+
+def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path, *, conf: float = 0.25,
+            resume: bool = False, save_images: bool | None = None, console: Console | None = None) -> PredictReport:
+    console = console or Console()
+    out = Path(out)
+    device = resolve_device(config.train.device)
+    files, root = discover(source)
+    model, classes = load_trained(config, weights, device)
+    save_images = config.output.save_images if save_images is None else save_images
+    out.mkdir(parents=True, exist_ok=True)
+    journal_path = out / JOURNAL
+    done = read_journal(journal_path) if resume else {}
+    names = [str(f.relative_to(root)) if f.is_relative_to(root) else f.name for f in files]
+    todo = [i for i, name in enumerate(names) if name not in done]
+    report = PredictReport(out, 0, len(done))
+    console.print(f"predict: {len(files)} images from {source}" + (f", {len(done)} already done" if done else "")
+                  + f" → {out}")
+    loader = DataLoader(ImageFiles([files[i] for i in todo]), batch_size=config.eval.batch_size,
+                        num_workers=min(config.train.workers, len(todo)), collate_fn=_collate)
+    start = time.perf_counter()
+    with open(journal_path, "a" if resume else "w", encoding="utf-8") as journal, progress_bar(console) as progress:
+        task = progress.add_task("predict", total=len(todo), info="")
+        for batch in loader:
+            entries, images, kept = [], [], []
+            for k, image, error in batch:
+                name = names[todo[k]]
+                if error is not None:
+                    entries.append({"file": name, "skipped": error})
+                else:
+                    images.append(image)
+                    kept.append(name)
+            detections = detect(model, images, device, amp=config.train.amp) if images else []
+            for name, image, det in zip(kept, images, detections):
+                keep = det["scores"] >= conf
+                boxes, scores, labels = det["boxes"][keep].numpy(), det["scores"][keep].numpy(), det["labels"][keep].numpy()
+                if save_images:
+                    write_image(out / "images" / name, draw_sample(image.permute(1, 2, 0).numpy(), boxes, labels,
+                                                                     classes, scores=scores))
+                entries.append({"file": name, "width": int(image.shape[2]), "height": int(image.shape[1]),
+                                "boxes": np.round(boxes, 2).tolist(), "scores": np.round(scores, 5).tolist(),
+                                "labels": labels.tolist()})
+                report.detections += len(boxes)
+            journal.write("".join(json.dumps(e) + "\n" for e in entries))
+            journal.flush()
+            report.processed += len(kept)
+            progress.update(task, advance=len(batch), info=f"{report.processed / (time.perf_counter() - start):.1f} img/s")
+    report.seconds = time.perf_counter() - start
+    write_outputs(out, read_journal(journal_path), names, classes, report)
+    return report
+
+
+def write_outputs(out: Path, entries: dict[str, dict], names: list[str], classes: list[str], report: PredictReport) -> None:
+    """results.json (COCO results), images.json (ids → files), detections.csv, skipped.txt — from the journal."""
+    images, results = [], []
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["file", "class", "score", "x1", "y1", "x2", "y2"])
+    for image_id, name in enumerate(names, start=1):
+        entry = entries.get(name)
+        if entry is None:
+            continue
+        if "skipped" in entry:
+            report.skipped.append((name, entry["skipped"]))
+            continue
+        images.append({"id": image_id, "file_name": name, "width": entry["width"], "height": entry["height"]})
+        for (x1, y1, x2, y2), score, label in zip(entry["boxes"], entry["scores"], entry["labels"]):
+            results.append({"image_id": image_id, "category_id": label + 1,
+                            "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)], "score": score})
+            writer.writerow([name, classes[label], score, x1, y1, x2, y2])
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
+    write_text(out / "results.json", json.dumps(results))
+    write_text(out / "images.json", json.dumps({"images": images, "categories": categories}))
+    write_text(out / "detections.csv", rows.getvalue())
+    write_text(out / "skipped.txt", "".join(f"{name}: {reason}\n" for name, reason in report.skipped))

@@ -1,0 +1,1 @@
+"""Metrics: COCO mAP through pycocotools (detection)."""

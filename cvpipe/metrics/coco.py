@@ -1,0 +1,81 @@
+"""COCO box mAP through pycocotools' COCOeval, the reference every detection number in cvpipe comes from.
+
+Ground truth is the dataset as COCO (category id = class index + 1); detections are COCO results
+(`image_id, category_id, bbox [x, y, w, h], score`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from cvpipe.config import COCO_STATS
+
+
+@dataclass
+class CocoMetrics:
+    stats: dict[str, float]  # the 12 COCOeval stats under COCO_STATS names
+    per_class: dict[str, float]  # AP@[.5:.95] per class (NaN where the class has no ground truth)
+    per_class_ap50: dict[str, float]
+    recall: np.ndarray = field(repr=False)  # 101 recall thresholds
+    precision50: dict[str, np.ndarray] = field(repr=False)  # per class, precision at IoU 0.5 (all areas, 100 dets)
+    summary: str = ""  # pycocotools' printed table
+
+    def as_json(self) -> dict:
+        return {**self.stats, "per_class": {name: {"AP": _finite(self.per_class[name]),
+                                                   "AP50": _finite(self.per_class_ap50[name])}
+                                            for name in self.per_class}}
+
+
+def _finite(x: float) -> float | None:
+    return None if np.isnan(x) else float(x)
+
+
+def detections_to_results(detections: list[dict], image_ids: list[int]) -> list[dict]:
+    """Per-image `{boxes xyxy, scores, labels}` (numpy or tensors) → a COCO results list."""
+    results = []
+    for det, image_id in zip(detections, image_ids):
+        boxes = np.asarray(det["boxes"], np.float64).reshape(-1, 4)
+        for (x1, y1, x2, y2), score, label in zip(boxes, np.asarray(det["scores"]), np.asarray(det["labels"])):
+            results.append({"image_id": int(image_id), "category_id": int(label) + 1,
+                            "bbox": [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2),
+                                     round(float(y2 - y1), 2)], "score": round(float(score), 5)})
+    return results
+
+
+def coco_from_dict(gt: dict) -> COCO:
+    coco = COCO()
+    coco.dataset = gt
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def evaluate_coco(gt: dict, results: list[dict], classes: list[str]) -> CocoMetrics:
+    """COCOeval (iouType bbox) on a COCO ground-truth dict and a results list."""
+    coco_gt = coco_from_dict(gt)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        coco_dt = coco_gt.loadRes(results) if results else COCO()
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        if not results:
+            evaluator.params.imgIds = sorted(coco_gt.getImgIds())
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = dict(zip(COCO_STATS, (float(s) for s in evaluator.stats)))
+    precision = evaluator.eval["precision"]  # [T iou, R recall, K class, A area, M maxdets]
+    per_class, per_class_ap50, precision50 = {}, {}, {}
+    for k, cat_id in enumerate(evaluator.params.catIds):
+        name = classes[cat_id - 1]
+        p = precision[:, :, k, 0, -1]
+        per_class[name] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
+        p50 = precision[0, :, k, 0, -1]
+        per_class_ap50[name] = float(p50[p50 > -1].mean()) if (p50 > -1).any() else float("nan")
+        precision50[name] = np.where(p50 > -1, p50, 0.0)
+    return CocoMetrics(stats, per_class, per_class_ap50, evaluator.params.recThrs, precision50, out.getvalue())

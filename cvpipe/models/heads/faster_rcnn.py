@@ -1,0 +1,60 @@
+"""Faster R-CNN head: torchvision's RPN, RoIAlign box head and post-processing on any backbone + neck.
+
+Only the glue is ours: anchors and sampling from the YAML, the backbone's own normalisation, and class
+indices kept 0-based outside (torchvision reserves 0 for background).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.ops import MultiScaleRoIAlign
+
+from cvpipe.config import FasterRCNNHead
+from cvpipe.errors import ConfigError
+from cvpipe.models.necks import FeatureBody
+
+
+class FasterRCNNDetector(nn.Module):
+    """`model(images, targets)` → loss dict in training; `model(images)` → `[{boxes, scores, labels}]` in eval.
+
+    Images are float RGB in [0, 1], CHW, any size; labels are 0-based class indices.
+    """
+
+    def __init__(self, body: FeatureBody, cfg: FasterRCNNHead, num_classes: int):
+        super().__init__()
+        levels = body.num_levels
+        if len(cfg.anchor_sizes) != levels:
+            raise ConfigError(
+                f"model.head.anchor_sizes: {len(cfg.anchor_sizes)} levels given but the neck gives {levels} "
+                f"(strides {body.strides}); give one list of sizes per level"
+            )
+        if len({len(sizes) for sizes in cfg.anchor_sizes}) > 1:  # one RPN head is shared by all levels
+            raise ConfigError(f"model.head.anchor_sizes: every level needs the same number of sizes, got "
+                              f"{cfg.anchor_sizes}; e.g. [[12, 16], [24, 32], [48, 80]]")
+        anchors = AnchorGenerator(sizes=tuple(tuple(s) for s in cfg.anchor_sizes),
+                                  aspect_ratios=(tuple(cfg.aspect_ratios),) * levels)
+        roi_align = MultiScaleRoIAlign(featmap_names=[str(i) for i in range(levels)], output_size=7, sampling_ratio=2)
+        preprocess = body.backbone.preprocess
+        self.num_classes = num_classes
+        self.model = FasterRCNN(
+            body, num_classes=num_classes + 1,
+            min_size=(*cfg.train_sizes, cfg.min_size), max_size=cfg.max_size,
+            image_mean=list(preprocess.mean), image_std=list(preprocess.std),
+            rpn_anchor_generator=anchors, box_roi_pool=roi_align,
+            rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n, rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n,
+            rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n, rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n,
+            box_batch_size_per_image=cfg.roi_batch_size,
+            box_score_thresh=cfg.score_thresh, box_nms_thresh=cfg.nms_thresh,
+            box_detections_per_img=cfg.detections_per_img,
+        )
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
+        if targets is not None:
+            targets = [{**t, "labels": t["labels"] + 1} for t in targets]
+        out = self.model(images, targets)
+        if self.training:
+            return out
+        return [{**d, "labels": d["labels"] - 1} for d in out]

@@ -1,0 +1,75 @@
+"""The Python API: `Pipeline.from_yaml(path).fit()`, `.evaluate()`, `.predict(source)` — what the CLI calls."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from cvpipe.config import PipelineConfig, load_pipeline
+from cvpipe.engine.fit import FitResult
+from cvpipe.engine.predict import PredictReport
+from cvpipe.metrics.coco import CocoMetrics
+
+
+class Pipeline:
+    def __init__(self, config: PipelineConfig, *, console: Console | None = None):
+        self.config = config
+        self.console = console or Console()
+        self.last_fit: FitResult | None = None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None, **kwargs) -> Pipeline:
+        return cls(load_pipeline(path, overrides), **kwargs)
+
+    def _weights(self, weights: str | Path | None) -> Path:
+        from cvpipe.engine.runs import default_weights
+
+        if weights is not None:
+            return Path(weights)
+        if self.last_fit is not None:
+            return self.last_fit.best if self.last_fit.best.exists() else self.last_fit.last
+        return default_weights(self.config)
+
+    def fit(self, *, resume: bool | str | Path = False, tensorboard: bool = True) -> FitResult:
+        """Train; `resume=True` continues the latest run of this pipeline from its last.pt."""
+        from cvpipe.engine.fit import fit
+
+        self.last_fit = fit(self.config, resume=resume, console=self.console, tensorboard=tensorboard)
+        return self.last_fit
+
+    def evaluate(self, weights: str | Path | None = None, *, json_path: str | Path | None = None) -> CocoMetrics:
+        """COCO metrics on the val split. Writes `val_detections.json` / `val_annotations.json` beside `json_path`
+        (or the checkpoint) so the numbers can be re-checked with pycocotools alone."""
+        from cvpipe.engine.checkpoint import load_trained
+        from cvpipe.engine.data import load_split
+        from cvpipe.engine.device import resolve_device
+        from cvpipe.engine.evaluate import evaluate_detector
+        from cvpipe.io.images import write_text
+
+        weights = self._weights(weights)
+        device = resolve_device(self.config.train.device)
+        model, classes = load_trained(self.config, weights, device)
+        if self.config.data.classes and self.config.data.classes != classes:
+            from cvpipe.engine.checkpoint import check_classes, load_checkpoint
+
+            check_classes(weights, load_checkpoint(weights), self.config.data.classes)
+        dataset, warnings = load_split(self.config, "val", classes)
+        for line in warnings:
+            self.console.print(f"[yellow]data warning[/] val: {line}")
+        out_dir = Path(json_path).parent if json_path else weights.parent
+        metrics = evaluate_detector(model, self.config, dataset, device, out_dir=out_dir)
+        if json_path:
+            write_text(Path(json_path), json.dumps(metrics.as_json(), indent=2))
+        return metrics
+
+    def predict(self, source: str | Path, out: str | Path | None = None, *, weights: str | Path | None = None,
+                conf: float = 0.25, resume: bool = False, save_images: bool | None = None) -> PredictReport:
+        """Detections for every image under `source` (folder, file or glob), written to `out`."""
+        from cvpipe.engine.predict import predict
+
+        weights = self._weights(weights)
+        out = Path(out) if out else weights.parent / "predict"
+        return predict(self.config, source, out, weights, conf=conf, resume=resume, save_images=save_images,
+                       console=self.console)

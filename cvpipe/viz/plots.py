@@ -1,0 +1,58 @@
+"""Training and evaluation plots with matplotlib (Agg): loss curves, PR curves, per-class AP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.part{path.suffix}")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def loss_curves(history: list[dict], path: Path) -> Path:
+    """Every `loss*` column against epochs, plus the val metrics that were measured."""
+    epochs = [row["epoch"] for row in history]
+    losses = [k for k in history[0] if k.startswith("loss")] if history else []
+    metrics = [k for k in ("AP", "AP50") if any(k in row for row in history)]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for key in losses:
+        axes[0].plot(epochs, [row.get(key, np.nan) for row in history], label=key)
+    axes[0].set(xlabel="epoch", ylabel="training loss (epoch mean)", title="losses")
+    axes[0].legend(fontsize=8)
+    for key in metrics:
+        points = [(row["epoch"], row[key]) for row in history if key in row and row[key] != ""]
+        if points:
+            axes[1].plot(*zip(*points), marker="o", label=key)
+    axes[1].set(xlabel="epoch", ylabel="val", title="COCO metrics", ylim=(0, 1))
+    axes[1].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def pr_curves(recall: np.ndarray, precision: dict[str, np.ndarray], ap50: dict[str, float], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for name, p in precision.items():
+        ax.plot(recall, p, label=f"{name} AP50 {ap50[name]:.3f}")
+    ax.set(xlabel="recall", ylabel="precision", title="precision–recall at IoU 0.5", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def per_class_ap(per_class: dict[str, float], path: Path) -> Path:
+    names = list(per_class)
+    values = [0.0 if np.isnan(v) else v for v in per_class.values()]
+    fig, ax = plt.subplots(figsize=(max(5, 0.4 * len(names) + 2), 4))
+    ax.bar(range(len(names)), values)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.set(ylabel="AP@[.5:.95]", title="per-class AP", ylim=(0, 1))
+    return _save(fig, path)

@@ -1,0 +1,178 @@
+"""The shared engine on a tiny synthetic dataset: fit → checkpoints/logs/plots, resume, eval, predict, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from cvpipe.config import COCO_STATS, load_pipeline
+from cvpipe.data.formats import write_dataset
+from cvpipe.data.synthetic import make_shapes
+from cvpipe.engine import fit as fit_module
+from cvpipe.engine.optim import lr_factor, param_groups
+from cvpipe.errors import ConfigError, DataError, WeightsError
+from cvpipe.pipeline import Pipeline
+from tests.conftest import write_pipeline
+
+PIPELINE = """
+name: shapes
+task: detect
+data: {{format: coco, root: {root}, train: train, val: val, classes: [square, disc]}}
+augment: {{train: [{{HorizontalFlip: {{p: 0.5}}}}]}}
+model:
+  backbone: {{name: mobilenetv2_050, out_indices: [3, 4]}}
+  neck: {{name: fpn, out_channels: 32}}
+  head: {{name: faster_rcnn, anchor_sizes: [[16, 24], [32, 48]], min_size: 96, max_size: 128, roi_batch_size: 32,
+          rpn_pre_nms_top_n: 100, rpn_post_nms_top_n: 50}}
+train: {{epochs: 2, batch_size: 2, lr: 0.01, warmup_iters: 2, workers: 0}}
+eval: {{batch_size: 2}}
+output: {{dir: {out}}}
+"""
+
+
+@pytest.fixture
+def shapes_pipeline(tmp_path):
+    root = tmp_path / "shapes"
+    for split, seed in (("train", 0), ("val", 1)):
+        dataset = make_shapes(tmp_path / "src", split, n=4, seed=seed)
+        write_dataset(dataset, root, "coco", split)
+    return write_pipeline(tmp_path / "shapes.yaml", PIPELINE.format(root=root, out=tmp_path / "runs"))
+
+
+def test_lr_schedule_hand_values():
+    assert lr_factor(0, 100, 10) == pytest.approx(0.001)
+    assert lr_factor(5, 100, 10) == pytest.approx(0.001 + 0.999 * 0.5)
+    assert lr_factor(10, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10) == pytest.approx(0.01 + 0.99 * 0.5)  # cosine midpoint
+    assert lr_factor(100, 100, 10) == pytest.approx(0.01)
+    assert lr_factor(500, 100, 10) == pytest.approx(0.01)  # past the end stays at the floor
+
+
+def test_param_groups_split_backbone_and_no_decay(shapes_pipeline):
+    from cvpipe.models.heads import build_model
+
+    config = load_pipeline(shapes_pipeline, ["train.backbone_lr_mult=0.1", "train.weight_decay=0.05"])
+    groups = {g["name"]: g for g in param_groups(build_model(config, 2), config.train)}
+    assert set(groups) == {"backbone", "backbone/no_decay", "head", "head/no_decay"}
+    assert groups["backbone"]["lr_mult"] == 0.1 and groups["head"]["lr_mult"] == 1.0
+    assert groups["head/no_decay"]["weight_decay"] == 0.0 and groups["head"]["weight_decay"] == 0.05
+    assert all(p.ndim <= 1 for p in groups["backbone/no_decay"]["params"])
+    assert all(p.ndim > 1 for p in groups["head"]["params"])
+
+
+def test_fit_writes_run_and_resume_replays_the_schedule(shapes_pipeline, monkeypatch):
+    straight = Pipeline.from_yaml(shapes_pipeline).fit(tensorboard=False)
+    run = straight.run_dir
+    for name in ("last.pt", "best.pt", "results.csv", "loss_curves.png", "pr_curve.png", "per_class_ap.png",
+                 "metrics.json", "pipeline.yaml"):
+        assert (run / name).is_file(), name
+    rows = (run / "results.csv").read_text().splitlines()
+    assert len(rows) == 3 and "AP50" in rows[0] and "loss_objectness" in rows[0]
+    assert set(COCO_STATS) <= set(json.loads((run / "metrics.json").read_text()))
+
+    # A second run is killed right after epoch 1's checkpoint, then resumed: same weights as the straight run.
+    original = fit_module._epoch_line
+
+    def killed_after_first_epoch(row, *args):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+        return original(row, *args)
+
+    monkeypatch.setattr(fit_module, "_epoch_line", killed_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline.from_yaml(shapes_pipeline).fit(tensorboard=False)
+    monkeypatch.setattr(fit_module, "_epoch_line", original)
+    killed = run.with_name("shapes-2")
+    assert torch.load(killed / "last.pt", weights_only=True)["epoch"] == 1
+    resumed = Pipeline.from_yaml(shapes_pipeline).fit(resume=True, tensorboard=False)
+    assert resumed.run_dir == killed and len(resumed.history) == 2
+    a = torch.load(run / "last.pt", weights_only=True)["model"]
+    b = torch.load(killed / "last.pt", weights_only=True)["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+
+
+def test_eval_numbers_equal_pycocotools_on_the_written_files(shapes_pipeline, tmp_path):
+    pipeline = Pipeline.from_yaml(shapes_pipeline, ["train.epochs=1"])
+    pipeline.fit(tensorboard=False)
+    metrics = pipeline.evaluate(json_path=tmp_path / "eval" / "metrics.json")
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert list(written)[:12] == list(COCO_STATS) and set(written["per_class"]) == {"square", "disc"}
+    gt = COCO(str(tmp_path / "eval" / "val_annotations.json"))
+    detections = json.loads((tmp_path / "eval" / "val_detections.json").read_text())
+    assert detections, "an untrained detector still returns low-score boxes"
+    evaluator = COCOeval(gt, gt.loadRes(str(tmp_path / "eval" / "val_detections.json")), "bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    assert [written[k] for k in COCO_STATS] == pytest.approx(list(evaluator.stats), abs=1e-12)
+    assert metrics.stats["AP50"] == pytest.approx(evaluator.stats[1], abs=1e-12)
+
+
+def test_coco_metrics_hand_computed():
+    """One image, two objects; one found exactly (score .9), one false positive (.8): recall tops out at 0.5,
+    precision 1 up to there, so the 101-point AP is 51/101 at every IoU threshold."""
+    from cvpipe.metrics.coco import evaluate_coco
+
+    gt = {"images": [{"id": 1, "width": 100, "height": 100}], "categories": [{"id": 1, "name": "a"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 40], "area": 1600, "iscrowd": 0},
+                          {"id": 2, "image_id": 1, "category_id": 1, "bbox": [60, 60, 30, 30], "area": 900, "iscrowd": 0}]}
+    results = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 40], "score": 0.9},
+               {"image_id": 1, "category_id": 1, "bbox": [0, 70, 20, 20], "score": 0.8}]
+    metrics = evaluate_coco(gt, results, ["a"])
+    assert metrics.stats["AP"] == pytest.approx(51 / 101)
+    assert metrics.stats["AP50"] == pytest.approx(51 / 101)
+    assert metrics.stats["AR100"] == pytest.approx(0.5)
+    assert metrics.per_class["a"] == pytest.approx(51 / 101)
+    empty = evaluate_coco(gt, [], ["a"])
+    assert empty.stats["AP"] == 0.0 and empty.stats["AR100"] == 0.0
+
+
+def test_predict_skips_corrupt_files_and_resumes(shapes_pipeline, tmp_path):
+    pipeline = Pipeline.from_yaml(shapes_pipeline, ["train.epochs=1"])
+    pipeline.fit(tensorboard=False)
+    source = tmp_path / "src" / "val"
+    (source / "nested").mkdir()
+    (source / "nested" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (source / "notes.txt").write_text("not an image, not looked at")
+    out = tmp_path / "pred"
+    report = pipeline.predict(source, out, conf=0.0)
+    assert report.processed == 4 and [name for name, _ in report.skipped] == ["nested/broken.jpg"]
+    assert "not a decodable image" in (out / "skipped.txt").read_text()
+    images = json.loads((out / "images.json").read_text())["images"]
+    assert [i["file_name"] for i in images] == [f"shape_{i:03d}.png" for i in range(4)]
+    results = json.loads((out / "results.json").read_text())
+    assert results and {r["image_id"] for r in results} <= {i["id"] for i in images}
+    csv_rows = (out / "detections.csv").read_text().splitlines()
+    assert csv_rows[0] == "file,class,score,x1,y1,x2,y2" and len(csv_rows) == len(results) + 1
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"shape_{i:03d}.png" for i in range(4)]
+
+    again = pipeline.predict(source, out, conf=0.0, resume=True)
+    assert again.processed == 0 and again.resumed == 5
+    assert json.loads((out / "results.json").read_text()) == results
+
+
+def test_bad_inputs_are_clear_errors(shapes_pipeline, tmp_path):
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            Pipeline.from_yaml(shapes_pipeline, ["train.device=cuda"]).fit(tensorboard=False)
+    with pytest.raises(WeightsError, match="no trained checkpoint"):
+        Pipeline.from_yaml(shapes_pipeline).evaluate()
+    with pytest.raises(WeightsError, match="no such checkpoint"):
+        Pipeline.from_yaml(shapes_pipeline).evaluate(tmp_path / "missing.pt")
+    with pytest.raises(DataError, match="classes not in data.classes") as err:
+        Pipeline.from_yaml(shapes_pipeline, ["data.classes=[square]"]).fit(tensorboard=False)
+    assert "annotations.json" in str(err.value)
+
+    pipeline = Pipeline.from_yaml(shapes_pipeline, ["train.epochs=1"])
+    result = pipeline.fit(tensorboard=False)
+    with pytest.raises(WeightsError, match="trained for 2 classes"):
+        Pipeline.from_yaml(shapes_pipeline, ["data.classes=[disc, square]"]).evaluate(result.best)
+    with pytest.raises(WeightsError, match="does not fit this pipeline's model"):
+        Pipeline.from_yaml(shapes_pipeline, ["model.neck.out_channels=16"]).evaluate(result.best)
+    np.testing.assert_equal(result.best.exists(), True)
