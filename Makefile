@@ -25,10 +25,20 @@ demo: install
 	$(BIN)/cvpipe inspect $(DEMO) --input 3x400x400
 	$(BIN)/cvpipe data check data/treecrowns --format voc --split val
 	$(BIN)/cvpipe augment preview $(DEMO) --n 16 --out runs/demo/augment_preview.png
-	@echo "demo outputs: runs/demo/augment_preview.png (augmented training tiles with their boxes)"
+	$(BIN)/cvpipe train $(DEMO) --set output.dir=runs/demo
+	$(BIN)/cvpipe eval $(DEMO) --set output.dir=runs/demo --json runs/demo/eval/metrics.json
+	$(BIN)/cvpipe predict $(DEMO) --set output.dir=runs/demo --source data/treecrowns/val --out runs/demo/predict
+	@echo "demo outputs (runs/demo/):"
+	@echo "  $$(ls -d runs/demo/treecrowns_faster_rcnn* | tail -1)/  checkpoints, results.csv, loss_curves.png, pr_curve.png, per_class_ap.png"
+	@echo "  eval/metrics.json        the 12 COCO stats + per-class AP (val_detections.json beside it)"
+	@echo "  predict/images/          annotated val tiles; predict/results.json, detections.csv"
+	@echo "  augment_preview.png      augmented training tiles with their boxes"
 
 bench: install
 	$(BIN)/python benches/data_loading.py
+	$(BIN)/python benches/train_step.py
+	$(BIN)/python benches/predict_speed.py
+	$(BIN)/python benches/transfer.py --budgets 10
 
 lint: install
 	$(BIN)/ruff check cvpipe tests benches

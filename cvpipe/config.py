@@ -50,6 +50,7 @@ class BackboneConfig(Strict):
     weights: str | None
     out_indices: list[Annotated[int, Field(ge=0, le=5)]]
     freeze: Annotated[int, Field(ge=0, le=5)]
+    frozen_bn: bool = False
 
 
 class NeckConfig(Strict):
@@ -76,6 +77,8 @@ class FasterRCNNHead(Strict):
     rpn_pre_nms_top_n: Annotated[int, Field(gt=0)] = 1000  # proposals kept per level before the RPN's NMS
     rpn_post_nms_top_n: Annotated[int, Field(gt=0)] = 1000  # ... and per image after it
     roi_batch_size: Annotated[int, Field(gt=0)] = 512  # RoIs sampled per image for the box head's loss
+    roi_sampling_ratio: Annotated[int, Field(ge=0)] = 2  # RoIAlign points per bin side (0 = adaptive)
+    box_head_dim: Annotated[int, Field(gt=0)] = 1024  # width of the two fully connected layers after RoIAlign
     score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     detections_per_img: Annotated[int, Field(gt=0)] = 100
@@ -102,6 +105,7 @@ class TrainConfig(Strict):
     backbone_lr_mult: Annotated[float, Field(ge=0)]
     grad_clip: Annotated[float, Field(ge=0)]
     amp: bool
+    channels_last: bool = True
     ema: bool
     workers: Annotated[int, Field(ge=0)]
     seed: int
@@ -378,12 +382,31 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
     return config
 
 
+def head_problems(model: ModelConfig) -> list[tuple[tuple, str]]:
+    """Head settings that must agree with the neck: one anchor-size list per feature level, all equally long."""
+    head = model.head
+    if head.name != "faster_rcnn":
+        return []
+    levels = len(model.backbone.out_indices) if model.neck.name == "fpn" else 1
+    problems = []
+    if len(head.anchor_sizes) != levels:
+        problems.append((("model", "head", "anchor_sizes"),
+                         f"{len(head.anchor_sizes)} levels of sizes given, but the neck gives {levels} feature levels "
+                         f"(model.backbone.out_indices {model.backbone.out_indices}, neck {model.neck.name}); "
+                         "give one list of sizes per level"))
+    if len({len(sizes) for sizes in head.anchor_sizes}) > 1:  # one RPN head is shared by all levels
+        problems.append((("model", "head", "anchor_sizes"),
+                         f"every level needs the same number of sizes, got {head.anchor_sizes}; "
+                         "e.g. [[12, 16], [24, 32], [48, 80]]"))
+    return problems
+
+
 def semantic_problems(config: PipelineConfig) -> list[tuple[tuple, str]]:
     """Checks the schema cannot express: transforms that build, weights ids that exist, data that exists."""
     from cvpipe.data.augment import build_transform
     from cvpipe.models.weights import WeightsCatalog
 
-    problems: list[tuple[tuple, str]] = []
+    problems: list[tuple[tuple, str]] = head_problems(config.model)
     for split in ("train", "eval"):
         for i, entry in enumerate(getattr(config.augment, split)):
             try:

@@ -176,3 +176,26 @@ def test_bad_inputs_are_clear_errors(shapes_pipeline, tmp_path):
     with pytest.raises(WeightsError, match="does not fit this pipeline's model"):
         Pipeline.from_yaml(shapes_pipeline, ["model.neck.out_channels=16"]).evaluate(result.best)
     np.testing.assert_equal(result.best.exists(), True)
+
+
+def test_cli_train_eval_predict(shapes_pipeline, tmp_path, capsys):
+    from cvpipe.cli import main
+
+    assert main(["train", str(shapes_pipeline), "--no-tensorboard", "--set", "train.epochs=1"]) == 0
+    assert "per-class AP" in capsys.readouterr().out
+    assert main(["eval", str(shapes_pipeline), "--json", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "Average Precision  (AP) @[ IoU=0.50      | area=   all | maxDets=100 ]" in out and "square" in out
+    assert main(["predict", str(shapes_pipeline), "--source", str(tmp_path / "src" / "val" / "*.png"),
+                 "--out", str(tmp_path / "pred"), "--conf", "0"]) == 0
+    assert "4 images" in capsys.readouterr().out and (tmp_path / "pred" / "results.json").exists()
+    assert main(["predict", str(shapes_pipeline), "--source", str(tmp_path / "nothing_here")]) == 2
+    assert "--source" in capsys.readouterr().err
+
+
+def test_anchor_levels_must_fit_the_neck(shapes_pipeline):
+    with pytest.raises(ConfigError) as err:
+        load_pipeline(shapes_pipeline, ["model.head.anchor_sizes=[[16, 24]]"])
+    assert "model.head.anchor_sizes" in str(err.value) and "neck gives 2 feature levels" in str(err.value)
+    with pytest.raises(ConfigError, match="same number of sizes"):
+        load_pipeline(shapes_pipeline, ["model.head.anchor_sizes=[[16, 24], [48]]"])

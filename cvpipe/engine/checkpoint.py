@@ -65,4 +65,7 @@ def load_trained(config, path: Path, device: torch.device):
             f"{trained.get('backbone', {}).get('name')!r}, head {trained.get('head', {}).get('name')!r}); "
             f"use the pipeline it was trained with ({Path(path).parent / 'pipeline.yaml'}). First mismatch: {first}"
         ) from None
-    return model.to(device).eval(), classes
+    model = model.to(device).eval()
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, classes

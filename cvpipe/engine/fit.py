@@ -55,6 +55,31 @@ class FitResult:
     train_seconds: float
 
 
+class TrainStep:
+    """One optimisation step on a batch from the loader: to the device, forward (AMP on CUDA), backward,
+    clip, step. Returns the losses as floats (`loss` is their sum)."""
+
+    def __init__(self, model, optimizer, scaler, device: torch.device, *, amp: bool, grad_clip: float):
+        self.model, self.optimizer, self.scaler, self.device = model, optimizer, scaler, device
+        self.amp, self.grad_clip = amp, grad_clip
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def __call__(self, images: list[torch.Tensor], targets: list[dict]) -> dict[str, float]:
+        images = to_device(images, self.device)
+        targets = [{"boxes": t["boxes"].to(self.device), "labels": t["labels"].to(self.device)} for t in targets]
+        with autocast(self.device, self.amp):
+            losses = self.model(images, targets)
+        loss = sum(losses.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {**{k: v.item() for k, v in losses.items()}, "loss": loss.item()}
+
+
 def progress_bar(console: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
@@ -95,6 +120,8 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
 
     torch.manual_seed(config.train.seed)
     model = build_model(config, len(classes), pretrained=state is None).to(device)
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config.train)
     use_amp = config.train.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
@@ -114,7 +141,7 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
         best, history, train_seconds = state["best"], list(state["history"]), state["train_seconds"]
 
     log = RunLog(run_dir, tensorboard=tensorboard)
-    params = [p for p in model.parameters() if p.requires_grad]
+    step = TrainStep(model, optimizer, scaler, device, amp=use_amp, grad_clip=config.train.grad_clip)
     iters_per_epoch = len(make_loader(config, train_set, "train"))
     metrics = None
     console.print(f"training {config.name} on {device}: {len(train_set)} train / {len(val_set)} val images, "
@@ -134,30 +161,19 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
                     continue
                 lr = set_lr(optimizer, config.train.lr, lr_factor(iteration, epochs * iters_per_epoch,
                                                                   config.train.warmup_iters))
-                images = to_device(images, device)
-                targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
-                with autocast(device, use_amp):
-                    losses = model(images, targets)
-                loss = sum(losses.values())
-                if not torch.isfinite(loss):
-                    raise CvpipeError(f"loss is {loss.item()} at iteration {iteration} (epoch {epoch + 1}); lower "
+                values = step(images, targets)
+                if not math.isfinite(values["loss"]):
+                    raise CvpipeError(f"loss is {values['loss']} at iteration {iteration} (epoch {epoch + 1}); lower "
                                       f"train.lr (now {config.train.lr}) or check the data with `cvpipe data check`")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if config.train.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, config.train.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
                 if ema is not None:
                     ema.update(model, step=iteration)
                 iteration += 1
                 steps += 1
-                values = {k: v.item() for k, v in losses.items()}
                 for k, v in values.items():
-                    sums[k] += v
-                log.scalars(iteration, {**values, "loss": loss.item(), "lr": lr}, "train")
-                progress.update(task, advance=1, description=f"epoch {epoch + 1}/{epochs}", info=f"loss {loss.item():.3f}")
+                    if k != "loss":
+                        sums[k] += v
+                log.scalars(iteration, {**values, "lr": lr}, "train")
+                progress.update(task, advance=1, description=f"epoch {epoch + 1}/{epochs}", info=f"loss {values['loss']:.3f}")
             seconds = time.perf_counter() - start
             train_seconds += seconds
             epoch += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import timm
 import torch
+from timm.layers import freeze_batch_norm_2d
 from timm.utils.model import freeze as timm_freeze
 from torch import nn
 
@@ -54,6 +55,8 @@ def build_backbone(cfg: BackboneConfig, *, catalog: WeightsCatalog | None = None
         load_into(body, catalog.state_dict(cfg.weights), mapping=mapping, what=cfg.weights, allow_unused_tail=True)
         preprocess = entry.preprocess
     freeze_stages(body, cfg.freeze)
+    if cfg.frozen_bn:  # batch statistics of a few images per step are noise; keep the pretrained ones
+        body = freeze_batch_norm_2d(body)
     return Backbone(body, preprocess)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from cvpipe.config import PipelineConfig
+from cvpipe.config import PipelineConfig, head_problems
 from cvpipe.errors import ConfigError
 from cvpipe.models.backbones import build_backbone
 from cvpipe.models.weights import WeightsCatalog
@@ -18,6 +18,11 @@ def build_model(config: PipelineConfig, num_classes: int, *, catalog: WeightsCat
     a checkpoint's weights, so reading the ImageNet file would be wasted work).
     """
     from cvpipe.models.necks import FeatureBody
+
+    problems = head_problems(config.model)
+    if problems:
+        raise ConfigError(problems[0][1] if len(problems) == 1 else "model.head: settings do not fit the neck",
+                          [f"{'.'.join(loc)}: {message}" for loc, message in problems])
 
     backbone_cfg = config.model.backbone
     if not pretrained:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import MultiScaleRoIAlign
 
 from cvpipe.config import FasterRCNNHead
-from cvpipe.errors import ConfigError
 from cvpipe.models.necks import FeatureBody
 
 
@@ -24,26 +23,22 @@ class FasterRCNNDetector(nn.Module):
     """
 
     def __init__(self, body: FeatureBody, cfg: FasterRCNNHead, num_classes: int):
+        """`cfg` must have passed `config.head_problems` (load_pipeline and build_model check it)."""
         super().__init__()
         levels = body.num_levels
-        if len(cfg.anchor_sizes) != levels:
-            raise ConfigError(
-                f"model.head.anchor_sizes: {len(cfg.anchor_sizes)} levels given but the neck gives {levels} "
-                f"(strides {body.strides}); give one list of sizes per level"
-            )
-        if len({len(sizes) for sizes in cfg.anchor_sizes}) > 1:  # one RPN head is shared by all levels
-            raise ConfigError(f"model.head.anchor_sizes: every level needs the same number of sizes, got "
-                              f"{cfg.anchor_sizes}; e.g. [[12, 16], [24, 32], [48, 80]]")
         anchors = AnchorGenerator(sizes=tuple(tuple(s) for s in cfg.anchor_sizes),
                                   aspect_ratios=(tuple(cfg.aspect_ratios),) * levels)
-        roi_align = MultiScaleRoIAlign(featmap_names=[str(i) for i in range(levels)], output_size=7, sampling_ratio=2)
+        roi_align = MultiScaleRoIAlign(featmap_names=[str(i) for i in range(levels)], output_size=7,
+                                       sampling_ratio=cfg.roi_sampling_ratio)
+        box_head = TwoMLPHead(body.out_channels * 7 * 7, cfg.box_head_dim)
         preprocess = body.backbone.preprocess
         self.num_classes = num_classes
         self.model = FasterRCNN(
-            body, num_classes=num_classes + 1,
+            body,
             min_size=(*cfg.train_sizes, cfg.min_size), max_size=cfg.max_size,
             image_mean=list(preprocess.mean), image_std=list(preprocess.std),
-            rpn_anchor_generator=anchors, box_roi_pool=roi_align,
+            rpn_anchor_generator=anchors, box_roi_pool=roi_align, box_head=box_head,
+            box_predictor=FastRCNNPredictor(cfg.box_head_dim, num_classes + 1),
             rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n, rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n,
             rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n, rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n,
             box_batch_size_per_image=cfg.roi_batch_size,

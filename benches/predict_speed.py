@@ -1,0 +1,76 @@
+"""`predict` throughput ÷ a bare `model(images)` loop over the same decoded tensors.
+
+cvpipe's side is the whole `Pipeline.predict` on the treecrowns val tiles: discovery, decoding in loader
+workers, batched inference, drawing and writing annotated images, the journal and the result files. The
+bare side is the same model over the same images already decoded into tensors. Runs alternate; medians.
+Needs a checkpoint: trains one briefly if the pipeline has none. Run: `python benches/predict_speed.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from cvpipe.data.fetchers import fetch_dataset
+from cvpipe.engine.checkpoint import load_trained
+from cvpipe.engine.data import image_tensor
+from cvpipe.engine.inference import detect
+from cvpipe.engine.predict import discover
+from cvpipe.engine.runs import latest_run_dir
+from cvpipe.io.images import read_image
+from cvpipe.pipeline import Pipeline
+
+PIPELINE = "pipelines/treecrowns_faster_rcnn.yaml"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--weights", type=Path, default=None)
+    args = parser.parse_args()
+    root = fetch_dataset("treecrowns")
+    quiet = Console(quiet=True)
+    pipeline = Pipeline.from_yaml(PIPELINE, console=quiet)
+    weights = args.weights
+    if weights is None:
+        if latest_run_dir(pipeline.config) is None:
+            Pipeline.from_yaml(PIPELINE, ["train.epochs=1"], console=quiet).fit(tensorboard=False)
+        weights = pipeline._weights(None)
+    source = root / "val"
+    files, _ = discover(source)
+    model, _ = load_trained(pipeline.config, weights, torch.device("cpu"))
+    tensors = [image_tensor(read_image(f)) for f in files]
+    batch = pipeline.config.eval.batch_size
+
+    def bare() -> None:
+        for i in range(0, len(tensors), batch):
+            detect(model, tensors[i : i + batch], torch.device("cpu"))
+
+    times = {"bare": [], "predict": []}
+    with tempfile.TemporaryDirectory() as out:
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            bare()
+            times["bare"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            pipeline.predict(source, out, weights=weights)
+            times["predict"].append(time.perf_counter() - start)
+    bare_ips = len(files) / statistics.median(times["bare"])
+    ours_ips = len(files) / statistics.median(times["predict"])
+    print(f"{len(files)} treecrowns val tiles (400 px), batch {batch}, workers {pipeline.config.train.workers}, "
+          f"{torch.get_num_threads()} threads, {args.repeats} repeats, medians")
+    print(f"bare model(images) on decoded tensors: {bare_ips:6.2f} img/s")
+    print(f"cvpipe predict (decode+infer+write):   {ours_ips:6.2f} img/s")
+    print(f"ratio predict / bare: {ours_ips / bare_ips:.3f}")
+    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
