@@ -111,6 +111,7 @@ class TrainConfig(Strict):
     seed: int
     device: str
     time_limit: Annotated[float, Field(gt=0)] | None = None
+    unfreeze_epoch: Annotated[int, Field(ge=0)] | None = None
 
 
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")

@@ -199,3 +199,17 @@ def test_anchor_levels_must_fit_the_neck(shapes_pipeline):
     assert "model.head.anchor_sizes" in str(err.value) and "neck gives 2 feature levels" in str(err.value)
     with pytest.raises(ConfigError, match="same number of sizes"):
         load_pipeline(shapes_pipeline, ["model.head.anchor_sizes=[[16, 24], [48]]"])
+
+
+def test_unfreeze_epoch_trains_the_frozen_stages_from_then_on(shapes_pipeline):
+    result = Pipeline.from_yaml(shapes_pipeline, ["model.backbone.freeze=2", "train.unfreeze_epoch=1"]).fit(
+        tensorboard=False)
+    first = torch.load(result.run_dir / "last.pt", weights_only=True)
+    from cvpipe.models.heads import build_model
+
+    config = load_pipeline(shapes_pipeline)
+    torch.manual_seed(config.train.seed)
+    initial = build_model(config, 2).state_dict()
+    stem = next(k for k in first["model"] if "conv_stem" in k)
+    assert not torch.equal(first["model"][stem], initial[stem])  # trained in epoch 2
+    assert any(k.endswith("bn1.num_batches_tracked") for k in first["model"])  # FrozenBatchNorm back to BatchNorm

@@ -39,6 +39,7 @@ from cvpipe.engine.runs import latest_run_dir, new_run_dir
 from cvpipe.errors import CvpipeError, WeightsError
 from cvpipe.io.images import write_text
 from cvpipe.metrics.coco import CocoMetrics
+from cvpipe.models.backbones import unfreeze_backbone
 from cvpipe.models.heads import build_model
 from cvpipe.viz import plots
 
@@ -78,6 +79,14 @@ class TrainStep:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return {**{k: v.item() for k, v in losses.items()}, "loss": loss.item()}
+
+
+def make_ema(model: torch.nn.Module, config: PipelineConfig):
+    if not config.train.ema:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=EMA_DECAY, use_warmup=True)
 
 
 def progress_bar(console: Console) -> Progress:
@@ -122,14 +131,12 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
     model = build_model(config, len(classes), pretrained=state is None).to(device)
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, config.train)
+    unfreeze_at = config.train.unfreeze_epoch if config.model.backbone.freeze else None
+    if state is not None and unfreeze_at is not None and state["epoch"] >= unfreeze_at:
+        unfreeze_backbone(model, keep_bn_frozen=config.model.backbone.frozen_bn)
+    optimizer, ema = build_optimizer(model, config.train), make_ema(model, config)
     use_amp = config.train.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
-    ema = None
-    if config.train.ema:
-        from timm.utils import ModelEmaV3
-
-        ema = ModelEmaV3(model, decay=EMA_DECAY, use_warmup=True)
     epochs, epoch, iteration, best, history, train_seconds = config.train.epochs, 0, 0, -1.0, [], 0.0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -150,6 +157,12 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
         task = progress.add_task("train", total=epochs * iters_per_epoch, completed=iteration, info="")
         while epoch < epochs:
             torch.manual_seed(config.train.seed + epoch)  # the heads' sampling too: a resumed epoch replays exactly
+            if epoch == unfreeze_at:
+                unfreeze_backbone(model, keep_bn_frozen=config.model.backbone.frozen_bn)
+                model.to(device)
+                optimizer, ema = build_optimizer(model, config.train), make_ema(model, config)
+                step = TrainStep(model, optimizer, scaler, device, amp=use_amp, grad_clip=config.train.grad_clip)
+                console.print(f"epoch {epoch + 1}: backbone stages unfrozen (train.unfreeze_epoch {unfreeze_at})")
             model.train()
             sums: dict[str, float] = defaultdict(float)
             steps = 0

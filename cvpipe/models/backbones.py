@@ -6,6 +6,7 @@ import timm
 import torch
 from timm.layers import freeze_batch_norm_2d
 from timm.utils.model import freeze as timm_freeze
+from timm.utils.model import unfreeze as timm_unfreeze
 from torch import nn
 
 from cvpipe.config import BackboneConfig
@@ -58,6 +59,14 @@ def build_backbone(cfg: BackboneConfig, *, catalog: WeightsCatalog | None = None
     if cfg.frozen_bn:  # batch statistics of a few images per step are noise; keep the pretrained ones
         body = freeze_batch_norm_2d(body)
     return Backbone(body, preprocess)
+
+
+def unfreeze_backbone(model: nn.Module, *, keep_bn_frozen: bool) -> None:
+    """Make every stage of the model's backbone trainable again (FrozenBatchNorm back to BatchNorm unless
+    `keep_bn_frozen`). New modules replace the frozen ones: rebuild the optimizer afterwards."""
+    for module in model.modules():
+        if isinstance(module, Backbone):
+            timm_unfreeze(module.body, include_bn_running_stats=not keep_bn_frozen)
 
 
 def freeze_stages(body: nn.Module, n: int) -> None:
