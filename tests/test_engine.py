@@ -213,3 +213,9 @@ def test_unfreeze_epoch_trains_the_frozen_stages_from_then_on(shapes_pipeline):
     stem = next(k for k in first["model"] if "conv_stem" in k)
     assert not torch.equal(first["model"][stem], initial[stem])  # trained in epoch 2
     assert any(k.endswith("bn1.num_batches_tracked") for k in first["model"])  # FrozenBatchNorm back to BatchNorm
+
+
+def test_a_corrupt_training_image_is_skipped_not_fatal(shapes_pipeline, tmp_path):
+    (tmp_path / "shapes" / "train" / "shape_001.png").write_bytes(b"")  # an empty file where an image should be
+    result = Pipeline.from_yaml(shapes_pipeline, ["train.epochs=1"]).fit(tensorboard=False)
+    assert result.history[0]["skipped"] == 1

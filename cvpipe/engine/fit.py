@@ -167,6 +167,7 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
             sums: dict[str, float] = defaultdict(float)
             steps = 0
             skipped_images = 0
+            lr = config.train.lr * lr_factor(iteration, epochs * iters_per_epoch, config.train.warmup_iters)
             start = time.perf_counter()
             for images, targets, skipped in make_loader(config, train_set, "train", epoch=epoch):
                 skipped_images += len(skipped)
