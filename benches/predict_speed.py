@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from cvpipe.config import loader_workers
 from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.engine.checkpoint import load_trained
 from cvpipe.engine.data import image_tensor
@@ -64,7 +65,7 @@ def main() -> None:
             times["predict"].append(time.perf_counter() - start)
     bare_ips = len(files) / statistics.median(times["bare"])
     ours_ips = len(files) / statistics.median(times["predict"])
-    print(f"{len(files)} treecrowns val tiles (400 px), batch {batch}, workers {pipeline.config.train.workers}, "
+    print(f"{len(files)} treecrowns val tiles (400 px), batch {batch}, workers {loader_workers(pipeline.config.train.workers)}, "
           f"{torch.get_num_threads()} threads, {args.repeats} repeats, medians")
     print(f"bare model(images) on decoded tensors: {bare_ips:6.2f} img/s")
     print(f"cvpipe predict (decode+infer+write):   {ours_ips:6.2f} img/s")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from cvpipe.config import PipelineConfig
+from cvpipe.config import PipelineConfig, loader_workers
 from cvpipe.data.augment import apply_augment, build_augment
 from cvpipe.data.check import check_dataset, fixed_copy, summarize
 from cvpipe.data.formats import read_dataset
@@ -78,7 +78,7 @@ def make_loader(config: PipelineConfig, dataset: Dataset, split: str, *, epoch: 
     seed = config.train.seed + epoch
     transform = build_augment(config.augment, split, seed=seed if train else config.train.seed)
     generator = torch.Generator().manual_seed(seed)
-    workers = config.train.workers
+    workers = loader_workers(config.train.workers)
     return DataLoader(
         DetectionSamples(dataset, transform),
         batch_size=config.train.batch_size if train else config.eval.batch_size,

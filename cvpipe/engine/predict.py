@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from torch.utils.data import DataLoader
 
-from cvpipe.config import PipelineConfig
+from cvpipe.config import PipelineConfig, loader_workers
 from cvpipe.engine.checkpoint import load_trained
 from cvpipe.engine.data import image_tensor
 from cvpipe.engine.device import resolve_device
@@ -114,7 +114,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     console.print(f"predict: {len(files)} images from {source}" + (f", {len(done)} already done" if done else "")
                   + f" → {out}")
     loader = DataLoader(ImageFiles([files[i] for i in todo]), batch_size=config.eval.batch_size,
-                        num_workers=min(config.train.workers, len(todo)), collate_fn=_collate)
+                        num_workers=min(loader_workers(config.train.workers), len(todo)), collate_fn=_collate)
     start = time.perf_counter()
     with open(journal_path, "a" if resume else "w", encoding="utf-8") as journal, progress_bar(console) as progress:
         task = progress.add_task("predict", total=len(todo), info="")
