@@ -69,7 +69,8 @@ class FasterRCNNHead(Strict):
     """torchvision Faster R-CNN on the backbone's levels; one anchor-size tuple per FPN level."""
 
     name: Literal["faster_rcnn"]
-    anchor_sizes: list[list[Annotated[int, Field(gt=0)]]] = [[32], [64], [128], [256]]
+    # one list per feature level; null = torchvision's progression, 32 px at the first level doubling per level
+    anchor_sizes: list[list[Annotated[int, Field(gt=0)]]] | None = None
     aspect_ratios: list[Annotated[float, Field(gt=0)]] = [0.5, 1.0, 2.0]
     min_size: Annotated[int, Field(gt=0)] = 800  # short side the images are resized to (eval; train too)
     max_size: Annotated[int, Field(gt=0)] = 1333  # ... unless the long side would exceed this
@@ -396,7 +397,7 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
 def head_problems(model: ModelConfig) -> list[tuple[tuple, str]]:
     """Head settings that must agree with the neck: one anchor-size list per feature level, all equally long."""
     head = model.head
-    if head.name != "faster_rcnn":
+    if head.name != "faster_rcnn" or head.anchor_sizes is None:
         return []
     levels = len(model.backbone.out_indices) if model.neck.name == "fpn" else 1
     problems = []

@@ -14,6 +14,7 @@ task: detect
 data: {format: voc, root: DATA, classes: [Tree]}
 model:
   backbone: {name: mobilenetv2_100, weights: mobilenet_v2.imagenet, out_indices: [2, 3, 4], freeze: 1}
+  neck: {name: fpn}
   head: {name: faster_rcnn, anchor_sizes: [[16], [32], [64]]}
 """
 
@@ -34,7 +35,7 @@ def test_good_pipeline_merges_defaults(tmp_path):
     cfg = load_pipeline(good(tmp_path))
     assert cfg.model.head.anchor_sizes == [[16], [32], [64]]
     assert cfg.train.epochs == 10 and cfg.augment.min_visibility == 0.3  # from defaults.yaml
-    assert cfg.model.neck.name == "none"
+    assert cfg.model.neck.name == "fpn" and cfg.model.neck.out_channels == 128  # out_channels from defaults.yaml
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "pipelines").glob("*.yaml")))
@@ -78,9 +79,9 @@ def test_semantic_checks_weights_augment_and_data(tmp_path):
     path.write_text(GOOD.replace("DATA", str(tmp_path / "nowhere")).replace("mobilenet_v2.imagenet", "mobilenet_v2.imagenett")
                     + "augment:\n  train:\n    - HorizontalFlp: {p: 0.5}\n    - RandomCrop: {height: -3, width: 4}\n")
     got = problems_of(path)
-    assert any(":9: augment.train[0]: unknown albumentations transform 'HorizontalFlp'; did you mean \"HorizontalFlip\"?" in p
+    assert any(":10: augment.train[0]: unknown albumentations transform 'HorizontalFlp'; did you mean \"HorizontalFlip\"?" in p
                for p in got)
-    assert any(":10: augment.train[1]: RandomCrop: invalid parameters" in p for p in got)
+    assert any(":11: augment.train[1]: RandomCrop: invalid parameters" in p for p in got)
     assert any('model.backbone.weights: unknown weights id "mobilenet_v2.imagenett"; did you mean "mobilenet_v2.imagenet"?' in p
                for p in got)
     assert any("data.root:" in p and "does not exist" in p for p in got)

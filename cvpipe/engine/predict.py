@@ -12,6 +12,8 @@ import glob
 import io
 import json
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,7 +118,20 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     loader = DataLoader(ImageFiles([files[i] for i in todo]), batch_size=config.eval.batch_size,
                         num_workers=min(loader_workers(config.train.workers), len(todo)), collate_fn=_collate)
     start = time.perf_counter()
-    with open(journal_path, "a" if resume else "w", encoding="utf-8") as journal, progress_bar(console) as progress:
+    # Drawing and encoding run on a writer thread (OpenCV releases the GIL) while the model works on the next
+    # batch; a batch enters the journal only once its images are on disk, so --resume never skips a missing one.
+    pending: deque[tuple[list[dict], list[Future]]] = deque()
+
+    def settle(journal, keep: int) -> None:
+        while len(pending) > keep:
+            entries, futures = pending.popleft()
+            for future in futures:
+                future.result()
+            journal.write("".join(json.dumps(e) + "\n" for e in entries))
+            journal.flush()
+
+    with (open(journal_path, "a" if resume else "w", encoding="utf-8") as journal, progress_bar(console) as progress,
+          ThreadPoolExecutor(max_workers=1) as writer):
         task = progress.add_task("predict", total=len(todo), info="")
         for batch in loader:
             entries, images, kept = [], [], []
@@ -128,23 +143,30 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
                     images.append(image)
                     kept.append(name)
             detections = detect(model, images, device, amp=config.train.amp) if images else []
+            futures = []
             for name, image, det in zip(kept, images, detections):
                 keep = det["scores"] >= conf
                 boxes, scores, labels = det["boxes"][keep].numpy(), det["scores"][keep].numpy(), det["labels"][keep].numpy()
                 if save_images:
-                    write_image(out / "images" / name, draw_sample(image.permute(1, 2, 0).numpy(), boxes, labels,
-                                                                     classes, scores=scores))
+                    futures.append(writer.submit(_write_annotated, out / "images" / name, image, boxes, labels,
+                                                 classes, scores))
                 entries.append({"file": name, "width": int(image.shape[2]), "height": int(image.shape[1]),
-                                "boxes": np.round(boxes, 2).tolist(), "scores": np.round(scores, 5).tolist(),
+                                "boxes": np.round(boxes.astype(np.float64), 2).tolist(),
+                                "scores": np.round(scores.astype(np.float64), 5).tolist(),
                                 "labels": labels.tolist()})
                 report.detections += len(boxes)
-            journal.write("".join(json.dumps(e) + "\n" for e in entries))
-            journal.flush()
+            pending.append((entries, futures))
+            settle(journal, keep=1)
             report.processed += len(kept)
             progress.update(task, advance=len(batch), info=f"{report.processed / (time.perf_counter() - start):.1f} img/s")
+        settle(journal, keep=0)
     report.seconds = time.perf_counter() - start
     write_outputs(out, read_journal(journal_path), names, classes, report)
     return report
+
+
+def _write_annotated(path: Path, image: torch.Tensor, boxes, labels, classes: list[str], scores) -> None:
+    write_image(path, draw_sample(image.permute(1, 2, 0).numpy(), boxes, labels, classes, scores=scores))
 
 
 def write_outputs(out: Path, entries: dict[str, dict], names: list[str], classes: list[str], report: PredictReport) -> None:

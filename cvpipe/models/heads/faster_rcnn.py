@@ -26,7 +26,8 @@ class FasterRCNNDetector(nn.Module):
         """`cfg` must have passed `config.head_problems` (load_pipeline and build_model check it)."""
         super().__init__()
         levels = body.num_levels
-        anchors = AnchorGenerator(sizes=tuple(tuple(s) for s in cfg.anchor_sizes),
+        sizes = cfg.anchor_sizes or [[32 * 2**i] for i in range(levels)]
+        anchors = AnchorGenerator(sizes=tuple(tuple(s) for s in sizes),
                                   aspect_ratios=(tuple(cfg.aspect_ratios),) * levels)
         roi_align = MultiScaleRoIAlign(featmap_names=[str(i) for i in range(levels)], output_size=7,
                                        sampling_ratio=cfg.roi_sampling_ratio)
