@@ -3,7 +3,7 @@ with equal CPU time budgets, scored by COCO AP50 on the val split (pycocotools).
 
 Each run trains with `train.time_limit` set to the budget (evaluation time not counted), then evaluates once.
 `--budgets 5 10 20` also shows how AP50 grows with time; `--scratch-budgets` picks which budgets get a
-scratch run (default: all). Results go to benches/results/transfer.json.
+scratch run (default: all). Rows are merged into benches/results/transfer.json by (budget, pretrained).
 Run: `python benches/transfer.py --budgets 10`  (about twice the budget in wall time per budget).
 """
 
@@ -57,9 +57,12 @@ def main() -> None:
         ratio = f"{pre['AP50'] / scratch['AP50']:.1f}×" if scratch and scratch["AP50"] > 0 else "-"
         scratch_ap = f"{scratch['AP50']:.3f}" if scratch else "-"
         print(f"{minutes:>6g} m {pre['AP50']:>14.3f} {scratch_ap:>13} {ratio:>7} {pre['iterations']:>11}")
-    results = Path(__file__).with_name("results")
-    results.mkdir(exist_ok=True)
-    (results / "transfer.json").write_text(json.dumps(rows, indent=2))
+    path = Path(__file__).with_name("results") / "transfer.json"  # earlier budgets are kept, re-run ones replaced
+    path.parent.mkdir(exist_ok=True)
+    earlier = json.loads(path.read_text()) if path.exists() else []
+    fresh = {(r["budget_min"], r["pretrained"]) for r in rows}
+    kept = [r for r in earlier if (r["budget_min"], r["pretrained"]) not in fresh]
+    path.write_text(json.dumps(sorted(kept + rows, key=lambda r: (r["budget_min"], not r["pretrained"])), indent=2))
 
 
 if __name__ == "__main__":
