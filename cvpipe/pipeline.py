@@ -42,7 +42,7 @@ class Pipeline:
     def evaluate(self, weights: str | Path | None = None, *, json_path: str | Path | None = None) -> CocoMetrics:
         """COCO metrics on the val split. Writes `val_detections.json` / `val_annotations.json` beside `json_path`
         (or the checkpoint) so the numbers can be re-checked with pycocotools alone."""
-        from cvpipe.engine.checkpoint import load_trained
+        from cvpipe.engine.checkpoint import check_classes, load_trained
         from cvpipe.engine.data import load_split
         from cvpipe.engine.device import resolve_device
         from cvpipe.engine.evaluate import evaluate_detector
@@ -51,10 +51,8 @@ class Pipeline:
         weights = self._weights(weights)
         device = resolve_device(self.config.train.device)
         model, classes = load_trained(self.config, weights, device)
-        if self.config.data.classes and self.config.data.classes != classes:
-            from cvpipe.engine.checkpoint import check_classes, load_checkpoint
-
-            check_classes(weights, load_checkpoint(weights), self.config.data.classes)
+        if self.config.data.classes:
+            check_classes(weights, classes, self.config.data.classes)
         dataset, warnings = load_split(self.config, "val", classes)
         for line in warnings:
             self.console.print(f"[yellow]data warning[/] val: {line}")

@@ -38,11 +38,11 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
-def check_classes(path: Path, state: dict, classes: list[str]) -> None:
+def check_classes(path: Path, trained: list[str], classes: list[str]) -> None:
     """A checkpoint's head only fits the classes it was trained for."""
-    if list(state["classes"]) != list(classes):
+    if list(trained) != list(classes):
         raise WeightsError(
-            f"{path}: checkpoint was trained for {len(state['classes'])} classes {state['classes'][:10]}, "
+            f"{path}: checkpoint was trained for {len(trained)} classes {list(trained)[:10]}, "
             f"the data has {len(classes)} {classes[:10]}; fine-tune from it with model.backbone.weights or "
             "set data.classes to the checkpoint's classes"
         )

@@ -122,7 +122,7 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
     for line in [*(f"train: {w}" for w in warnings), *(f"val: {w}" for w in val_warnings)]:
         console.print(f"[yellow]data warning[/] {line} (skipped or clipped; `cvpipe data check` lists all)")
     if state is not None:
-        check_classes(run_dir / "last.pt", state, classes)
+        check_classes(run_dir / "last.pt", state["classes"], classes)
     else:
         run_dir = new_run_dir(config)
         write_text(run_dir / "pipeline.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -11,6 +11,7 @@ import csv
 import glob
 import io
 import json
+import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -61,9 +62,7 @@ def discover(source: str | Path) -> tuple[list[Path], Path]:
         files = sorted(Path(p) for p in glob.glob(str(source), recursive=True)
                        if Path(p).suffix.lower() in IMAGE_SUFFIXES and Path(p).is_file())
         if files:
-            root = Path(*Path(str(source).split("*")[0]).parts) if "/" in str(source) else Path(".")
-            root = root if root.is_dir() else root.parent
-            return files, root
+            return files, Path(os.path.commonpath([f.parent for f in files]))
         raise CvpipeError(f"--source {source}: the pattern matches no image ({', '.join(sorted(IMAGE_SUFFIXES))})")
     raise CvpipeError(f"--source {source}: no such file or folder")
 
