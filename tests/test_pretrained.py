@@ -8,6 +8,7 @@ from cvpipe.config import BackboneConfig
 from cvpipe.io.images import read_image
 from cvpipe.models.backbones import build_backbone
 from cvpipe.models.imagenet import pretrained_classifier, top_k
+from cvpipe.models.weights import build_arch, load_into
 
 CATS = {"tabby, tabby cat", "tiger cat", "Persian cat", "Siamese cat, Siamese", "Egyptian cat"}
 
@@ -32,3 +33,15 @@ def test_torchvision_weights_in_timm_backbone_give_torchvision_features(catalog)
     x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(backbone(x)[0], reference.features[:18].eval()(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.assets
+def test_efficientnet_lite_weights_in_timm_backbone_match_the_classifier(catalog):
+    """An entry whose mapping is `position` loads by position even though its arch names this very timm model."""
+    backbone = build_backbone(BackboneConfig(name="tf_efficientnet_lite0", weights="efficientnet_lite0.imagenet",
+                                             out_indices=[4], freeze=0), catalog=catalog).eval()
+    reference = build_arch("timm.tf_efficientnet_lite0", num_classes=1000)
+    load_into(reference, catalog.state_dict("efficientnet_lite0.imagenet"), mapping="position", what="lite0")
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x)[0], reference.eval().blocks(reference.bn1(reference.conv_stem(x))), rtol=1e-4, atol=1e-4)

@@ -50,9 +50,9 @@ def build_backbone(cfg: BackboneConfig, *, catalog: WeightsCatalog | None = None
                 f"model.backbone.weights: {cfg.weights} is for backbone {entry.backbone!r}, not {cfg.name!r}; "
                 f"set model.backbone.name: {entry.backbone}"
             )
-        # Weights made for this very timm model load by name; others (torchvision's, Keras') tensor by tensor in
-        # order. Either way a classifier at the end of the file goes unused.
-        mapping = "name" if entry.arch == f"timm.{cfg.name}" else "position"
+        # Weights made for this very timm model load by name; others (torchvision's, Keras', converted TF files)
+        # tensor by tensor in order. Either way a classifier at the end of the file goes unused.
+        mapping = "name" if entry.mapping != "position" and entry.arch == f"timm.{cfg.name}" else "position"
         load_into(body, catalog.state_dict(cfg.weights), mapping=mapping, what=cfg.weights, allow_unused_tail=True)
         preprocess = entry.preprocess
     freeze_stages(body, cfg.freeze)
