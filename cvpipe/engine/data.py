@@ -67,8 +67,11 @@ class DetectionSamples(torch.utils.data.Dataset):
 
 def collate(batch: list) -> tuple[list, list, list[str]]:
     """Lists of images and targets (detectors take lists: sizes may differ), plus the skip reasons."""
-    skipped = [item[1] for item in batch if item[0] == "skipped"]
-    kept = [item for item in batch if not (len(item) == 2 and isinstance(item[0], str) and item[0] == "skipped")]
+    def is_skip(item) -> bool:
+        return isinstance(item[0], str)  # ("skipped", reason); a sample starts with its image tensor
+
+    skipped = [item[1] for item in batch if is_skip(item)]
+    kept = [item for item in batch if not is_skip(item)]
     return [image for image, _ in kept], [target for _, target in kept], skipped
 
 

@@ -31,6 +31,7 @@ from cvpipe.engine.fit import progress_bar
 from cvpipe.engine.inference import detect
 from cvpipe.errors import CvpipeError, DataError
 from cvpipe.io.images import IMAGE_SUFFIXES, read_image, write_image, write_text
+from cvpipe.metrics.coco import detections_to_results
 from cvpipe.viz.draw import draw_sample
 
 JOURNAL = ".journal.jsonl"
@@ -81,10 +82,6 @@ class ImageFiles(torch.utils.data.Dataset):
             return i, None, str(e).split(": ", 1)[-1]
 
 
-def _collate(batch):
-    return batch
-
-
 def read_journal(path: Path) -> dict[str, dict]:
     """Finished images by relative name; a line cut short by a kill is ignored (that image is redone)."""
     done = {}
@@ -115,7 +112,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     console.print(f"predict: {len(files)} images from {source}" + (f", {len(done)} already done" if done else "")
                   + f" → {out}")
     loader = DataLoader(ImageFiles([files[i] for i in todo]), batch_size=config.eval.batch_size,
-                        num_workers=min(loader_workers(config.train.workers), len(todo)), collate_fn=_collate)
+                        num_workers=min(loader_workers(config.train.workers), len(todo)), collate_fn=list)
     start = time.perf_counter()
     # Drawing and encoding run on a writer thread (OpenCV releases the GIL) while the model works on the next
     # batch; a batch enters the journal only once its images are on disk, so --resume never skips a missing one.
@@ -182,9 +179,8 @@ def write_outputs(out: Path, entries: dict[str, dict], names: list[str], classes
             report.skipped.append((name, entry["skipped"]))
             continue
         images.append({"id": image_id, "file_name": name, "width": entry["width"], "height": entry["height"]})
+        results += detections_to_results([entry], [image_id])
         for (x1, y1, x2, y2), score, label in zip(entry["boxes"], entry["scores"], entry["labels"]):
-            results.append({"image_id": image_id, "category_id": label + 1,
-                            "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)], "score": score})
             writer.writerow([name, classes[label], score, x1, y1, x2, y2])
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
     write_text(out / "results.json", json.dumps(results))
