@@ -226,6 +226,8 @@ def cmd_augment_preview(args) -> int:
 
     config = load_pipeline(args.pipeline, args.overrides)
     split = config.data.train if args.split == "train" else config.data.val
+    if split is None:
+        raise CvpipeError(f"data.{args.split}: not set in {args.pipeline}; nothing to preview")
     dataset = read_dataset(config.data.root, config.data.format, split, config.data.classes)
     if not len(dataset):
         raise CvpipeError(f"{config.data.root}/{split}: no images to preview")

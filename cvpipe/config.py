@@ -33,8 +33,8 @@ class Strict(BaseModel):
 class DataConfig(Strict):
     format: DataFormat
     root: Path
-    train: str
-    val: str
+    train: str | None  # null: the pipeline has no such split (a ready pretrained detector that only predicts)
+    val: str | None
     classes: list[str]
 
 
@@ -51,11 +51,17 @@ class BackboneConfig(Strict):
     out_indices: list[Annotated[int, Field(ge=0, le=5)]]
     freeze: Annotated[int, Field(ge=0, le=5)]
     frozen_bn: bool = False
+    # module names whose outputs are the feature levels, instead of out_indices (e.g. an expansion layer)
+    feature_nodes: list[str] = []
+    timm_args: dict[str, str | int | float | bool] = {}  # extra timm.create_model arguments: {pad_type: same}
 
 
 class NeckConfig(Strict):
-    name: Literal["none", "fpn"]
+    name: Literal["none", "fpn", "ssd"]
     out_channels: Annotated[int, Field(ge=1)]
+    # ssd: extra down-sampling blocks after the last backbone level, one output depth each
+    extra_blocks: list[Annotated[int, Field(ge=2)]] = [512, 256, 256, 128]
+    depthwise: bool = False  # ssd: depthwise-separable extra blocks (SSDLite / TF's MobileNet SSDs)
 
 
 class ClassifierHead(Strict):
@@ -85,11 +91,37 @@ class FasterRCNNHead(Strict):
     detections_per_img: Annotated[int, Field(gt=0)] = 100
 
 
-HeadConfig = Annotated[ClassifierHead | FasterRCNNHead, Field(discriminator="name")]
-HEADS_FOR_TASK: dict[str, set[str]] = {"classify": {"classifier"}, "detect": {"faster_rcnn"}}
+class SSDHead(Strict):
+    """SSD (Liu et al. 2016) on the levels of an `ssd` neck: per location n + m − 1 default boxes from n sizes
+    and m aspect ratios, IoU matching, hard-negative mining, smooth-L1 + cross-entropy."""
+
+    name: Literal["ssd"]
+    size: Annotated[int, Field(gt=0)] = 300  # images are resized to size × size
+    min_scale: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2  # box size at the first level, fraction of `size`
+    max_scale: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9  # ... at the last; levels between are spaced evenly
+    # one list per level, fractions of `size`; null = [s_k, sqrt(s_k · s_k+1)] from min_scale/max_scale
+    sizes: list[list[Annotated[float, Field(gt=0.0)]]] | None = None
+    aspect_ratios: list[Annotated[float, Field(gt=0.0)]] = [1.0, 2.0, 0.5, 3.0, 0.3333]  # first is the main one
+    reduce_first_level: bool = False  # TF's reduce_boxes_in_lowest_layer: level 0 gets (0.1, 1), (s_0, 2), (s_0, 1/2)
+    depthwise: bool = False  # SSDLite: depthwise-separable 3×3 predictors
+    score: Literal["softmax", "sigmoid"] = "softmax"  # sigmoid: independent per-class scores (TF's SSDs)
+    box_weights: list[Annotated[float, Field(gt=0.0)]] = [10.0, 10.0, 5.0, 5.0]  # box coder scales x, y, w, h
+    iou_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5  # a default box matching a ground truth this well is positive
+    neg_pos_ratio: Annotated[float, Field(gt=0.0)] = 3.0  # hard negatives kept per positive
+    score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.45
+    detections_per_img: Annotated[int, Field(gt=0)] = 200
+    topk_candidates: Annotated[int, Field(gt=0)] = 400  # best boxes per class that go into NMS
+
+
+HeadConfig = Annotated[ClassifierHead | FasterRCNNHead | SSDHead, Field(discriminator="name")]
+HEADS_FOR_TASK: dict[str, set[str]] = {"classify": {"classifier"}, "detect": {"faster_rcnn", "ssd"}}
 
 
 class ModelConfig(Strict):
+    # the whole model's weights (backbone, neck and head: a COCO-pretrained detector); overrides backbone.weights.
+    # Head layers that do not fit this pipeline's classes start fresh.
+    weights: str | None = None
     backbone: BackboneConfig
     neck: NeckConfig
     head: HeadConfig
@@ -394,22 +426,46 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
     return config
 
 
+def backbone_levels(backbone: BackboneConfig) -> int:
+    return len(backbone.feature_nodes) or len(backbone.out_indices)
+
+
 def head_problems(model: ModelConfig) -> list[tuple[tuple, str]]:
-    """Head settings that must agree with the neck: one anchor-size list per feature level, all equally long."""
-    head = model.head
+    """Head settings that must agree with the neck: one size list per feature level, the neck the head needs."""
+    head, neck = model.head, model.neck
+    if head.name == "ssd":
+        return _ssd_problems(head, neck, backbone_levels(model.backbone))
+    if head.name == "faster_rcnn" and neck.name == "ssd":
+        return [(("model", "neck", "name"), "faster_rcnn needs neck fpn or none (ssd's extra blocks are for ssd)")]
     if head.name != "faster_rcnn" or head.anchor_sizes is None:
         return []
-    levels = len(model.backbone.out_indices) if model.neck.name == "fpn" else 1
+    levels = backbone_levels(model.backbone) if neck.name == "fpn" else 1
     problems = []
     if len(head.anchor_sizes) != levels:
         problems.append((("model", "head", "anchor_sizes"),
                          f"{len(head.anchor_sizes)} levels of sizes given, but the neck gives {levels} feature levels "
-                         f"(model.backbone.out_indices {model.backbone.out_indices}, neck {model.neck.name}); "
+                         f"(model.backbone.out_indices {model.backbone.out_indices}, neck {neck.name}); "
                          "give one list of sizes per level"))
     if len({len(sizes) for sizes in head.anchor_sizes}) > 1:  # one RPN head is shared by all levels
         problems.append((("model", "head", "anchor_sizes"),
                          f"every level needs the same number of sizes, got {head.anchor_sizes}; "
                          "e.g. [[12, 16], [24, 32], [48, 80]]"))
+    return problems
+
+
+def _ssd_problems(head: SSDHead, neck: NeckConfig, backbone_levels: int) -> list[tuple[tuple, str]]:
+    if neck.name != "ssd":
+        return [(("model", "neck", "name"), f"the ssd head needs neck ssd (extra down-sampling blocks), got {neck.name}")]
+    levels = backbone_levels + len(neck.extra_blocks)
+    problems = []
+    if head.sizes is not None and len(head.sizes) != levels:
+        problems.append((("model", "head", "sizes"),
+                         f"{len(head.sizes)} levels of sizes given, but the neck gives {levels} "
+                         f"({backbone_levels} backbone levels + {len(neck.extra_blocks)} extra blocks)"))
+    if head.min_scale > head.max_scale:
+        problems.append((("model", "head", "min_scale"), f"{head.min_scale} is above max_scale {head.max_scale}"))
+    if len(head.box_weights) != 4:
+        problems.append((("model", "head", "box_weights"), f"expected 4 numbers (x, y, w, h), got {head.box_weights}"))
     return problems
 
 
@@ -425,15 +481,15 @@ def semantic_problems(config: PipelineConfig) -> list[tuple[tuple, str]]:
                 build_transform(entry)
             except ValueError as e:
                 problems.append((("augment", split, i), str(e)))
-    weights_id = config.model.backbone.weights
-    if weights_id is not None:
-        catalog = WeightsCatalog.load()
-        if weights_id not in catalog.entries:
-            problems.append(
-                (("model", "backbone", "weights"),
-                 f"unknown weights id {json.dumps(weights_id)}{_suggest(weights_id, list(catalog.entries))} "
-                 "(see `cvpipe weights list`)")
-            )
+    for loc, weights_id in ((("model", "weights"), config.model.weights),
+                            (("model", "backbone", "weights"), config.model.backbone.weights)):
+        if weights_id is not None:
+            catalog = WeightsCatalog.load()
+            if weights_id not in catalog.entries:
+                problems.append(
+                    (loc, f"unknown weights id {json.dumps(weights_id)}{_suggest(weights_id, list(catalog.entries))} "
+                     "(see `cvpipe weights list`)")
+                )
     if not config.data.root.exists():
         problems.append(
             (("data", "root"), f"{config.data.root} does not exist (relative to {Path.cwd()}); "

@@ -23,7 +23,8 @@ class Pipeline:
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None, **kwargs) -> Pipeline:
         return cls(load_pipeline(path, overrides), **kwargs)
 
-    def _weights(self, weights: str | Path | None) -> Path:
+    def _weights(self, weights: str | Path | None) -> Path | None:
+        """An explicit checkpoint, else this session's or the latest run's; None = the pipeline's `model.weights`."""
         from cvpipe.engine.runs import default_weights
 
         if weights is not None:
@@ -31,6 +32,10 @@ class Pipeline:
         if self.last_fit is not None:
             return self.last_fit.best if self.last_fit.best.exists() else self.last_fit.last
         return default_weights(self.config)
+
+    def _output_dir(self, weights: Path | None) -> Path:
+        """Beside the checkpoint; for an untrained ready model, <output.dir>/<name>."""
+        return weights.parent if weights is not None else Path(self.config.output.dir) / self.config.name
 
     def fit(self, *, resume: bool | str | Path = False, tensorboard: bool = True) -> FitResult:
         """Train; `resume=True` continues the latest run of this pipeline from its last.pt."""
@@ -51,12 +56,12 @@ class Pipeline:
         weights = self._weights(weights)
         device = resolve_device(self.config.train.device)
         model, classes = load_trained(self.config, weights, device)
-        if self.config.data.classes:
+        if self.config.data.classes and weights is not None:
             check_classes(weights, classes, self.config.data.classes)
         dataset, warnings = load_split(self.config, "val", classes)
         for line in warnings:
             self.console.print(f"[yellow]data warning[/] val: {line}")
-        out_dir = Path(json_path).parent if json_path else weights.parent
+        out_dir = Path(json_path).parent if json_path else self._output_dir(weights)
         metrics = evaluate_detector(model, self.config, dataset, device, out_dir=out_dir)
         if json_path:
             write_text(Path(json_path), json.dumps(metrics.as_json(), indent=2))
@@ -68,6 +73,6 @@ class Pipeline:
         from cvpipe.engine.predict import predict
 
         weights = self._weights(weights)
-        out = Path(out) if out else weights.parent / "predict"
+        out = Path(out) if out else self._output_dir(weights) / "predict"
         return predict(self.config, source, out, weights, conf=conf, resume=resume, save_images=save_images,
                        console=self.console)

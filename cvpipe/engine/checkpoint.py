@@ -48,10 +48,13 @@ def check_classes(path: Path, trained: list[str], classes: list[str]) -> None:
         )
 
 
-def load_trained(config, path: Path, device: torch.device):
-    """(model in eval mode on `device`, its classes) from a checkpoint made for this pipeline's architecture."""
+def load_trained(config, path: Path | None, device: torch.device):
+    """(model in eval mode on `device`, its classes) from a checkpoint made for this pipeline's architecture;
+    `path=None`: the pipeline's own `model.weights` (a ready detector), for the classes in `data.classes`."""
     from cvpipe.models.heads import build_model
 
+    if path is None:
+        return _ready_model(config, device), list(config.data.classes)
     state = load_checkpoint(path)
     classes = list(state["classes"])
     model = build_model(config, len(classes), pretrained=False)
@@ -65,7 +68,22 @@ def load_trained(config, path: Path, device: torch.device):
             f"{trained.get('backbone', {}).get('name')!r}, head {trained.get('head', {}).get('name')!r}); "
             f"use the pipeline it was trained with ({Path(path).parent / 'pipeline.yaml'}). First mismatch: {first}"
         ) from None
+    return _for_inference(model, config, device), classes
+
+
+def _ready_model(config, device: torch.device):
+    from cvpipe.models.heads import build_model
+    from cvpipe.models.weights import WeightsCatalog
+
+    entry = WeightsCatalog.load().get(config.model.weights)
+    if entry.num_classes != len(config.data.classes):
+        raise WeightsError(f"model.weights {entry.id} detects {entry.num_classes} classes, data.classes lists "
+                           f"{len(config.data.classes)}; train this pipeline first (`cvpipe train`) or pass --weights")
+    return _for_inference(build_model(config, entry.num_classes), config, device)
+
+
+def _for_inference(model, config, device: torch.device):
     model = model.to(device).eval()
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model, classes
+    return model

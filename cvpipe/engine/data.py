@@ -21,6 +21,9 @@ from cvpipe.errors import DataError
 def load_split(config: PipelineConfig, split: str, classes: list[str] | None = None) -> tuple[Dataset, list[str]]:
     """Read a split, refuse unknown classes, drop unusable boxes and missing images (returned as warnings)."""
     data = config.data
+    if getattr(data, split) is None:
+        raise DataError(f"data.{split} is not set: this pipeline has no {split} split; set data.{split} to a "
+                        f"split of {data.root} (a sub-folder or an annotation file)")
     dataset = read_dataset(data.root, data.format, getattr(data, split), classes or data.classes)
     problems = check_dataset(dataset, decode=False)
     unknown = [p for p in problems if p.kind == "unknown class"]

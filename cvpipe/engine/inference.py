@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
+import cv2
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,9 +26,27 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=dtype)
 
 
+def resize_uint8(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """CHW uint8 → CHW uint8 of `size` (h, w) by OpenCV's bilinear resize, the resize TF/OpenCV SSD users apply."""
+    hwc = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+    resized = cv2.resize(hwc, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return torch.from_numpy(resized.reshape(size[0], size[1], -1)).permute(2, 0, 1)
+
+
 @torch.inference_mode()
 def detect(model: nn.Module, images: list[torch.Tensor], device: torch.device, *, amp: bool = False) -> list[dict]:
-    """Detections per image as float32 CPU tensors, in the input images' pixel coordinates."""
+    """Detections per image as float32 CPU tensors, in the input images' pixel coordinates.
+
+    A model with a `fixed_size` (SSD) gets its images resized here, on the CPU in uint8: less to copy to the
+    device, and the same pixels OpenCV's `blobFromImage` makes.
+    """
+    size = getattr(model, "fixed_size", None)
+    inputs = [resize_uint8(image, size) for image in images] if size else images
     with autocast(device, amp):
-        outputs = model(to_device(images, device))
-    return [{k: (v.float() if v.is_floating_point() else v).cpu() for k, v in out.items()} for out in outputs]
+        outputs = model(to_device(inputs, device))
+    outputs = [{k: (v.float() if v.is_floating_point() else v).cpu() for k, v in out.items()} for out in outputs]
+    if size:
+        for out, image in zip(outputs, images):
+            h, w = image.shape[-2:]
+            out["boxes"] = out["boxes"] * torch.tensor([w / size[1], h / size[0]] * 2)
+    return outputs

@@ -95,7 +95,7 @@ def read_journal(path: Path) -> dict[str, dict]:
     return done
 
 
-def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path, *, conf: float = 0.25,
+def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path | None, *, conf: float = 0.25,
             resume: bool = False, save_images: bool | None = None, console: Console | None = None) -> PredictReport:
     console = console or Console()
     out = Path(out)

@@ -30,9 +30,12 @@ def latest_run_dir(config: PipelineConfig) -> Path | None:
     return runs[-1] if runs else None
 
 
-def default_weights(config: PipelineConfig) -> Path:
-    """The latest run's best.pt (else last.pt); a clear error when this pipeline has never been trained."""
+def default_weights(config: PipelineConfig) -> Path | None:
+    """The latest run's best.pt (else last.pt); None for an untrained pipeline whose `model.weights` make a
+    ready model (a COCO detector); a clear error for any other pipeline that has never been trained."""
     run = latest_run_dir(config)
+    if run is None and config.model.weights:
+        return None
     if run is None:
         raise WeightsError(f"no trained checkpoint for pipeline {config.name!r} under {config.output.dir}/; "
                            f"run `cvpipe train` first or pass --weights CKPT")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
+
 import timm
 import torch
 from timm.layers import freeze_batch_norm_2d
+from timm.models import FeatureHookNet
 from timm.utils.model import freeze as timm_freeze
 from timm.utils.model import unfreeze as timm_unfreeze
 from torch import nn
@@ -32,15 +35,19 @@ class Backbone(nn.Module):
 
 def build_backbone(cfg: BackboneConfig, *, catalog: WeightsCatalog | None = None) -> Backbone:
     if not timm.is_model(cfg.name):
-        import difflib
-
         close = difflib.get_close_matches(cfg.name, timm.list_models(), n=1)
         hint = f'; did you mean "{close[0]}"?' if close else ""
         raise ConfigError(f"model.backbone.name: unknown timm model {cfg.name!r}{hint}")
     try:
-        body = timm.create_model(cfg.name, pretrained=False, features_only=True, out_indices=tuple(cfg.out_indices))
+        if cfg.feature_nodes:
+            model = timm.create_model(cfg.name, pretrained=False, num_classes=0, **cfg.timm_args)
+        else:
+            model = timm.create_model(cfg.name, pretrained=False, features_only=True,
+                                      out_indices=tuple(cfg.out_indices), **cfg.timm_args)
     except (IndexError, AssertionError, ValueError) as e:
         raise ConfigError(f"model.backbone.out_indices: {cfg.out_indices} does not fit {cfg.name} ({e})") from None
+    except TypeError as e:
+        raise ConfigError(f"model.backbone.timm_args: {cfg.timm_args} not accepted by {cfg.name} ({e})") from None
     preprocess = IMAGENET
     if cfg.weights:
         catalog = catalog or WeightsCatalog.load()
@@ -53,12 +60,39 @@ def build_backbone(cfg: BackboneConfig, *, catalog: WeightsCatalog | None = None
         # Weights made for this very timm model load by name; others (torchvision's, Keras', converted TF files)
         # tensor by tensor in order. Either way a classifier at the end of the file goes unused.
         mapping = "name" if entry.mapping != "position" and entry.arch == f"timm.{cfg.name}" else "position"
-        load_into(body, catalog.state_dict(cfg.weights), mapping=mapping, what=cfg.weights, allow_unused_tail=True)
+        load_into(model, catalog.state_dict(cfg.weights), mapping=mapping, what=cfg.weights, allow_unused_tail=True)
         preprocess = entry.preprocess
+    body = hooked_features(model, cfg.feature_nodes) if cfg.feature_nodes else model
     freeze_stages(body, cfg.freeze)
     if cfg.frozen_bn:  # batch statistics of a few images per step are noise; keep the pretrained ones
         body = freeze_batch_norm_2d(body)
     return Backbone(body, preprocess)
+
+
+def hooked_features(model: nn.Module, nodes: list[str]) -> nn.Module:
+    """timm's FeatureHookNet returning the outputs of the named modules; the layers after the last one are dropped.
+
+    The channels and strides FeatureHookNet needs are measured with one small forward pass.
+    """
+    names = dict(model.named_modules())
+    unknown = [n for n in nodes if n not in names]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(names), n=1)
+        hint = f'; did you mean "{close[0]}"?' if close else ""
+        raise ConfigError(f"model.backbone.feature_nodes: {unknown[0]!r} is not a module of this backbone{hint}")
+    shapes: dict[str, torch.Size] = {}
+    handles = [names[n].register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, o.shape)) for n in nodes]
+    side = 128
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, side, side))
+    for handle in handles:
+        handle.remove()
+    model.feature_info = [dict(module=n, num_chs=shapes[n][1], reduction=side // shapes[n][-1]) for n in nodes]
+    try:
+        return FeatureHookNet(model, out_indices=tuple(range(len(nodes))), no_rewrite=False)
+    except AssertionError:
+        raise ConfigError(f"model.backbone.feature_nodes: {nodes} must be in the order the network runs them, "
+                          "coarser levels last") from None
 
 
 def unfreeze_backbone(model: nn.Module, *, keep_bn_frozen: bool) -> None:

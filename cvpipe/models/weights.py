@@ -49,6 +49,7 @@ class WeightsEntry:
     license: str = ""
     url: str | None = None
     source: PackageFile | None = None
+    convert: str | None = None  # the source is another framework's file, converted by CONVERTERS[convert]
     user: bool = field(default=False, compare=False)  # from the user manifest, not the built-in catalogue
 
     @classmethod
@@ -59,7 +60,7 @@ class WeightsEntry:
         return cls(
             id=id_,
             preprocess=Preprocess(**{**pre, "mean": tuple(pre["mean"]), "std": tuple(pre["std"])}),
-            source=PackageFile(src["package"], src["member"], d["sha256"]) if src else None,
+            source=PackageFile(src["package"], src["member"], src.get("sha256", d["sha256"])) if src else None,
             user=user,
             **d,
         )
@@ -69,6 +70,8 @@ class WeightsEntry:
         for key in ("id", "user", "source"):
             d.pop(key)
         d["preprocess"] = {**d["preprocess"], "mean": list(self.preprocess.mean), "std": list(self.preprocess.std)}
+        if self.source is not None:
+            d["source"] = {"package": self.source.package, "member": self.source.member, "sha256": self.source.sha256}
         return d
 
 
@@ -111,7 +114,9 @@ class WeightsCatalog:
         entry = self.get(weights_id)
         path = self.local_path(entry)
         if not path.exists():
-            if entry.source is not None:
+            if entry.convert is not None:
+                self._convert(entry, path)
+            elif entry.source is not None:
                 fetch_package_files({path: entry.source})
             elif entry.url:
                 tmp = path.with_name(f".{path.name}.part")
@@ -127,6 +132,20 @@ class WeightsCatalog:
                 f"delete the file and run `cvpipe weights fetch {weights_id}`"
             )
         return path
+
+    def _convert(self, entry: WeightsEntry, dest: Path) -> None:
+        """Fetch the foreign file into <weights dir>/sources/ and write its conversion as safetensors."""
+        from safetensors.torch import save_file
+
+        if entry.convert not in CONVERTERS or entry.source is None:
+            raise WeightsError(f"{entry.id}: unknown converter {entry.convert!r} or no source to convert")
+        source = self.root / "sources" / Path(entry.source.member).name
+        fetch_package_files({source: entry.source})
+        state = CONVERTERS[entry.convert](source)
+        tmp = dest.with_name(f".{dest.name}.part")
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
+                  metadata={"converted_from": f"{entry.source.package}:{entry.source.member}"})
+        os.replace(tmp, dest)
 
     def state_dict(self, weights_id: str) -> OrderedDict[str, torch.Tensor]:
         entry = self.get(weights_id)
@@ -159,6 +178,15 @@ class WeightsCatalog:
         os.replace(tmp, manifest)
         self.entries[name] = entry
         return entry
+
+
+def _convert_tf_ssd(path: Path) -> OrderedDict[str, torch.Tensor]:
+    from cvpipe.models.tf_ssd import convert_ssd_mobilenet_v2
+
+    return convert_ssd_mobilenet_v2(path)
+
+
+CONVERTERS = {"tf_ssd_mobilenet_v2": _convert_tf_ssd}
 
 
 def read_state_dict(path: Path, fmt: str) -> OrderedDict[str, torch.Tensor]:

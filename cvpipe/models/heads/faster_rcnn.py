@@ -6,21 +6,17 @@ indices kept 0-based outside (torchvision reserves 0 for background).
 
 from __future__ import annotations
 
-import torch
-from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign
 
 from cvpipe.config import FasterRCNNHead
+from cvpipe.models.heads.base import TorchvisionDetector
 from cvpipe.models.necks import FeatureBody
 
 
-class FasterRCNNDetector(nn.Module):
-    """`model(images, targets)` → loss dict in training; `model(images)` → `[{boxes, scores, labels}]` in eval.
-
-    Images are float RGB in [0, 1], CHW, any size; labels are 0-based class indices.
-    """
+class FasterRCNNDetector(TorchvisionDetector):
+    """Faster R-CNN on any backbone + neck; images of any size (resized by min_size/max_size)."""
 
     def __init__(self, body: FeatureBody, cfg: FasterRCNNHead, num_classes: int):
         """`cfg` must have passed `config.head_problems` (load_pipeline and build_model check it)."""
@@ -46,11 +42,3 @@ class FasterRCNNDetector(nn.Module):
             box_score_thresh=cfg.score_thresh, box_nms_thresh=cfg.nms_thresh,
             box_detections_per_img=cfg.detections_per_img,
         )
-
-    def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
-        if targets is not None:
-            targets = [{**t, "labels": t["labels"] + 1} for t in targets]
-        out = self.model(images, targets)
-        if self.training:
-            return out
-        return [{**d, "labels": d["labels"] - 1} for d in out]

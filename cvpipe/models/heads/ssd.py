@@ -1,0 +1,165 @@
+"""SSD head: torchvision's SSD (resize, matching, 3×3 or SSDLite predictors) with our default boxes and scores.
+
+Ours, because torchvision's SSD cannot express them: the default-box set (n + m − 1 boxes per location in
+TF's order, TF's reduced lowest level) and sigmoid scores, which TF's SSDs are trained with. Losses and
+post-processing are written once for both score kinds.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection import _utils as det_utils
+from torchvision.models.detection.ssd import SSD
+from torchvision.models.detection.ssd import SSDHead as TorchvisionSSDHead
+from torchvision.models.detection.ssdlite import SSDLiteHead
+from torchvision.ops import batched_nms, clip_boxes_to_image
+
+from cvpipe.config import SSDHead
+from cvpipe.models.heads.base import TorchvisionDetector
+from cvpipe.models.necks import SSDFeatures
+
+
+def default_box_shapes(cfg: SSDHead, levels: int) -> list[list[tuple[float, float]]]:
+    """Per level, the (size, aspect ratio) of each default box, sizes as fractions of the input side.
+
+    With n sizes and m ratios a level has n + m − 1 boxes: the first size at every ratio, then the other sizes
+    at the first ratio (the SSD paper's set; TF's order). Default sizes are s_k spaced evenly from min_scale to
+    max_scale and sqrt(s_k · s_k+1), with s_L = 1.
+    """
+    if cfg.sizes is not None:
+        sizes = [list(s) for s in cfg.sizes]
+    else:
+        step = (cfg.max_scale - cfg.min_scale) / max(levels - 1, 1)
+        scales = [cfg.min_scale + step * k for k in range(levels)] + [1.0]
+        sizes = [[scales[k], math.sqrt(scales[k] * scales[k + 1])] for k in range(levels)]
+    ratios = list(cfg.aspect_ratios)
+    shapes = [[(s[0], r) for r in ratios] + [(size, ratios[0]) for size in s[1:]] for s in sizes]
+    if cfg.reduce_first_level:
+        shapes[0] = [(0.1, 1.0), (sizes[0][0], 2.0), (sizes[0][0], 0.5)]
+    return shapes
+
+
+class DefaultBoxes(nn.Module):
+    """Default boxes (anchors) in xyxy pixels of the resized image, y-major, x, box: the order of the predictors'
+    outputs. Centred on the cells: ((j + 0.5) / w, (i + 0.5) / h)."""
+
+    def __init__(self, shapes: list[list[tuple[float, float]]]):
+        super().__init__()
+        self.shapes = shapes
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    def num_anchors_per_location(self) -> list[int]:
+        return [len(s) for s in self.shapes]
+
+    def grid(self, grid_sizes: list[tuple[int, int]], image_size: tuple[int, int]) -> torch.Tensor:
+        height, width = image_size
+        boxes = []
+        for (h, w), shapes in zip(grid_sizes, self.shapes):
+            cy, cx = torch.meshgrid((torch.arange(h, dtype=torch.float64) + 0.5) / h,
+                                    (torch.arange(w, dtype=torch.float64) + 0.5) / w, indexing="ij")
+            wh = torch.tensor([[s * math.sqrt(r), s / math.sqrt(r)] for s, r in shapes], dtype=torch.float64)
+            centres = torch.stack([cx, cy], -1).reshape(-1, 1, 2)
+            boxes.append(torch.cat([centres - wh / 2, centres + wh / 2], -1).reshape(-1, 4))
+        scale = torch.tensor([width, height, width, height], dtype=torch.float64)
+        return (torch.cat(boxes) * scale).float()
+
+    def forward(self, images, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        grid_sizes = [tuple(f.shape[-2:]) for f in features]
+        image_size = tuple(images.tensors.shape[-2:])
+        key = (tuple(grid_sizes), image_size, features[0].device)
+        if key not in self._cache:
+            self._cache = {key: self.grid(grid_sizes, image_size).to(features[0].device)}
+        return [self._cache[key]] * len(images.image_sizes)
+
+
+class _SSD(SSD):
+    """torchvision's SSD with our default boxes, box-coder scales, score kind and a vectorised post-processing."""
+
+    def __init__(self, *args, sigmoid: bool, box_weights: list[float], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sigmoid = sigmoid
+        self.box_coder = det_utils.BoxCoder(weights=tuple(box_weights))
+
+    def class_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per default box: cross-entropy (softmax), or the summed binary cross-entropy over all classes with
+        background as class 0 (sigmoid, as TF trains its SSDs)."""
+        if not self.sigmoid:
+            return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
+        one_hot = F.one_hot(targets, logits.shape[-1]).to(logits.dtype)
+        return F.binary_cross_entropy_with_logits(logits, one_hot, reduction="none").sum(-1)
+
+    def compute_loss(self, targets, head_outputs, anchors, matched_idxs) -> dict[str, torch.Tensor]:
+        box_losses, class_targets = [], []
+        for target, regression, image_anchors, matched in zip(targets, head_outputs["bbox_regression"], anchors,
+                                                               matched_idxs):
+            positive = torch.where(matched >= 0)[0]
+            gt = matched[positive]
+            encoded = self.box_coder.encode_single(target["boxes"][gt], image_anchors[positive])
+            box_losses.append(F.smooth_l1_loss(regression[positive], encoded, reduction="sum"))
+            labels = torch.zeros(len(matched), dtype=torch.int64, device=matched.device)
+            labels[positive] = target["labels"][gt]
+            class_targets.append(labels)
+        class_targets = torch.stack(class_targets)
+        loss = self.class_loss(head_outputs["cls_logits"], class_targets)
+        # Hard-negative mining: per image keep the neg_pos_ratio × positives negatives with the highest loss.
+        positive = class_targets > 0
+        num_negative = self.neg_to_pos_ratio * positive.sum(1, keepdim=True)
+        negative_loss = loss.clone()
+        negative_loss[positive] = -float("inf")
+        _, order = negative_loss.sort(1, descending=True)
+        _, rank = order.sort(1)
+        keep = positive | (rank < num_negative)
+        num_positive = max(1, int(positive.sum()))
+        # named like torchvision's Faster R-CNN losses, so logs and plots read the same for every head
+        return {"loss_box_reg": torch.stack(box_losses).sum() / num_positive,
+                "loss_classifier": (loss * keep).sum() / num_positive}
+
+    def postprocess_detections(self, head_outputs, image_anchors, image_shapes) -> list[dict[str, torch.Tensor]]:
+        logits = head_outputs["cls_logits"]
+        scores = (logits.sigmoid() if self.sigmoid else logits.softmax(-1))[..., 1:]  # background dropped
+        detections = []
+        for regression, image_scores, anchors, shape in zip(head_outputs["bbox_regression"], scores, image_anchors,
+                                                            image_shapes):
+            boxes = clip_boxes_to_image(self.box_coder.decode_single(regression, anchors), shape)
+            box_idx, label = torch.where(image_scores > self.score_thresh)
+            score = image_scores[box_idx, label]
+            # the topk_candidates best boxes of each class go into NMS (torchvision's per-class loop, vectorised)
+            order = torch.argsort(label * 2.0 - score)  # by class, then by descending score
+            first_of_class = torch.searchsorted(label[order].contiguous(), label[order].contiguous())
+            rank = torch.arange(len(order), device=order.device) - first_of_class
+            order = order[rank < self.topk_candidates]
+            box_idx, label, score = box_idx[order], label[order], score[order]
+            keep = batched_nms(boxes[box_idx], score, label, self.nms_thresh)[: self.detections_per_img]
+            detections.append({"boxes": boxes[box_idx[keep]], "scores": score[keep], "labels": label[keep] + 1})
+        return detections
+
+
+class SSDDetector(TorchvisionDetector):
+    """SSD on an `ssd` neck; images of any size, resized to size × size."""
+
+    def __init__(self, body: SSDFeatures, cfg: SSDHead, num_classes: int):
+        """`cfg` must have passed `config.head_problems` (load_pipeline and build_model check it)."""
+        super().__init__()
+        anchors = DefaultBoxes(default_box_shapes(cfg, len(body.out_channels)))
+        counts = anchors.num_anchors_per_location()
+        if cfg.depthwise:
+            head: nn.Module = SSDLiteHead(body.out_channels, counts, num_classes + 1,
+                                          partial(nn.BatchNorm2d, eps=0.001, momentum=0.03))
+        else:
+            head = TorchvisionSSDHead(body.out_channels, counts, num_classes + 1)
+        preprocess = body.backbone.preprocess
+        self.num_classes = num_classes
+        self.fixed_size = (cfg.size, cfg.size)  # (h, w) every image is resized to; `detect` does it in uint8
+        self.model = _SSD(
+            body, anchors, (cfg.size, cfg.size), num_classes + 1,
+            image_mean=list(preprocess.mean), image_std=list(preprocess.std), head=head,
+            score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh, detections_per_img=cfg.detections_per_img,
+            iou_thresh=cfg.iou_thresh, topk_candidates=cfg.topk_candidates,
+            positive_fraction=1.0 / (1.0 + cfg.neg_pos_ratio),
+            sigmoid=cfg.score == "sigmoid", box_weights=cfg.box_weights,
+        )

