@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cvpipe.config import RUNTIMES
 from cvpipe.errors import CvpipeError
 
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # never split a line
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", type=float, default=0.25, help="keep detections scoring at least this (default 0.25)")
     p.add_argument("--resume", action="store_true", help="skip images an earlier run of this --out finished")
     p.add_argument("--no-images", action="store_true", help="write only the JSON/CSV, no annotated images")
+    p.add_argument("--runtime", choices=RUNTIMES, default="eager",
+                   help="eager PyTorch, torch.compile or ONNX Runtime (fixed-size heads: ssd)")
     _add_set(p)
 
     weights = sub.add_parser("weights", help="the weights catalogue").add_subparsers(dest="weights_command", required=True)
@@ -300,7 +303,7 @@ def cmd_eval(args) -> int:
 
 def cmd_predict(args) -> int:
     report = _pipeline(args).predict(args.source, args.out, weights=args.weights, conf=args.conf, resume=args.resume,
-                                     save_images=False if args.no_images else None)
+                                     save_images=False if args.no_images else None, runtime=args.runtime)
     console.print(f"{report.processed} images in {report.seconds:.1f}s ({report.images_per_second:.2f} img/s), "
                   f"{report.detections} detections" + (f", {report.resumed} done earlier" if report.resumed else ""))
     if report.skipped:

@@ -147,6 +147,7 @@ class TrainConfig(Strict):
     unfreeze_epoch: Annotated[int, Field(ge=0)] | None = None
 
 
+RUNTIMES = ("eager", "compile", "onnx")  # inference runtimes of fixed-size detectors (engine/runtime.py)
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 

@@ -68,11 +68,12 @@ class Pipeline:
         return metrics
 
     def predict(self, source: str | Path, out: str | Path | None = None, *, weights: str | Path | None = None,
-                conf: float = 0.25, resume: bool = False, save_images: bool | None = None) -> PredictReport:
+                conf: float = 0.25, resume: bool = False, save_images: bool | None = None,
+                runtime: str = "eager") -> PredictReport:
         """Detections for every image under `source` (folder, file or glob), written to `out`."""
         from cvpipe.engine.predict import predict
 
         weights = self._weights(weights)
         out = Path(out) if out else self._output_dir(weights) / "predict"
         return predict(self.config, source, out, weights, conf=conf, resume=resume, save_images=save_images,
-                       console=self.console)
+                       runtime=runtime, console=self.console)

@@ -29,6 +29,7 @@ from cvpipe.engine.data import image_tensor
 from cvpipe.engine.device import resolve_device
 from cvpipe.engine.fit import progress_bar
 from cvpipe.engine.inference import detect
+from cvpipe.engine.runtime import use_runtime
 from cvpipe.errors import CvpipeError, DataError
 from cvpipe.io.images import IMAGE_SUFFIXES, read_image, write_image, write_text
 from cvpipe.metrics.coco import detections_to_results
@@ -96,12 +97,14 @@ def read_journal(path: Path) -> dict[str, dict]:
 
 
 def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path | None, *, conf: float = 0.25,
-            resume: bool = False, save_images: bool | None = None, console: Console | None = None) -> PredictReport:
+            resume: bool = False, save_images: bool | None = None, runtime: str = "eager",
+            console: Console | None = None) -> PredictReport:
     console = console or Console()
     out = Path(out)
     device = resolve_device(config.train.device)
     files, root = discover(source)
     model, classes = load_trained(config, weights, device)
+    use_runtime(model, runtime, device)
     save_images = config.output.save_images if save_images is None else save_images
     out.mkdir(parents=True, exist_ok=True)
     journal_path = out / JOURNAL

@@ -8,6 +8,7 @@ post-processing are written once for both score kinds.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -69,12 +70,26 @@ class DefaultBoxes(nn.Module):
         return (torch.cat(boxes) * scale).float()
 
     def forward(self, images, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        grid_sizes = [tuple(f.shape[-2:]) for f in features]
+        return self.for_grids(images, [tuple(f.shape[-2:]) for f in features])
+
+    def for_grids(self, images, grid_sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
         image_size = tuple(images.tensors.shape[-2:])
-        key = (tuple(grid_sizes), image_size, features[0].device)
+        key = (tuple(grid_sizes), image_size, images.tensors.device)
         if key not in self._cache:
-            self._cache = {key: self.grid(grid_sizes, image_size).to(features[0].device)}
+            self._cache = {key: self.grid(grid_sizes, image_size).to(images.tensors.device)}
         return [self._cache[key]] * len(images.image_sizes)
+
+
+class SSDCore(nn.Module):
+    """Features and predictors, `x → (box regression, class logits)`: the part an inference runtime compiles."""
+
+    def __init__(self, ssd: SSD):
+        super().__init__()
+        self.backbone, self.head = ssd.backbone, ssd.head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.head(list(self.backbone(x).values()))
+        return out["bbox_regression"], out["cls_logits"]
 
 
 class _SSD(SSD):
@@ -84,6 +99,28 @@ class _SSD(SSD):
         super().__init__(*args, **kwargs)
         self.sigmoid = sigmoid
         self.box_coder = det_utils.BoxCoder(weights=tuple(box_weights))
+        self.core: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None  # see use_core
+        self.core_grids: list[tuple[int, int]] = []
+
+    def use_core(self, core: Callable | None) -> None:
+        """Run inference through `core` (a compiled or ONNX Runtime `SSDCore`); None = eager modules again."""
+        self.core = core
+        if core is not None:
+            size = self.transform.fixed_size
+            with torch.no_grad():
+                features = self.backbone(torch.zeros(1, 3, *size, device=next(self.parameters()).device))
+            self.core_grids = [tuple(f.shape[-2:]) for f in features.values()]
+
+    def forward(self, images, targets=None):
+        if self.training or self.core is None:
+            return super().forward(images, targets)
+        original_sizes = [tuple(image.shape[-2:]) for image in images]
+        image_list, _ = self.transform(images)
+        regression, logits = self.core(image_list.tensors)
+        anchors = self.anchor_generator.for_grids(image_list, self.core_grids)
+        detections = self.postprocess_detections({"bbox_regression": regression, "cls_logits": logits}, anchors,
+                                                 image_list.image_sizes)
+        return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
 
     def class_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per default box: cross-entropy (softmax), or the summed binary cross-entropy over all classes with
@@ -163,3 +200,7 @@ class SSDDetector(TorchvisionDetector):
             positive_fraction=1.0 / (1.0 + cfg.neg_pos_ratio),
             sigmoid=cfg.score == "sigmoid", box_weights=cfg.box_weights,
         )
+
+    def inference_core(self) -> tuple[SSDCore, Callable[[Callable | None], None]]:
+        """The module worth compiling for inference, and where to plug the compiled version in."""
+        return SSDCore(self.model), self.model.use_core
