@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/python benches/data_loading.py
 	$(BIN)/python benches/train_step.py
 	$(BIN)/python benches/predict_speed.py
+	$(BIN)/python benches/ssd_vs_opencv.py
 	$(BIN)/python benches/transfer.py --budgets 10
 
 lint: install

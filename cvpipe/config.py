@@ -57,7 +57,7 @@ class BackboneConfig(Strict):
 
 
 class NeckConfig(Strict):
-    name: Literal["none", "fpn", "ssd"]
+    name: Literal["none", "fpn", "pan", "ssd"]  # pan: FPN's top-down path + a bottom-up path (PANet, YOLO)
     out_channels: Annotated[int, Field(ge=1)]
     # ssd: extra down-sampling blocks after the last backbone level, one output depth each
     extra_blocks: list[Annotated[int, Field(ge=2)]] = [512, 256, 256, 128]
@@ -114,8 +114,27 @@ class SSDHead(Strict):
     topk_candidates: Annotated[int, Field(gt=0)] = 400  # best boxes per class that go into NMS
 
 
-HeadConfig = Annotated[ClassifierHead | FasterRCNNHead | SSDHead, Field(discriminator="name")]
-HEADS_FOR_TASK: dict[str, set[str]] = {"classify": {"classifier"}, "detect": {"faster_rcnn", "ssd"}}
+class YOLOHead(Strict):
+    """Anchor-free YOLO: each cell of each level predicts one box (distances to its four sides) and class scores
+    from decoupled branches; task-aligned assignment (TOOD), IoU-family box loss, binary cross-entropy."""
+
+    name: Literal["yolo"]
+    size: Annotated[int, Field(gt=0)] = 640  # images are resized to size × size (a multiple of the largest stride)
+    channels: Annotated[int, Field(gt=0)] = 64  # width of the classification and box branches
+    topk: Annotated[int, Field(gt=0)] = 10  # cells assigned per ground truth, by alignment score^alpha · IoU^beta
+    alpha: Annotated[float, Field(ge=0.0)] = 1.0
+    beta: Annotated[float, Field(ge=0.0)] = 6.0
+    box_loss: Literal["giou", "ciou"] = "ciou"
+    box_weight: Annotated[float, Field(ge=0.0)] = 7.5
+    cls_weight: Annotated[float, Field(ge=0.0)] = 0.5
+    score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6
+    detections_per_img: Annotated[int, Field(gt=0)] = 300
+    topk_candidates: Annotated[int, Field(gt=0)] = 1000  # best (cell, class) pairs that go into NMS
+
+
+HeadConfig = Annotated[ClassifierHead | FasterRCNNHead | SSDHead | YOLOHead, Field(discriminator="name")]
+HEADS_FOR_TASK: dict[str, set[str]] = {"classify": {"classifier"}, "detect": {"faster_rcnn", "ssd", "yolo"}}
 
 
 class ModelConfig(Strict):
@@ -436,11 +455,13 @@ def head_problems(model: ModelConfig) -> list[tuple[tuple, str]]:
     head, neck = model.head, model.neck
     if head.name == "ssd":
         return _ssd_problems(head, neck, backbone_levels(model.backbone))
-    if head.name == "faster_rcnn" and neck.name == "ssd":
-        return [(("model", "neck", "name"), "faster_rcnn needs neck fpn or none (ssd's extra blocks are for ssd)")]
+    if head.name in ("faster_rcnn", "yolo") and neck.name == "ssd":
+        return [(("model", "neck", "name"), f"{head.name} needs neck fpn, pan or none (ssd's extra blocks are for ssd)")]
+    if head.name == "yolo":
+        return []
     if head.name != "faster_rcnn" or head.anchor_sizes is None:
         return []
-    levels = backbone_levels(model.backbone) if neck.name == "fpn" else 1
+    levels = backbone_levels(model.backbone) if neck.name in ("fpn", "pan") else 1
     problems = []
     if len(head.anchor_sizes) != levels:
         problems.append((("model", "head", "anchor_sizes"),

@@ -62,10 +62,11 @@ def build_backbone(cfg: BackboneConfig, *, catalog: WeightsCatalog | None = None
         mapping = "name" if entry.mapping != "position" and entry.arch == f"timm.{cfg.name}" else "position"
         load_into(model, catalog.state_dict(cfg.weights), mapping=mapping, what=cfg.weights, allow_unused_tail=True)
         preprocess = entry.preprocess
-    body = hooked_features(model, cfg.feature_nodes) if cfg.feature_nodes else model
-    freeze_stages(body, cfg.freeze)
+    # Freezing swaps BatchNorm modules for frozen ones, so it comes before hooks are put on modules.
+    freeze_stages(model, cfg.freeze)
     if cfg.frozen_bn:  # batch statistics of a few images per step are noise; keep the pretrained ones
-        body = freeze_batch_norm_2d(body)
+        model = freeze_batch_norm_2d(model)
+    body = hooked_features(model, cfg.feature_nodes) if cfg.feature_nodes else model
     return Backbone(body, preprocess)
 
 
@@ -107,7 +108,8 @@ def freeze_stages(body: nn.Module, n: int) -> None:
     """Freeze the stem and the first `n` feature stages; their BatchNorms become FrozenBatchNorm2d."""
     if n == 0:
         return
-    stages = [info["module"] for info in body.feature_info.info]
+    infos = getattr(body.feature_info, "info", body.feature_info)  # a features_only net's FeatureInfo, or a list
+    stages = [info["module"] for info in infos]
     if n > len(stages):
         raise ConfigError(f"model.backbone.freeze: expected int 0..{len(stages)} for this backbone, got {n}")
     names = [name for name, _ in body.named_modules()]

@@ -1,7 +1,8 @@
 """Necks: what sits between the backbone's feature levels and a head.
 
 `fpn` is torchvision's FeaturePyramidNetwork (lateral 1×1 + top-down 3×3), one output per backbone level and
-no extra pooled level, so a head's per-level settings (anchor sizes) line up with `model.backbone.out_indices`.
+no extra pooled level, so a head's per-level settings (anchor sizes) line up with `model.backbone.out_indices`;
+`pan` adds PANet's bottom-up path after it (YOLO's neck).
 `none` hands the backbone's deepest level on alone; `ssd` adds SSD's extra down-sampling blocks.
 """
 
@@ -24,10 +25,16 @@ class FeatureBody(nn.Module):
     def __init__(self, backbone: Backbone, neck: NeckConfig):
         super().__init__()
         self.backbone = backbone
-        if neck.name == "fpn":
+        self.bottom_up: nn.ModuleList | None = None
+        if neck.name in ("fpn", "pan"):
             self.fpn: nn.Module | None = FeaturePyramidNetwork(backbone.out_channels, neck.out_channels)
             self.out_channels = neck.out_channels
             self.strides = list(backbone.strides)
+            if neck.name == "pan":  # PANet's bottom-up path: n_i = conv3x3(p_i + conv3x3_stride2(n_i-1))
+                c = neck.out_channels
+                self.bottom_up = nn.ModuleList(
+                    nn.ModuleList([ConvNormAct(c, c, 3, stride=2, act_layer=nn.SiLU), ConvNormAct(c, c, 3, act_layer=nn.SiLU)])
+                    for _ in backbone.strides[1:])
         else:
             self.fpn = None
             self.out_channels = backbone.out_channels[-1]
@@ -41,7 +48,13 @@ class FeatureBody(nn.Module):
         levels = self.backbone(x)
         if self.fpn is None:
             return OrderedDict([("0", levels[-1])])
-        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(levels)))
+        out = self.fpn(OrderedDict((str(i), f) for i, f in enumerate(levels)))
+        if self.bottom_up is None:
+            return out
+        merged = list(out.values())
+        for i, (down, fuse) in enumerate(self.bottom_up, start=1):
+            merged[i] = fuse(merged[i] + down(merged[i - 1]))
+        return OrderedDict((str(i), f) for i, f in enumerate(merged))
 
 
 class SSDFeatures(nn.Module):

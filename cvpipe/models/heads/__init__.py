@@ -46,28 +46,37 @@ def build_model(config: PipelineConfig, num_classes: int, *, catalog: WeightsCat
         from cvpipe.models.heads.ssd import SSDDetector
 
         model = SSDDetector(SSDFeatures(backbone, config.model.neck), head, num_classes)
+    elif head.name == "yolo":
+        from cvpipe.models.heads.yolo import YOLODetector
+
+        model = YOLODetector(FeatureBody(backbone, config.model.neck), head, num_classes)
     else:
         raise ConfigError(f"model.head.name: training and inference for head {head.name!r} are not available yet")
     if whole and pretrained:
         catalog = catalog or WeightsCatalog.load()
         fresh = load_fitting(model, catalog.state_dict(whole), what=whole)
         if fresh:
-            log.info("%s: %d tensors do not fit this pipeline's classes and start fresh (%s ...)",
+            log.info("%s: %d neck/head tensors do not fit this pipeline and start fresh (%s ...)",
                      whole, len(fresh), fresh[0])
     return model
 
 
 def load_fitting(model: nn.Module, state: dict[str, torch.Tensor], *, what: str) -> list[str]:
-    """Load a whole-model state dict by name; tensors whose shape differs (a class predictor made for other
-    classes) keep their fresh initialisation and are returned. A missing or unknown name is an error: the file
-    is for another architecture."""
-    own = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise WeightsError(f"{what}: does not fit this pipeline's model (another architecture?)",
-                           [f"missing {k}" for k in missing[:5]] + [f"unexpected {k}" for k in unexpected[:5]])
-    fresh = [k for k, v in state.items() if v.shape != own[k].shape]
-    model.load_state_dict({k: v for k, v in state.items() if k not in fresh}, strict=False)
-    return fresh
+    """Load a whole-model state dict by name. The backbone must fit exactly (else the file is for another
+    architecture); neck and head tensors load where name and shape fit, and the rest (predictors made for other
+    classes or levels) keep their fresh initialisation and are returned."""
+    from cvpipe.models.backbones import Backbone
+
+    def tensors(d: dict) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in d.items() if not k.endswith("num_batches_tracked")}
+
+    own, state = tensors(model.state_dict()), tensors(state)
+    prefix = next(name for name, m in model.named_modules() if isinstance(m, Backbone)) + "."
+    missing = sorted(k for k in own if k.startswith(prefix) and k not in state)
+    misfit = sorted(k for k in own if k.startswith(prefix) and k in state and state[k].shape != own[k].shape)
+    if missing or misfit:
+        raise WeightsError(f"{what}: its backbone does not fit this pipeline's (model.backbone.name / timm_args?)",
+                           [f"missing {k}" for k in missing[:5]] + [f"shape differs: {k}" for k in misfit[:5]])
+    fitting = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    model.load_state_dict(fitting, strict=False)
+    return sorted(set(own) - set(fitting))
