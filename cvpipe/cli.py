@@ -222,7 +222,7 @@ def cmd_augment_preview(args) -> int:
     import numpy as np
 
     from cvpipe.config import load_pipeline
-    from cvpipe.data.augment import apply_augment, build_augment
+    from cvpipe.data.augment import apply_augment, build_augment, uses_mosaic
     from cvpipe.data.formats import read_dataset
     from cvpipe.io.images import write_image
     from cvpipe.viz.draw import draw_sample, grid
@@ -238,7 +238,8 @@ def cmd_augment_preview(args) -> int:
     rng = np.random.default_rng(args.seed)
     tiles = []
     for i in rng.integers(0, len(dataset), args.n):
-        s = apply_augment(transform, dataset.sample(int(i)))
+        partners = [dataset.sample(int(j)) for j in rng.integers(0, len(dataset), 3)] if uses_mosaic(transform) else None
+        s = apply_augment(transform, dataset.sample(int(i)), partners)
         tiles.append(draw_sample(s["image"], s["boxes"], s["labels"], dataset.classes, s.get("masks")))
     write_image(args.out, grid(tiles))
     console.print(f"{args.n} augmented {args.split} samples → {args.out}")

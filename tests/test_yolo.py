@@ -109,3 +109,18 @@ def test_yolo_trains_evaluates_and_predicts_through_the_engine(tmp_path):
     assert 0.0 <= pipeline.evaluate().stats["AP50"] <= 1.0
     report = pipeline.predict(tmp_path / "src" / "val", tmp_path / "pred", conf=0.0)
     assert report.processed == 4 and (tmp_path / "pred" / "results.json").is_file()
+
+
+def test_mosaic_tiles_four_training_images(tmp_path):
+    from cvpipe.engine.data import load_split, make_loader
+
+    config = load_pipeline(tiny_yolo(tmp_path), [
+        "augment.train=[{Mosaic: {target_size: [96, 96], cell_shape: [64, 64], p: 1.0}}]", "train.batch_size=4"])
+    dataset, _ = load_split(config, "train")
+    images, targets, skipped = next(iter(make_loader(config, dataset, "train")))
+    assert not skipped and all(tuple(image.shape) == (3, 96, 96) for image in images)
+    boxes = torch.cat([t["boxes"] for t in targets])
+    assert len(boxes) and (boxes >= 0).all() and (boxes <= 96).all()
+    # a mosaic of four 128-px images scaled into 64-px cells holds objects from several of them
+    singles = sum(len(dataset.sample(i)["boxes"]) for i in range(len(dataset))) / len(dataset)
+    assert len(boxes) / len(targets) > singles * 0.8

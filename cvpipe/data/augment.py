@@ -55,18 +55,32 @@ def build_augment(cfg: AugmentConfig, split: str, *, seed: int | None = None) ->
         return A.Compose([build_transform(e) for e in entries], bbox_params=bbox_params, seed=seed)
 
 
-def apply_augment(transform: A.Compose, sample: dict) -> dict:
-    """Run `transform` on a sample record; instance masks follow the boxes that survive."""
+def uses_mosaic(transform: A.Compose) -> bool:
+    return any(isinstance(t, A.Mosaic) for t in transform.transforms)
+
+
+def _inputs(sample: dict) -> dict:
+    """A sample's image and its boxes clipped to the image (degenerate ones dropped), as albumentations wants."""
     h, w = sample["image"].shape[:2]
     boxes = sample["boxes"].astype(np.float32).reshape(-1, 4)
     boxes = np.stack([boxes[:, 0].clip(0, w), boxes[:, 1].clip(0, h), boxes[:, 2].clip(0, w), boxes[:, 3].clip(0, h)], 1)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    indices = np.flatnonzero(keep)
-    inputs = {"image": sample["image"], "bboxes": boxes[keep], "labels": sample["labels"][keep], "indices": indices}
+    return {"image": sample["image"], "bboxes": boxes[keep], "labels": sample["labels"][keep],
+            "indices": np.flatnonzero(keep)}
+
+
+def apply_augment(transform: A.Compose, sample: dict, mosaic: list[dict] | None = None) -> dict:
+    """Run `transform` on a sample record; instance masks follow the boxes that survive. `mosaic`: the other
+    samples an `A.Mosaic` in the transform may tile beside this one."""
+    inputs = _inputs(sample)
     if "masks" in sample:
+        if mosaic:
+            raise ValueError("augment: Mosaic with instance masks is not supported; remove Mosaic for this data")
         inputs["masks"] = list(sample["masks"])
     if "mask" in sample:
         inputs["mask"] = sample["mask"]
+    if mosaic is not None:
+        inputs["mosaic_metadata"] = [_inputs(other) for other in mosaic]
     out = transform(**inputs)
     result = {**sample, "image": out["image"], "boxes": np.asarray(out["bboxes"], np.float32).reshape(-1, 4),
               "labels": np.asarray(out["labels"], np.int64)}

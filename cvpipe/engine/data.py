@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cvpipe.config import PipelineConfig, loader_workers
-from cvpipe.data.augment import apply_augment, build_augment
+from cvpipe.data.augment import apply_augment, build_augment, uses_mosaic
 from cvpipe.data.check import check_dataset, fixed_copy, summarize
 from cvpipe.data.formats import read_dataset
 from cvpipe.data.records import Dataset
@@ -53,6 +53,7 @@ class DetectionSamples(torch.utils.data.Dataset):
     def __init__(self, dataset: Dataset, transform):
         self.dataset = dataset
         self.transform = transform
+        self.mosaic = uses_mosaic(transform)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -62,10 +63,29 @@ class DetectionSamples(torch.utils.data.Dataset):
             sample = self.dataset.sample(i)
         except DataError as e:
             return ("skipped", str(e))
-        sample = apply_augment(self.transform, sample)
+        sample = _boxes_only(sample)
+        sample = apply_augment(self.transform, sample, self.mosaic_partners() if self.mosaic else None)
         target = {"boxes": torch.from_numpy(sample["boxes"]).reshape(-1, 4),
                   "labels": torch.from_numpy(sample["labels"]), "image_id": sample["image_id"]}
         return image_tensor(sample["image"]), target
+
+
+    def mosaic_partners(self, n: int = 3) -> list[dict]:
+        """Random other samples for Mosaic, drawn from the transform's seeded generator (resumable runs replay
+        them); unreadable ones are left out."""
+        partners = []
+        for j in self.transform.random_generator.integers(0, len(self.dataset), n):
+            try:
+                partner = self.dataset.sample(int(j))
+            except DataError:
+                continue
+            partners.append(_boxes_only(partner))
+        return partners
+
+
+def _boxes_only(sample: dict) -> dict:
+    """Detectors use boxes: masks need not be decoded into the augmentation (nor can Mosaic carry them)."""
+    return {k: v for k, v in sample.items() if k not in ("masks", "mask")}
 
 
 def collate(batch: list) -> tuple[list, list, list[str]]:

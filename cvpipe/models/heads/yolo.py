@@ -18,7 +18,13 @@ import torch.nn.functional as F
 from timm.layers import ConvNormAct
 from torch import nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, complete_box_iou_loss, generalized_box_iou_loss
+from torchvision.ops import (
+    batched_nms,
+    box_iou,
+    clip_boxes_to_image,
+    complete_box_iou_loss,
+    generalized_box_iou_loss,
+)
 
 from cvpipe.config import YOLOHead
 from cvpipe.models.necks import FeatureBody
