@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="skip images an earlier run of this --out finished")
     p.add_argument("--no-images", action="store_true", help="write only the JSON/CSV, no annotated images")
     p.add_argument("--runtime", choices=RUNTIMES, default="eager",
-                   help="eager PyTorch, torch.compile or ONNX Runtime (fixed-size heads: ssd)")
+                   help="eager PyTorch, torch.compile or ONNX Runtime (fixed-size heads: ssd, yolo)")
     _add_set(p)
 
     weights = sub.add_parser("weights", help="the weights catalogue").add_subparsers(dest="weights_command", required=True)

@@ -1,4 +1,4 @@
-"""Inference runtimes for fixed-size detectors (SSD): eager PyTorch, torch.compile, ONNX Runtime.
+"""Inference runtimes for fixed-size detectors (SSD, YOLO): eager PyTorch, torch.compile, ONNX Runtime.
 
 Pre-processing, default boxes and NMS stay in PyTorch; only the model's core (features + predictors,
 `inference_core()`) moves. Measured on a 2-core CPU (benches/ssd_vs_opencv.py): see the README.
@@ -23,10 +23,11 @@ def use_runtime(model: nn.Module, runtime: str, device: torch.device) -> None:
     if runtime == "eager":
         return
     if not hasattr(model, "inference_core"):
-        raise ConfigError(f"--runtime {runtime}: available for fixed-size heads (ssd); "
+        raise ConfigError(f"--runtime {runtime}: available for fixed-size heads (ssd, yolo); "
                           f"{type(model).__name__} runs eager only")
     core, plug = model.inference_core()
     core = core.eval()
+    plug(None)  # the core is traced or compiled from the eager modules
     if runtime == "compile":
         plug(CompiledCore(core))
     else:

@@ -12,6 +12,8 @@ IoU, the IoU losses and NMS; the assignment is ours (no library has it outside A
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +60,7 @@ class YOLODetector(nn.Module):
         self.transform = GeneralizedRCNNTransform(cfg.size, cfg.size, list(preprocess.mean), list(preprocess.std),
                                                   size_divisible=max(self.strides), fixed_size=self.fixed_size)
         self._points: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.core: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None  # see inference_core
 
     def cell_centres(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(centres [N, 2] in pixels, stride of each [N]) for the cells of all levels, y-major per level."""
@@ -88,11 +91,18 @@ class YOLODetector(nn.Module):
     def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
         original_sizes = [tuple(image.shape[-2:]) for image in images]
         image_list, targets = self.transform(images, targets)
-        logits, boxes, centres = self.predict_raw(image_list.tensors)
+        if self.training or self.core is None:
+            logits, boxes, centres = self.predict_raw(image_list.tensors)
+        else:
+            logits, boxes = self.core(image_list.tensors)
         if self.training:
             return self.loss(logits, boxes, centres, targets)
         detections = self.postprocess(logits, boxes, image_list.image_sizes)
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+
+    def inference_core(self) -> tuple[nn.Module, Callable[[Callable | None], None]]:
+        """The module worth compiling for inference (`x → (logits, boxes)`), and where to plug it in."""
+        return YOLOCore(self), partial(setattr, self, "core")
 
     # ------------------------------------------------------------------------------------------- training
 
@@ -159,3 +169,15 @@ class YOLODetector(nn.Module):
             kept = batched_nms(cell_boxes, scores[keep], label, self.cfg.nms_thresh)[: self.cfg.detections_per_img]
             detections.append({"boxes": cell_boxes[kept], "scores": scores[keep][kept], "labels": label[kept]})
         return detections
+
+
+class YOLOCore(nn.Module):
+    """`x → (class logits, boxes)`: everything but resize and NMS, for an inference runtime to compile."""
+
+    def __init__(self, detector: YOLODetector):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, boxes, _ = self.detector.predict_raw(x)
+        return logits, boxes
