@@ -201,3 +201,21 @@ def test_runtimes_other_than_eager_need_a_fixed_size_head(tmp_path):
     path.write_text(PIPELINE.format(root=tmp_path / "shapes", out=tmp_path / "runs"))
     with pytest.raises(ConfigError, match="fixed-size heads"):
         use_runtime(build_model(load_pipeline(path), 2, pretrained=False), "onnx", torch.device("cpu"))
+
+
+def test_postprocess_keeps_the_right_boxes(tmp_path):
+    """Zero regressions decode to the default boxes themselves; scores are set by hand (softmax over 3 logits)."""
+    ssd = build_model(load_pipeline(_tiny_ssd(tmp_path, "nms_thresh: 0.5, score_thresh: 0.2, topk_candidates: 2")),
+                      2, pretrained=False).model
+    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0],    # A
+                            [1.0, 0.0, 11.0, 10.0],    # B: IoU(A, B) = 90/110 = 0.82 → suppressed by A
+                            [20.0, 20.0, 30.0, 30.0],  # C: apart
+                            [0.0, 0.0, 10.0, 9.0],     # D: same place as A, but the other class
+                            [40.0, 40.0, 50.0, 50.0]])  # E: below the score threshold
+    probs = torch.tensor([[0.1, 0.9, 0.0], [0.2, 0.8, 0.0], [0.3, 0.7, 0.0], [0.4, 0.0, 0.6], [0.9, 0.1, 0.0]])
+    head = {"bbox_regression": torch.zeros(1, 5, 4), "cls_logits": probs.clamp(min=1e-6).log()[None]}
+    out = ssd.postprocess_detections(head, [anchors], [(64, 64)])[0]
+    # class 1 has three candidates above 0.2 (A 0.9, B 0.8, C 0.7) but topk_candidates=2 keeps A and B; NMS drops B
+    kept = {(int(label), tuple(box.tolist())) for box, label in zip(out["boxes"], out["labels"])}
+    assert kept == {(1, (0.0, 0.0, 10.0, 10.0)), (2, (0.0, 0.0, 10.0, 9.0))}
+    torch.testing.assert_close(out["scores"], torch.tensor([0.9, 0.6]))

@@ -140,3 +140,14 @@ def test_onnx_runtime_gives_the_eager_detections(tmp_path):
     for a, b in zip(eager, onnx):
         torch.testing.assert_close(a["scores"][:20], b["scores"][:20], atol=1e-4, rtol=0)
         torch.testing.assert_close(a["boxes"][:20], b["boxes"][:20], atol=1e-2, rtol=0)
+
+
+def test_postprocess_keeps_the_right_boxes(tmp_path):
+    model = _detector(tmp_path, "nms_thresh: 0.5, score_thresh: 0.2")
+    boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0], [1.0, 0.0, 11.0, 10.0], [20.0, 20.0, 30.0, 30.0],
+                           [40.0, 40.0, 50.0, 50.0]]])
+    scores = torch.tensor([[[0.9, 0.0], [0.8, 0.7], [0.0, 0.6], [0.1, 0.1]]])  # sigmoid scores, two classes
+    out = model.postprocess(scores.clamp(1e-6, 1 - 1e-6).logit(), boxes, [(64, 64)])[0]
+    kept = sorted((int(label), round(float(score), 4)) for label, score in zip(out["labels"], out["scores"]))
+    # class 0: 0.9 suppresses 0.8 (IoU 0.82); class 1: 0.7 and 0.6 do not overlap; 0.1s are below threshold
+    assert kept == [(0, 0.9), (1, 0.6), (1, 0.7)]
