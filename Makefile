@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python benches/predict_speed.py
 	$(BIN)/python benches/ssd_vs_opencv.py
 	$(BIN)/python benches/transfer.py --budgets 10
+	$(BIN)/python benches/detectors.py --minutes 8
 
 lint: install
 	$(BIN)/ruff check cvpipe tests benches

@@ -219,3 +219,13 @@ def test_postprocess_keeps_the_right_boxes(tmp_path):
     kept = {(int(label), tuple(box.tolist())) for box, label in zip(out["boxes"], out["labels"])}
     assert kept == {(1, (0.0, 0.0, 10.0, 10.0)), (2, (0.0, 0.0, 10.0, 9.0))}
     torch.testing.assert_close(out["scores"], torch.tensor([0.9, 0.6]))
+
+
+@pytest.mark.assets
+def test_the_coco_pipeline_predicts_without_a_training_run(photos, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    pipeline = Pipeline.from_yaml("pipelines/coco_ssd_mobilenet_v2.yaml", [f"output.dir={tmp_path / 'runs'}"])
+    report = pipeline.predict(photos / "coffee.png", tmp_path / "pred", conf=0.5, save_images=False)
+    assert report.processed == 1
+    rows = (tmp_path / "pred" / "detections.csv").read_text().splitlines()[1:]
+    assert {row.split(",")[1] for row in rows} == {"cup", "bowl", "dining table"}
