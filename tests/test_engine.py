@@ -11,13 +11,12 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from cvpipe.config import COCO_STATS, load_pipeline
-from cvpipe.data.formats import write_dataset
-from cvpipe.data.synthetic import make_shapes
 from cvpipe.engine import fit as fit_module
 from cvpipe.engine.optim import lr_factor, param_groups
 from cvpipe.errors import ConfigError, DataError, WeightsError
 from cvpipe.pipeline import Pipeline
-from tests.conftest import write_pipeline
+
+from .conftest import shapes_pipeline_file
 
 PIPELINE = """
 name: shapes
@@ -37,11 +36,7 @@ output: {{dir: {out}}}
 
 @pytest.fixture
 def shapes_pipeline(tmp_path):
-    root = tmp_path / "shapes"
-    for split, seed in (("train", 0), ("val", 1)):
-        dataset = make_shapes(tmp_path / "src", split, n=4, seed=seed)
-        write_dataset(dataset, root, "coco", split)
-    return write_pipeline(tmp_path / "shapes.yaml", PIPELINE.format(root=root, out=tmp_path / "runs"))
+    return shapes_pipeline_file(tmp_path, PIPELINE, "shapes.yaml")
 
 
 def test_lr_schedule_hand_values():

