@@ -133,8 +133,58 @@ class YOLOHead(Strict):
     topk_candidates: Annotated[int, Field(gt=0)] = 1000  # best (cell, class) pairs that go into NMS
 
 
-HeadConfig = Annotated[ClassifierHead | FasterRCNNHead | SSDHead | YOLOHead, Field(discriminator="name")]
-HEADS_FOR_TASK: dict[str, set[str]] = {"classify": {"classifier"}, "detect": {"faster_rcnn", "ssd", "yolo"}}
+class ProposalsConfig(Strict):
+    """Selective search (fast mode): Felzenszwalb segmentations at `scales` in each colour space, grouped."""
+
+    max: Annotated[int, Field(gt=0)] = 2000  # proposals per image, best ranked first (~2,000 as published)
+    scales: list[Annotated[int, Field(gt=0)]] = [50, 100]  # Felzenszwalb's k: larger gives larger regions
+    colour_spaces: list[Literal["hsv", "lab", "rgb"]] = ["hsv", "lab"]
+    sigma: Annotated[float, Field(ge=0.0)] = 0.8  # Gaussian smoothing before segmentation
+    min_size: Annotated[int, Field(gt=0)] = 10  # proposals narrower or shorter than this (pixels) are dropped
+
+
+class RCNNHead(Strict):
+    """R-CNN (Girshick et al. 2014): each proposal warped to `warp_size`, pooled CNN features, one linear SVM per
+    class with hard-negative mining, class-specific box regression, NMS. Uses the last backbone level."""
+
+    name: Literal["rcnn"]
+    proposals: ProposalsConfig = ProposalsConfig()
+    warp_size: Annotated[int, Field(ge=32)] = 224  # the paper warps to 227 × 227 for AlexNet
+    context: Annotated[int, Field(ge=0)] = 16  # pixels of image context around the box in the warped crop
+    samples_per_image: Annotated[int, Field(gt=0)] = 64  # warped crops per training image (the paper: 128 per batch)
+    positive_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25  # of them with IoU ≥ 0.5 (fine-tuning)
+    svm_negative_iou: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3  # SVM negatives overlap the class's boxes less
+    hard_negatives: Annotated[int, Field(ge=0)] = 4096  # cache of hard negative features the SVMs keep training on
+    regression_iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6  # proposals this close to a box train the regressor
+    crops_per_pass: Annotated[int, Field(gt=0)] = 256  # inference: warped crops per CNN forward pass
+    score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01  # on sigmoid(SVM margin)
+    nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3
+    detections_per_img: Annotated[int, Field(gt=0)] = 100
+
+
+class FastRCNNHead(Strict):
+    """Fast R-CNN (Girshick 2015): one CNN pass per image, RoI max pooling of the proposals on one feature level,
+    two fully connected layers, softmax classifier + class-specific box regression."""
+
+    name: Literal["fast_rcnn"]
+    proposals: ProposalsConfig = ProposalsConfig()
+    min_size: Annotated[int, Field(gt=0)] = 600  # short side the images are resized to (the paper's scale)
+    max_size: Annotated[int, Field(gt=0)] = 1000
+    train_sizes: list[Annotated[int, Field(gt=0)]] = []  # multi-scale training: short sides picked at random
+    pool_level: Annotated[int, Field(ge=0)] = 0  # which neck level the RoIs are pooled from (0 = finest)
+    pool_size: list[Annotated[int, Field(gt=0)]] = [7, 7]  # RoI max pooling bins (height, width)
+    roi_batch_size: Annotated[int, Field(gt=0)] = 64  # RoIs sampled per image (the paper: 128 per 2 images)
+    positive_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25  # of them with IoU ≥ 0.5
+    box_head_dim: Annotated[int, Field(gt=0)] = 1024
+    score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3
+    detections_per_img: Annotated[int, Field(gt=0)] = 100
+
+
+HeadConfig = Annotated[ClassifierHead | FasterRCNNHead | SSDHead | YOLOHead | RCNNHead | FastRCNNHead,
+                       Field(discriminator="name")]
+HEADS_FOR_TASK: dict[str, set[str]] = {"classify": {"classifier"},
+                                       "detect": {"faster_rcnn", "ssd", "yolo", "rcnn", "fast_rcnn"}}
 
 
 class ModelConfig(Strict):
@@ -455,9 +505,18 @@ def head_problems(model: ModelConfig) -> list[tuple[tuple, str]]:
     head, neck = model.head, model.neck
     if head.name == "ssd":
         return _ssd_problems(head, neck, backbone_levels(model.backbone))
-    if head.name in ("faster_rcnn", "yolo") and neck.name == "ssd":
+    if head.name in ("faster_rcnn", "yolo", "fast_rcnn") and neck.name == "ssd":
         return [(("model", "neck", "name"), f"{head.name} needs neck fpn, pan or none (ssd's extra blocks are for ssd)")]
-    if head.name == "yolo":
+    if head.name == "rcnn" and neck.name != "none":
+        return [(("model", "neck", "name"), "rcnn pools the last backbone level of each warped crop: set neck none")]
+    if head.name == "fast_rcnn":
+        levels = backbone_levels(model.backbone) if neck.name in ("fpn", "pan") else 1
+        if head.pool_level >= levels:
+            return [(("model", "head", "pool_level"), f"{head.pool_level} is not a level of the neck's {levels} "
+                     f"(0 … {levels - 1}; neck {neck.name}, model.backbone.out_indices {model.backbone.out_indices})")]
+        if len(head.pool_size) != 2:
+            return [(("model", "head", "pool_size"), f"expected [height, width], got {head.pool_size}")]
+    if head.name in ("yolo", "rcnn", "fast_rcnn"):
         return []
     if head.name != "faster_rcnn" or head.anchor_sizes is None:
         return []

@@ -59,14 +59,22 @@ def uses_mosaic(transform: A.Compose) -> bool:
     return any(isinstance(t, A.Mosaic) for t in transform.transforms)
 
 
+PROPOSAL = -1  # the label that marks a region proposal among the boxes albumentations carries
+
+
 def _inputs(sample: dict) -> dict:
-    """A sample's image and its boxes clipped to the image (degenerate ones dropped), as albumentations wants."""
+    """A sample's image and its boxes clipped to the image (degenerate ones dropped), as albumentations wants.
+    Region proposals, if the sample has them, ride along as boxes labelled PROPOSAL."""
     h, w = sample["image"].shape[:2]
     boxes = sample["boxes"].astype(np.float32).reshape(-1, 4)
+    labels = sample["labels"]
+    if "proposals" in sample:
+        proposals = sample["proposals"].astype(np.float32).reshape(-1, 4)
+        boxes = np.concatenate([boxes, proposals])
+        labels = np.concatenate([labels, np.full(len(proposals), PROPOSAL, labels.dtype)])
     boxes = np.stack([boxes[:, 0].clip(0, w), boxes[:, 1].clip(0, h), boxes[:, 2].clip(0, w), boxes[:, 3].clip(0, h)], 1)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return {"image": sample["image"], "bboxes": boxes[keep], "labels": sample["labels"][keep],
-            "indices": np.flatnonzero(keep)}
+    return {"image": sample["image"], "bboxes": boxes[keep], "labels": labels[keep], "indices": np.flatnonzero(keep)}
 
 
 def apply_augment(transform: A.Compose, sample: dict, mosaic: list[dict] | None = None) -> dict:
@@ -82,8 +90,11 @@ def apply_augment(transform: A.Compose, sample: dict, mosaic: list[dict] | None 
     if mosaic is not None:
         inputs["mosaic_metadata"] = [_inputs(other) for other in mosaic]
     out = transform(**inputs)
-    result = {**sample, "image": out["image"], "boxes": np.asarray(out["bboxes"], np.float32).reshape(-1, 4),
-              "labels": np.asarray(out["labels"], np.int64)}
+    boxes, labels = np.asarray(out["bboxes"], np.float32).reshape(-1, 4), np.asarray(out["labels"], np.int64)
+    objects = labels != PROPOSAL
+    result = {**sample, "image": out["image"], "boxes": boxes[objects], "labels": labels[objects]}
+    if "proposals" in sample:
+        result["proposals"] = boxes[~objects]
     if "masks" in sample:
         kept = np.asarray(out["indices"], np.int64)
         result["masks"] = [out["masks"][i] for i in kept]

@@ -16,6 +16,7 @@ from cvpipe.data.check import check_dataset, fixed_copy, summarize
 from cvpipe.data.formats import read_dataset
 from cvpipe.data.records import Dataset
 from cvpipe.errors import DataError
+from cvpipe.models.proposals import RegionProposals, proposals_for
 
 
 def load_split(config: PipelineConfig, split: str, classes: list[str] | None = None) -> tuple[Dataset, list[str]]:
@@ -50,23 +51,33 @@ def image_tensor(image: np.ndarray) -> torch.Tensor:
 class DetectionSamples(torch.utils.data.Dataset):
     """(image uint8 CHW, target {boxes, labels, image_id}) with the split's augmentation applied."""
 
-    def __init__(self, dataset: Dataset, transform):
+    def __init__(self, dataset: Dataset, transform, proposals: RegionProposals | None = None):
+        """With `proposals` (R-CNN, Fast R-CNN), targets also carry each image's region proposals, computed on the
+        decoded image (or found in their cache) and moved by the same geometric augmentation as the boxes."""
         self.dataset = dataset
         self.transform = transform
         self.mosaic = uses_mosaic(transform)
+        self.proposals = proposals
+
+    def _sample(self, i: int) -> dict:
+        sample = _boxes_only(self.dataset.sample(i))
+        if self.proposals is not None:
+            sample["proposals"] = self.proposals(sample["image"])
+        return sample
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int):
         try:
-            sample = self.dataset.sample(i)
+            sample = self._sample(i)
         except DataError as e:
             return ("skipped", str(e))
-        sample = _boxes_only(sample)
         sample = apply_augment(self.transform, sample, self.mosaic_partners() if self.mosaic else None)
         target = {"boxes": torch.from_numpy(sample["boxes"]).reshape(-1, 4),
                   "labels": torch.from_numpy(sample["labels"]), "image_id": sample["image_id"]}
+        if "proposals" in sample:
+            target["proposals"] = torch.from_numpy(sample["proposals"]).reshape(-1, 4)
         return image_tensor(sample["image"]), target
 
 
@@ -76,10 +87,9 @@ class DetectionSamples(torch.utils.data.Dataset):
         partners = []
         for j in self.transform.random_generator.integers(0, len(self.dataset), n):
             try:
-                partner = self.dataset.sample(int(j))
+                partners.append(self._sample(int(j)))
             except DataError:
                 continue
-            partners.append(_boxes_only(partner))
         return partners
 
 
@@ -106,7 +116,7 @@ def make_loader(config: PipelineConfig, dataset: Dataset, split: str, *, epoch: 
     generator = torch.Generator().manual_seed(seed)
     workers = loader_workers(config.train.workers)
     return DataLoader(
-        DetectionSamples(dataset, transform),
+        DetectionSamples(dataset, transform, proposals_for(config)),
         batch_size=config.train.batch_size if train else config.eval.batch_size,
         shuffle=train, drop_last=train and len(dataset) > config.train.batch_size, generator=generator,
         num_workers=workers, collate_fn=collate, persistent_workers=False,
@@ -125,3 +135,38 @@ def _seed_worker(worker_id: int) -> None:
     transform = info.dataset.transform
     if hasattr(transform, "set_random_seed"):
         transform.set_random_seed(seed)
+
+
+class _ProposalJob(torch.utils.data.Dataset):
+    """Computes (and caches) one image's region proposals per item; an undecodable image is left to training's
+    own report."""
+
+    def __init__(self, dataset: Dataset, proposals: RegionProposals):
+        self.dataset, self.proposals = dataset, proposals
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> int:
+        try:
+            self.proposals(self.dataset.sample(i)["image"])
+        except DataError:
+            pass
+        return i
+
+
+def precompute_proposals(config: PipelineConfig, datasets: list[Dataset], progress=None) -> None:
+    """Fill the proposal cache for every image of `datasets` in the loader's worker processes, before training's
+    clock starts (as the R-CNN papers precompute them). Cached images cost a file read."""
+    proposals = proposals_for(config)
+    if proposals is None:
+        return
+    for dataset in datasets:
+        loader = DataLoader(_ProposalJob(dataset, proposals), batch_size=1, collate_fn=list,
+                            num_workers=loader_workers(config.train.workers))
+        task = progress.add_task("proposals", total=len(loader), info="selective search") if progress else None
+        for _ in loader:
+            if progress:
+                progress.advance(task)
+        if progress:
+            progress.remove_task(task)

@@ -29,7 +29,7 @@ from rich.progress import (
 
 from cvpipe.config import PipelineConfig
 from cvpipe.engine.checkpoint import check_classes, load_checkpoint, save_checkpoint
-from cvpipe.engine.data import load_split, make_loader
+from cvpipe.engine.data import load_split, make_loader, precompute_proposals
 from cvpipe.engine.device import resolve_device
 from cvpipe.engine.evaluate import evaluate_detector
 from cvpipe.engine.inference import autocast, to_device
@@ -67,7 +67,8 @@ class TrainStep:
 
     def __call__(self, images: list[torch.Tensor], targets: list[dict]) -> dict[str, float]:
         images = to_device(images, self.device)
-        targets = [{"boxes": t["boxes"].to(self.device), "labels": t["labels"].to(self.device)} for t in targets]
+        targets = [{k: v.to(self.device) for k, v in t.items() if k in ("boxes", "labels", "proposals")}
+                   for t in targets]
         with autocast(self.device, self.amp):
             losses = self.model(images, targets)
         loss = sum(losses.values())
@@ -154,6 +155,7 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
     console.print(f"training {config.name} on {device}: {len(train_set)} train / {len(val_set)} val images, "
                   f"{len(classes)} classes, {iters_per_epoch} iterations per epoch → {run_dir}")
     with progress_bar(console) as progress:
+        precompute_proposals(config, [train_set, val_set], progress)
         task = progress.add_task("train", total=epochs * iters_per_epoch, completed=iteration, info="")
         while epoch < epochs:
             torch.manual_seed(config.train.seed + epoch)  # the heads' sampling too: a resumed epoch replays exactly

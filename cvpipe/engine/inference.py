@@ -38,12 +38,18 @@ def detect(model: nn.Module, images: list[torch.Tensor], device: torch.device, *
     """Detections per image as float32 CPU tensors, in the input images' pixel coordinates.
 
     A model with a `fixed_size` (SSD) gets its images resized here, on the CPU in uint8: less to copy to the
-    device, and the same pixels OpenCV's `blobFromImage` makes.
+    device, and the same pixels OpenCV's `blobFromImage` makes. A model with `region_proposals` gets them
+    computed here from the uint8 pixels (or read from their cache).
     """
     size = getattr(model, "fixed_size", None)
     inputs = [resize_uint8(image, size) for image in images] if size else images
+    region_proposals = getattr(model, "region_proposals", None)  # R-CNN, Fast R-CNN: computed here, on the CPU
+    kwargs = {}
+    if region_proposals is not None:
+        kwargs["proposals"] = [torch.from_numpy(region_proposals(image.permute(1, 2, 0).numpy())).to(device)
+                               for image in inputs]
     with autocast(device, amp):
-        outputs = model(to_device(inputs, device))
+        outputs = model(to_device(inputs, device), **kwargs)
     outputs = [{k: (v.float() if v.is_floating_point() else v).cpu() for k, v in out.items()} for out in outputs]
     if size:
         for out, image in zip(outputs, images):

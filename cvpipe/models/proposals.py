@@ -10,12 +10,20 @@ with the paper's random factor.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import json
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from scipy.ndimage import find_objects
+
+from cvpipe.config import PipelineConfig, ProposalsConfig
 
 COLOUR_BINS = 25
 TEXTURE_BINS = 10
@@ -150,3 +158,55 @@ def selective_search(image: np.ndarray, *, scales: tuple[int, ...] = (50, 100), 
         if len(boxes) == max_proposals:
             break
     return np.asarray(boxes, np.float32).reshape(-1, 4)
+
+
+def proposals_cache_dir() -> Path:
+    """Where proposals are cached: $CVPIPE_CACHE/proposals, else ~/.cache/cvpipe/proposals."""
+    root = os.environ.get("CVPIPE_CACHE") or Path.home() / ".cache" / "cvpipe"
+    return Path(root) / "proposals"
+
+
+class RegionProposals:
+    """Selective search with one pipeline's settings, cached on disk by image content and settings.
+
+    Proposals cost ~2 s per 400-px image on a CPU core and training sees each image many times, so the data
+    loader computes them once per image (in its workers) and carries them through the geometric augmentation;
+    evaluation and prediction find the same images' proposals in the cache.
+    """
+
+    def __init__(self, cfg: ProposalsConfig, cache_dir: Path | None = None):
+        self.cfg = cfg
+        settings = json.dumps(cfg.model_dump(), sort_keys=True)
+        self.cache_dir = Path(cache_dir or proposals_cache_dir()) / hashlib.sha1(settings.encode()).hexdigest()[:12]
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """`[N, 4]` float32 boxes (x1, y1, x2, y2) for an RGB uint8 H×W×3 image."""
+        image = np.ascontiguousarray(image)
+        digest = hashlib.sha1(repr(image.shape).encode() + image.tobytes()).hexdigest()
+        path = self.cache_dir / f"{digest}.npy"
+        try:
+            return np.load(path)
+        except (OSError, ValueError):  # not cached yet, or a truncated file: compute again
+            pass
+        cfg = self.cfg
+        boxes = selective_search(image, scales=tuple(cfg.scales), sigma=cfg.sigma,
+                                 colour_spaces=tuple(cfg.colour_spaces), max_proposals=cfg.max, min_size=cfg.min_size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as f:
+            np.save(f, boxes)
+        os.replace(f.name, path)  # atomic: parallel loader workers may write the same image's file
+        return boxes
+
+    def for_tensors(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Proposals for float [0, 1] CHW images (a model called without them), on the images' device."""
+        out = []
+        for image in images:
+            pixels = image.detach().mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            out.append(torch.from_numpy(self(pixels)).to(image.device))
+        return out
+
+
+def proposals_for(config: PipelineConfig) -> RegionProposals | None:
+    """The region proposals a pipeline's head works on (R-CNN, Fast R-CNN); None for heads that make their own."""
+    cfg = getattr(config.model.head, "proposals", None)
+    return RegionProposals(cfg) if cfg is not None else None

@@ -50,6 +50,14 @@ def build_model(config: PipelineConfig, num_classes: int, *, catalog: WeightsCat
         from cvpipe.models.heads.yolo import YOLODetector
 
         model = YOLODetector(FeatureBody(backbone, config.model.neck), head, num_classes)
+    elif head.name == "fast_rcnn":
+        from cvpipe.models.heads.fast_rcnn import FastRCNNDetector
+
+        model = FastRCNNDetector(FeatureBody(backbone, config.model.neck), head, num_classes)
+    elif head.name == "rcnn":
+        from cvpipe.models.heads.rcnn import RCNNDetector
+
+        model = RCNNDetector(backbone, head, num_classes)
     else:
         raise ConfigError(f"model.head.name: training and inference for head {head.name!r} are not available yet")
     if whole and pretrained:
