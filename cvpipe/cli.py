@@ -280,12 +280,21 @@ def cmd_train(args) -> int:
     console.print(f"done: {len(result.history)} epochs, {minutes:.1f} min of training → {result.run_dir}")
     if result.metrics is not None:
         _print_metrics(result.metrics)
-    console.print(f"checkpoints {result.best.name}, {result.last.name}; plots loss_curves.png, pr_curve.png, "
-                  f"per_class_ap.png; logs results.csv, tensorboard/ (in {result.run_dir})")
+    console.print(f"checkpoints {result.best.name}, {result.last.name}; plots {', '.join(result.plots)}; "
+                  f"logs results.csv, tensorboard/ (in {result.run_dir})")
     return 0
 
 
 def _print_metrics(metrics) -> None:
+    from cvpipe.metrics.classification import ClassificationMetrics
+
+    if isinstance(metrics, ClassificationMetrics):
+        console.print("  ".join(f"{k} {v:.4f}" for k, v in metrics.stats.items()))
+        table = Table("class", "accuracy", "val images", title="per-class accuracy")
+        for (name, acc), total in zip(metrics.per_class.items(), metrics.confusion.sum(1)):
+            table.add_row(name, f"{acc:.3f}", str(total))
+        console.print(table)
+        return
     console.print("\n".join(line for line in metrics.summary.splitlines() if line.startswith(" Average")))
     table = Table("class", "AP", "AP50", title="per-class AP")
     for name, ap in metrics.per_class.items():
@@ -298,20 +307,26 @@ def cmd_eval(args) -> int:
     metrics = pipeline.evaluate(args.weights, json_path=args.json)
     _print_metrics(metrics)
     if args.json:
-        console.print(f"metrics → {args.json}; detections (COCO results) and ground truth beside it")
+        beside = ("val_predictions.csv" if pipeline.config.task == "classify"
+                  else "detections (COCO results) and ground truth")
+        console.print(f"metrics → {args.json}; {beside} beside it")
     return 0
 
 
 def cmd_predict(args) -> int:
-    report = _pipeline(args).predict(args.source, args.out, weights=args.weights, conf=args.conf, resume=args.resume,
-                                     save_images=False if args.no_images else None, runtime=args.runtime)
-    console.print(f"{report.processed} images in {report.seconds:.1f}s ({report.images_per_second:.2f} img/s), "
-                  f"{report.detections} detections" + (f", {report.resumed} done earlier" if report.resumed else ""))
+    pipeline = _pipeline(args)
+    report = pipeline.predict(args.source, args.out, weights=args.weights, conf=args.conf, resume=args.resume,
+                              save_images=False if args.no_images else None, runtime=args.runtime)
+    found = "" if pipeline.config.task == "classify" else f", {report.detections} detections"
+    console.print(f"{report.processed} images in {report.seconds:.1f}s ({report.images_per_second:.2f} img/s)"
+                  + found + (f", {report.resumed} done earlier" if report.resumed else ""))
     if report.skipped:
         console.print(f"[yellow]skipped {len(report.skipped)}[/] (listed in {report.out / 'skipped.txt'}):")
         for name, reason in report.skipped[:5]:
             console.print(f"  {name}: {reason}")
-    console.print(f"→ {report.out}: images/, results.json (COCO results), images.json, detections.csv")
+    made = ("predictions.csv (top-5 classes and scores)" if pipeline.config.task == "classify"
+            else "images/, results.json (COCO results), images.json, detections.csv")
+    console.print(f"→ {report.out}: {made}")
     return 0
 
 

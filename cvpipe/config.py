@@ -218,6 +218,8 @@ class TrainConfig(Strict):
 
 RUNTIMES = ("eager", "compile", "onnx")  # inference runtimes of fixed-size detectors (engine/runtime.py)
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+CLASSIFY_STATS = ("top1", "top5", "mean_class_accuracy")
+TASK_STATS = {"detect": COCO_STATS, "classify": CLASSIFY_STATS}
 
 
 def loader_workers(setting: int | str) -> int:
@@ -234,7 +236,7 @@ class EvalConfig(Strict):
     batch_size: Annotated[int, Field(ge=1)]
     metric: Literal["auto", "coco_map", "miou", "top1"]
     interval: Annotated[int, Field(ge=1)] = 1
-    best: Literal[COCO_STATS] = "AP"
+    best: Literal[("auto", *COCO_STATS, *CLASSIFY_STATS)] = "auto"  # auto: AP for detect, top1 for classify
 
 
 class OutputConfig(Strict):
@@ -260,6 +262,11 @@ class PipelineConfig(Strict):
                 f"model.head.name: head {self.model.head.name!r} does not do task {self.task!r}; "
                 f"use one of: {', '.join(sorted(allowed)) or '(none available yet)'}"
             )
+        stats = TASK_STATS.get(self.task, ())
+        if self.eval.best == "auto" and stats:
+            self.eval.best = stats[0]
+        elif self.eval.best != "auto" and self.eval.best not in stats:
+            raise ValueError(f"eval.best: {self.eval.best!r} is not a {self.task} metric; use one of: {', '.join(stats)}")
         return self
 
 

@@ -10,6 +10,7 @@ from rich.console import Console
 from cvpipe.config import PipelineConfig, load_pipeline
 from cvpipe.engine.fit import FitResult
 from cvpipe.engine.predict import PredictReport
+from cvpipe.metrics.classification import ClassificationMetrics
 from cvpipe.metrics.coco import CocoMetrics
 
 
@@ -44,13 +45,15 @@ class Pipeline:
         self.last_fit = fit(self.config, resume=resume, console=self.console, tensorboard=tensorboard)
         return self.last_fit
 
-    def evaluate(self, weights: str | Path | None = None, *, json_path: str | Path | None = None) -> CocoMetrics:
-        """COCO metrics on the val split. Writes `val_detections.json` / `val_annotations.json` beside `json_path`
-        (or the checkpoint) so the numbers can be re-checked with pycocotools alone."""
+    def evaluate(self, weights: str | Path | None = None, *,
+                 json_path: str | Path | None = None) -> CocoMetrics | ClassificationMetrics:
+        """The task's metrics on the val split. Detection writes `val_detections.json` / `val_annotations.json`
+        beside `json_path` (or the checkpoint) so the numbers can be re-checked with pycocotools alone;
+        classification writes `val_predictions.csv`."""
         from cvpipe.engine.checkpoint import check_classes, load_trained
         from cvpipe.engine.data import load_split
         from cvpipe.engine.device import resolve_device
-        from cvpipe.engine.evaluate import evaluate_detector
+        from cvpipe.engine.evaluate import evaluate
         from cvpipe.io.images import write_text
 
         weights = self._weights(weights)
@@ -62,7 +65,7 @@ class Pipeline:
         for line in warnings:
             self.console.print(f"[yellow]data warning[/] val: {line}")
         out_dir = Path(json_path).parent if json_path else self._output_dir(weights)
-        metrics = evaluate_detector(model, self.config, dataset, device, out_dir=out_dir)
+        metrics = evaluate(model, self.config, dataset, device, out_dir=out_dir)
         if json_path:
             write_text(Path(json_path), json.dumps(metrics.as_json(), indent=2))
         return metrics

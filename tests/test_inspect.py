@@ -5,7 +5,7 @@ import json
 from torch import nn
 
 from cvpipe.cli import main
-from cvpipe.models.classic import alexnet, lenet5
+from cvpipe.models.classic import alexnet, inception_3a, lenet5, resnet_basic_block, vgg16
 from cvpipe.models.inspect import profile
 
 
@@ -56,3 +56,26 @@ def test_cli_inspect_json(capsys):
     assert report["totals"]["params"] == 61706 and report["layers"][0]["out_shape"] == [6, 28, 28]
     assert main(["inspect", "mobilenetv2_100", "--input", "3x64x64"]) == 0
     assert "total:" in capsys.readouterr().out
+
+
+def test_vgg16_has_13_convolutions_and_138m_parameters():
+    stats, totals = profile(vgg16(), (3, 224, 224))
+    assert len([s for s in stats if s.type == "Conv2d"]) == 13
+    assert shapes(stats, ("MaxPool2d",))[-1] == (512, 7, 7)
+    assert totals["params"] == 138_357_544
+
+
+def test_inception_3a_concatenates_four_branches():
+    stats, totals = profile(inception_3a(), (192, 28, 28))
+    convs = {s.name: s for s in stats if s.type == "Conv2d"}
+    assert convs["branch5.1.0"].macs == 5 * 5 * 16 * 28 * 28 * 32  # the seeds' bottlenecked 5×5 branch ...
+    assert convs["branch5.0.0"].macs + convs["branch5.1.0"].macs == 12_443_648  # ... 12.4 M MACs in all
+    import torch
+
+    assert inception_3a()(torch.zeros(1, 192, 28, 28)).shape == (1, 64 + 128 + 32 + 32, 28, 28)
+
+
+def test_resnet_basic_block_keeps_the_shape():
+    stats, totals = profile(resnet_basic_block(), (64, 56, 56))
+    assert tuple(stats[-1].out_shape) == (64, 56, 56)
+    assert totals["params"] == 2 * (3 * 3 * 64 * 64) + 2 * (2 * 64)  # two bias-free convs + two BatchNorms

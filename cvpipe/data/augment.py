@@ -101,3 +101,8 @@ def apply_augment(transform: A.Compose, sample: dict, mosaic: list[dict] | None 
     if "mask" in sample:
         result["mask"] = out["mask"]
     return result
+
+
+def augment_image(transform: A.Compose, image: np.ndarray) -> np.ndarray:
+    """An image alone through a pipeline built by `build_augment` (classification; predict-time resizing)."""
+    return transform(image=image, bboxes=np.zeros((0, 4), np.float32), labels=[], indices=[])["image"]

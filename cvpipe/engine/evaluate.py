@@ -1,4 +1,5 @@
-"""`cvpipe eval`: detections on the val split, COCOeval through pycocotools, files a user can re-check."""
+"""`cvpipe eval`: the val split through the model; detection is scored by COCOeval (pycocotools) and leaves
+files a user can re-check, classification by top-1/top-5 and a confusion matrix."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from cvpipe.config import PipelineConfig
 from cvpipe.data.formats.coco import to_coco
 from cvpipe.data.records import Dataset
 from cvpipe.engine.data import make_loader
-from cvpipe.engine.inference import detect
+from cvpipe.engine.inference import autocast, detect, to_device
 from cvpipe.io.images import write_text
+from cvpipe.metrics.classification import ClassificationMetrics, classification_metrics
 from cvpipe.metrics.coco import CocoMetrics, detections_to_results, evaluate_coco
 
 
@@ -46,3 +48,41 @@ def evaluate_detector(model: nn.Module, config: PipelineConfig, dataset: Dataset
         write_text(Path(out_dir) / "val_annotations.json", json.dumps(gt))
         write_text(Path(out_dir) / "val_detections.json", json.dumps(results))
     return evaluate_coco(gt, results, dataset.classes)
+
+
+@torch.inference_mode()
+def evaluate_classifier(model: nn.Module, config: PipelineConfig, dataset: Dataset, device: torch.device,
+                        *, out_dir: Path | None = None, progress=None) -> ClassificationMetrics:
+    """Top-1/top-5/per-class accuracy; with `out_dir`, also `val_predictions.csv` (file, true, predicted, score)."""
+    model.eval()
+    logits, labels, ids = [], [], []
+    loader = make_loader(config, dataset, "val")
+    task = progress.add_task("eval", total=len(loader), info="") if progress else None
+    for images, targets, _ in loader:
+        if images:
+            with autocast(device, config.train.amp):
+                logits.append(model(to_device(images, device)).float().cpu())
+            labels += [int(t["label"]) for t in targets]
+            ids += [t["image_id"] for t in targets]
+        if progress:
+            progress.advance(task)
+    if progress:
+        progress.remove_task(task)
+    logits = torch.cat(logits) if logits else torch.zeros(0, len(dataset.classes))
+    metrics = classification_metrics(logits, torch.tensor(labels, dtype=torch.long), dataset.classes)
+    if out_dir is not None:
+        names = {r.image_id: r.file_name for r in dataset.records}
+        scores, predicted = logits.softmax(1).max(1)
+        rows = ["file,true,predicted,score"] + [
+            f"{names[i]},{dataset.classes[t]},{dataset.classes[p]},{s:.5f}"
+            for i, t, p, s in zip(ids, labels, predicted.tolist(), scores.tolist())]
+        write_text(Path(out_dir) / "val_predictions.csv", "\n".join(rows) + "\n")
+    return metrics
+
+
+def evaluate(model: nn.Module, config: PipelineConfig, dataset: Dataset, device: torch.device,
+             *, out_dir: Path | None = None, progress=None) -> CocoMetrics | ClassificationMetrics:
+    """The pipeline task's evaluation."""
+    if config.task == "classify":
+        return evaluate_classifier(model, config, dataset, device, out_dir=out_dir, progress=progress)
+    return evaluate_detector(model, config, dataset, device, out_dir=out_dir, progress=progress)

@@ -31,13 +31,14 @@ from cvpipe.config import PipelineConfig
 from cvpipe.engine.checkpoint import check_classes, load_checkpoint, save_checkpoint
 from cvpipe.engine.data import load_split, make_loader, precompute_proposals
 from cvpipe.engine.device import resolve_device
-from cvpipe.engine.evaluate import evaluate_detector
+from cvpipe.engine.evaluate import evaluate
 from cvpipe.engine.inference import autocast, to_device
 from cvpipe.engine.logs import RunLog
 from cvpipe.engine.optim import build_optimizer, lr_factor, set_lr
 from cvpipe.engine.runs import latest_run_dir, new_run_dir
 from cvpipe.errors import CvpipeError, WeightsError
 from cvpipe.io.images import write_text
+from cvpipe.metrics.classification import ClassificationMetrics
 from cvpipe.metrics.coco import CocoMetrics
 from cvpipe.models.backbones import unfreeze_backbone
 from cvpipe.models.heads import build_model
@@ -51,9 +52,10 @@ class FitResult:
     run_dir: Path
     best: Path
     last: Path
-    metrics: CocoMetrics | None  # the last evaluation
+    metrics: CocoMetrics | ClassificationMetrics | None  # the last evaluation
     history: list[dict]
     train_seconds: float
+    plots: list[str]  # file names in run_dir
 
 
 class TrainStep:
@@ -67,7 +69,7 @@ class TrainStep:
 
     def __call__(self, images: list[torch.Tensor], targets: list[dict]) -> dict[str, float]:
         images = to_device(images, self.device)
-        targets = [{k: v.to(self.device) for k, v in t.items() if k in ("boxes", "labels", "proposals")}
+        targets = [{k: v.to(self.device) for k, v in t.items() if k in ("boxes", "labels", "proposals", "label")}
                    for t in targets]
         with autocast(self.device, self.amp):
             losses = self.model(images, targets)
@@ -204,7 +206,7 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
             evaluated = epoch % config.eval.interval == 0 or epoch >= epochs
             if evaluated:
                 eval_model = ema.module if ema is not None else model
-                metrics = evaluate_detector(eval_model, config, val_set, device, progress=progress)
+                metrics = evaluate(eval_model, config, val_set, device, progress=progress)
                 row.update({k: round(v, 5) for k, v in metrics.stats.items()})
                 log.scalars(epoch, metrics.stats, "val")
             history.append(row)
@@ -221,19 +223,20 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
                 "scaler": scaler.state_dict(), "ema": ema.module.state_dict() if ema is not None else None})
             console.print(_epoch_line(row, epochs, config.eval.best))
     log.close()
+    plot_files = ["loss_curves.png"]
     if metrics is not None:
         write_text(run_dir / "metrics.json", json.dumps(metrics.as_json(), indent=2))
-        plots.pr_curves(metrics.recall, metrics.precision50, metrics.per_class_ap50, run_dir / "pr_curve.png")
-        plots.per_class_ap(metrics.per_class, run_dir / "per_class_ap.png")
+        plot_files += plots.metric_plots(metrics, run_dir)
     plots.loss_curves(history, run_dir / "loss_curves.png")
-    return FitResult(run_dir, run_dir / "best.pt", run_dir / "last.pt", metrics, history, train_seconds)
+    return FitResult(run_dir, run_dir / "best.pt", run_dir / "last.pt", metrics, history, train_seconds, plot_files)
 
 
 def _epoch_line(row: dict, epochs: int, best_key: str) -> str:
     losses = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in row.items() if k.startswith("loss_"))
     line = f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.3f} ({losses})  lr {row['lr']:.4g}  {row['seconds']:.1f}s"
-    if "AP" in row:
-        line += f"  │ val AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}"
-        if best_key not in ("AP", "AP50"):
+    shown = [k for k in ("AP", "AP50", "top1", "top5") if k in row]
+    if shown:
+        line += "  │ val " + "  ".join(f"{k} {row[k]:.3f}" for k in shown)
+        if best_key not in shown:
             line += f"  {best_key} {row[best_key]:.3f}"
     return line

@@ -56,3 +56,11 @@ def detect(model: nn.Module, images: list[torch.Tensor], device: torch.device, *
             h, w = image.shape[-2:]
             out["boxes"] = out["boxes"] * torch.tensor([w / size[1], h / size[0]] * 2)
     return outputs
+
+
+@torch.inference_mode()
+def classify(model: nn.Module, images: list[torch.Tensor], device: torch.device, *, amp: bool = False) -> torch.Tensor:
+    """Class probabilities `[N, K]` (softmax of the logits) on the CPU for uint8 CHW images of one size."""
+    with autocast(device, amp):
+        logits = model(to_device(images, device))
+    return logits.float().softmax(1).cpu()

@@ -2,7 +2,8 @@
 
 Decoding runs in loader workers; an unreadable file is reported in `skipped.txt` and the run goes on.
 Every finished image is appended to a journal (`.journal.jsonl`), so `--resume` skips what is done and the
-final files (`results.json` COCO results, `images.json`, `detections.csv`) are rebuilt from the journal.
+final files (`results.json` COCO results, `images.json`, `detections.csv`; for classification
+`predictions.csv`) are rebuilt from the journal.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 
 from cvpipe.config import PipelineConfig, loader_workers
+from cvpipe.data.augment import augment_image, build_augment
 from cvpipe.engine.checkpoint import load_trained
 from cvpipe.engine.data import image_tensor
 from cvpipe.engine.device import resolve_device
 from cvpipe.engine.fit import progress_bar
-from cvpipe.engine.inference import detect
+from cvpipe.engine.inference import classify, detect
 from cvpipe.engine.runtime import use_runtime
 from cvpipe.errors import CvpipeError, DataError
 from cvpipe.io.images import IMAGE_SUFFIXES, read_image, write_image, write_text
@@ -36,6 +38,7 @@ from cvpipe.metrics.coco import detections_to_results
 from cvpipe.viz.draw import draw_sample
 
 JOURNAL = ".journal.jsonl"
+TOP_K = 5  # classes per image in a classification's predictions.csv
 
 
 @dataclass
@@ -70,17 +73,21 @@ def discover(source: str | Path) -> tuple[list[Path], Path]:
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    def __init__(self, files: list[Path]):
+    """Decoded images; with `transform` (classification's eval resize/crop) applied."""
+
+    def __init__(self, files: list[Path], transform=None):
         self.files = files
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int):
         try:
-            return i, image_tensor(read_image(self.files[i])), None
+            image = read_image(self.files[i])
         except DataError as e:
             return i, None, str(e).split(": ", 1)[-1]
+        return i, image_tensor(augment_image(self.transform, image) if self.transform else image), None
 
 
 def read_journal(path: Path) -> dict[str, dict]:
@@ -114,7 +121,9 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     report = PredictReport(out, 0, len(done))
     console.print(f"predict: {len(files)} images from {source}" + (f", {len(done)} already done" if done else "")
                   + f" → {out}")
-    loader = DataLoader(ImageFiles([files[i] for i in todo]), batch_size=config.eval.batch_size,
+    classifying = config.task == "classify"
+    transform = build_augment(config.augment, "eval") if classifying else None
+    loader = DataLoader(ImageFiles([files[i] for i in todo], transform), batch_size=config.eval.batch_size,
                         num_workers=min(loader_workers(config.train.workers), len(todo)), collate_fn=list)
     start = time.perf_counter()
     # Drawing and encoding run on a writer thread (OpenCV releases the GIL) while the model works on the next
@@ -141,8 +150,15 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
                 else:
                     images.append(image)
                     kept.append(name)
-            detections = detect(model, images, device, amp=config.train.amp) if images else []
             futures = []
+            if classifying:
+                entries += _top_classes(model, images, kept, device, config.train.amp)
+                pending.append((entries, futures))
+                settle(journal, keep=1)
+                report.processed += len(kept)
+                progress.update(task, advance=len(batch))
+                continue
+            detections = detect(model, images, device, amp=config.train.amp) if images else []
             for name, image, det in zip(kept, images, detections):
                 keep = det["scores"] >= conf
                 boxes, scores, labels = det["boxes"][keep].numpy(), det["scores"][keep].numpy(), det["labels"][keep].numpy()
@@ -160,16 +176,30 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
             progress.update(task, advance=len(batch), info=f"{report.processed / (time.perf_counter() - start):.1f} img/s")
         settle(journal, keep=0)
     report.seconds = time.perf_counter() - start
-    write_outputs(out, read_journal(journal_path), names, classes, report)
+    write_outputs(out, read_journal(journal_path), names, classes, report, task=config.task)
     return report
+
+
+def _top_classes(model, images: list[torch.Tensor], names: list[str], device, amp: bool) -> list[dict]:
+    if not images:
+        return []
+    probabilities = classify(model, images, device, amp=amp)
+    scores, labels = probabilities.topk(min(TOP_K, probabilities.shape[1]), dim=1)
+    return [{"file": name, "labels": label.tolist(), "scores": np.round(score.numpy().astype(np.float64), 5).tolist()}
+            for name, label, score in zip(names, labels, scores)]
 
 
 def _write_annotated(path: Path, image: torch.Tensor, boxes, labels, classes: list[str], scores) -> None:
     write_image(path, draw_sample(image.permute(1, 2, 0).numpy(), boxes, labels, classes, scores=scores))
 
 
-def write_outputs(out: Path, entries: dict[str, dict], names: list[str], classes: list[str], report: PredictReport) -> None:
-    """results.json (COCO results), images.json (ids → files), detections.csv, skipped.txt — from the journal."""
+def write_outputs(out: Path, entries: dict[str, dict], names: list[str], classes: list[str], report: PredictReport,
+                  *, task: str = "detect") -> None:
+    """From the journal: results.json (COCO results), images.json (ids → files), detections.csv and skipped.txt;
+    for classification predictions.csv (file, then class and score of the top 5) and skipped.txt."""
+    if task == "classify":
+        _write_classifications(out, entries, names, classes, report)
+        return
     images, results = [], []
     rows = io.StringIO()
     writer = csv.writer(rows)
@@ -189,4 +219,23 @@ def write_outputs(out: Path, entries: dict[str, dict], names: list[str], classes
     write_text(out / "results.json", json.dumps(results))
     write_text(out / "images.json", json.dumps({"images": images, "categories": categories}))
     write_text(out / "detections.csv", rows.getvalue())
+    write_text(out / "skipped.txt", "".join(f"{name}: {reason}\n" for name, reason in report.skipped))
+
+
+def _write_classifications(out: Path, entries: dict[str, dict], names: list[str], classes: list[str],
+                           report: PredictReport) -> None:
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    k = min(TOP_K, len(classes))
+    writer.writerow(["file", *(f"{field}{i}" for i in range(1, k + 1) for field in ("class", "score"))])
+    for name in names:
+        entry = entries.get(name)
+        if entry is None:
+            continue
+        if "skipped" in entry:
+            report.skipped.append((name, entry["skipped"]))
+            continue
+        writer.writerow([name, *(v for label, score in zip(entry["labels"], entry["scores"])
+                                 for v in (classes[label], score))])
+    write_text(out / "predictions.csv", rows.getvalue())
     write_text(out / "skipped.txt", "".join(f"{name}: {reason}\n" for name, reason in report.skipped))

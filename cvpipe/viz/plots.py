@@ -1,4 +1,5 @@
-"""Training and evaluation plots with matplotlib (Agg): loss curves, PR curves, per-class AP."""
+"""Training and evaluation plots with matplotlib (Agg): loss curves, PR curves, per-class AP or accuracy, the
+confusion matrix."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def loss_curves(history: list[dict], path: Path) -> Path:
     """Every `loss*` column against epochs, plus the val metrics that were measured."""
     epochs = [row["epoch"] for row in history]
     losses = [k for k in history[0] if k.startswith("loss")] if history else []
-    metrics = [k for k in ("AP", "AP50") if any(k in row for row in history)]
+    metrics = [k for k in ("AP", "AP50", "top1", "top5") if any(k in row for row in history)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for key in losses:
         axes[0].plot(epochs, [row.get(key, np.nan) for row in history], label=key)
@@ -34,7 +35,7 @@ def loss_curves(history: list[dict], path: Path) -> Path:
         points = [(row["epoch"], row[key]) for row in history if key in row and row[key] != ""]
         if points:
             axes[1].plot(*zip(*points), marker="o", label=key)
-    axes[1].set(xlabel="epoch", ylabel="val", title="COCO metrics", ylim=(0, 1))
+    axes[1].set(xlabel="epoch", ylabel="val", title="val metrics", ylim=(0, 1))
     axes[1].legend(fontsize=8)
     return _save(fig, path)
 
@@ -48,11 +49,43 @@ def pr_curves(recall: np.ndarray, precision: dict[str, np.ndarray], ap50: dict[s
     return _save(fig, path)
 
 
-def per_class_ap(per_class: dict[str, float], path: Path) -> Path:
+def per_class_ap(per_class: dict[str, float], path: Path, *, metric: str = "AP@[.5:.95]") -> Path:
     names = list(per_class)
     values = [0.0 if np.isnan(v) else v for v in per_class.values()]
     fig, ax = plt.subplots(figsize=(max(5, 0.4 * len(names) + 2), 4))
     ax.bar(range(len(names)), values)
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
-    ax.set(ylabel="AP@[.5:.95]", title="per-class AP", ylim=(0, 1))
+    ax.set(ylabel=metric, title=f"per-class {metric}", ylim=(0, 1))
     return _save(fig, path)
+
+
+def confusion_matrix(confusion: np.ndarray, classes: list[str], path: Path) -> Path:
+    """Rows: true class, columns: predicted; colour is the row-normalised share, text the count."""
+    shares = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    size = max(4, 0.5 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(classes))
+    ax.set_xticks(ticks, classes, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(ticks, classes, fontsize=8)
+    if len(classes) <= 30:
+        for i in ticks:
+            for j in ticks:
+                ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if shares[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (val)")
+    return _save(fig, path)
+
+
+def metric_plots(metrics, out_dir: Path) -> list[str]:
+    """The evaluation's plots for its task into `out_dir`; returns the file names."""
+    from cvpipe.metrics.classification import ClassificationMetrics
+
+    out_dir = Path(out_dir)
+    if isinstance(metrics, ClassificationMetrics):
+        confusion_matrix(metrics.confusion, metrics.classes, out_dir / "confusion_matrix.png")
+        per_class_ap(metrics.per_class, out_dir / "per_class_accuracy.png", metric="accuracy")
+        return ["confusion_matrix.png", "per_class_accuracy.png"]
+    pr_curves(metrics.recall, metrics.precision50, metrics.per_class_ap50, out_dir / "pr_curve.png")
+    per_class_ap(metrics.per_class, out_dir / "per_class_ap.png")
+    return ["pr_curve.png", "per_class_ap.png"]

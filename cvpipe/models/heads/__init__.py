@@ -38,10 +38,14 @@ def build_model(config: PipelineConfig, num_classes: int, *, catalog: WeightsCat
         catalog = catalog or WeightsCatalog.load()
         backbone.preprocess = catalog.get(whole or config.model.backbone.weights).preprocess
     head = config.model.head
-    if head.name == "faster_rcnn":
+    if head.name == "classifier":
+        from cvpipe.models.heads.classifier import Classifier
+
+        model: nn.Module = Classifier(backbone, head, num_classes)
+    elif head.name == "faster_rcnn":
         from cvpipe.models.heads.faster_rcnn import FasterRCNNDetector
 
-        model: nn.Module = FasterRCNNDetector(FeatureBody(backbone, config.model.neck), head, num_classes)
+        model = FasterRCNNDetector(FeatureBody(backbone, config.model.neck), head, num_classes)
     elif head.name == "ssd":
         from cvpipe.models.heads.ssd import SSDDetector
 

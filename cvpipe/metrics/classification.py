@@ -1,0 +1,41 @@
+"""Classification metrics from logits: top-1, top-5, per-class accuracy and the confusion matrix.
+
+Hand-written: a confusion matrix is one `bincount`, and pulling in a metrics library for it would add a
+dependency for three lines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ClassificationMetrics:
+    stats: dict[str, float]  # top1, top5 (top-k with k = min(5, classes)), mean_class_accuracy
+    per_class: dict[str, float]  # accuracy (recall) per class; NaN where the class has no val image
+    confusion: np.ndarray = field(repr=False)  # [true, predicted] counts
+    classes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {**self.stats,
+                "per_class": {name: None if np.isnan(acc) else float(acc) for name, acc in self.per_class.items()},
+                "confusion": self.confusion.tolist(), "classes": self.classes}
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> ClassificationMetrics:
+    k = len(classes)
+    if len(labels) == 0:
+        raise ValueError("classification_metrics: no val images were scored")
+    predicted = logits.argmax(1)
+    top5 = logits.topk(min(5, k), dim=1).indices
+    confusion = torch.bincount(labels * k + predicted, minlength=k * k).reshape(k, k).numpy()
+    totals = confusion.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(totals > 0, np.diag(confusion) / totals, np.nan)
+    stats = {"top1": float((predicted == labels).float().mean()),
+             "top5": float((top5 == labels[:, None]).any(1).float().mean()),
+             "mean_class_accuracy": float(np.nanmean(per_class))}
+    return ClassificationMetrics(stats, dict(zip(classes, per_class.tolist())), confusion, list(classes))
