@@ -287,7 +287,15 @@ def cmd_train(args) -> int:
 
 def _print_metrics(metrics) -> None:
     from cvpipe.metrics.classification import ClassificationMetrics
+    from cvpipe.metrics.segmentation import SegmentationMetrics
 
+    if isinstance(metrics, SegmentationMetrics):
+        console.print("  ".join(f"{k} {v:.4f}" for k, v in metrics.stats.items()))
+        table = Table("class", "IoU", "accuracy", "val pixels", title="per-class IoU")
+        for (name, iou), total in zip(metrics.per_class.items(), metrics.confusion.sum(1)):
+            table.add_row(name, f"{iou:.3f}", f"{metrics.per_class_accuracy[name]:.3f}", str(total))
+        console.print(table)
+        return
     if isinstance(metrics, ClassificationMetrics):
         console.print("  ".join(f"{k} {v:.4f}" for k, v in metrics.stats.items()))
         table = Table("class", "accuracy", "val images", title="per-class accuracy")
@@ -307,9 +315,9 @@ def cmd_eval(args) -> int:
     metrics = pipeline.evaluate(args.weights, json_path=args.json)
     _print_metrics(metrics)
     if args.json:
-        beside = ("val_predictions.csv" if pipeline.config.task == "classify"
-                  else "detections (COCO results) and ground truth")
-        console.print(f"metrics → {args.json}; {beside} beside it")
+        beside = {"classify": "; val_predictions.csv beside it",
+                  "detect": "; detections (COCO results) and ground truth beside it"}.get(pipeline.config.task, "")
+        console.print(f"metrics → {args.json}{beside}")
     return 0
 
 
@@ -317,15 +325,16 @@ def cmd_predict(args) -> int:
     pipeline = _pipeline(args)
     report = pipeline.predict(args.source, args.out, weights=args.weights, conf=args.conf, resume=args.resume,
                               save_images=False if args.no_images else None, runtime=args.runtime)
-    found = "" if pipeline.config.task == "classify" else f", {report.detections} detections"
+    found = f", {report.detections} detections" if pipeline.config.task == "detect" else ""
     console.print(f"{report.processed} images in {report.seconds:.1f}s ({report.images_per_second:.2f} img/s)"
                   + found + (f", {report.resumed} done earlier" if report.resumed else ""))
     if report.skipped:
         console.print(f"[yellow]skipped {len(report.skipped)}[/] (listed in {report.out / 'skipped.txt'}):")
         for name, reason in report.skipped[:5]:
             console.print(f"  {name}: {reason}")
-    made = ("predictions.csv (top-5 classes and scores)" if pipeline.config.task == "classify"
-            else "images/, results.json (COCO results), images.json, detections.csv")
+    made = {"classify": "predictions.csv (top-5 classes and scores)",
+            "segment": "masks/ (label PNGs), overlays/, segmentation.csv (class shares)",
+            }.get(pipeline.config.task, "images/, results.json (COCO results), images.json, detections.csv")
     console.print(f"→ {report.out}: {made}")
     return 0
 

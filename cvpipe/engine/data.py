@@ -112,6 +112,57 @@ class ClassificationSamples(torch.utils.data.Dataset):
         return image_tensor(image), {"label": torch.tensor(sample["label"]), "image_id": sample["image_id"]}
 
 
+class SegmentationSamples(torch.utils.data.Dataset):
+    """(image uint8 CHW, target {mask int64 HW, image_id}); the augmentation moves the mask with the pixels."""
+
+    def __init__(self, dataset: Dataset, transform, ignore_index: int):
+        self.dataset = dataset
+        self.transform = transform
+        self.ignore_index = ignore_index
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        try:
+            sample = self.dataset.sample(i)
+            mask = checked_mask(sample, len(self.dataset.classes), self.ignore_index)
+        except DataError as e:
+            return ("skipped", str(e))
+        sample = {"image": sample["image"], "mask": mask, "image_id": sample["image_id"],
+                  "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}
+        sample = apply_augment(self.transform, sample)
+        return image_tensor(sample["image"]), {"mask": torch.from_numpy(np.ascontiguousarray(sample["mask"])).long(),
+                                               "image_id": sample["image_id"]}
+
+
+def semantic_mask(sample: dict) -> np.ndarray:
+    """The class index of every pixel: a semantic-mask PNG as it is, or instance masks painted with their class
+    index (later instances over earlier ones) on class 0, the background."""
+    if "mask" in sample:
+        if sample["mask"] is None:
+            raise DataError(f"{sample['path']}: its mask PNG cannot be read")
+        return sample["mask"]
+    mask = np.zeros(sample["image"].shape[:2], np.uint8)
+    for instance, label in zip(sample.get("masks", []), sample["labels"]):
+        mask[instance > 0] = label
+    return mask
+
+
+def checked_mask(sample: dict, num_classes: int, ignore_index: int) -> np.ndarray:
+    """`semantic_mask`, refused (DataError naming the file) if its size or values do not fit the pipeline."""
+    mask = semantic_mask(sample)
+    if mask.shape != sample["image"].shape[:2]:
+        raise DataError(f"{sample['path']}: mask is {mask.shape[1]}×{mask.shape[0]}, the image "
+                        f"{sample['image'].shape[1]}×{sample['image'].shape[0]}")
+    values = np.unique(mask)
+    bad = values[(values >= num_classes) & (values != ignore_index)]
+    if len(bad):
+        raise DataError(f"{sample['path']}: mask values {bad.tolist()[:5]} are not classes 0..{num_classes - 1} nor "
+                        f"data.ignore_index {ignore_index}; list every class in data.classes")
+    return mask
+
+
 def _boxes_only(sample: dict) -> dict:
     """Detectors use boxes: masks need not be decoded into the augmentation (nor can Mosaic carry them)."""
     return {k: v for k, v in sample.items() if k not in ("masks", "mask")}
@@ -146,6 +197,8 @@ def make_loader(config: PipelineConfig, dataset: Dataset, split: str, *, epoch: 
 def samples(config: PipelineConfig, dataset: Dataset, transform) -> torch.utils.data.Dataset:
     if config.task == "classify":
         return ClassificationSamples(dataset, transform)
+    if config.task == "segment":
+        return SegmentationSamples(dataset, transform, config.data.ignore_index)
     return DetectionSamples(dataset, transform, proposals_for(config))
 
 

@@ -1,5 +1,6 @@
 """`cvpipe eval`: the val split through the model; detection is scored by COCOeval (pycocotools) and leaves
-files a user can re-check, classification by top-1/top-5 and a confusion matrix."""
+files a user can re-check, classification by top-1/top-5 and a confusion matrix, segmentation by IoU from a
+confusion matrix accumulated on the device."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from cvpipe.engine.inference import autocast, detect, to_device
 from cvpipe.io.images import write_text
 from cvpipe.metrics.classification import ClassificationMetrics, classification_metrics
 from cvpipe.metrics.coco import CocoMetrics, detections_to_results, evaluate_coco
+from cvpipe.metrics.segmentation import ConfusionMatrix, SegmentationMetrics, segmentation_metrics
 
 
 def predict_split(model: nn.Module, config: PipelineConfig, dataset: Dataset, device: torch.device,
@@ -80,9 +82,30 @@ def evaluate_classifier(model: nn.Module, config: PipelineConfig, dataset: Datas
     return metrics
 
 
+@torch.inference_mode()
+def evaluate_segmenter(model: nn.Module, config: PipelineConfig, dataset: Dataset, device: torch.device,
+                       *, progress=None) -> SegmentationMetrics:
+    model.eval()
+    confusion = ConfusionMatrix(len(dataset.classes), config.data.ignore_index, device)
+    loader = make_loader(config, dataset, "val")
+    task = progress.add_task("eval", total=len(loader), info="") if progress else None
+    for images, targets, _ in loader:
+        if images:
+            with autocast(device, config.train.amp):
+                logits = model(to_device(images, device))
+            confusion.update(logits.argmax(1), torch.stack([t["mask"] for t in targets]).to(device))
+        if progress:
+            progress.advance(task)
+    if progress:
+        progress.remove_task(task)
+    return segmentation_metrics(confusion.matrix(), dataset.classes)
+
+
 def evaluate(model: nn.Module, config: PipelineConfig, dataset: Dataset, device: torch.device,
-             *, out_dir: Path | None = None, progress=None) -> CocoMetrics | ClassificationMetrics:
+             *, out_dir: Path | None = None, progress=None) -> CocoMetrics | ClassificationMetrics | SegmentationMetrics:
     """The pipeline task's evaluation."""
+    if config.task == "segment":
+        return evaluate_segmenter(model, config, dataset, device, progress=progress)
     if config.task == "classify":
         return evaluate_classifier(model, config, dataset, device, out_dir=out_dir, progress=progress)
     return evaluate_detector(model, config, dataset, device, out_dir=out_dir, progress=progress)

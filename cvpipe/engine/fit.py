@@ -40,6 +40,7 @@ from cvpipe.errors import CvpipeError, WeightsError
 from cvpipe.io.images import write_text
 from cvpipe.metrics.classification import ClassificationMetrics
 from cvpipe.metrics.coco import CocoMetrics
+from cvpipe.metrics.segmentation import SegmentationMetrics
 from cvpipe.models.backbones import unfreeze_backbone
 from cvpipe.models.heads import build_model
 from cvpipe.viz import plots
@@ -52,7 +53,7 @@ class FitResult:
     run_dir: Path
     best: Path
     last: Path
-    metrics: CocoMetrics | ClassificationMetrics | None  # the last evaluation
+    metrics: CocoMetrics | ClassificationMetrics | SegmentationMetrics | None  # the last evaluation
     history: list[dict]
     train_seconds: float
     plots: list[str]  # file names in run_dir
@@ -69,8 +70,7 @@ class TrainStep:
 
     def __call__(self, images: list[torch.Tensor], targets: list[dict]) -> dict[str, float]:
         images = to_device(images, self.device)
-        targets = [{k: v.to(self.device) for k, v in t.items() if k in ("boxes", "labels", "proposals", "label")}
-                   for t in targets]
+        targets = [{k: v.to(self.device) for k, v in t.items() if isinstance(v, torch.Tensor)} for t in targets]
         with autocast(self.device, self.amp):
             losses = self.model(images, targets)
         loss = sum(losses.values())
@@ -234,7 +234,7 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
 def _epoch_line(row: dict, epochs: int, best_key: str) -> str:
     losses = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in row.items() if k.startswith("loss_"))
     line = f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.3f} ({losses})  lr {row['lr']:.4g}  {row['seconds']:.1f}s"
-    shown = [k for k in ("AP", "AP50", "top1", "top5") if k in row]
+    shown = [k for k in ("AP", "AP50", "top1", "top5", "mIoU", "pixel_accuracy") if k in row]
     if shown:
         line += "  │ val " + "  ".join(f"{k} {row[k]:.3f}" for k in shown)
         if best_key not in shown:

@@ -64,3 +64,18 @@ def classify(model: nn.Module, images: list[torch.Tensor], device: torch.device,
     with autocast(device, amp):
         logits = model(to_device(images, device))
     return logits.float().softmax(1).cpu()
+
+
+@torch.inference_mode()
+def segment(model: nn.Module, images: list[torch.Tensor], device: torch.device, *, amp: bool = False) -> list[torch.Tensor]:
+    """Label masks (class index per pixel, uint8 HW, CPU) for uint8 CHW images; images of one size share a pass."""
+    by_size: dict[tuple, list[int]] = {}
+    for i, image in enumerate(images):
+        by_size.setdefault(tuple(image.shape[-2:]), []).append(i)
+    masks: list[torch.Tensor | None] = [None] * len(images)
+    for indices in by_size.values():
+        with autocast(device, amp):
+            logits = model(to_device([images[i] for i in indices], device))
+        for i, labels in zip(indices, logits.argmax(1).to(torch.uint8).cpu()):
+            masks[i] = labels
+    return masks

@@ -3,7 +3,7 @@
 Decoding runs in loader workers; an unreadable file is reported in `skipped.txt` and the run goes on.
 Every finished image is appended to a journal (`.journal.jsonl`), so `--resume` skips what is done and the
 final files (`results.json` COCO results, `images.json`, `detections.csv`; for classification
-`predictions.csv`) are rebuilt from the journal.
+`predictions.csv`; for segmentation `segmentation.csv`, beside the label PNGs) are rebuilt from the journal.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from cvpipe.engine.checkpoint import load_trained
 from cvpipe.engine.data import image_tensor
 from cvpipe.engine.device import resolve_device
 from cvpipe.engine.fit import progress_bar
-from cvpipe.engine.inference import classify, detect
+from cvpipe.engine.inference import classify, detect, segment
 from cvpipe.engine.runtime import use_runtime
 from cvpipe.errors import CvpipeError, DataError
 from cvpipe.io.images import IMAGE_SUFFIXES, read_image, write_image, write_text
 from cvpipe.metrics.coco import detections_to_results
-from cvpipe.viz.draw import draw_sample
+from cvpipe.viz.draw import draw_sample, overlay_mask
 
 JOURNAL = ".journal.jsonl"
 TOP_K = 5  # classes per image in a classification's predictions.csv
@@ -121,8 +121,8 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     report = PredictReport(out, 0, len(done))
     console.print(f"predict: {len(files)} images from {source}" + (f", {len(done)} already done" if done else "")
                   + f" → {out}")
-    classifying = config.task == "classify"
-    transform = build_augment(config.augment, "eval") if classifying else None
+    classifying, segmenting = config.task == "classify", config.task == "segment"
+    transform = build_augment(config.augment, "eval") if classifying or segmenting else None
     loader = DataLoader(ImageFiles([files[i] for i in todo], transform), batch_size=config.eval.batch_size,
                         num_workers=min(loader_workers(config.train.workers), len(todo)), collate_fn=list)
     start = time.perf_counter()
@@ -151,8 +151,12 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
                     images.append(image)
                     kept.append(name)
             futures = []
-            if classifying:
-                entries += _top_classes(model, images, kept, device, config.train.amp)
+            if classifying or segmenting:
+                if classifying:
+                    entries += _top_classes(model, images, kept, device, config.train.amp)
+                else:
+                    entries += _segment(model, images, kept, device, config.train.amp, out, writer, futures,
+                                        save_images)
                 pending.append((entries, futures))
                 settle(journal, keep=1)
                 report.processed += len(kept)
@@ -189,6 +193,24 @@ def _top_classes(model, images: list[torch.Tensor], names: list[str], device, am
             for name, label, score in zip(names, labels, scores)]
 
 
+def _segment(model, images: list[torch.Tensor], names: list[str], device, amp: bool, out: Path, writer,
+             futures: list[Future], save_images: bool) -> list[dict]:
+    """Label PNGs (class index per pixel) under masks/, colour overlays under overlays/, pixel counts per class."""
+    entries = []
+    for name, image, mask in zip(names, images, segment(model, images, device, amp=amp) if images else []):
+        labels = mask.numpy()
+        stem = Path(name).with_suffix(".png")
+        futures.append(writer.submit(write_image, out / "masks" / stem, labels))
+        if save_images:
+            futures.append(writer.submit(_write_overlay, out / "overlays" / stem, image, labels))
+        entries.append({"file": name, "pixels": np.bincount(labels.ravel()).tolist()})
+    return entries
+
+
+def _write_overlay(path: Path, image: torch.Tensor, labels: np.ndarray) -> None:
+    write_image(path, overlay_mask(image.permute(1, 2, 0).numpy(), labels))
+
+
 def _write_annotated(path: Path, image: torch.Tensor, boxes, labels, classes: list[str], scores) -> None:
     write_image(path, draw_sample(image.permute(1, 2, 0).numpy(), boxes, labels, classes, scores=scores))
 
@@ -199,6 +221,9 @@ def write_outputs(out: Path, entries: dict[str, dict], names: list[str], classes
     for classification predictions.csv (file, then class and score of the top 5) and skipped.txt."""
     if task == "classify":
         _write_classifications(out, entries, names, classes, report)
+        return
+    if task == "segment":
+        _write_segmentations(out, entries, names, classes, report)
         return
     images, results = [], []
     rows = io.StringIO()
@@ -238,4 +263,24 @@ def _write_classifications(out: Path, entries: dict[str, dict], names: list[str]
         writer.writerow([name, *(v for label, score in zip(entry["labels"], entry["scores"])
                                  for v in (classes[label], score))])
     write_text(out / "predictions.csv", rows.getvalue())
+    write_text(out / "skipped.txt", "".join(f"{name}: {reason}\n" for name, reason in report.skipped))
+
+
+def _write_segmentations(out: Path, entries: dict[str, dict], names: list[str], classes: list[str],
+                         report: PredictReport) -> None:
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["file", "mask", *classes])  # the share of the image's pixels given to each class
+    for name in names:
+        entry = entries.get(name)
+        if entry is None:
+            continue
+        if "skipped" in entry:
+            report.skipped.append((name, entry["skipped"]))
+            continue
+        counts = np.zeros(len(classes))
+        counts[: len(entry["pixels"])] = entry["pixels"][: len(classes)]
+        shares = counts / max(counts.sum(), 1)
+        writer.writerow([name, str(Path("masks") / Path(name).with_suffix(".png")), *np.round(shares, 5).tolist()])
+    write_text(out / "segmentation.csv", rows.getvalue())
     write_text(out / "skipped.txt", "".join(f"{name}: {reason}\n" for name, reason in report.skipped))

@@ -26,10 +26,12 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def write_image(path: Path, image_rgb: np.ndarray) -> None:
-    """Encode by the file's suffix and replace `path` atomically."""
+    """Encode by the file's suffix and replace `path` atomically. A 2-D array is written as one grey channel
+    (label masks keep their class indices)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ok, encoded = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    pixels = image_rgb if image_rgb.ndim == 2 else cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(path.suffix or ".png", pixels)
     if not ok:
         raise DataError(f"{path}: OpenCV cannot encode an image with suffix {path.suffix!r}")
     tmp = path.with_name(f".{path.name}.part")

@@ -32,6 +32,17 @@ def draw_sample(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, classe
     return out
 
 
+def overlay_mask(image: np.ndarray, mask: np.ndarray, *, alpha: float = 0.45, background: int | None = 0) -> np.ndarray:
+    """An RGB image with every class of a label mask tinted in its palette colour (`background` left untinted)."""
+    out = image.copy()
+    for label in np.unique(mask):
+        if label == background:
+            continue
+        sel = mask == label
+        out[sel] = ((1 - alpha) * out[sel] + alpha * np.array(palette(int(label)), np.float32)).astype(np.uint8)
+    return out
+
+
 def grid(images: list[np.ndarray], cell: int = 256, cols: int | None = None) -> np.ndarray:
     """Letterbox each image into a `cell` square and lay them out row by row."""
     cols = cols or int(np.ceil(np.sqrt(len(images))))

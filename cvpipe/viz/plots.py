@@ -25,7 +25,7 @@ def loss_curves(history: list[dict], path: Path) -> Path:
     """Every `loss*` column against epochs, plus the val metrics that were measured."""
     epochs = [row["epoch"] for row in history]
     losses = [k for k in history[0] if k.startswith("loss")] if history else []
-    metrics = [k for k in ("AP", "AP50", "top1", "top5") if any(k in row for row in history)]
+    metrics = [k for k in ("AP", "AP50", "top1", "top5", "mIoU", "pixel_accuracy") if any(k in row for row in history)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for key in losses:
         axes[0].plot(epochs, [row.get(key, np.nan) for row in history], label=key)
@@ -59,7 +59,7 @@ def per_class_ap(per_class: dict[str, float], path: Path, *, metric: str = "AP@[
     return _save(fig, path)
 
 
-def confusion_matrix(confusion: np.ndarray, classes: list[str], path: Path) -> Path:
+def confusion_matrix(confusion: np.ndarray, classes: list[str], path: Path, *, unit: str = "images") -> Path:
     """Rows: true class, columns: predicted; colour is the row-normalised share, text the count."""
     shares = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
     size = max(4, 0.5 * len(classes) + 2)
@@ -73,15 +73,20 @@ def confusion_matrix(confusion: np.ndarray, classes: list[str], path: Path) -> P
             for j in ticks:
                 ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if shares[i, j] > 0.5 else "black")
-    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (val)")
+    ax.set(xlabel="predicted", ylabel="true", title=f"confusion matrix (val {unit})")
     return _save(fig, path)
 
 
 def metric_plots(metrics, out_dir: Path) -> list[str]:
     """The evaluation's plots for its task into `out_dir`; returns the file names."""
     from cvpipe.metrics.classification import ClassificationMetrics
+    from cvpipe.metrics.segmentation import SegmentationMetrics
 
     out_dir = Path(out_dir)
+    if isinstance(metrics, SegmentationMetrics):
+        confusion_matrix(metrics.confusion, metrics.classes, out_dir / "confusion_matrix.png", unit="pixels")
+        per_class_ap(metrics.per_class, out_dir / "per_class_iou.png", metric="IoU")
+        return ["confusion_matrix.png", "per_class_iou.png"]
     if isinstance(metrics, ClassificationMetrics):
         confusion_matrix(metrics.confusion, metrics.classes, out_dir / "confusion_matrix.png")
         per_class_ap(metrics.per_class, out_dir / "per_class_accuracy.png", metric="accuracy")

@@ -58,6 +58,10 @@ def build_model(config: PipelineConfig, num_classes: int, *, catalog: WeightsCat
         from cvpipe.models.heads.fast_rcnn import FastRCNNDetector
 
         model = FastRCNNDetector(FeatureBody(backbone, config.model.neck), head, num_classes)
+    elif head.name == "fcn":
+        from cvpipe.models.heads.fcn import FCN
+
+        model = FCN(backbone, head, num_classes, ignore_index=config.data.ignore_index)
     elif head.name == "rcnn":
         from cvpipe.models.heads.rcnn import RCNNDetector
 

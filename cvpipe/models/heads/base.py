@@ -1,9 +1,23 @@
-"""What the torchvision-based detectors share: class labels 0-based outside, background 0 inside."""
+"""What heads share: torchvision-based detectors' label shift (0-based outside, background 0 inside), and the
+one-size batch that classification and segmentation stack."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from cvpipe.errors import DataError
+
+
+def stack_batch(images: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    """A list of CHW images of one size → NCHW; a clear error if the pipeline left their sizes different."""
+    if isinstance(images, torch.Tensor):
+        return images
+    sizes = {tuple(image.shape[-2:]) for image in images}
+    if len(sizes) > 1:
+        raise DataError(f"the images of a batch differ in size {sorted(sizes)}; resize or crop them in the pipeline's "
+                        "augmentation (e.g. augment.eval: [{Resize: {height: 224, width: 224}}]) or use eval.batch_size 1")
+    return torch.stack(images)
 
 
 class TorchvisionDetector(nn.Module):

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cvpipe.config import ClassifierHead
-from cvpipe.errors import DataError
 from cvpipe.models.backbones import Backbone
+from cvpipe.models.heads.base import stack_batch
 
 
 class Classifier(nn.Module):
@@ -28,12 +28,7 @@ class Classifier(nn.Module):
         self.fc = nn.Linear(backbone.out_channels[-1], num_classes)
 
     def forward(self, images: list[torch.Tensor] | torch.Tensor, targets: list[dict] | None = None):
-        if isinstance(images, list):
-            sizes = {tuple(image.shape[-2:]) for image in images}
-            if len(sizes) > 1:
-                raise DataError(f"classify: the images of a batch differ in size {sorted(sizes)}; resize them in the "
-                                "pipeline's augmentation (e.g. augment.eval: [SmallestMaxSize, CenterCrop])")
-            images = torch.stack(images)
+        images = stack_batch(images)
         features = self.backbone((images - self.mean) / self.std)[-1].mean((2, 3))
         logits = self.fc(self.dropout(features))
         if targets is None:

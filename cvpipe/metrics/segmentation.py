@@ -1,0 +1,62 @@
+"""Semantic segmentation metrics from one confusion matrix: pixel accuracy, mean class accuracy, per-class IoU,
+mIoU, frequency-weighted IoU (the FCN paper's four). The matrix is accumulated on the model's device.
+
+Hand-written: each is a line of arithmetic on the confusion matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+class ConfusionMatrix:
+    """`[true, predicted]` pixel counts, `update()` per batch on the device; pixels labelled `ignore_index` skipped."""
+
+    def __init__(self, num_classes: int, ignore_index: int, device: torch.device | str = "cpu"):
+        self.k, self.ignore_index = num_classes, ignore_index
+        self.counts = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+
+    def update(self, predicted: torch.Tensor, target: torch.Tensor) -> None:
+        keep = target != self.ignore_index
+        index = target[keep].long() * self.k + predicted[keep].long()
+        self.counts += torch.bincount(index, minlength=self.k * self.k)
+
+    def matrix(self) -> np.ndarray:
+        return self.counts.reshape(self.k, self.k).cpu().numpy()
+
+
+@dataclass
+class SegmentationMetrics:
+    stats: dict[str, float]  # mIoU, pixel_accuracy, mean_class_accuracy, fwIoU
+    per_class: dict[str, float]  # IoU; NaN for a class in neither the labels nor the predictions
+    per_class_accuracy: dict[str, float]
+    confusion: np.ndarray = field(repr=False)
+    classes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        def finite(x: float) -> float | None:
+            return None if np.isnan(x) else float(x)
+
+        return {**self.stats, "per_class": {name: {"IoU": finite(iou), "accuracy": finite(self.per_class_accuracy[name])}
+                                            for name, iou in self.per_class.items()},
+                "confusion": self.confusion.tolist(), "classes": self.classes}
+
+
+def segmentation_metrics(confusion: np.ndarray, classes: list[str]) -> SegmentationMetrics:
+    confusion = confusion.astype(np.float64)
+    true, predicted, hits = confusion.sum(1), confusion.sum(0), np.diag(confusion)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.where(true > 0, hits / true, np.nan)
+        union = true + predicted - hits
+        iou = np.where(union > 0, hits / union, np.nan)
+    total = confusion.sum()
+    frequency = true / total if total else true
+    stats = {"mIoU": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
+             "pixel_accuracy": float(hits.sum() / total) if total else 0.0,
+             "mean_class_accuracy": float(np.nanmean(accuracy)) if np.isfinite(accuracy).any() else 0.0,
+             "fwIoU": float(np.nansum(frequency * iou))}
+    return SegmentationMetrics(stats, dict(zip(classes, iou.tolist())), dict(zip(classes, accuracy.tolist())),
+                               confusion.astype(np.int64), list(classes))
