@@ -49,6 +49,20 @@ def test_instance_mask_datasets_decode():
 
 
 @pytest.mark.assets
+def test_nuclei_tiles_hold_out_the_right_quarter():
+    root = fetch_dataset("nuclei-tiles", REPO / "data")
+    train = read_dataset(root, "masks", "train", ["background", "nucleus"])
+    val = read_dataset(root, "masks", "val", ["background", "nucleus"])
+    assert (len(train), len(val)) == (5 * 7, 4)  # x 0..256 step 64 (× y 0..384 step 64); the val column x = 384
+    assert all(int(r.path.stem.split("_x")[1].split("_")[0]) >= 384 for r in val.records)
+    assert all(int(r.path.stem.split("_x")[1].split("_")[0]) + 128 <= 384 for r in train.records)
+    masks = [val.sample(i)["mask"] for i in range(len(val))]
+    assert {int(v) for m in masks for v in np.unique(m)} == {0, 1} and masks[0].shape == (128, 128)
+    share = np.mean([m.mean() for m in masks])
+    assert 0.05 < share < 0.5  # nuclei cover a fraction of the held-out tiles
+
+
+@pytest.mark.assets
 def test_cli_weights_list_and_fetch(capsys):
     assert main(["weights", "fetch", "mobilenet_v2.imagenet"]) == 0
     assert main(["weights", "list"]) == 0

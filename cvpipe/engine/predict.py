@@ -150,30 +150,16 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
                 else:
                     images.append(image)
                     kept.append(name)
-            futures = []
-            if classifying or segmenting:
-                if classifying:
-                    entries += _top_classes(model, images, kept, device, config.train.amp)
-                else:
-                    entries += _segment(model, images, kept, device, config.train.amp, out, writer, futures,
-                                        save_images)
-                pending.append((entries, futures))
-                settle(journal, keep=1)
-                report.processed += len(kept)
-                progress.update(task, advance=len(batch))
-                continue
-            detections = detect(model, images, device, amp=config.train.amp) if images else []
-            for name, image, det in zip(kept, images, detections):
-                keep = det["scores"] >= conf
-                boxes, scores, labels = det["boxes"][keep].numpy(), det["scores"][keep].numpy(), det["labels"][keep].numpy()
-                if save_images:
-                    futures.append(writer.submit(_write_annotated, out / "images" / name, image, boxes, labels,
-                                                 classes, scores))
-                entries.append({"file": name, "width": int(image.shape[2]), "height": int(image.shape[1]),
-                                "boxes": np.round(boxes.astype(np.float64), 2).tolist(),
-                                "scores": np.round(scores.astype(np.float64), 5).tolist(),
-                                "labels": labels.tolist()})
-                report.detections += len(boxes)
+            futures: list[Future] = []
+            amp = config.train.amp
+            if classifying:
+                entries += _top_classes(model, images, kept, device, amp)
+            elif segmenting:
+                entries += _segment(model, images, kept, device, amp, out, writer, futures, save_images)
+            else:
+                found = _detections(model, images, kept, device, amp, conf, classes, out, writer, futures, save_images)
+                report.detections += sum(len(entry["boxes"]) for entry in found)
+                entries += found
             pending.append((entries, futures))
             settle(journal, keep=1)
             report.processed += len(kept)
@@ -182,6 +168,21 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     report.seconds = time.perf_counter() - start
     write_outputs(out, read_journal(journal_path), names, classes, report, task=config.task)
     return report
+
+
+def _detections(model, images: list[torch.Tensor], names: list[str], device, amp: bool, conf: float,
+                classes: list[str], out: Path, writer, futures: list[Future], save_images: bool) -> list[dict]:
+    """Boxes scoring at least `conf`; annotated copies under images/ written on the writer thread."""
+    entries = []
+    for name, image, det in zip(names, images, detect(model, images, device, amp=amp) if images else []):
+        keep = det["scores"] >= conf
+        boxes, scores, labels = det["boxes"][keep].numpy(), det["scores"][keep].numpy(), det["labels"][keep].numpy()
+        if save_images:
+            futures.append(writer.submit(_write_annotated, out / "images" / name, image, boxes, labels, classes, scores))
+        entries.append({"file": name, "width": int(image.shape[2]), "height": int(image.shape[1]),
+                        "boxes": np.round(boxes.astype(np.float64), 2).tolist(),
+                        "scores": np.round(scores.astype(np.float64), 5).tolist(), "labels": labels.tolist()})
+    return entries
 
 
 def _top_classes(model, images: list[torch.Tensor], names: list[str], device, amp: bool) -> list[dict]:
