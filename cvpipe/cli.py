@@ -95,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="eager PyTorch, torch.compile or ONNX Runtime (fixed-size heads: ssd, yolo)")
     _add_set(p)
 
+    p = sub.add_parser("stylize", help="Gatys style transfer of a folder, file or glob onto one style image")
+    p.add_argument("--content", required=True, help="a folder (searched recursively), an image file or a glob")
+    p.add_argument("--style", required=True, type=Path, help="the style image")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--steps", type=int, default=100, help="L-BFGS iterations (Adam steps with --optimizer adam)")
+    p.add_argument("--size", type=int, default=256, help="long side of content and style, pixels")
+    p.add_argument("--style-weight", type=float, default=1e5)
+    p.add_argument("--content-weight", type=float, default=1.0)
+    p.add_argument("--tv-weight", type=float, default=1e-3)
+    p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+    p.add_argument("--weights", default="vgg16_hed.bsds", help="a VGG-16 trunk from the weights catalogue")
+    p.add_argument("--device", default="auto")
+
     weights = sub.add_parser("weights", help="the weights catalogue").add_subparsers(dest="weights_command", required=True)
     weights.add_parser("list", help="list known weights and whether they are here")
     p = weights.add_parser("fetch", help="fetch weights into the weights folder, sha256-checked")
@@ -339,12 +352,25 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_stylize(args) -> int:
+    from cvpipe.engine.stylize import stylize
+
+    report = stylize(args.content, args.style, args.out, steps=args.steps, size=args.size,
+                     style_weight=args.style_weight, content_weight=args.content_weight, tv_weight=args.tv_weight,
+                     optimizer=args.optimizer, weights=args.weights, device=args.device, console=console)
+    if report.skipped:
+        console.print(f"[yellow]skipped {len(report.skipped)}[/] (listed in {report.out / 'skipped.txt'})")
+    console.print(f"→ {report.out}: {len(report.rows)} stylized images, *_side_by_side.png, stylize.csv")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {
         "validate": cmd_validate, "inspect": cmd_inspect, "weights": cmd_weights,
         "data": lambda a: {"check": cmd_data_check, "convert": cmd_data_convert, "fetch": cmd_data_fetch}[a.data_command](a),
         "augment": cmd_augment_preview, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
+        "stylize": cmd_stylize,
     }
     try:
         return handlers[args.command](args)

@@ -1,0 +1,116 @@
+"""Neural style transfer by optimisation (Gatys, Ecker, Bethge 2016) on a VGG-16 convolutional trunk.
+
+The image itself is the parameter: starting from the content image, L-BFGS (or Adam) lowers
+content_weight · content loss (feature MSE at relu4_2) + style_weight · style loss (MSE between Gram matrices
+at relu1_1 … relu5_1) + tv_weight · total variation. The trunk comes from the weights catalogue
+(`vgg16_hed.bsds` offline, or any torchvision VGG-16 file a user imports).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# torchvision vgg16().features indices of the ReLUs the paper reads
+VGG16_LAYERS = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 18, "relu4_2": 20, "relu5_1": 25}
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+CONTENT_LAYER = "relu4_2"
+
+
+class LayerOutputs(nn.Module):
+    """Runs a sequential trunk up to the deepest requested index and returns `{name: activation}`."""
+
+    def __init__(self, trunk: nn.Sequential, layers: dict[str, int], mean, std):
+        super().__init__()
+        last = max(layers.values())
+        self.trunk = nn.Sequential(*list(trunk)[: last + 1]).eval().requires_grad_(False)
+        for module in self.trunk:
+            if isinstance(module, nn.ReLU):
+                module.inplace = False  # the activation is read after the layer
+        self.layers = {index: name for name, index in layers.items()}
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`image`: float RGB [0, 1], NCHW."""
+        x, out = (image - self.mean) / self.std, {}
+        for index, module in enumerate(self.trunk):
+            x = module(x)
+            if index in self.layers:
+                out[self.layers[index]] = x
+        return out
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """Gram matrices `[N, C, C]` of `[N, C, H, W]` features, divided by C·H·W (so layers weigh alike)."""
+    n, c, h, w = features.shape
+    flat = features.reshape(n, c, h * w)
+    return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+def total_variation(image: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels (smoothness prior)."""
+    return ((image[..., 1:, :] - image[..., :-1, :]).abs().mean()
+            + (image[..., :, 1:] - image[..., :, :-1]).abs().mean())
+
+
+@dataclass
+class StyleLosses:
+    content: float
+    style: float
+    tv: float
+
+
+class GatysLoss(nn.Module):
+    """The weighted sum of content, style and TV losses for an image, against fixed content and style targets."""
+
+    def __init__(self, features: LayerOutputs, content: torch.Tensor, style: torch.Tensor, *,
+                 content_weight: float = 1.0, style_weight: float = 1e5, tv_weight: float = 1e-3):
+        super().__init__()
+        self.features = features
+        self.weights = (content_weight, style_weight, tv_weight)
+        with torch.no_grad():
+            self.content_target = features(content)[CONTENT_LAYER]
+            self.style_targets = {k: gram(v) for k, v in features(style).items() if k in STYLE_LAYERS}
+
+    def parts(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.features(image)
+        content = F.mse_loss(out[CONTENT_LAYER], self.content_target)
+        style = sum(F.mse_loss(gram(out[k]), target) for k, target in self.style_targets.items())
+        return content, style, total_variation(image)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return sum(w * part for w, part in zip(self.weights, self.parts(image)))
+
+    @torch.no_grad()
+    def report(self, image: torch.Tensor) -> StyleLosses:
+        """The unweighted parts, for before/after reports."""
+        return StyleLosses(*(float(part) for part in self.parts(image)))
+
+
+def stylize_image(loss: GatysLoss, content: torch.Tensor, *, steps: int = 100, optimizer: str = "lbfgs",
+                  lr: float = 0.02) -> torch.Tensor:
+    """Optimise a copy of `content` (float RGB [0, 1], 1×3×H×W) for `steps` iterations; pixels kept in [0, 1]."""
+    image = content.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
+    if optimizer == "lbfgs":
+        opt = torch.optim.LBFGS([image], lr=1.0, max_iter=steps, history_size=50, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            value = loss(image.clamp(0, 1))
+            value.backward()
+            return value
+
+        opt.step(closure)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam([image], lr=lr)
+        for _ in range(steps):
+            opt.zero_grad()
+            loss(image.clamp(0, 1)).backward()
+            opt.step()
+    else:
+        raise ValueError(f"stylize: optimizer must be lbfgs or adam, got {optimizer!r}")
+    return image.detach().clamp(0, 1)
