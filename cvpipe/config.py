@@ -23,7 +23,7 @@ from cvpipe.errors import ConfigError
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 
 Task = Literal["classify", "detect", "segment", "stylize"]
-DataFormat = Literal["coco", "voc", "yolo", "folders", "masks"]
+DataFormat = Literal["coco", "voc", "yolo", "folders", "masks", "images"]
 
 
 class Strict(BaseModel):
@@ -192,11 +192,26 @@ class FCNHead(Strict):
     learn_upsampling: bool = True  # false: the transposed convolutions stay bilinear interpolation
 
 
-HeadConfig = Annotated[ClassifierHead | FasterRCNNHead | SSDHead | YOLOHead | RCNNHead | FastRCNNHead | FCNHead,
-                       Field(discriminator="name")]
+class FastStyleHead(Strict):
+    """Fast style transfer (Johnson et al. 2016): an image transformation network trained for one style with
+    perceptual losses from a frozen VGG-16 (content at relu2_2, style Gram matrices at relu1_1 … relu5_1, TV)."""
+
+    name: Literal["fast_style"]
+    style_image: Path  # the one style this network learns
+    style_size: Annotated[int, Field(gt=0)] = 256  # long side the style image is resized to
+    loss_weights: str = "vgg16_hed.bsds"  # VGG-16 trunk of the loss network, from the weights catalogue
+    channels: Annotated[int, Field(gt=0)] = 32  # width of the first layer (doubles twice)
+    residual_blocks: Annotated[int, Field(ge=0)] = 5
+    content_weight: Annotated[float, Field(ge=0)] = 1.0
+    style_weight: Annotated[float, Field(ge=0)] = 1e5
+    tv_weight: Annotated[float, Field(ge=0)] = 1e-4
+
+
+HeadConfig = Annotated[ClassifierHead | FasterRCNNHead | SSDHead | YOLOHead | RCNNHead | FastRCNNHead | FCNHead
+                       | FastStyleHead, Field(discriminator="name")]
 HEADS_FOR_TASK: dict[str, set[str]] = {"classify": {"classifier"},
                                        "detect": {"faster_rcnn", "ssd", "yolo", "rcnn", "fast_rcnn"},
-                                       "segment": {"fcn"}}
+                                       "segment": {"fcn"}, "stylize": {"fast_style"}}
 
 
 class ModelConfig(Strict):
@@ -232,7 +247,9 @@ RUNTIMES = ("eager", "compile", "onnx")  # inference runtimes of fixed-size dete
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 CLASSIFY_STATS = ("top1", "top5", "mean_class_accuracy")
 SEGMENT_STATS = ("mIoU", "pixel_accuracy", "mean_class_accuracy", "fwIoU")
-TASK_STATS = {"detect": COCO_STATS, "classify": CLASSIFY_STATS, "segment": SEGMENT_STATS}
+STYLIZE_STATS = ("perceptual_loss", "content_loss", "style_loss")
+TASK_STATS = {"detect": COCO_STATS, "classify": CLASSIFY_STATS, "segment": SEGMENT_STATS, "stylize": STYLIZE_STATS}
+LOWER_IS_BETTER = set(STYLIZE_STATS)
 
 
 def loader_workers(setting: int | str) -> int:
@@ -249,7 +266,7 @@ class EvalConfig(Strict):
     batch_size: Annotated[int, Field(ge=1)]
     metric: Literal["auto", "coco_map", "miou", "top1"]
     interval: Annotated[int, Field(ge=1)] = 1
-    best: Literal[("auto", *COCO_STATS, *CLASSIFY_STATS, "mIoU", "pixel_accuracy", "fwIoU")] = "auto"  # auto: the task's first
+    best: Literal[("auto", *COCO_STATS, *CLASSIFY_STATS, "mIoU", "pixel_accuracy", "fwIoU", *STYLIZE_STATS)] = "auto"
 
 
 class OutputConfig(Strict):

@@ -12,13 +12,15 @@ from cvpipe.engine.stylize import stylize
 from cvpipe.io.images import write_image
 from cvpipe.models.style import VGG16_LAYERS, GatysLoss, LayerOutputs, gram, stylize_image, total_variation
 
+from .conftest import write_pipeline
 
-def tiny_trunk() -> LayerOutputs:
-    """A VGG-shaped stack whose ReLUs sit at the indices VGG16_LAYERS names (random weights)."""
+
+def tiny_trunk(layers: dict[str, int] = VGG16_LAYERS) -> LayerOutputs:
+    """A VGG-shaped stack whose ReLUs sit at the indices `layers` names (random weights)."""
     torch.manual_seed(0)
-    relus = set(VGG16_LAYERS.values())
-    layers = [nn.ReLU() if i in relus else nn.Conv2d(3 if i == 0 else 4, 4, 3, padding=1) for i in range(max(relus) + 1)]
-    return LayerOutputs(nn.Sequential(*layers), VGG16_LAYERS, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    relus = set(layers.values())
+    stack = [nn.ReLU() if i in relus else nn.Conv2d(3 if i == 0 else 4, 4, 3, padding=1) for i in range(max(relus) + 1)]
+    return LayerOutputs(nn.Sequential(*stack), layers, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 
 def test_gram_matrix_hand_computed():
@@ -62,3 +64,71 @@ def test_cli_stylizes_a_folder_and_skips_a_corrupt_file(tmp_path):
     assert [row["file"] for row in rows] == ["a.png", "b.png"]
     assert (int(rows[0]["height"]), int(rows[0]["width"])) == (21, 32)  # long side resized to --size
     assert (tmp_path / "out" / "a.png").is_file() and (tmp_path / "out" / "a_side_by_side.png").is_file()
+
+
+STYLE_PIPELINE = """
+name: tiny_style
+task: stylize
+data: {{format: images, root: {root}, train: train, val: val}}
+augment:
+  train: [{{RandomCrop: {{height: 32, width: 32}}}}]
+  eval: [{{CenterCrop: {{height: 32, width: 32}}}}]
+model:
+  head: {{name: fast_style, style_image: {style}, style_size: 48, channels: 8, residual_blocks: 1}}
+train: {{epochs: 2, batch_size: 2, lr: 0.001, optimizer: adamw, warmup_iters: 0, workers: 0, channels_last: false}}
+eval: {{batch_size: 2}}
+output: {{dir: {out}}}
+"""
+
+
+def test_transform_net_keeps_the_size_and_range():
+    from cvpipe.models.heads.fast_style import TransformNet
+
+    out = TransformNet(8, 1)(torch.rand(2, 3, 37, 50))
+    assert out.shape == (2, 3, 37, 50) and out.min() >= 0 and out.max() <= 1
+
+
+def test_fast_style_loss_falls_and_keeps_the_loss_network_out_of_its_state(tmp_path):
+    from cvpipe.config import FastStyleHead
+    from cvpipe.models.heads.fast_style import LOSS_LAYERS, FastStyle
+
+    rng = np.random.default_rng(0)
+    write_image(tmp_path / "style.png", rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    cfg = FastStyleHead(name="fast_style", style_image=tmp_path / "style.png", style_size=48, channels=8,
+                        residual_blocks=1, style_weight=1e3)
+    torch.manual_seed(0)
+    model = FastStyle(cfg, tiny_trunk(LOSS_LAYERS)).train()
+    assert all(k.startswith("net.") for k in model.state_dict())
+    images = [torch.rand(3, 32, 32) for _ in range(2)]
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = sum(model(images, [{}, {}]).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.assets
+def test_fast_style_trains_and_stylizes_a_folder(tmp_path):
+    from cvpipe.pipeline import Pipeline
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2)):
+        for i in range(n):
+            write_image(tmp_path / "content" / split / f"{i}.png", rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    write_image(tmp_path / "style.png", rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    text = STYLE_PIPELINE.format(root=tmp_path / "content", style=tmp_path / "style.png", out=tmp_path / "runs")
+    pipeline = Pipeline.from_yaml(write_pipeline(tmp_path / "style.yaml", text))
+    result = pipeline.fit(tensorboard=False)
+    assert set(result.metrics.stats) == {"perceptual_loss", "content_loss", "style_loss", "input_style_loss"}
+    assert pipeline.config.eval.best == "perceptual_loss"  # lower is better: best.pt is the lowest
+    best = torch.load(result.best, weights_only=True)["best"]
+    assert best == min(row["perceptual_loss"] for row in result.history if "perceptual_loss" in row) or best == \
+        pytest.approx(min(row["perceptual_loss"] for row in result.history if "perceptual_loss" in row), rel=1e-4)
+    report = pipeline.predict(tmp_path / "content" / "val", tmp_path / "pred")
+    assert report.processed == 2
+    assert sorted(p.name for p in (tmp_path / "pred" / "stylized").glob("*.png")) == [
+        "0.png", "0_side_by_side.png", "1.png", "1_side_by_side.png"]

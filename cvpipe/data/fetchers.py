@@ -206,6 +206,17 @@ def build_faces(root: Path, out: Path) -> None:
         write_image(out / split / name / f"{name}_{i % 100:03d}.png", np.repeat(grey[..., None], 3, axis=2))
 
 
+STYLE_CONTENT_VAL = ("chelsea.png", "grace_hopper.jpg")  # held out; coffee.png is the bundled style image
+
+
+def build_style_content(root: Path, out: Path) -> None:
+    """Content photos for fast style transfer: the sample photos except coffee.png, two of them held out."""
+    raw = _download("photos", PHOTOS, root)
+    for name in PHOTOS:
+        if name != "coffee.png":
+            atomic_copy(raw / name, out / ("val" if name in STYLE_CONTENT_VAL else "train") / name)
+
+
 FETCHERS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "treecrowns": (build_treecrowns, "aerial RGB tree crowns (deepforest 2.1.0, MIT), VOC, 400-px tiles; train/val"),
     "nuclei": (build_nuclei, "fluorescence nuclei, 125 instance masks (stardist 0.9.2), COCO with RLE"),
@@ -213,6 +224,7 @@ FETCHERS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "photos": (build_photos, "sample photos: coffee, chelsea, astronaut, ... (scikit-image, scikit-learn, matplotlib)"),
     "nuclei-tiles": (build_nuclei_tiles, "the nuclei image as 128-px semantic-mask tiles (background, nucleus); train/val"),
     "shapes": (build_shapes, "synthetic squares and discs with instance masks, COCO; train/val (no download)"),
+    "style-content": (build_style_content, "the sample photos but coffee.png as style-transfer content; train/val"),
     "faces": (build_faces, "100 face + 100 non-face 25×25 crops (scikit-image lfw_subset), class folders; train/val"),
 }
 

@@ -93,8 +93,9 @@ class DetectionSamples(torch.utils.data.Dataset):
         return partners
 
 
-class ClassificationSamples(torch.utils.data.Dataset):
-    """(image uint8 CHW, target {label, image_id}) with the split's augmentation applied."""
+class ImageSamples(torch.utils.data.Dataset):
+    """(image uint8 CHW, target {image_id, and label where the image has one}) for whole-image tasks
+    (classification, style transfer's content), with the split's augmentation applied to the image."""
 
     def __init__(self, dataset: Dataset, transform):
         self.dataset = dataset
@@ -108,8 +109,10 @@ class ClassificationSamples(torch.utils.data.Dataset):
             sample = self.dataset.sample(i)
         except DataError as e:
             return ("skipped", str(e))
-        image = augment_image(self.transform, sample["image"])
-        return image_tensor(image), {"label": torch.tensor(sample["label"]), "image_id": sample["image_id"]}
+        target = {"image_id": sample["image_id"]}
+        if "label" in sample:
+            target["label"] = torch.tensor(sample["label"])
+        return image_tensor(augment_image(self.transform, sample["image"])), target
 
 
 class SegmentationSamples(torch.utils.data.Dataset):
@@ -195,8 +198,8 @@ def make_loader(config: PipelineConfig, dataset: Dataset, split: str, *, epoch: 
 
 
 def samples(config: PipelineConfig, dataset: Dataset, transform) -> torch.utils.data.Dataset:
-    if config.task == "classify":
-        return ClassificationSamples(dataset, transform)
+    if config.task in ("classify", "stylize"):
+        return ImageSamples(dataset, transform)
     if config.task == "segment":
         return SegmentationSamples(dataset, transform, config.data.ignore_index)
     return DetectionSamples(dataset, transform, proposals_for(config))

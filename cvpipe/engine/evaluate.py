@@ -19,6 +19,8 @@ from cvpipe.io.images import write_text
 from cvpipe.metrics.classification import ClassificationMetrics, classification_metrics
 from cvpipe.metrics.coco import CocoMetrics, detections_to_results, evaluate_coco
 from cvpipe.metrics.segmentation import ConfusionMatrix, SegmentationMetrics, segmentation_metrics
+from cvpipe.metrics.style import StylizeMetrics
+from cvpipe.models.heads.base import stack_batch
 
 
 def predict_split(model: nn.Module, config: PipelineConfig, dataset: Dataset, device: torch.device,
@@ -101,9 +103,39 @@ def evaluate_segmenter(model: nn.Module, config: PipelineConfig, dataset: Datase
     return segmentation_metrics(confusion.matrix(), dataset.classes)
 
 
-def evaluate(model: nn.Module, config: PipelineConfig, dataset: Dataset, device: torch.device,
-             *, out_dir: Path | None = None, progress=None) -> CocoMetrics | ClassificationMetrics | SegmentationMetrics:
+@torch.inference_mode()
+def evaluate_stylizer(model: nn.Module, config: PipelineConfig, dataset: Dataset, device: torch.device,
+                      *, progress=None) -> StylizeMetrics:
+    """Mean perceptual losses of the stylized val images (the weighted total and the unweighted parts), and the
+    style loss of the val images as they are (what stylizing starts from)."""
+    model.eval()
+    cfg = config.model.head
+    sums, count = {"content": 0.0, "style": 0.0, "tv": 0.0, "input_style": 0.0}, 0
+    loader = make_loader(config, dataset, "val")
+    task = progress.add_task("eval", total=len(loader), info="") if progress else None
+    for images, _, _ in loader:
+        if images:
+            x = stack_batch(to_device(images, device))
+            parts = model.perceptual_losses(x, model(x))
+            parts["input_style"] = model.perceptual_losses(x, x)["style"]  # the content image's own style loss
+            for k, v in parts.items():
+                sums[k] += float(v) * len(images)
+            count += len(images)
+        if progress:
+            progress.advance(task)
+    if progress:
+        progress.remove_task(task)
+    mean = {k: v / max(count, 1) for k, v in sums.items()}
+    total = cfg.content_weight * mean["content"] + cfg.style_weight * mean["style"] + cfg.tv_weight * mean["tv"]
+    return StylizeMetrics({"perceptual_loss": total, "content_loss": mean["content"], "style_loss": mean["style"],
+                           "input_style_loss": mean["input_style"]})
+
+
+def evaluate(model: nn.Module, config: PipelineConfig, dataset: Dataset, device: torch.device, *,
+             out_dir: Path | None = None, progress=None) -> CocoMetrics | ClassificationMetrics | SegmentationMetrics | StylizeMetrics:
     """The pipeline task's evaluation."""
+    if config.task == "stylize":
+        return evaluate_stylizer(model, config, dataset, device, progress=progress)
     if config.task == "segment":
         return evaluate_segmenter(model, config, dataset, device, progress=progress)
     if config.task == "classify":

@@ -27,7 +27,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from cvpipe.config import PipelineConfig
+from cvpipe.config import LOWER_IS_BETTER, PipelineConfig
 from cvpipe.engine.checkpoint import check_classes, load_checkpoint, save_checkpoint
 from cvpipe.engine.data import load_split, make_loader, precompute_proposals
 from cvpipe.engine.device import resolve_device
@@ -140,7 +140,7 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
     optimizer, ema = build_optimizer(model, config.train), make_ema(model, config)
     use_amp = config.train.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
-    epochs, epoch, iteration, best, history, train_seconds = config.train.epochs, 0, 0, -1.0, [], 0.0
+    epochs, epoch, iteration, best, history, train_seconds = config.train.epochs, 0, 0, None, [], 0.0
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -207,14 +207,14 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
             if evaluated:
                 eval_model = ema.module if ema is not None else model
                 metrics = evaluate(eval_model, config, val_set, device, progress=progress)
-                row.update({k: round(v, 5) for k, v in metrics.stats.items()})
+                row.update({k: float(f"{v:.6g}") for k, v in metrics.stats.items()})  # style losses are ~1e-6
                 log.scalars(epoch, metrics.stats, "val")
             history.append(row)
             log.epoch_row(history)
             weights = (ema.module if ema is not None else model).state_dict()
             common = {"classes": classes, "config": config.model_dump(mode="json"), "epoch": epoch, "epochs": epochs,
                       "iteration": iteration, "history": history, "train_seconds": train_seconds}
-            if evaluated and metrics.stats[config.eval.best] > best:
+            if evaluated and improves(metrics.stats[config.eval.best], best, config.eval.best):
                 best = metrics.stats[config.eval.best]
                 save_checkpoint(run_dir / "best.pt", {**common, "model": weights, "best": best,
                                                       "metrics": metrics.as_json()})
@@ -231,10 +231,17 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
     return FitResult(run_dir, run_dir / "best.pt", run_dir / "last.pt", metrics, history, train_seconds, plot_files)
 
 
+def improves(value: float, best: float | None, stat: str) -> bool:
+    """Whether `value` of `stat` beats the best so far (losses are better lower, everything else higher)."""
+    if best is None or best < 0 and stat not in LOWER_IS_BETTER:  # -1.0: a checkpoint from before this rule
+        return True
+    return value < best if stat in LOWER_IS_BETTER else value > best
+
+
 def _epoch_line(row: dict, epochs: int, best_key: str) -> str:
     losses = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in row.items() if k.startswith("loss_"))
     line = f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.3f} ({losses})  lr {row['lr']:.4g}  {row['seconds']:.1f}s"
-    shown = [k for k in ("AP", "AP50", "top1", "top5", "mIoU", "pixel_accuracy") if k in row]
+    shown = [k for k in ("AP", "AP50", "top1", "top5", "mIoU", "pixel_accuracy", "perceptual_loss") if k in row]
     if shown:
         line += "  │ val " + "  ".join(f"{k} {row[k]:.3f}" for k in shown)
         if best_key not in shown:

@@ -30,7 +30,7 @@ from cvpipe.engine.checkpoint import load_trained
 from cvpipe.engine.data import image_tensor
 from cvpipe.engine.device import resolve_device
 from cvpipe.engine.fit import progress_bar
-from cvpipe.engine.inference import classify, detect, segment
+from cvpipe.engine.inference import autocast, classify, detect, segment, to_device
 from cvpipe.engine.runtime import use_runtime
 from cvpipe.errors import CvpipeError, DataError
 from cvpipe.io.images import IMAGE_SUFFIXES, read_image, write_image, write_text
@@ -122,7 +122,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     console.print(f"predict: {len(files)} images from {source}" + (f", {len(done)} already done" if done else "")
                   + f" → {out}")
     classifying, segmenting = config.task == "classify", config.task == "segment"
-    transform = build_augment(config.augment, "eval") if classifying or segmenting else None
+    transform = build_augment(config.augment, "eval") if config.task != "detect" else None
     loader = DataLoader(ImageFiles([files[i] for i in todo], transform), batch_size=config.eval.batch_size,
                         num_workers=min(loader_workers(config.train.workers), len(todo)), collate_fn=list)
     start = time.perf_counter()
@@ -156,6 +156,8 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
                 entries += _top_classes(model, images, kept, device, amp)
             elif segmenting:
                 entries += _segment(model, images, kept, device, amp, out, writer, futures, save_images)
+            elif config.task == "stylize":
+                entries += _stylize(model, images, kept, device, amp, out, writer, futures, save_images)
             else:
                 found = _detections(model, images, kept, device, amp, conf, classes, out, writer, futures, save_images)
                 report.detections += sum(len(entry["boxes"]) for entry in found)
@@ -208,6 +210,27 @@ def _segment(model, images: list[torch.Tensor], names: list[str], device, amp: b
     return entries
 
 
+def _stylize(model, images: list[torch.Tensor], names: list[str], device, amp: bool, out: Path, writer,
+             futures: list[Future], save_images: bool) -> list[dict]:
+    """Stylized copies under stylized/ (same relative names, PNG), and content | style | result beside them."""
+    from cvpipe.engine.stylize import side_by_side
+
+    style = read_image(Path(model.cfg.style_image)) if save_images else None
+    entries = []
+    for name, image in zip(names, images):
+        with torch.inference_mode(), autocast(device, amp):
+            result = model(to_device([image], device))[0].float()
+        pixels = (result.permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
+        output = Path("stylized") / Path(name).with_suffix(".png")
+        futures.append(writer.submit(write_image, out / output, pixels))
+        if save_images:
+            content = image.permute(1, 2, 0).numpy()
+            futures.append(writer.submit(write_image, out / output.with_name(f"{output.stem}_side_by_side.png"),
+                                         side_by_side(content, style, pixels)))
+        entries.append({"file": name, "output": str(output)})
+    return entries
+
+
 def _write_overlay(path: Path, image: torch.Tensor, labels: np.ndarray) -> None:
     write_image(path, overlay_mask(image.permute(1, 2, 0).numpy(), labels))
 
@@ -225,6 +248,12 @@ def write_outputs(out: Path, entries: dict[str, dict], names: list[str], classes
         return
     if task == "segment":
         _write_segmentations(out, entries, names, classes, report)
+        return
+    if task == "stylize":
+        for name in names:
+            if "skipped" in entries.get(name, {}):
+                report.skipped.append((name, entries[name]["skipped"]))
+        write_text(out / "skipped.txt", "".join(f"{name}: {reason}\n" for name, reason in report.skipped))
         return
     images, results = [], []
     rows = io.StringIO()

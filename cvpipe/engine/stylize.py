@@ -47,8 +47,16 @@ def to_image(tensor: torch.Tensor) -> np.ndarray:
     return (tensor[0].permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
 
 
-def vgg_features(weights_id: str, device: torch.device) -> LayerOutputs:
-    """The relu layers Gatys et al. read, from a VGG-16 `features` trunk in the weights catalogue."""
+def read_style(path: Path, size: int, device: torch.device) -> torch.Tensor:
+    """The style image, long side `size`, as a 1×3×H×W float tensor in [0, 1]."""
+    try:
+        return to_tensor(resize_long_side(read_image(Path(path)), size), device)
+    except DataError as e:
+        raise DataError(f"style image: {e}") from None
+
+
+def vgg_features(weights_id: str, device: torch.device, layers: dict[str, int] = VGG16_LAYERS) -> LayerOutputs:
+    """The relu `layers` (Gatys et al.'s by default) of a VGG-16 `features` trunk in the weights catalogue."""
     from cvpipe.models.weights import WeightsCatalog, build_arch, load_into
 
     catalog = WeightsCatalog.load()
@@ -59,7 +67,7 @@ def vgg_features(weights_id: str, device: torch.device) -> LayerOutputs:
     model = build_arch(entry.arch)
     load_into(model, catalog.state_dict(weights_id), mapping=entry.mapping, what=weights_id)
     trunk = model if isinstance(model, torch.nn.Sequential) else model.features
-    return LayerOutputs(trunk, VGG16_LAYERS, entry.preprocess.mean, entry.preprocess.std).to(device)
+    return LayerOutputs(trunk, layers, entry.preprocess.mean, entry.preprocess.std).to(device)
 
 
 def side_by_side(content: np.ndarray, style: np.ndarray, result: np.ndarray) -> np.ndarray:

@@ -25,7 +25,8 @@ def loss_curves(history: list[dict], path: Path) -> Path:
     """Every `loss*` column against epochs, plus the val metrics that were measured."""
     epochs = [row["epoch"] for row in history]
     losses = [k for k in history[0] if k.startswith("loss")] if history else []
-    metrics = [k for k in ("AP", "AP50", "top1", "top5", "mIoU", "pixel_accuracy") if any(k in row for row in history)]
+    metrics = [k for k in ("AP", "AP50", "top1", "top5", "mIoU", "pixel_accuracy", "perceptual_loss")
+               if any(k in row for row in history)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for key in losses:
         axes[0].plot(epochs, [row.get(key, np.nan) for row in history], label=key)
@@ -35,8 +36,11 @@ def loss_curves(history: list[dict], path: Path) -> Path:
         points = [(row["epoch"], row[key]) for row in history if key in row and row[key] != ""]
         if points:
             axes[1].plot(*zip(*points), marker="o", label=key)
-    axes[1].set(xlabel="epoch", ylabel="val", title="val metrics", ylim=(0, 1))
-    axes[1].legend(fontsize=8)
+    axes[1].set(xlabel="epoch", ylabel="val", title="val metrics")
+    if metrics and "perceptual_loss" not in metrics:
+        axes[1].set_ylim(0, 1)
+    if metrics:
+        axes[1].legend(fontsize=8)
     return _save(fig, path)
 
 
@@ -91,6 +95,8 @@ def metric_plots(metrics, out_dir: Path) -> list[str]:
         confusion_matrix(metrics.confusion, metrics.classes, out_dir / "confusion_matrix.png")
         per_class_ap(metrics.per_class, out_dir / "per_class_accuracy.png", metric="accuracy")
         return ["confusion_matrix.png", "per_class_accuracy.png"]
+    if not hasattr(metrics, "precision50"):  # style transfer: its losses are in loss_curves.png
+        return []
     pr_curves(metrics.recall, metrics.precision50, metrics.per_class_ap50, out_dir / "pr_curve.png")
     per_class_ap(metrics.per_class, out_dir / "per_class_ap.png")
     return ["pr_curve.png", "per_class_ap.png"]

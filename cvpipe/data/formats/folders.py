@@ -1,7 +1,8 @@
 """Read-only layouts for classification and semantic segmentation.
 
 - class folders: ROOT/SPLIT/CLASS/*.jpg (torchvision ImageFolder);
-- semantic masks: ROOT/SPLIT/images/NAME.* with ROOT/SPLIT/masks/NAME.png holding a class index per pixel.
+- semantic masks: ROOT/SPLIT/images/NAME.* with ROOT/SPLIT/masks/NAME.png holding a class index per pixel;
+- plain images: ROOT/SPLIT/**/*.jpg, no labels (content images for style transfer).
 """
 
 from __future__ import annotations
@@ -57,4 +58,16 @@ def read_semantic_masks(root: Path, split: str, classes: list[str]) -> Dataset:
         w, h = _size(path, problems)
         records.append(Record(path=path, file_name=path.relative_to(image_dir).as_posix(), image_id=len(records),
                               width=w, height=h, mask_path=mask))
+    return Dataset(Path(root), split, list(classes), records, problems)
+
+
+def read_images(root: Path, split: str, classes: list[str]) -> Dataset:
+    split_dir = inside_root(Path(root), Path(split), where=f"split {split!r}")
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir}: no such split folder; expected ROOT/{split}/*.jpg")
+    records, problems = [], []
+    for path in _images(split_dir):
+        w, h = _size(path, problems)
+        records.append(Record(path=path, file_name=path.relative_to(split_dir).as_posix(), image_id=len(records),
+                              width=w, height=h))
     return Dataset(Path(root), split, list(classes), records, problems)

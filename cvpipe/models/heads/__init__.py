@@ -29,6 +29,10 @@ def build_model(config: PipelineConfig, num_classes: int, *, catalog: WeightsCat
         raise ConfigError(problems[0][1] if len(problems) == 1 else "model.head: settings do not fit the neck",
                           [f"{'.'.join(loc)}: {message}" for loc, message in problems])
 
+    if config.model.head.name == "fast_style":  # its own network; the loss network is built when training
+        from cvpipe.models.heads.fast_style import FastStyle
+
+        return FastStyle(config.model.head)
     whole = config.model.weights  # weights for the whole model replace the backbone's
     backbone_cfg = config.model.backbone
     if not pretrained or whole:

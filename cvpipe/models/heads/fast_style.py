@@ -1,0 +1,112 @@
+"""Fast style transfer (Johnson, Alahi, Fei-Fei 2016): a feed-forward image transformation network trained
+for one style with Gatys et al.'s perceptual losses, so that stylizing is one forward pass.
+
+The network as in the paper's supplement (9×9 conv, two stride-2 convs, residual blocks, two up-sampling
+stages, 9×9 conv) with instance normalisation and nearest-neighbour up-sampling + convolution instead of
+transposed convolutions (no checkerboard artefacts). The loss network is a frozen VGG-16 trunk from the
+weights catalogue; it is not part of the model's state (checkpoints hold the transformation network only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cvpipe.config import FastStyleHead
+from cvpipe.models.heads.base import stack_batch
+from cvpipe.models.style import STYLE_LAYERS, VGG16_LAYERS, LayerOutputs, gram, total_variation
+
+CONTENT_LAYER = "relu2_2"  # Johnson et al. take the content loss at relu2_2 (Gatys: relu4_2)
+LOSS_LAYERS = {**VGG16_LAYERS, "relu2_2": 8}
+
+
+def conv(cin: int, cout: int, kernel: int, stride: int = 1, *, norm: bool = True, act: bool = True) -> nn.Sequential:
+    layers = [nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel, stride)]
+    if norm:
+        layers.append(nn.InstanceNorm2d(cout, affine=True))
+    if act:
+        layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class Residual(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(conv(channels, channels, 3), conv(channels, channels, 3, act=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class TransformNet(nn.Module):
+    """RGB [0, 1] → stylized RGB [0, 1], same size (inputs padded to a multiple of 4 and cropped back)."""
+
+    def __init__(self, channels: int = 32, residual_blocks: int = 5):
+        super().__init__()
+        c = channels
+        self.body = nn.Sequential(
+            conv(3, c, 9), conv(c, 2 * c, 3, 2), conv(2 * c, 4 * c, 3, 2),
+            *(Residual(4 * c) for _ in range(residual_blocks)),
+            nn.Upsample(scale_factor=2, mode="nearest"), conv(4 * c, 2 * c, 3),
+            nn.Upsample(scale_factor=2, mode="nearest"), conv(2 * c, c, 3),
+            conv(c, 3, 9, norm=False, act=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, -w % 4, 0, -h % 4), mode="replicate")
+        return torch.sigmoid(self.body(x))[..., :h, :w]
+
+
+class FastStyle(nn.Module):
+    """`model(images, targets)` → `{loss_content, loss_style, loss_tv}` (weighted); `model(images)` → stylized
+    images `[N, 3, H, W]` in [0, 1]. `loss_network` (LayerOutputs over a VGG-16 trunk) is built by the caller
+    and kept outside the module's parameters and state."""
+
+    def __init__(self, cfg: FastStyleHead, loss_network: LayerOutputs | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.net = TransformNet(cfg.channels, cfg.residual_blocks)
+        self._loss = {"network": loss_network, "style": None}  # a dict: not registered as a submodule
+
+    def loss_network(self, device: torch.device) -> LayerOutputs:
+        network = self._loss["network"]
+        if network is None:
+            from cvpipe.engine.stylize import vgg_features
+
+            network = vgg_features(self.cfg.loss_weights, device, layers=LOSS_LAYERS)
+        self._loss["network"] = network = network.to(device)
+        return network
+
+    def style_grams(self, device: torch.device) -> dict[str, torch.Tensor]:
+        if self._loss["style"] is None:
+            from cvpipe.engine.stylize import read_style
+
+            style = read_style(Path(self.cfg.style_image), self.cfg.style_size, device)
+            with torch.no_grad():
+                features = self.loss_network(device)(style)
+            self._loss["style"] = {k: gram(features[k]) for k in STYLE_LAYERS}
+        return {k: v.to(device) for k, v in self._loss["style"].items()}
+
+    def perceptual_losses(self, images: torch.Tensor, stylized: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Unweighted content (feature MSE at relu2_2), style (Gram MSE, summed over layers) and TV losses."""
+        network = self.loss_network(images.device)
+        with torch.no_grad():
+            target = network(images)[CONTENT_LAYER]
+        out = network(stylized)
+        grams = self.style_grams(images.device)
+        style = sum(F.mse_loss(gram(out[k]), grams[k].expand(len(stylized), -1, -1)) for k in STYLE_LAYERS)
+        return {"content": F.mse_loss(out[CONTENT_LAYER], target), "style": style, "tv": total_variation(stylized)}
+
+    def forward(self, images: list[torch.Tensor] | torch.Tensor, targets: list[dict] | None = None):
+        images = stack_batch(images)
+        stylized = self.net(images)
+        if targets is None:
+            return stylized
+        parts = self.perceptual_losses(images, stylized)
+        cfg = self.cfg
+        return {"loss_content": cfg.content_weight * parts["content"], "loss_style": cfg.style_weight * parts["style"],
+                "loss_tv": cfg.tv_weight * parts["tv"]}
