@@ -10,7 +10,15 @@ from torch import nn
 
 from cvpipe.engine.stylize import stylize
 from cvpipe.io.images import write_image
-from cvpipe.models.style import VGG16_LAYERS, GatysLoss, LayerOutputs, gram, stylize_image, total_variation
+from cvpipe.models.style import (
+    VGG16_LAYERS,
+    GatysLoss,
+    LayerOutputs,
+    gram,
+    stylize_image,
+    total_variation,
+    vgg_layers,
+)
 
 from .conftest import write_pipeline
 
@@ -32,6 +40,20 @@ def test_gram_matrix_hand_computed():
 def test_total_variation_hand_computed():
     image = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])  # a vertical edge
     assert total_variation(image).item() == pytest.approx(0.0 + 1.0)  # no vertical change, full horizontal change
+
+
+@pytest.mark.parametrize("arch", ["torchvision.vgg16.features", "torchvision.vgg19"])
+def test_layer_indices_name_the_right_relus(arch):
+    from cvpipe.models.weights import build_arch
+
+    trunk = list(build_arch(arch, num_classes=0).features if not arch.endswith("features") else build_arch(arch))
+    for name, index in vgg_layers(arch).items():
+        block, conv = (int(n) for n in name.removeprefix("relu").split("_"))
+        before = trunk[: index + 1]
+        assert isinstance(trunk[index], nn.ReLU), name
+        assert sum(isinstance(m, nn.MaxPool2d) for m in before) == block - 1, name
+        last_pool = max([i for i, m in enumerate(before) if isinstance(m, nn.MaxPool2d)], default=-1)
+        assert sum(isinstance(m, nn.Conv2d) for m in before[last_pool + 1:]) == conv, name
 
 
 def test_trunk_reads_the_papers_layers():
@@ -90,14 +112,14 @@ def test_transform_net_keeps_the_size_and_range():
 
 def test_fast_style_loss_falls_and_keeps_the_loss_network_out_of_its_state(tmp_path):
     from cvpipe.config import FastStyleHead
-    from cvpipe.models.heads.fast_style import LOSS_LAYERS, FastStyle
+    from cvpipe.models.heads.fast_style import FastStyle
 
     rng = np.random.default_rng(0)
     write_image(tmp_path / "style.png", rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))
     cfg = FastStyleHead(name="fast_style", style_image=tmp_path / "style.png", style_size=48, channels=8,
                         residual_blocks=1, style_weight=1e3)
     torch.manual_seed(0)
-    model = FastStyle(cfg, tiny_trunk(LOSS_LAYERS)).train()
+    model = FastStyle(cfg, tiny_trunk()).train()
     assert all(k.startswith("net.") for k in model.state_dict())
     images = [torch.rand(3, 32, 32) for _ in range(2)]
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)

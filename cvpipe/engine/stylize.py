@@ -22,7 +22,7 @@ from cvpipe.engine.device import resolve_device
 from cvpipe.engine.predict import discover
 from cvpipe.errors import DataError, WeightsError
 from cvpipe.io.images import read_image, write_image, write_text
-from cvpipe.models.style import VGG16_LAYERS, GatysLoss, LayerOutputs, stylize_image
+from cvpipe.models.style import GatysLoss, LayerOutputs, stylize_image, vgg_layers
 
 
 @dataclass
@@ -55,15 +55,17 @@ def read_style(path: Path, size: int, device: torch.device) -> torch.Tensor:
         raise DataError(f"style image: {e}") from None
 
 
-def vgg_features(weights_id: str, device: torch.device, layers: dict[str, int] = VGG16_LAYERS) -> LayerOutputs:
-    """The relu `layers` (Gatys et al.'s by default) of a VGG-16 `features` trunk in the weights catalogue."""
+def vgg_features(weights_id: str, device: torch.device) -> LayerOutputs:
+    """The ReLU layers the style losses read, from a VGG-16/19 trunk in the weights catalogue."""
     from cvpipe.models.weights import WeightsCatalog, build_arch, load_into
 
     catalog = WeightsCatalog.load()
     entry = catalog.get(weights_id)
-    if not entry.arch.endswith("vgg16.features") and entry.arch not in ("torchvision.vgg16", "timm.vgg16"):
-        raise WeightsError(f"--weights {weights_id}: style transfer needs a VGG-16 trunk, this is {entry.arch}; "
-                           "use vgg16_hed.bsds or import a torchvision VGG-16 file with `cvpipe weights import`")
+    try:
+        layers = vgg_layers(entry.arch)
+    except ValueError as e:
+        raise WeightsError(f"--weights {weights_id}: {e}; use vgg16_hed.bsds or import a VGG file with "
+                           "`cvpipe weights import FILE --arch torchvision.vgg19 --name ID`") from None
     model = build_arch(entry.arch)
     load_into(model, catalog.state_dict(weights_id), mapping=entry.mapping, what=weights_id)
     trunk = model if isinstance(model, torch.nn.Sequential) else model.features

@@ -3,7 +3,7 @@
 The image itself is the parameter: starting from the content image, L-BFGS (or Adam) lowers
 content_weight · content loss (feature MSE at relu4_2) + style_weight · style loss (MSE between Gram matrices
 at relu1_1 … relu5_1) + tv_weight · total variation. The trunk comes from the weights catalogue
-(`vgg16_hed.bsds` offline, or any torchvision VGG-16 file a user imports).
+(`vgg16_hed.bsds` offline, or any torchvision VGG-16/19 file a user imports).
 """
 
 from __future__ import annotations
@@ -14,8 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# torchvision vgg16().features indices of the ReLUs the paper reads
-VGG16_LAYERS = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 18, "relu4_2": 20, "relu5_1": 25}
+# torchvision vgg16().features / vgg19().features indices of the ReLUs the papers read
+VGG16_LAYERS = {"relu1_1": 1, "relu2_1": 6, "relu2_2": 8, "relu3_1": 11, "relu4_1": 18, "relu4_2": 20, "relu5_1": 25}
+VGG19_LAYERS = {"relu1_1": 1, "relu2_1": 6, "relu2_2": 8, "relu3_1": 11, "relu4_1": 20, "relu4_2": 22, "relu5_1": 29}
+
+
+def vgg_layers(arch: str) -> dict[str, int]:
+    """The ReLU indices for a catalogue architecture (`torchvision.vgg16[.features]`, `torchvision.vgg19[.features]`)."""
+    name = arch.removeprefix("torchvision.").removesuffix(".features")
+    if name not in ("vgg16", "vgg19"):
+        raise ValueError(f"style transfer needs a torchvision VGG-16 or VGG-19 trunk, not {arch}")
+    return VGG16_LAYERS if name == "vgg16" else VGG19_LAYERS
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"
 

@@ -17,10 +17,9 @@ from torch import nn
 
 from cvpipe.config import FastStyleHead
 from cvpipe.models.heads.base import stack_batch
-from cvpipe.models.style import STYLE_LAYERS, VGG16_LAYERS, LayerOutputs, gram, total_variation
+from cvpipe.models.style import STYLE_LAYERS, LayerOutputs, gram, total_variation
 
 CONTENT_LAYER = "relu2_2"  # Johnson et al. take the content loss at relu2_2 (Gatys: relu4_2)
-LOSS_LAYERS = {**VGG16_LAYERS, "relu2_2": 8}
 
 
 def conv(cin: int, cout: int, kernel: int, stride: int = 1, *, norm: bool = True, act: bool = True) -> nn.Sequential:
@@ -77,7 +76,7 @@ class FastStyle(nn.Module):
         if network is None:
             from cvpipe.engine.stylize import vgg_features
 
-            network = vgg_features(self.cfg.loss_weights, device, layers=LOSS_LAYERS)
+            network = vgg_features(self.cfg.loss_weights, device)
         self._loss["network"] = network = network.to(device)
         return network
 
