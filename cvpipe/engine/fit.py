@@ -1,8 +1,9 @@
-"""`cvpipe train`: the training loop every head shares (heads follow torchvision's loss-dict convention).
+"""`cvpipe train`: the training loop every head of every task shares (heads follow torchvision's loss-dict
+convention: `model(images, targets)` returns named losses).
 
 Per iteration: warm-up + cosine LR, AMP on CUDA, gradient clipping, optional EMA. Per epoch: CSV and
-TensorBoard rows, `last.pt` (everything needed to resume), and every `eval.interval` epochs a COCO
-evaluation that may replace `best.pt`. With `train.time_limit`, the number of epochs is re-estimated
+TensorBoard rows, `last.pt` (everything needed to resume), and every `eval.interval` epochs the task's
+evaluation (COCO mAP, top-1, mIoU, perceptual loss), which may replace `best.pt`. With `train.time_limit`, the number of epochs is re-estimated
 from the measured epoch time after every epoch, and the cosine schedule stretches to it.
 """
 
@@ -41,6 +42,7 @@ from cvpipe.io.images import write_text
 from cvpipe.metrics.classification import ClassificationMetrics
 from cvpipe.metrics.coco import CocoMetrics
 from cvpipe.metrics.segmentation import SegmentationMetrics
+from cvpipe.metrics.style import StylizeMetrics
 from cvpipe.models.backbones import unfreeze_backbone
 from cvpipe.models.heads import build_model
 from cvpipe.viz import plots
@@ -53,7 +55,7 @@ class FitResult:
     run_dir: Path
     best: Path
     last: Path
-    metrics: CocoMetrics | ClassificationMetrics | SegmentationMetrics | None  # the last evaluation
+    metrics: CocoMetrics | ClassificationMetrics | SegmentationMetrics | StylizeMetrics | None  # the last evaluation
     history: list[dict]
     train_seconds: float
     plots: list[str]  # file names in run_dir
