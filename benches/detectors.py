@@ -30,7 +30,7 @@ from cvpipe.engine.data import image_tensor
 from cvpipe.engine.inference import detect
 from cvpipe.engine.predict import discover
 from cvpipe.io.images import read_image, write_text
-from cvpipe.models.proposals import proposals_for, selective_search
+from cvpipe.models.proposals import proposals_for
 from cvpipe.pipeline import Pipeline
 
 PIPELINES = {
@@ -62,12 +62,11 @@ def images_per_second(pipeline: Pipeline, weights: Path, tensors: list[torch.Ten
 
 def proposal_seconds(pipeline: Pipeline, tensors: list[torch.Tensor]) -> float:
     """Median seconds of selective search per tile with the pipeline's settings, cache bypassed."""
-    cfg = pipeline.config.model.head.proposals
+    proposals = proposals_for(pipeline.config)
     seconds = []
     for t in tensors[:PROPOSAL_TILES]:
         start = time.perf_counter()
-        selective_search(t.permute(1, 2, 0).numpy(), scales=tuple(cfg.scales), sigma=cfg.sigma,
-                         colour_spaces=tuple(cfg.colour_spaces), max_proposals=cfg.max, min_size=cfg.min_size)
+        proposals.compute(t.permute(1, 2, 0).numpy())
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
 

@@ -16,9 +16,8 @@ import torch
 
 from cvpipe.config import load_pipeline
 from cvpipe.data.fetchers import fetch_dataset
-from cvpipe.engine.stylize import read_style, vgg_features
 from cvpipe.models.heads import build_model
-from cvpipe.models.style import GatysLoss, stylize_image
+from cvpipe.models.style import GatysLoss, read_style, stylize_image, vgg_features
 
 
 def main() -> None:

@@ -46,3 +46,16 @@ def shapes_pipeline_file(tmp_path: Path, template: str, name: str = "pipeline.ya
 def write_pipeline(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def train_on_one_batch(model, images: list, targets: list[dict], optimizer, steps: int) -> tuple[list[float], dict]:
+    """`steps` optimisation steps on one fixed batch; the summed loss at each step and the last loss dict."""
+    losses = []
+    for _ in range(steps):
+        loss_dict = model(images, targets)
+        loss = sum(loss_dict.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, loss_dict

@@ -17,7 +17,7 @@ from cvpipe.models.heads import build_model
 from cvpipe.models.heads.fcn import upsampling
 from cvpipe.pipeline import Pipeline
 
-from .conftest import shapes_pipeline_file, write_pipeline
+from .conftest import shapes_pipeline_file, train_on_one_batch, write_pipeline
 
 PIPELINE = """
 name: shapes_fcn
@@ -107,13 +107,7 @@ def test_loss_falls_on_one_batch(tmp_path):
     masks[1][20:60, 10:30] = 2
     masks[1][0, :] = 255  # ignored
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(30):
-        loss = model(images, [{"mask": m} for m in masks])["loss_segmentation"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses, _ = train_on_one_batch(model, images, [{"mask": m} for m in masks], optimizer, 30)
     assert losses[-1] < 0.3 * losses[0], losses
 
 

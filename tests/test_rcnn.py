@@ -15,7 +15,7 @@ from cvpipe.models.heads.rcnn import HardNegatives
 from cvpipe.models.proposals import RegionProposals
 from cvpipe.pipeline import Pipeline
 
-from .conftest import shapes_pipeline_file
+from .conftest import shapes_pipeline_file, train_on_one_batch
 
 PIPELINE = """
 name: shapes_{head}
@@ -168,14 +168,7 @@ def test_loss_falls_on_one_batch(tmp_path, fields):
                {"boxes": torch.tensor([[40.0, 20.0, 120.0, 90.0]]), "labels": torch.tensor([0]),
                 "proposals": torch.tensor([[45.0, 25.0, 115.0, 85.0], [0.0, 0.0, 30.0, 30.0]])}]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    losses = []
-    for _ in range(30):
-        loss_dict = model(images, targets)
-        loss = sum(loss_dict.values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses, loss_dict = train_on_one_batch(model, images, targets, optimizer, 30)
     expected = {"loss_classifier", "loss_box_reg"} | ({"loss_svm"} if fields is RCNN else set())
     assert set(loss_dict) == expected
     assert losses[-1] < 0.5 * losses[0], losses

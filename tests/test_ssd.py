@@ -16,7 +16,7 @@ from cvpipe.models.heads.ssd import DefaultBoxes, default_box_shapes
 from cvpipe.models.tf_ssd import COCO_IDS, opencv_reference_files
 from cvpipe.pipeline import Pipeline
 
-from .conftest import REPO, shapes_pipeline_file
+from .conftest import REPO, shapes_pipeline_file, train_on_one_batch
 
 PHOTOS = ["astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png", "china.jpg", "grace_hopper.jpg"]
 
@@ -94,14 +94,7 @@ def test_loss_falls_on_one_batch(tmp_path, score):
     targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([1])},
                {"boxes": torch.tensor([[40.0, 20.0, 120.0, 90.0], [0.0, 0.0, 20.0, 20.0]]), "labels": torch.tensor([0, 2])}]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    losses = []
-    for _ in range(30):
-        loss_dict = model(images, targets)
-        loss = sum(loss_dict.values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses, loss_dict = train_on_one_batch(model, images, targets, optimizer, 30)
     assert set(loss_dict) == {"loss_box_reg", "loss_classifier"}
     assert losses[-1] < 0.5 * losses[0], losses
     model.eval()

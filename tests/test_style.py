@@ -20,7 +20,7 @@ from cvpipe.models.style import (
     vgg_layers,
 )
 
-from .conftest import write_pipeline
+from .conftest import train_on_one_batch, write_pipeline
 
 
 def tiny_trunk(layers: dict[str, int] = VGG16_LAYERS) -> LayerOutputs:
@@ -123,13 +123,7 @@ def test_fast_style_loss_falls_and_keeps_the_loss_network_out_of_its_state(tmp_p
     assert all(k.startswith("net.") for k in model.state_dict())
     images = [torch.rand(3, 32, 32) for _ in range(2)]
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(25):
-        loss = sum(model(images, [{}, {}]).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses, _ = train_on_one_batch(model, images, [{}, {}], optimizer, 25)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

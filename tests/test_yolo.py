@@ -7,7 +7,7 @@ from cvpipe.config import load_pipeline
 from cvpipe.models.heads import build_model
 from cvpipe.pipeline import Pipeline
 
-from .conftest import shapes_pipeline_file
+from .conftest import shapes_pipeline_file, train_on_one_batch
 
 YOLO_PIPELINE = """
 name: shapes_yolo
@@ -79,14 +79,7 @@ def test_loss_falls_on_one_batch(tmp_path, box_loss):
                {"boxes": torch.tensor([[40.0, 20.0, 120.0, 90.0], [0.0, 0.0, 30.0, 30.0]]), "labels": torch.tensor([0, 1])},
                ]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    losses = []
-    for _ in range(40):
-        loss_dict = model(images, targets)
-        loss = sum(loss_dict.values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses, loss_dict = train_on_one_batch(model, images, targets, optimizer, 40)
     assert set(loss_dict) == {"loss_classifier", "loss_box_reg"}
     assert losses[-1] < 0.5 * losses[0], losses
 

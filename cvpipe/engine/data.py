@@ -48,14 +48,34 @@ def image_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
-class DetectionSamples(torch.utils.data.Dataset):
-    """(image uint8 CHW, target {boxes, labels, image_id}) with the split's augmentation applied."""
+class SplitSamples(torch.utils.data.Dataset):
+    """A split's samples through its augmentation, as (image uint8 CHW, target dict); a sample whose image or
+    annotation cannot be read comes back as ("skipped", reason) for the loop to report, never an exception."""
+
+    def __init__(self, dataset: Dataset, transform):
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.item(i)
+        except DataError as e:
+            return ("skipped", str(e))
+
+    def item(self, i: int) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+
+class DetectionSamples(SplitSamples):
+    """Targets {boxes, labels, image_id}; boxes follow the augmentation (Mosaic included)."""
 
     def __init__(self, dataset: Dataset, transform, proposals: RegionProposals | None = None):
         """With `proposals` (R-CNN, Fast R-CNN), targets also carry each image's region proposals, computed on the
         decoded image (or found in their cache) and moved by the same geometric augmentation as the boxes."""
-        self.dataset = dataset
-        self.transform = transform
+        super().__init__(dataset, transform)
         self.mosaic = uses_mosaic(transform)
         self.proposals = proposals
 
@@ -65,21 +85,13 @@ class DetectionSamples(torch.utils.data.Dataset):
             sample["proposals"] = self.proposals(sample["image"])
         return sample
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int):
-        try:
-            sample = self._sample(i)
-        except DataError as e:
-            return ("skipped", str(e))
-        sample = apply_augment(self.transform, sample, self.mosaic_partners() if self.mosaic else None)
+    def item(self, i: int) -> tuple[torch.Tensor, dict]:
+        sample = apply_augment(self.transform, self._sample(i), self.mosaic_partners() if self.mosaic else None)
         target = {"boxes": torch.from_numpy(sample["boxes"]).reshape(-1, 4),
                   "labels": torch.from_numpy(sample["labels"]), "image_id": sample["image_id"]}
         if "proposals" in sample:
             target["proposals"] = torch.from_numpy(sample["proposals"]).reshape(-1, 4)
         return image_tensor(sample["image"]), target
-
 
     def mosaic_partners(self, n: int = 3) -> list[dict]:
         """Random other samples for Mosaic, drawn from the transform's seeded generator (resumable runs replay
@@ -93,45 +105,33 @@ class DetectionSamples(torch.utils.data.Dataset):
         return partners
 
 
-class ImageSamples(torch.utils.data.Dataset):
-    """(image uint8 CHW, target {image_id, and label where the image has one}) for whole-image tasks
-    (classification, style transfer's content), with the split's augmentation applied to the image."""
+def _boxes_only(sample: dict) -> dict:
+    """Detectors use boxes: masks need not be decoded into the augmentation (nor can Mosaic carry them)."""
+    return {k: v for k, v in sample.items() if k not in ("masks", "mask")}
 
-    def __init__(self, dataset: Dataset, transform):
-        self.dataset = dataset
-        self.transform = transform
 
-    def __len__(self) -> int:
-        return len(self.dataset)
+class ImageSamples(SplitSamples):
+    """Targets {image_id, and label where the image has one} for whole-image tasks (classification, style
+    transfer's content); the augmentation sees the image alone."""
 
-    def __getitem__(self, i: int):
-        try:
-            sample = self.dataset.sample(i)
-        except DataError as e:
-            return ("skipped", str(e))
+    def item(self, i: int) -> tuple[torch.Tensor, dict]:
+        sample = self.dataset.sample(i)
         target = {"image_id": sample["image_id"]}
         if "label" in sample:
             target["label"] = torch.tensor(sample["label"])
         return image_tensor(augment_image(self.transform, sample["image"])), target
 
 
-class SegmentationSamples(torch.utils.data.Dataset):
-    """(image uint8 CHW, target {mask int64 HW, image_id}); the augmentation moves the mask with the pixels."""
+class SegmentationSamples(SplitSamples):
+    """Targets {mask int64 HW, image_id}; the augmentation moves the mask with the pixels."""
 
     def __init__(self, dataset: Dataset, transform, ignore_index: int):
-        self.dataset = dataset
-        self.transform = transform
+        super().__init__(dataset, transform)
         self.ignore_index = ignore_index
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int):
-        try:
-            sample = self.dataset.sample(i)
-            mask = checked_mask(sample, len(self.dataset.classes), self.ignore_index)
-        except DataError as e:
-            return ("skipped", str(e))
+    def item(self, i: int) -> tuple[torch.Tensor, dict]:
+        sample = self.dataset.sample(i)
+        mask = checked_mask(sample, len(self.dataset.classes), self.ignore_index)
         sample = {"image": sample["image"], "mask": mask, "image_id": sample["image_id"],
                   "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}
         sample = apply_augment(self.transform, sample)
@@ -164,11 +164,6 @@ def checked_mask(sample: dict, num_classes: int, ignore_index: int) -> np.ndarra
         raise DataError(f"{sample['path']}: mask values {bad.tolist()[:5]} are not classes 0..{num_classes - 1} nor "
                         f"data.ignore_index {ignore_index}; list every class in data.classes")
     return mask
-
-
-def _boxes_only(sample: dict) -> dict:
-    """Detectors use boxes: masks need not be decoded into the augmentation (nor can Mosaic carry them)."""
-    return {k: v for k, v in sample.items() if k not in ("masks", "mask")}
 
 
 def collate(batch: list) -> tuple[list, list, list[str]]:

@@ -121,8 +121,8 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     report = PredictReport(out, 0, len(done))
     console.print(f"predict: {len(files)} images from {source}" + (f", {len(done)} already done" if done else "")
                   + f" → {out}")
-    classifying, segmenting = config.task == "classify", config.task == "segment"
-    transform = build_augment(config.augment, "eval") if config.task != "detect" else None
+    transform = build_augment(config.augment, "eval") if config.task != "detect" else None  # detectors resize themselves
+    style = read_image(Path(model.cfg.style_image)) if config.task == "stylize" and save_images else None
     loader = DataLoader(ImageFiles([files[i] for i in todo], transform), batch_size=config.eval.batch_size,
                         num_workers=min(loader_workers(config.train.workers), len(todo)), collate_fn=list)
     start = time.perf_counter()
@@ -152,12 +152,12 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
                     kept.append(name)
             futures: list[Future] = []
             amp = config.train.amp
-            if classifying:
+            if config.task == "classify":
                 entries += _top_classes(model, images, kept, device, amp)
-            elif segmenting:
+            elif config.task == "segment":
                 entries += _segment(model, images, kept, device, amp, out, writer, futures, save_images)
             elif config.task == "stylize":
-                entries += _stylize(model, images, kept, device, amp, out, writer, futures, save_images)
+                entries += _stylize(model, images, kept, device, amp, out, writer, futures, style)
             else:
                 found = _detections(model, images, kept, device, amp, conf, classes, out, writer, futures, save_images)
                 report.detections += sum(len(entry["boxes"]) for entry in found)
@@ -211,11 +211,11 @@ def _segment(model, images: list[torch.Tensor], names: list[str], device, amp: b
 
 
 def _stylize(model, images: list[torch.Tensor], names: list[str], device, amp: bool, out: Path, writer,
-             futures: list[Future], save_images: bool) -> list[dict]:
-    """Stylized copies under stylized/ (same relative names, PNG), and content | style | result beside them."""
+             futures: list[Future], style: np.ndarray | None) -> list[dict]:
+    """Stylized copies under stylized/ (same relative names, PNG), and content | style | result beside them when
+    the style image is given."""
     from cvpipe.engine.stylize import side_by_side
 
-    style = read_image(Path(model.cfg.style_image)) if save_images else None
     entries = []
     for name, image in zip(names, images):
         with torch.inference_mode(), autocast(device, amp):
@@ -223,7 +223,7 @@ def _stylize(model, images: list[torch.Tensor], names: list[str], device, amp: b
         pixels = (result.permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
         output = Path("stylized") / Path(name).with_suffix(".png")
         futures.append(writer.submit(write_image, out / output, pixels))
-        if save_images:
+        if style is not None:
             content = image.permute(1, 2, 0).numpy()
             futures.append(writer.submit(write_image, out / output.with_name(f"{output.stem}_side_by_side.png"),
                                          side_by_side(content, style, pixels)))
@@ -241,31 +241,30 @@ def _write_annotated(path: Path, image: torch.Tensor, boxes, labels, classes: li
 
 def write_outputs(out: Path, entries: dict[str, dict], names: list[str], classes: list[str], report: PredictReport,
                   *, task: str = "detect") -> None:
-    """From the journal: results.json (COCO results), images.json (ids → files), detections.csv and skipped.txt;
-    for classification predictions.csv (file, then class and score of the top 5) and skipped.txt."""
-    if task == "classify":
-        _write_classifications(out, entries, names, classes, report)
-        return
-    if task == "segment":
-        _write_segmentations(out, entries, names, classes, report)
-        return
-    if task == "stylize":
-        for name in names:
-            if "skipped" in entries.get(name, {}):
-                report.skipped.append((name, entries[name]["skipped"]))
-        write_text(out / "skipped.txt", "".join(f"{name}: {reason}\n" for name, reason in report.skipped))
-        return
-    images, results = [], []
-    rows = io.StringIO()
-    writer = csv.writer(rows)
-    writer.writerow(["file", "class", "score", "x1", "y1", "x2", "y2"])
+    """From the journal, in discovery order: the task's files (detection: results.json COCO results, images.json
+    ids → files, detections.csv; classification: predictions.csv; segmentation: segmentation.csv; style
+    transfer: none beyond its images) and skipped.txt."""
+    finished = []  # (image id, name, entry)
     for image_id, name in enumerate(names, start=1):
         entry = entries.get(name)
         if entry is None:
             continue
         if "skipped" in entry:
             report.skipped.append((name, entry["skipped"]))
-            continue
+        else:
+            finished.append((image_id, name, entry))
+    writers = {"detect": _write_detections, "classify": _write_classifications, "segment": _write_segmentations}
+    if task in writers:
+        writers[task](out, finished, classes)
+    write_text(out / "skipped.txt", "".join(f"{name}: {reason}\n" for name, reason in report.skipped))
+
+
+def _write_detections(out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> None:
+    images, results = [], []
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["file", "class", "score", "x1", "y1", "x2", "y2"])
+    for image_id, name, entry in finished:
         images.append({"id": image_id, "file_name": name, "width": entry["width"], "height": entry["height"]})
         results += detections_to_results([entry], [image_id])
         for (x1, y1, x2, y2), score, label in zip(entry["boxes"], entry["scores"], entry["labels"]):
@@ -274,43 +273,26 @@ def write_outputs(out: Path, entries: dict[str, dict], names: list[str], classes
     write_text(out / "results.json", json.dumps(results))
     write_text(out / "images.json", json.dumps({"images": images, "categories": categories}))
     write_text(out / "detections.csv", rows.getvalue())
-    write_text(out / "skipped.txt", "".join(f"{name}: {reason}\n" for name, reason in report.skipped))
 
 
-def _write_classifications(out: Path, entries: dict[str, dict], names: list[str], classes: list[str],
-                           report: PredictReport) -> None:
+def _write_classifications(out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> None:
     rows = io.StringIO()
     writer = csv.writer(rows)
     k = min(TOP_K, len(classes))
     writer.writerow(["file", *(f"{field}{i}" for i in range(1, k + 1) for field in ("class", "score"))])
-    for name in names:
-        entry = entries.get(name)
-        if entry is None:
-            continue
-        if "skipped" in entry:
-            report.skipped.append((name, entry["skipped"]))
-            continue
+    for _, name, entry in finished:
         writer.writerow([name, *(v for label, score in zip(entry["labels"], entry["scores"])
                                  for v in (classes[label], score))])
     write_text(out / "predictions.csv", rows.getvalue())
-    write_text(out / "skipped.txt", "".join(f"{name}: {reason}\n" for name, reason in report.skipped))
 
 
-def _write_segmentations(out: Path, entries: dict[str, dict], names: list[str], classes: list[str],
-                         report: PredictReport) -> None:
+def _write_segmentations(out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> None:
     rows = io.StringIO()
     writer = csv.writer(rows)
     writer.writerow(["file", "mask", *classes])  # the share of the image's pixels given to each class
-    for name in names:
-        entry = entries.get(name)
-        if entry is None:
-            continue
-        if "skipped" in entry:
-            report.skipped.append((name, entry["skipped"]))
-            continue
+    for _, name, entry in finished:
         counts = np.zeros(len(classes))
         counts[: len(entry["pixels"])] = entry["pixels"][: len(classes)]
         shares = counts / max(counts.sum(), 1)
         writer.writerow([name, str(Path("masks") / Path(name).with_suffix(".png")), *np.round(shares, 5).tolist()])
     write_text(out / "segmentation.csv", rows.getvalue())
-    write_text(out / "skipped.txt", "".join(f"{name}: {reason}\n" for name, reason in report.skipped))

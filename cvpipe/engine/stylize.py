@@ -20,9 +20,16 @@ from rich.console import Console
 
 from cvpipe.engine.device import resolve_device
 from cvpipe.engine.predict import discover
-from cvpipe.errors import DataError, WeightsError
+from cvpipe.errors import DataError
 from cvpipe.io.images import read_image, write_image, write_text
-from cvpipe.models.style import GatysLoss, LayerOutputs, stylize_image, vgg_layers
+from cvpipe.models.style import (
+    GatysLoss,
+    LayerOutputs,
+    resize_long_side,
+    stylize_image,
+    to_tensor,
+    vgg_features,
+)
 
 
 @dataclass
@@ -32,44 +39,8 @@ class StylizeReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def resize_long_side(image: np.ndarray, size: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    scale = size / max(h, w)
-    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
-                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-
-
-def to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).contiguous().to(device)
-
-
 def to_image(tensor: torch.Tensor) -> np.ndarray:
     return (tensor[0].permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
-
-
-def read_style(path: Path, size: int, device: torch.device) -> torch.Tensor:
-    """The style image, long side `size`, as a 1×3×H×W float tensor in [0, 1]."""
-    try:
-        return to_tensor(resize_long_side(read_image(Path(path)), size), device)
-    except DataError as e:
-        raise DataError(f"style image: {e}") from None
-
-
-def vgg_features(weights_id: str, device: torch.device) -> LayerOutputs:
-    """The ReLU layers the style losses read, from a VGG-16/19 trunk in the weights catalogue."""
-    from cvpipe.models.weights import WeightsCatalog, build_arch, load_into
-
-    catalog = WeightsCatalog.load()
-    entry = catalog.get(weights_id)
-    try:
-        layers = vgg_layers(entry.arch)
-    except ValueError as e:
-        raise WeightsError(f"--weights {weights_id}: {e}; use vgg16_hed.bsds or import a VGG file with "
-                           "`cvpipe weights import FILE --arch torchvision.vgg19 --name ID`") from None
-    model = build_arch(entry.arch)
-    load_into(model, catalog.state_dict(weights_id), mapping=entry.mapping, what=weights_id)
-    trunk = model if isinstance(model, torch.nn.Sequential) else model.features
-    return LayerOutputs(trunk, layers, entry.preprocess.mean, entry.preprocess.std).to(device)
 
 
 def side_by_side(content: np.ndarray, style: np.ndarray, result: np.ndarray) -> np.ndarray:

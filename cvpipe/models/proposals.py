@@ -188,14 +188,18 @@ class RegionProposals:
             return np.load(path)
         except (OSError, ValueError):  # not cached yet, or a truncated file: compute again
             pass
-        cfg = self.cfg
-        boxes = selective_search(image, scales=tuple(cfg.scales), sigma=cfg.sigma,
-                                 colour_spaces=tuple(cfg.colour_spaces), max_proposals=cfg.max, min_size=cfg.min_size)
+        boxes = self.compute(image)
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as f:
             np.save(f, boxes)
         os.replace(f.name, path)  # atomic: parallel loader workers may write the same image's file
         return boxes
+
+    def compute(self, image: np.ndarray) -> np.ndarray:
+        """Selective search with these settings, without the cache."""
+        cfg = self.cfg
+        return selective_search(image, scales=tuple(cfg.scales), sigma=cfg.sigma, colour_spaces=tuple(cfg.colour_spaces),
+                                max_proposals=cfg.max, min_size=cfg.min_size)
 
     def for_tensors(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
         """Proposals for float [0, 1] CHW images (a model called without them), on the images' device."""

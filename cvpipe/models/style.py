@@ -9,10 +9,16 @@ at relu1_1 … relu5_1) + tv_weight · total variation. The trunk comes from the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cvpipe.errors import DataError, WeightsError
+from cvpipe.io.images import read_image
 
 # torchvision vgg16().features / vgg19().features indices of the ReLUs the papers read
 VGG16_LAYERS = {"relu1_1": 1, "relu2_1": 6, "relu2_2": 8, "relu3_1": 11, "relu4_1": 18, "relu4_2": 20, "relu5_1": 25}
@@ -123,3 +129,41 @@ def stylize_image(loss: GatysLoss, content: torch.Tensor, *, steps: int = 100, o
     else:
         raise ValueError(f"stylize: optimizer must be lbfgs or adam, got {optimizer!r}")
     return image.detach().clamp(0, 1)
+
+
+def resize_long_side(image: np.ndarray, size: int) -> np.ndarray:
+    """An RGB uint8 image scaled so that its longer side is `size` (area filter down, cubic up)."""
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
+
+def to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """RGB uint8 H×W×3 → float 1×3×H×W in [0, 1] on `device`."""
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).contiguous().to(device)
+
+
+def read_style(path: Path, size: int, device: torch.device) -> torch.Tensor:
+    """The style image, long side `size`, as a 1×3×H×W float tensor in [0, 1]."""
+    try:
+        return to_tensor(resize_long_side(read_image(Path(path)), size), device)
+    except DataError as e:
+        raise DataError(f"style image: {e}") from None
+
+
+def vgg_features(weights_id: str, device: torch.device) -> LayerOutputs:
+    """The ReLU layers the style losses read, from a VGG-16/19 trunk in the weights catalogue."""
+    from cvpipe.models.weights import WeightsCatalog, build_arch, load_into
+
+    catalog = WeightsCatalog.load()
+    entry = catalog.get(weights_id)
+    try:
+        layers = vgg_layers(entry.arch)
+    except ValueError as e:
+        raise WeightsError(f"--weights {weights_id}: {e}; use vgg16_hed.bsds or import a VGG file with "
+                           "`cvpipe weights import FILE --arch torchvision.vgg19 --name ID`") from None
+    model = build_arch(entry.arch)
+    load_into(model, catalog.state_dict(weights_id), mapping=entry.mapping, what=weights_id)
+    trunk = model if isinstance(model, torch.nn.Sequential) else model.features
+    return LayerOutputs(trunk, layers, entry.preprocess.mean, entry.preprocess.std).to(device)

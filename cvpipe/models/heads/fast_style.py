@@ -17,7 +17,7 @@ from torch import nn
 
 from cvpipe.config import FastStyleHead
 from cvpipe.models.heads.base import stack_batch
-from cvpipe.models.style import STYLE_LAYERS, LayerOutputs, gram, total_variation
+from cvpipe.models.style import STYLE_LAYERS, LayerOutputs, gram, read_style, total_variation, vgg_features
 
 CONTENT_LAYER = "relu2_2"  # Johnson et al. take the content loss at relu2_2 (Gatys: relu4_2)
 
@@ -74,16 +74,12 @@ class FastStyle(nn.Module):
     def loss_network(self, device: torch.device) -> LayerOutputs:
         network = self._loss["network"]
         if network is None:
-            from cvpipe.engine.stylize import vgg_features
-
             network = vgg_features(self.cfg.loss_weights, device)
         self._loss["network"] = network = network.to(device)
         return network
 
     def style_grams(self, device: torch.device) -> dict[str, torch.Tensor]:
         if self._loss["style"] is None:
-            from cvpipe.engine.stylize import read_style
-
             style = read_style(Path(self.cfg.style_image), self.cfg.style_size, device)
             with torch.no_grad():
                 features = self.loss_network(device)(style)
