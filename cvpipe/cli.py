@@ -95,6 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="eager PyTorch, torch.compile or ONNX Runtime (fixed-size heads: ssd, yolo)")
     _add_set(p)
 
+    p = sub.add_parser("video", help="run a pipeline over a video file, image folder, webcam or RTSP/HTTP stream")
+    p.add_argument("pipeline", type=Path)
+    p.add_argument("--source", required=True,
+                   help="a video file, a folder of images (played in name order), a webcam index (0) or a URL "
+                        "(rtsp://, http://, ...)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="annotated MP4 (default: <run>/video/<source>.mp4); JSON lines and a summary beside it")
+    p.add_argument("--jsonl", type=Path, default=None, help="per-frame JSON lines (default: beside --out)")
+    p.add_argument("--show", action="store_true", help="show a live window (needs a display and OpenCV with GUI)")
+    p.add_argument("--stride", type=int, default=1, help="files and folders: process every Nth frame (default 1)")
+    p.add_argument("--conf", type=float, default=0.25, help="keep detections scoring at least this (default 0.25)")
+    p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="eager", help="inference runtime, as for predict")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many processed frames")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--fps", type=float, default=None, help="an image folder's frame rate (default 25)")
+    _add_set(p)
+
     p = sub.add_parser("stylize", help="Gatys style transfer of a folder, file or glob onto one style image")
     p.add_argument("--content", required=True, help="a folder (searched recursively), an image file or a glob")
     p.add_argument("--style", required=True, type=Path, help="the style image")
@@ -359,6 +377,27 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_video(args) -> int:
+    report = _pipeline(args).video(args.source, args.out, weights=args.weights, jsonl=args.jsonl, show=args.show,
+                                   stride=args.stride, conf=args.conf, runtime=args.runtime,
+                                   max_frames=args.max_frames, duration=args.duration, folder_fps=args.fps)
+    stats = report.stats
+    console.print(f"{report.frames} frames in {report.seconds:.1f}s ({report.fps:.2f} FPS); latency median "
+                  f"{report.latency(50):.0f} ms, p95 {report.latency(95):.0f} ms; stopped: {report.stopped}")
+    if report.live:
+        console.print(f"stream: {stats.read} frames captured, {stats.skipped_live} skipped for newer ones, "
+                      f"{stats.drops} drop(s), {stats.reconnects} reconnect(s)")
+    if report.track_ids:
+        console.print(f"tracks: {len(report.track_ids)} object ids")
+    if stats.ended:
+        console.print(f"[yellow]note[/] {stats.ended}")
+    for name, reason in stats.bad_files[:5]:
+        console.print(f"[yellow]skipped[/] {name}: {reason}")
+    if report.out:
+        console.print(f"→ {report.out}, {report.jsonl}, {report.out.with_name(report.out.stem + '.summary.json')}")
+    return 0
+
+
 def cmd_stylize(args) -> int:
     from cvpipe.engine.stylize import stylize
 
@@ -377,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         "validate": cmd_validate, "inspect": cmd_inspect, "weights": cmd_weights,
         "data": lambda a: {"check": cmd_data_check, "convert": cmd_data_convert, "fetch": cmd_data_fetch}[a.data_command](a),
         "augment": cmd_augment_preview, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
-        "stylize": cmd_stylize,
+        "stylize": cmd_stylize, "video": cmd_video,
     }
     try:
         return handlers[args.command](args)

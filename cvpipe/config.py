@@ -274,6 +274,15 @@ class OutputConfig(Strict):
     save_images: bool
 
 
+class VideoConfig(Strict):
+    """`cvpipe video`: tracking and how long a dropped live stream is retried."""
+
+    track: bool = False
+    track_buffer: Annotated[int, Field(ge=1)] = 30  # frames a lost track is remembered
+    track_match: Annotated[float, Field(gt=0, le=1)] = 0.8  # ByteTrack's minimum matching threshold
+    reconnect_timeout: Annotated[float, Field(gt=0)] = 30.0  # seconds without a frame before a live run ends
+
+
 class PipelineConfig(Strict):
     name: str
     task: Task
@@ -283,6 +292,7 @@ class PipelineConfig(Strict):
     train: TrainConfig
     eval: EvalConfig
     output: OutputConfig
+    video: VideoConfig = VideoConfig()
 
     @model_validator(mode="after")
     def _head_fits_task(self) -> PipelineConfig:

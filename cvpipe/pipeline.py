@@ -10,6 +10,7 @@ from rich.console import Console
 from cvpipe.config import PipelineConfig, load_pipeline
 from cvpipe.engine.fit import FitResult
 from cvpipe.engine.predict import PredictReport
+from cvpipe.engine.video import VideoReport
 from cvpipe.metrics.classification import ClassificationMetrics
 from cvpipe.metrics.coco import CocoMetrics
 
@@ -80,3 +81,15 @@ class Pipeline:
         out = Path(out) if out else self._output_dir(weights) / "predict"
         return predict(self.config, source, out, weights, conf=conf, resume=resume, save_images=save_images,
                        runtime=runtime, console=self.console)
+
+    def video(self, source: str | int, out: str | Path | None = None, *, weights: str | Path | None = None,
+              **options) -> VideoReport:
+        """The pipeline over a video file, image folder, webcam or stream; an annotated MP4 and JSON lines in
+        `out`'s folder (default <run>/video/). Options: see `engine.video.run_video`."""
+        from cvpipe.engine.video import run_video
+
+        weights = self._weights(weights)
+        if out is None:
+            stem = Path(str(source)).stem if not str(source).isdigit() and "://" not in str(source) else "stream"
+            out = self._output_dir(weights) / "video" / f"{stem or 'stream'}.mp4"
+        return run_video(self.config, str(source), weights, out=Path(out), console=self.console, **options)

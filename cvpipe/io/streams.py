@@ -1,0 +1,281 @@
+"""Frame sources for `cvpipe video`: a video file, an image folder played as a stream, a webcam, an RTSP/HTTP URL.
+
+Files and folders give every frame (or every `stride`-th), decoded one step ahead on a thread. Live sources
+(webcams, URLs) are read by a capture thread that keeps only the latest frame, so a slow model skips frames
+instead of falling behind real time; a stream that drops is reopened with exponential back-off until
+`reconnect_timeout` seconds pass without a frame. OpenCV (its FFmpeg backend) opens and decodes everything.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cvpipe.errors import CvpipeError, DataError
+from cvpipe.io.images import IMAGE_SUFFIXES, read_image
+
+LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+OPEN_TIMEOUT_MS = 5000  # FFmpeg's own defaults wait far longer on a dead RTSP server
+READ_TIMEOUT_MS = 5000
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0  # seconds between reconnection attempts, doubling
+
+
+@dataclass
+class Frame:
+    index: int  # frame number in the source (a file's own numbering; live: frames captured so far)
+    image: np.ndarray  # HWC uint8 RGB
+    position: float  # seconds into the stream
+    captured: float  # time.perf_counter() when it was decoded: latency is measured from here
+    name: str = ""  # an image folder's file name
+
+
+@dataclass
+class SourceStats:
+    """What a source saw; printed in the run's summary."""
+
+    read: int = 0  # frames decoded
+    skipped_live: int = 0  # live frames replaced by a newer one before the model took them
+    drops: int = 0  # times a live stream was lost
+    reconnects: int = 0  # times it came back
+    bad_files: list[tuple[str, str]] = field(default_factory=list)  # an image folder's unreadable files
+    ended: str = ""  # why the source ended, when not at its natural end
+
+
+class Source:
+    """An iterator of `Frame`s with `fps`, `live`, `name` and `stats`; `close()` releases it."""
+
+    fps: float
+    live: bool
+    name: str
+
+    def __init__(self) -> None:
+        self.stats = SourceStats()
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def open_source(source: str | int, *, stride: int = 1, fps: float | None = None,
+                reconnect_timeout: float = 30.0) -> Source:
+    """A source from the command line: an integer is a webcam, a URL a live stream, a folder an image stream."""
+    text = str(source)
+    if stride < 1:
+        raise CvpipeError(f"--stride: expected an integer ≥ 1, got {stride}")
+    if text.isdigit():
+        return LiveSource(int(text), f"camera {text}", reconnect_timeout)
+    if text.lower().startswith(LIVE_SCHEMES):
+        return LiveSource(text, text, reconnect_timeout)
+    path = Path(text)
+    if path.is_dir():
+        return FolderSource(path, stride=stride, fps=fps or 25.0)
+    if path.is_file():
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            raise CvpipeError(f"--source {path}: one image is not a stream; use `cvpipe predict` (or a folder)")
+        return FileSource(path, stride=stride)
+    raise CvpipeError(f"--source {text}: no such file or folder, and not a webcam index or a URL "
+                      f"({', '.join(s.rstrip(':/') for s in LIVE_SCHEMES)})")
+
+
+def _capture(target: Path | str | int) -> cv2.VideoCapture:
+    """OpenCV's FFmpeg backend with bounded open/read timeouts; RTSP over TCP unless the user chose otherwise
+    (UDP loses packets under load and smears the picture)."""
+    if isinstance(target, str) and target.lower().startswith("rtsp"):
+        os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+    if not isinstance(target, Path):  # a live source: its drops are counted and reported, not logged by OpenCV
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own messages: none
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
+    if isinstance(target, int):
+        return cv2.VideoCapture(target, cv2.CAP_ANY, params)
+    return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG, params)
+
+
+def _prefetch(frames: Iterator[Frame], depth: int = 2) -> Iterator[Frame]:
+    """Decode on a thread, `depth` frames ahead of the model (OpenCV releases the GIL while it decodes)."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def worker() -> None:
+        try:
+            for frame in frames:
+                while not stop.is_set():
+                    try:
+                        buffer.put(frame, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except Exception as e:  # surfaces in the consumer
+            buffer.put(e)
+        buffer.put(done)
+
+    thread = threading.Thread(target=worker, name="cvpipe-decode", daemon=True)
+    thread.start()
+    try:
+        while (item := buffer.get()) is not done:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+class FileSource(Source):
+    live = False
+
+    def __init__(self, path: Path, *, stride: int = 1):
+        super().__init__()
+        self.path, self.stride, self.name = path, stride, str(path)
+        self.capture = _capture(path)
+        if not self.capture.isOpened():
+            raise DataError(f"{path}: OpenCV cannot open this video (not a video, or a codec its FFmpeg lacks); "
+                            "re-encode it, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`")
+        self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 25.0
+        self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+
+    def _frames(self) -> Iterator[Frame]:
+        index = 0
+        while True:
+            if index % self.stride:
+                ok = self.capture.grab()  # skipped frames are not converted to RGB
+            else:
+                ok, bgr = self.capture.read()
+                if ok:
+                    self.stats.read += 1
+                    yield Frame(index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), index / self.fps, time.perf_counter())
+            if not ok:
+                break
+            index += 1
+        if self.frame_count and index < self.frame_count - 1:
+            self.stats.ended = f"the file ended at frame {index} of the {self.frame_count} its header announces"
+
+    def __iter__(self) -> Iterator[Frame]:
+        return _prefetch(self._frames())
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+class FolderSource(Source):
+    """The images under a folder (recursive, sorted by name) as frames at `fps`; an unreadable file is
+    reported in `stats.bad_files` and skipped."""
+
+    live = False
+
+    def __init__(self, root: Path, *, stride: int = 1, fps: float = 25.0):
+        super().__init__()
+        self.root, self.fps, self.name = root, fps, str(root)
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise CvpipeError(f"--source {root}: the folder has no image ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        self.files = files[::stride]
+        self.stride = stride
+
+    def _frames(self) -> Iterator[Frame]:
+        for k, path in enumerate(self.files):
+            name = str(path.relative_to(self.root))
+            try:
+                image = read_image(path)
+            except DataError as e:
+                self.stats.bad_files.append((name, str(e).split(": ", 1)[-1]))
+                continue
+            self.stats.read += 1
+            index = k * self.stride
+            yield Frame(index, image, index / self.fps, time.perf_counter(), name=name)
+
+    def __iter__(self) -> Iterator[Frame]:
+        return _prefetch(self._frames())
+
+
+class LiveSource(Source):
+    """A webcam or a network stream read by a capture thread that keeps only the newest frame."""
+
+    live = True
+
+    def __init__(self, target: str | int, name: str, reconnect_timeout: float):
+        super().__init__()
+        self.target, self.name, self.reconnect_timeout = target, name, reconnect_timeout
+        self.capture = _capture(target)
+        if not self.capture.isOpened():
+            self.capture.release()
+            what = "the camera is missing or busy" if isinstance(target, int) else \
+                "nothing answers at that address, or the stream's format is not one FFmpeg reads"
+            raise DataError(f"--source {name}: cannot open ({what}); check it plays in `ffplay {name}`")
+        self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 25.0
+        if not 1 <= self.fps <= 240:  # network streams report 0, 1000 or 90000 when they don't know
+            self.fps = 25.0
+        self._latest: Frame | None = None
+        self._finished = False
+        self._stop = threading.Event()
+        self._new = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="cvpipe-capture", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        index, start = 0, time.perf_counter()
+        while not self._stop.is_set():
+            ok, bgr = self.capture.read()
+            if ok:
+                frame = Frame(index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.perf_counter() - start,
+                              time.perf_counter())
+                index += 1
+                with self._new:
+                    self.stats.read += 1
+                    if self._latest is not None:
+                        self.stats.skipped_live += 1
+                    self._latest = frame
+                    self._new.notify()
+            elif not self._reconnect():
+                break
+        with self._new:
+            self._finished = True
+            self._new.notify()
+
+    def _reconnect(self) -> bool:
+        """Reopen with back-off; False once `reconnect_timeout` seconds pass without a frame."""
+        self.stats.drops += 1
+        self.capture.release()
+        lost_at, wait = time.perf_counter(), BACKOFF_FIRST
+        while not self._stop.is_set():
+            remaining = self.reconnect_timeout - (time.perf_counter() - lost_at)
+            if remaining <= 0:
+                self.stats.ended = f"the stream dropped and did not come back within {self.reconnect_timeout:g} s"
+                return False
+            if self._stop.wait(min(wait, remaining)):
+                return False
+            wait = min(wait * 2, BACKOFF_MAX)
+            self.capture = _capture(self.target)
+            if self.capture.isOpened():
+                self.stats.reconnects += 1
+                return True
+            self.capture.release()
+        return False
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            with self._new:
+                while self._latest is None and not self._finished:
+                    self._new.wait()
+                if self._latest is None:
+                    return
+                frame, self._latest = self._latest, None
+            yield frame
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=READ_TIMEOUT_MS / 1000 + 1)
+        if not self._thread.is_alive():  # never release a capture another thread is blocked reading
+            self.capture.release()
