@@ -148,3 +148,5 @@ def test_fast_style_trains_and_stylizes_a_folder(tmp_path):
     assert report.processed == 2
     assert sorted(p.name for p in (tmp_path / "pred" / "stylized").glob("*.png")) == [
         "0.png", "0_side_by_side.png", "1.png", "1_side_by_side.png"]
+    video = pipeline.video(str(tmp_path / "content" / "val"), tmp_path / "video" / "styled.mp4", folder_fps=5)
+    assert video.frames == 2 and (tmp_path / "video" / "styled.mp4").stat().st_size > 0  # the same `cvpipe video`

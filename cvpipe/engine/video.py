@@ -119,7 +119,8 @@ class FrameTask:
     def _stylize(self, image: np.ndarray, tensor: torch.Tensor) -> tuple[np.ndarray, dict]:
         with torch.inference_mode(), autocast(self.device, self.amp):
             result = self.model(to_device([tensor], self.device))[0].float()
-        return (result.permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8), {}
+        pixels = (result.permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
+        return np.ascontiguousarray(pixels), {}  # OpenCV draws the overlay on it
 
 
 def draw_status(image: np.ndarray, fps: float, latency_ms: float) -> np.ndarray:
