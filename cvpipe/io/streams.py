@@ -58,12 +58,14 @@ class Source:
 
     def __init__(self) -> None:
         self.stats = SourceStats()
+        self.prefetch: Prefetch | None = None
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
 
     def close(self) -> None:
-        pass
+        if self.prefetch is not None:
+            self.prefetch.stop()
 
 
 def open_source(source: str | int, *, stride: int = 1, fps: float | None = None,
@@ -101,36 +103,45 @@ def _capture(target: Path | str | int) -> cv2.VideoCapture:
     return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG, params)
 
 
-def _prefetch(frames: Iterator[Frame], depth: int = 2) -> Iterator[Frame]:
-    """Decode on a thread, `depth` frames ahead of the model (OpenCV releases the GIL while it decodes)."""
-    buffer: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
+class Prefetch:
+    """Decode on a thread, `depth` frames ahead of the model (OpenCV releases the GIL while it decodes).
+    `stop()` ends the thread before its source is released: FFmpeg aborts if a capture is freed mid-read."""
 
-    def worker() -> None:
+    _DONE = object()
+
+    def __init__(self, frames: Iterator[Frame], depth: int = 2):
+        self.frames, self.buffer = frames, queue.Queue(maxsize=depth)
+        self.halt = threading.Event()
+        self.thread = threading.Thread(target=self._work, name="cvpipe-decode", daemon=True)
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.halt.is_set():
+            try:
+                self.buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
         try:
-            for frame in frames:
-                while not stop.is_set():
-                    try:
-                        buffer.put(frame, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+            for frame in self.frames:
+                if not self._put(frame):
                     return
         except Exception as e:  # surfaces in the consumer
-            buffer.put(e)
-        buffer.put(done)
+            self._put(e)
+        self._put(self._DONE)
 
-    thread = threading.Thread(target=worker, name="cvpipe-decode", daemon=True)
-    thread.start()
-    try:
-        while (item := buffer.get()) is not done:
+    def __iter__(self) -> Iterator[Frame]:
+        while (item := self.buffer.get()) is not self._DONE:
             if isinstance(item, Exception):
                 raise item
             yield item
-    finally:
-        stop.set()
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.thread.join()
 
 
 class FileSource(Source):
@@ -163,9 +174,11 @@ class FileSource(Source):
             self.stats.ended = f"the file ended at frame {index} of the {self.frame_count} its header announces"
 
     def __iter__(self) -> Iterator[Frame]:
-        return _prefetch(self._frames())
+        self.prefetch = Prefetch(self._frames())
+        return iter(self.prefetch)
 
     def close(self) -> None:
+        super().close()
         self.capture.release()
 
 
@@ -197,7 +210,8 @@ class FolderSource(Source):
             yield Frame(index, image, index / self.fps, time.perf_counter(), name=name)
 
     def __iter__(self) -> Iterator[Frame]:
-        return _prefetch(self._frames())
+        self.prefetch = Prefetch(self._frames())
+        return iter(self.prefetch)
 
 
 class LiveSource(Source):
