@@ -2,9 +2,10 @@
 
 Both sides do the whole job for one photo at a time (batch 1) on the CPU with the same thread count: resize
 and normalise, the network, decoding and NMS, boxes in the photo's pixels. OpenCV runs its classic engine
-(faster than OpenCV 5's default here; both are printed). cvpipe runs each inference runtime (eager,
-channels-last is its default layout, torch.compile with frozen weights, ONNX Runtime); each is checked to
-give the eager detections. Every contender runs in fresh processes, alternating; medians of all passes.
+(faster than OpenCV 5's default here; both are printed). cvpipe runs each inference backend (pytorch:
+eager, channels-last is its default layout; compile: torch.compile with frozen weights; onnxruntime: the whole
+exported graph, NMS included); each is checked to give the eager detections. Every contender runs in fresh
+processes, alternating; medians of all passes.
 Run: `python benches/ssd_vs_opencv.py [--threads 2] [--rounds 3] [--passes 5]`.
 """
 
@@ -25,11 +26,10 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from cvpipe.config import RUNTIMES, load_pipeline
+from cvpipe.config import BACKENDS, load_pipeline
 from cvpipe.data.fetchers import fetch_dataset
-from cvpipe.engine.checkpoint import load_trained
 from cvpipe.engine.inference import detect
-from cvpipe.engine.runtime import use_runtime
+from cvpipe.engine.runtime import inference_model
 from cvpipe.io.images import read_image
 from cvpipe.models.tf_ssd import opencv_reference_files
 from cvpipe.models.weights import weights_dir
@@ -53,11 +53,10 @@ def opencv_runner(engine: int, photos: list[np.ndarray]) -> Callable[[], list[np
     return run
 
 
-def cvpipe_runner(runtime: str, photos: list[np.ndarray]) -> Callable[[], list[dict]]:
+def cvpipe_runner(backend: str, photos: list[np.ndarray]) -> Callable[[], list[dict]]:
     config = load_pipeline(PIPELINE)
     device = torch.device("cpu")
-    model, _ = load_trained(config, None, device)
-    use_runtime(model, runtime, device)
+    model, _ = inference_model(config, None, device, backend)
     tensors = [torch.from_numpy(p).permute(2, 0, 1) for p in photos]
     return lambda: [detect(model, [t], device)[0] for t in tensors]
 
@@ -76,7 +75,7 @@ def same_detections(a: list[dict], b: list[dict], conf: float = 0.3) -> str:
     return "yes"
 
 
-CONTENDERS = ("opencv classic", "opencv default", *(f"cvpipe {r}" for r in RUNTIMES))
+CONTENDERS = ("opencv classic", "opencv default", *(f"cvpipe {b}" for b in BACKENDS))
 
 
 def runner(name: str, photos: list[np.ndarray]) -> Callable[[], list]:
@@ -131,10 +130,10 @@ def main() -> None:
     base = len(PHOTOS) / statistics.median(times["opencv classic"])
     print(f"{len(PHOTOS)} photos, batch 1, CPU, {args.threads} threads; {args.rounds} processes × {args.passes} "
           "passes per contender, medians; full latency (resize, network, decode, NMS)")
-    print(f"{'':18} {'img/s':>7} {'ms/img':>7} {'÷ opencv classic':>17}  same detections as eager")
+    print(f"{'':18} {'img/s':>7} {'ms/img':>7} {'÷ opencv classic':>17}  same detections as pytorch")
     for name, samples in times.items():
         ips = len(PHOTOS) / statistics.median(samples)
-        same = same_detections(outputs["cvpipe eager"], outputs[name]) if name in outputs else ""
+        same = same_detections(outputs["cvpipe pytorch"], outputs[name]) if name in outputs else ""
         print(f"{name:18} {ips:7.2f} {1000 / ips:7.1f} {ips / base:17.2f}  {same}")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cvpipe.config import RUNTIMES
+from cvpipe.config import BACKENDS
 from cvpipe.errors import CvpipeError
 
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # never split a line
@@ -91,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", type=float, default=0.25, help="keep detections scoring at least this (default 0.25)")
     p.add_argument("--resume", action="store_true", help="skip images an earlier run of this --out finished")
     p.add_argument("--no-images", action="store_true", help="write only the JSON/CSV, no annotated images")
-    p.add_argument("--runtime", choices=RUNTIMES, default="eager",
-                   help="eager PyTorch, torch.compile or ONNX Runtime (fixed-size heads: ssd, yolo)")
+    p.add_argument("--backend", choices=BACKENDS, default="pytorch",
+                   help="pytorch (eager), compile (torch.compile; ssd, yolo) or onnxruntime (the exported graph; "
+                        "--weights may be a .onnx from `cvpipe export`)")
     _add_set(p)
 
     p = sub.add_parser("video", help="run a pipeline over a video file, image folder, webcam or RTSP/HTTP stream")
@@ -107,10 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=1, help="files and folders: process every Nth frame (default 1)")
     p.add_argument("--conf", type=float, default=0.25, help="keep detections scoring at least this (default 0.25)")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
-    p.add_argument("--runtime", choices=RUNTIMES, default="eager", help="inference runtime, as for predict")
+    p.add_argument("--backend", choices=BACKENDS, default="pytorch", help="inference backend, as for predict")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many processed frames")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--fps", type=float, default=None, help="an image folder's frame rate (default 25)")
+    _add_set(p)
+
+    p = sub.add_parser("export", help="export a trained pipeline's model (post-processing included) to ONNX")
+    p.add_argument("pipeline", type=Path)
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
+    p.add_argument("--out", type=Path, default=None, help="the .onnx file (default: beside the checkpoint)")
     _add_set(p)
 
     p = sub.add_parser("stylize", help="Gatys style transfer of a folder, file or glob onto one style image")
@@ -361,7 +369,7 @@ def cmd_eval(args) -> int:
 def cmd_predict(args) -> int:
     pipeline = _pipeline(args)
     report = pipeline.predict(args.source, args.out, weights=args.weights, conf=args.conf, resume=args.resume,
-                              save_images=False if args.no_images else None, runtime=args.runtime)
+                              save_images=False if args.no_images else None, backend=args.backend)
     found = f", {report.detections} detections" if pipeline.config.task == "detect" else ""
     console.print(f"{report.processed} images in {report.seconds:.1f}s ({report.images_per_second:.2f} img/s)"
                   + found + (f", {report.resumed} done earlier" if report.resumed else ""))
@@ -379,7 +387,7 @@ def cmd_predict(args) -> int:
 
 def cmd_video(args) -> int:
     report = _pipeline(args).video(args.source, args.out, weights=args.weights, jsonl=args.jsonl, show=args.show,
-                                   stride=args.stride, conf=args.conf, runtime=args.runtime,
+                                   stride=args.stride, conf=args.conf, backend=args.backend,
                                    max_frames=args.max_frames, duration=args.duration, folder_fps=args.fps)
     stats = report.stats
     console.print(f"{report.frames} frames in {report.seconds:.1f}s ({report.fps:.2f} FPS); latency median "
@@ -395,6 +403,14 @@ def cmd_video(args) -> int:
         console.print(f"[yellow]skipped[/] {name}: {reason}")
     if report.out:
         console.print(f"→ {report.out}, {report.jsonl}, {report.out.with_name(report.out.stem + '.summary.json')}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    report = _pipeline(args).export(args.out, weights=args.weights)
+    console.print(f"→ {report.path} ({report.megabytes:.1f} MB); ONNX Runtime vs PyTorch on a test input: "
+                  f"max difference {report.max_abs_difference:.2e}")
+    console.print(f"run it: cvpipe predict {args.pipeline} --backend onnxruntime --weights {report.path} --source ...")
     return 0
 
 
@@ -416,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         "validate": cmd_validate, "inspect": cmd_inspect, "weights": cmd_weights,
         "data": lambda a: {"check": cmd_data_check, "convert": cmd_data_convert, "fetch": cmd_data_fetch}[a.data_command](a),
         "augment": cmd_augment_preview, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
-        "stylize": cmd_stylize, "video": cmd_video,
+        "stylize": cmd_stylize, "video": cmd_video, "export": cmd_export,
     }
     try:
         return handlers[args.command](args)

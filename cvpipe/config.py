@@ -243,7 +243,7 @@ class TrainConfig(Strict):
     unfreeze_epoch: Annotated[int, Field(ge=0)] | None = None
 
 
-RUNTIMES = ("eager", "compile", "onnx")  # inference runtimes of fixed-size detectors (engine/runtime.py)
+BACKENDS = ("pytorch", "compile", "onnxruntime")  # inference backends (engine/runtime.py)
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 CLASSIFY_STATS = ("top1", "top5", "mean_class_accuracy")
 SEGMENT_STATS = ("mIoU", "pixel_accuracy", "mean_class_accuracy", "fwIoU")

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from cvpipe.config import PipelineConfig, load_pipeline
+from cvpipe.engine.export import ExportReport
 from cvpipe.engine.fit import FitResult
 from cvpipe.engine.predict import PredictReport
 from cvpipe.engine.video import VideoReport
@@ -73,14 +74,23 @@ class Pipeline:
 
     def predict(self, source: str | Path, out: str | Path | None = None, *, weights: str | Path | None = None,
                 conf: float = 0.25, resume: bool = False, save_images: bool | None = None,
-                runtime: str = "eager") -> PredictReport:
+                backend: str = "pytorch") -> PredictReport:
         """Detections for every image under `source` (folder, file or glob), written to `out`."""
         from cvpipe.engine.predict import predict
 
         weights = self._weights(weights)
         out = Path(out) if out else self._output_dir(weights) / "predict"
         return predict(self.config, source, out, weights, conf=conf, resume=resume, save_images=save_images,
-                       runtime=runtime, console=self.console)
+                       backend=backend, console=self.console)
+
+    def export(self, out: str | Path | None = None, *, weights: str | Path | None = None) -> ExportReport:
+        """The model as one ONNX graph (engine/export.py), beside its checkpoint unless `out` is given."""
+        from cvpipe.engine.export import export
+
+        weights = self._weights(weights)
+        out = Path(out) if out else (weights.with_suffix(".onnx") if weights else
+                                     self._output_dir(None) / f"{self.config.name}.onnx")
+        return export(self.config, weights, out)
 
     def video(self, source: str | int, out: str | Path | None = None, *, weights: str | Path | None = None,
               **options) -> VideoReport:

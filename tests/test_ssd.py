@@ -159,32 +159,6 @@ def test_coco_ssd_port_equals_opencv_dnn_on_the_original_graph(photo, photos, op
     assert [COCO_IDS[int(label)] for label in ours["labels"][keep][best]] == [int(c) for c in ref[:, 1]]
 
 
-def test_onnx_runtime_gives_the_eager_detections(tmp_path):
-    from cvpipe.engine.runtime import use_runtime
-
-    torch.manual_seed(0)
-    model = build_model(load_pipeline(_tiny_ssd(tmp_path, "score_thresh: 0.0")), 2, pretrained=False).eval()
-    images = [torch.randint(0, 255, (3, 90, 120), dtype=torch.uint8) for _ in range(3)]
-    eager = detect(model, images, torch.device("cpu"))
-    use_runtime(model, "onnx", torch.device("cpu"))
-    onnx = detect(model, images[:1], torch.device("cpu")) + detect(model, images[1:], torch.device("cpu"))
-    assert sorted(model.model.core.sessions) == [1, 2]  # one session per batch size
-    for a, b in zip(eager, onnx):
-        torch.testing.assert_close(a["scores"][:20], b["scores"][:20], atol=1e-4, rtol=0)
-        torch.testing.assert_close(a["boxes"][:20], b["boxes"][:20], atol=1e-2, rtol=0)
-
-
-def test_runtimes_other_than_eager_need_a_fixed_size_head(tmp_path):
-    from cvpipe.engine.runtime import use_runtime
-    from cvpipe.errors import ConfigError
-
-    from .test_engine import PIPELINE
-
-    path = shapes_pipeline_file(tmp_path, PIPELINE, "frcnn.yaml")
-    with pytest.raises(ConfigError, match="fixed-size heads"):
-        use_runtime(build_model(load_pipeline(path), 2, pretrained=False), "onnx", torch.device("cpu"))
-
-
 def test_postprocess_keeps_the_right_boxes(tmp_path):
     """Zero regressions decode to the default boxes themselves; scores are set by hand (softmax over 3 logits)."""
     ssd = build_model(load_pipeline(_tiny_ssd(tmp_path, "nms_thresh: 0.5, score_thresh: 0.2, topk_candidates: 2")),

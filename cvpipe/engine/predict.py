@@ -26,12 +26,11 @@ from torch.utils.data import DataLoader
 
 from cvpipe.config import PipelineConfig, loader_workers
 from cvpipe.data.augment import augment_image, build_augment
-from cvpipe.engine.checkpoint import load_trained
 from cvpipe.engine.data import image_tensor
 from cvpipe.engine.device import resolve_device
 from cvpipe.engine.fit import progress_bar
 from cvpipe.engine.inference import autocast, classify, detect, segment, to_device
-from cvpipe.engine.runtime import use_runtime
+from cvpipe.engine.runtime import inference_model
 from cvpipe.errors import CvpipeError, DataError
 from cvpipe.io.images import IMAGE_SUFFIXES, read_image, write_image, write_text
 from cvpipe.metrics.coco import detections_to_results
@@ -104,14 +103,13 @@ def read_journal(path: Path) -> dict[str, dict]:
 
 
 def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path | None, *, conf: float = 0.25,
-            resume: bool = False, save_images: bool | None = None, runtime: str = "eager",
+            resume: bool = False, save_images: bool | None = None, backend: str = "pytorch",
             console: Console | None = None) -> PredictReport:
     console = console or Console()
     out = Path(out)
     device = resolve_device(config.train.device)
     files, root = discover(source)
-    model, classes = load_trained(config, weights, device)
-    use_runtime(model, runtime, device)
+    model, classes = inference_model(config, weights, device, backend)
     save_images = config.output.save_images if save_images is None else save_images
     out.mkdir(parents=True, exist_ok=True)
     journal_path = out / JOURNAL
@@ -122,7 +120,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     console.print(f"predict: {len(files)} images from {source}" + (f", {len(done)} already done" if done else "")
                   + f" → {out}")
     transform = build_augment(config.augment, "eval") if config.task != "detect" else None  # detectors resize themselves
-    style = read_image(Path(model.cfg.style_image)) if config.task == "stylize" and save_images else None
+    style = read_image(Path(config.model.head.style_image)) if config.task == "stylize" and save_images else None
     loader = DataLoader(ImageFiles([files[i] for i in todo], transform), batch_size=config.eval.batch_size,
                         num_workers=min(loader_workers(config.train.workers), len(todo)), collate_fn=list)
     start = time.perf_counter()

@@ -1,39 +1,58 @@
-"""Inference runtimes for fixed-size detectors (SSD, YOLO): eager PyTorch, torch.compile, ONNX Runtime.
-
-Pre-processing, default boxes and NMS stay in PyTorch; only the model's core (features + predictors,
-`inference_core()`) moves. Measured on a 2-core CPU (benches/ssd_vs_opencv.py): see the README.
+"""Inference backends: PyTorch (eager), `compile` (torch.compile of a fixed-size detector's core) and
+`onnxruntime` (the whole model exported to ONNX, engine/export.py). Measured on a 2-core CPU
+(benches/ssd_vs_opencv.py, benches/export_speed.py): see the README.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from cvpipe.config import RUNTIMES
+from cvpipe.config import BACKENDS
 from cvpipe.errors import ConfigError
 
 
-def use_runtime(model: nn.Module, runtime: str, device: torch.device) -> None:
-    """Switch `model`'s inference to `runtime` in place; `eager` leaves it as it is."""
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"--runtime: expected one of {' | '.join(RUNTIMES)}, got {runtime!r}")
-    if runtime == "eager":
-        return
+def inference_model(config, weights: Path | None, device: torch.device, backend: str = "pytorch"):
+    """(model, classes) ready for `detect` / `classify` / `segment`: a checkpoint (or the pipeline's ready
+    weights) on `backend`, or an exported `.onnx` file (onnxruntime only)."""
+    from cvpipe.engine.checkpoint import check_classes, load_trained
+    from cvpipe.engine.export import OnnxModel, onnx_bytes
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend: expected one of {' | '.join(BACKENDS)}, got {backend!r}")
+    if backend == "onnxruntime" and device.type != "cpu":
+        raise ConfigError(f"--backend onnxruntime runs on the CPU here; on {device} use pytorch or compile "
+                          "(or --set train.device=cpu)")
+    if weights is not None and Path(weights).suffix == ".onnx":
+        if backend != "onnxruntime":
+            raise ConfigError(f"--weights {weights}: an ONNX file runs with --backend onnxruntime")
+        if not Path(weights).is_file():
+            raise ConfigError(f"--weights {weights}: no such file; make it with `cvpipe export PIPELINE --format onnx`")
+        model = OnnxModel(Path(weights))
+        if model.task != config.task:
+            raise ConfigError(f"--weights {weights}: exported for task {model.task!r}, the pipeline's is {config.task!r}")
+        if config.data.classes:
+            check_classes(weights, model.classes, config.data.classes)
+        return model, model.classes
+    model, classes = load_trained(config, weights, device)
+    if backend == "compile":
+        compile_core(model)
+    elif backend == "onnxruntime":
+        model = OnnxModel(onnx_bytes(model, config, classes))
+    return model, classes
+
+
+def compile_core(model: nn.Module) -> None:
+    """Plug a compiled core into a fixed-size detector (SSD, YOLO); pre-processing and NMS stay eager."""
     if not hasattr(model, "inference_core"):
-        raise ConfigError(f"--runtime {runtime}: available for fixed-size heads (ssd, yolo); "
-                          f"{type(model).__name__} runs eager only")
+        raise ConfigError(f"--backend compile: available for fixed-size heads (ssd, yolo); "
+                          f"{type(model).__name__} runs with pytorch or onnxruntime")
     core, plug = model.inference_core()
     core = core.eval()
-    plug(None)  # the core is traced or compiled from the eager modules
-    if runtime == "compile":
-        plug(CompiledCore(core))
-    else:
-        if device.type != "cpu":
-            raise ConfigError(f"--runtime onnx runs on the CPU here; on {device} use --runtime compile or eager")
-        plug(OnnxCore(core, model.fixed_size))
+    plug(None)  # the core is compiled from the eager modules
+    plug(CompiledCore(core))
 
 
 class CompiledCore:
@@ -50,42 +69,3 @@ class CompiledCore:
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with self.patch(freezing=True):
             return self.compiled(x.contiguous(memory_format=torch.channels_last))
-
-
-class OnnxCore:
-    """An `nn.Module` exported to ONNX and run by ONNX Runtime's CPU provider, one session per batch size: a
-    fixed batch axis measured 15–20 % faster than a dynamic one."""
-
-    def __init__(self, module: nn.Module, size: tuple[int, int]):
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise ConfigError("--runtime onnx needs onnx and onnxruntime: pip install 'cvpipe[onnx]'") from None
-        self.module, self.size = module.cpu(), size
-        self.sessions: dict[int, object] = {}
-
-    def export(self, batch: int) -> bytes:
-        buffer = io.BytesIO()
-        with warnings.catch_warnings():  # the tracer's notes about shape arithmetic: the size is fixed
-            warnings.simplefilter("ignore")
-            torch.onnx.export(self.module, (torch.zeros(batch, 3, *self.size),), buffer, dynamo=False,
-                              opset_version=17, input_names=["images"], output_names=["boxes", "logits"])
-        return buffer.getvalue()
-
-    def session(self, batch: int):
-        import onnxruntime
-
-        if batch in self.sessions:
-            return self.sessions[batch]
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        # idle ORT threads would spin and take the cores from the PyTorch pre- and post-processing around them
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.sessions[batch] = onnxruntime.InferenceSession(self.export(batch), options,
-                                                            providers=["CPUExecutionProvider"])
-        return self.sessions[batch]
-
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        boxes, logits = self.session(len(x)).run(None, {"images": x.detach().cpu().numpy()})
-        return torch.from_numpy(boxes), torch.from_numpy(logits)

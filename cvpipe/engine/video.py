@@ -20,11 +20,10 @@ from rich.console import Console
 
 from cvpipe.config import PipelineConfig
 from cvpipe.data.augment import augment_image, build_augment
-from cvpipe.engine.checkpoint import load_trained
 from cvpipe.engine.data import image_tensor
 from cvpipe.engine.device import resolve_device
 from cvpipe.engine.inference import autocast, classify, detect, segment, to_device
-from cvpipe.engine.runtime import use_runtime
+from cvpipe.engine.runtime import inference_model
 from cvpipe.errors import ConfigError
 from cvpipe.io.streams import Frame, Source, SourceStats, open_source
 from cvpipe.io.video_writer import VideoWriter
@@ -142,12 +141,11 @@ def _check_display() -> None:
 
 def run_video(config: PipelineConfig, source: str, weights: Path | None, *, out: Path | None,
               jsonl: Path | None = None, show: bool = False, stride: int = 1, conf: float = 0.25,
-              runtime: str = "eager", max_frames: int | None = None, duration: float | None = None,
+              backend: str = "pytorch", max_frames: int | None = None, duration: float | None = None,
               folder_fps: float | None = None, console: Console | None = None) -> VideoReport:
     console = console or Console()
     device = resolve_device(config.train.device)
-    model, classes = load_trained(config, weights, device)
-    use_runtime(model, runtime, device)
+    model, classes = inference_model(config, weights, device, backend)
     if show:
         _check_display()
     stream: Source = open_source(source, stride=stride, fps=folder_fps,

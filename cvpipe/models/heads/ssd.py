@@ -167,8 +167,13 @@ class _SSD(SSD):
             score = image_scores[box_idx, label]
             # the topk_candidates best boxes of each class go into NMS (torchvision's per-class loop, vectorised)
             order = torch.argsort(label * 2.0 - score)  # by class, then by descending score
-            first_of_class = torch.searchsorted(label[order].contiguous(), label[order].contiguous())
-            rank = torch.arange(len(order), device=order.device) - first_of_class
+            sorted_label = label[order]
+            # where each class starts in that order: counts → cumulative sum (scatter_add, unlike searchsorted,
+            # exports to ONNX)
+            counts = torch.zeros(image_scores.shape[1], dtype=torch.int64, device=label.device).scatter_add(
+                0, sorted_label, torch.ones_like(sorted_label))
+            first_of_class = (counts.cumsum(0) - counts)[sorted_label]
+            rank = torch.ones_like(order).cumsum(0) - 1 - first_of_class  # not arange(len()): a traced constant
             order = order[rank < self.topk_candidates]
             box_idx, label, score = box_idx[order], label[order], score[order]
             keep = batched_nms(boxes[box_idx], score, label, self.nms_thresh)[: self.detections_per_img]

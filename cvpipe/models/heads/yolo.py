@@ -163,7 +163,8 @@ class YOLODetector(nn.Module):
         for image_logits, image_boxes, size in zip(logits, boxes, image_sizes):
             scores = image_logits.sigmoid().flatten()
             keep = torch.where(scores > self.cfg.score_thresh)[0]
-            keep = keep[scores[keep].topk(min(self.cfg.topk_candidates, len(keep))).indices]
+            # the best topk_candidates (a slice, not topk(min(k, len)): len() would be a constant in an ONNX trace)
+            keep = keep[scores[keep].argsort(descending=True)[: self.cfg.topk_candidates]]
             cell, label = keep // self.num_classes, keep % self.num_classes
             cell_boxes = clip_boxes_to_image(image_boxes[cell], size)
             kept = batched_nms(cell_boxes, scores[keep], label, self.cfg.nms_thresh)[: self.cfg.detections_per_img]

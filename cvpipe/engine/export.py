@@ -1,0 +1,184 @@
+"""`cvpipe export --format onnx`: a trained pipeline's model as one ONNX graph, post-processing included.
+
+The graph is the model's own inference forward, traced:
+- detection (faster_rcnn, ssd, yolo): `image` float32 [3, H, W] in [0, 1] → `boxes` [K, 4] xyxy pixels,
+  `scores` [K], `labels` [K] (0-based class indices), after score threshold and NMS. One image per call.
+  SSD and YOLO expect their fixed input size (the `cvpipe_fixed_size` metadata): `detect()` resizes in uint8
+  with OpenCV before the graph, as it does before the PyTorch model, and scales the boxes back after it.
+- classification: `images` float32 [N, 3, H, W] → `logits` [N, K].
+- segmentation: `images` → `logits` [N, K, H, W] (argmax is the label mask).
+- style transfer: `images` → `stylized` [N, 3, H, W] in [0, 1].
+Normalisation is inside every graph. Metadata (`cvpipe_task`, `cvpipe_classes`, `cvpipe_fixed_size`,
+`cvpipe_pipeline`) lets `--backend onnxruntime --weights MODEL.onnx` run it without the checkpoint.
+R-CNN and Fast R-CNN are not exportable: their selective-search proposals are computed outside any graph.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cvpipe.config import PipelineConfig
+from cvpipe.errors import ConfigError
+
+OPSET = 17
+EXPORTABLE_HEADS = ("faster_rcnn", "ssd", "yolo", "classifier", "fcn", "fast_style")
+OUTPUTS = {"detect": ["boxes", "scores", "labels"], "classify": ["logits"], "segment": ["logits"],
+           "stylize": ["stylized"]}
+
+
+class OneImageDetections(nn.Module):
+    """A detector's `[{boxes, scores, labels}]` for one image as a tuple, which ONNX outputs need."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.model([image])[0]
+        return out["boxes"], out["scores"], out["labels"]
+
+
+def example_input(config: PipelineConfig, model: nn.Module) -> torch.Tensor:
+    """What the graph is traced with: a detector's fixed size (or its eval size), else the eval augmentation's
+    output size for a 256×256 picture."""
+    generator = torch.Generator().manual_seed(0)
+    if config.task == "detect":
+        size = getattr(model, "fixed_size", None) or (config.model.head.min_size,) * 2
+        return torch.rand(3, *size, generator=generator)
+    from cvpipe.data.augment import augment_image, build_augment
+
+    h, w = augment_image(build_augment(config.augment, "eval"), np.zeros((256, 256, 3), np.uint8)).shape[:2]
+    return torch.rand(1, 3, h, w, generator=generator)
+
+
+def onnx_bytes(model: nn.Module, config: PipelineConfig, classes: list[str]) -> bytes:
+    """The eval-mode model traced to ONNX, with cvpipe's metadata; the model is left in eval mode."""
+    import onnx
+
+    head = config.model.head.name
+    if head not in EXPORTABLE_HEADS:
+        raise ConfigError(f"export: head {head!r} cannot be exported to ONNX (R-CNN and Fast R-CNN take selective "
+                          f"search proposals computed outside the network); exportable heads: "
+                          f"{', '.join(EXPORTABLE_HEADS)}")
+    model = model.cpu().eval().to(memory_format=torch.contiguous_format)
+    x = example_input(config, model)
+    if config.task == "detect":
+        graph, name, axes = OneImageDetections(model).eval(), "image", {"image": {1: "height", 2: "width"}}
+    else:
+        graph, name, axes = model, "images", {"images": {0: "batch", 2: "height", 3: "width"}}
+    outputs = OUTPUTS[config.task]
+    if config.task != "detect":
+        axes |= {out: {0: "batch"} for out in outputs}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # the tracer's notes on shape arithmetic and Python control flow
+        warnings.simplefilter("ignore")
+        torch.onnx.export(graph, (x,), buffer, dynamo=False, opset_version=OPSET, input_names=[name],
+                          output_names=outputs, dynamic_axes=axes)
+    model.eval()  # export restores the wrapper's training flag recursively
+    proto = onnx.load_from_string(buffer.getvalue())
+    fixed = getattr(model, "fixed_size", None)
+    for key, value in {"cvpipe_task": config.task, "cvpipe_classes": json.dumps(classes),
+                       "cvpipe_fixed_size": json.dumps(list(fixed) if fixed else None),
+                       "cvpipe_pipeline": config.name}.items():
+        proto.metadata_props.add(key=key, value=value)
+    return proto.SerializeToString()
+
+
+class OnnxModel:
+    """An exported graph run by ONNX Runtime's CPU provider, called like the PyTorch model it came from
+    (`model(images)` with float [0, 1] CHW tensors), so `detect`, `classify`, `segment` use either."""
+
+    def __init__(self, graph: bytes | Path):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ConfigError("--backend onnxruntime needs onnx and onnxruntime: pip install 'cvpipe[onnx]'") from None
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        # idle ORT threads would spin and take the cores from the decoding and drawing around them
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        source = str(graph) if isinstance(graph, Path) else graph
+        try:
+            self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+            where = graph if isinstance(graph, Path) else "the exported graph"
+            raise ConfigError(f"{where}: ONNX Runtime cannot load it ({str(e)[:200]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "cvpipe_task" not in meta:
+            raise ConfigError(f"{graph}: not exported by `cvpipe export` (no cvpipe_task metadata)")
+        self.task = meta["cvpipe_task"]
+        self.classes = json.loads(meta["cvpipe_classes"])
+        fixed = json.loads(meta.get("cvpipe_fixed_size", "null"))
+        if fixed:
+            self.fixed_size = tuple(fixed)
+        self.input = self.session.get_inputs()[0].name
+
+    def eval(self) -> OnnxModel:
+        return self
+
+    def __call__(self, images: list[torch.Tensor] | torch.Tensor):
+        if self.task == "detect":
+            detections = []
+            for image in images:
+                boxes, scores, labels = self.session.run(None, {self.input: image.detach().cpu().float().numpy()})
+                detections.append({"boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(scores),
+                                   "labels": torch.from_numpy(labels)})
+            return detections
+        from cvpipe.models.heads.base import stack_batch
+
+        batch = stack_batch(images).detach().cpu().float().contiguous()
+        (out,) = self.session.run(None, {self.input: batch.numpy()})
+        return torch.from_numpy(out)
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    megabytes: float
+    max_abs_difference: float  # ONNX Runtime vs PyTorch on two test inputs (see max_difference)
+
+
+def export(config: PipelineConfig, weights: Path | None, out: Path) -> ExportReport:
+    """Write the ONNX file atomically and check that ONNX Runtime reproduces PyTorch on the example input."""
+    from cvpipe.engine.checkpoint import load_trained
+    from cvpipe.io.images import write_bytes
+
+    model, classes = load_trained(config, weights, torch.device("cpu"))
+    graph = onnx_bytes(model, config, classes)
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise ConfigError(f"--out {out}: name the file .onnx")
+    write_bytes(out, graph)
+    return ExportReport(out, len(graph) / 2**20, max_difference(model, OnnxModel(graph), config))
+
+
+def max_difference(model: nn.Module, runtime: OnnxModel, config: PipelineConfig) -> float:
+    """Largest |PyTorch − ONNX Runtime| over the traced example and a second input of other content (and, where
+    the size is free, another size), so that a shape the trace froze shows up here rather than in `predict`.
+    Detection compares scores when both found the same number of boxes, else reports infinity."""
+    first = example_input(config, model)
+    second = torch.rand(first.shape, generator=torch.Generator().manual_seed(1))
+    if config.task == "detect" and not getattr(model, "fixed_size", None):
+        second = second[:, : first.shape[1] * 3 // 4]
+    worst = 0.0
+    with torch.inference_mode():
+        for x in (first, second):
+            if config.task == "detect":
+                ours, theirs = model([x])[0], runtime([x])[0]
+                if len(ours["scores"]) != len(theirs["scores"]):
+                    return float("inf")
+                if len(ours["scores"]):
+                    worst = max(worst, (ours["scores"] - theirs["scores"]).abs().max().item(),
+                                (ours["boxes"] - theirs["boxes"]).abs().max().item())
+            else:
+                worst = max(worst, (model(x) - runtime(x)).abs().max().item())
+    return worst
