@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,14 @@ console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isat
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override pipeline settings, e.g. --set train.epochs=3 model.head.score_thresh=0.3")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N, e.g. 0/4, got {text!r}") from None
+    return k, n
 
 
 def _input_shape(text: str) -> tuple[int, ...]:
@@ -91,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", type=float, default=0.25, help="keep detections scoring at least this (default 0.25)")
     p.add_argument("--resume", action="store_true", help="skip images an earlier run of this --out finished")
     p.add_argument("--no-images", action="store_true", help="write only the JSON/CSV, no annotated images")
+    p.add_argument("--shard", type=_shard, default=None, metavar="K/N",
+                   help="only every N-th image from the K-th (0-based), for N independent jobs on one --out; "
+                        "under torchrun the rank picks the shard")
     p.add_argument("--backend", choices=BACKENDS, default="pytorch",
                    help="pytorch (eager), compile (torch.compile; ssd, yolo) or onnxruntime (the exported graph; "
                         "--weights may be a .onnx from `cvpipe export`)")
@@ -316,8 +328,15 @@ def _pipeline(args):
     return Pipeline.from_yaml(args.pipeline, args.overrides, console=console)
 
 
+def _other_rank() -> bool:
+    """A torchrun process other than rank 0: rank 0 prints the summary."""
+    return int(os.environ.get("RANK", "0")) > 0
+
+
 def cmd_train(args) -> int:
     result = _pipeline(args).fit(resume=args.resume, tensorboard=not args.no_tensorboard)
+    if _other_rank():
+        return 0
     minutes = result.train_seconds / 60
     console.print(f"done: {len(result.history)} epochs, {minutes:.1f} min of training → {result.run_dir}")
     if result.metrics is not None:
@@ -369,7 +388,10 @@ def cmd_eval(args) -> int:
 def cmd_predict(args) -> int:
     pipeline = _pipeline(args)
     report = pipeline.predict(args.source, args.out, weights=args.weights, conf=args.conf, resume=args.resume,
-                              save_images=False if args.no_images else None, backend=args.backend)
+                              save_images=False if args.no_images else None, backend=args.backend,
+                              shard=args.shard)
+    if _other_rank():
+        return 0
     found = f", {report.detections} detections" if pipeline.config.task == "detect" else ""
     console.print(f"{report.processed} images in {report.seconds:.1f}s ({report.images_per_second:.2f} img/s)"
                   + found + (f", {report.resumed} done earlier" if report.resumed else ""))

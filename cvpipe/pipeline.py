@@ -74,14 +74,14 @@ class Pipeline:
 
     def predict(self, source: str | Path, out: str | Path | None = None, *, weights: str | Path | None = None,
                 conf: float = 0.25, resume: bool = False, save_images: bool | None = None,
-                backend: str = "pytorch") -> PredictReport:
+                backend: str = "pytorch", shard: tuple[int, int] | None = None) -> PredictReport:
         """Detections for every image under `source` (folder, file or glob), written to `out`."""
         from cvpipe.engine.predict import predict
 
         weights = self._weights(weights)
         out = Path(out) if out else self._output_dir(weights) / "predict"
         return predict(self.config, source, out, weights, conf=conf, resume=resume, save_images=save_images,
-                       backend=backend, console=self.console)
+                       backend=backend, shard=shard, console=self.console)
 
     def export(self, out: str | Path | None = None, *, weights: str | Path | None = None) -> ExportReport:
         """The model as one ONNX graph (engine/export.py), beside its checkpoint unless `out` is given."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from cvpipe.config import PipelineConfig, loader_workers
 from cvpipe.data.augment import apply_augment, augment_image, build_augment, uses_mosaic
@@ -176,18 +176,27 @@ def collate(batch: list) -> tuple[list, list, list[str]]:
     return [image for image, _ in kept], [target for _, target in kept], skipped
 
 
-def make_loader(config: PipelineConfig, dataset: Dataset, split: str, *, epoch: int = 0) -> DataLoader:
-    """Training order and augmentation draws depend on (seed, epoch) only, so a resumed run replays them."""
+def make_loader(config: PipelineConfig, dataset: Dataset, split: str, *, epoch: int = 0,
+                shard: tuple[int, int] = (0, 1)) -> DataLoader:
+    """Training order and augmentation draws depend on (seed, epoch) only, so a resumed run replays them.
+    `shard` (rank, world size) under DistributedDataParallel: each rank trains on its own 1/world of the
+    shuffled split (DistributedSampler, same shuffle on every rank) with its own augmentation draws."""
     train = split == "train"
     seed = config.train.seed + epoch
-    transform = build_augment(config.augment, split, seed=seed if train else config.train.seed)
+    rank, world = shard
+    transform = build_augment(config.augment, split, seed=seed + 7919 * rank if train else config.train.seed)
     generator = torch.Generator().manual_seed(seed)
     workers = loader_workers(config.train.workers)
+    data = samples(config, dataset, transform)
+    sampler = None
+    if train and world > 1:
+        sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=config.train.seed)
+        sampler.set_epoch(epoch)
+    per_rank = len(dataset) // world
     return DataLoader(
-        samples(config, dataset, transform),
-        batch_size=config.train.batch_size if train else config.eval.batch_size,
-        shuffle=train, drop_last=train and len(dataset) > config.train.batch_size, generator=generator,
-        num_workers=workers, collate_fn=collate, persistent_workers=False,
+        data, batch_size=config.train.batch_size if train else config.eval.batch_size,
+        shuffle=train and sampler is None, sampler=sampler, drop_last=train and per_rank > config.train.batch_size,
+        generator=generator, num_workers=workers, collate_fn=collate, persistent_workers=False,
         pin_memory=torch.cuda.is_available(), worker_init_fn=_seed_worker if workers else None,
     )
 

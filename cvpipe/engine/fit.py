@@ -29,6 +29,7 @@ from rich.progress import (
 )
 
 from cvpipe.config import LOWER_IS_BETTER, PipelineConfig
+from cvpipe.engine import distributed
 from cvpipe.engine.checkpoint import check_classes, load_checkpoint, save_checkpoint
 from cvpipe.engine.data import load_split, make_loader, precompute_proposals
 from cvpipe.engine.device import resolve_device
@@ -114,13 +115,16 @@ def resume_state(config: PipelineConfig, resume: bool | str | Path) -> tuple[Pat
 
 def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: Console | None = None,
         tensorboard: bool = True) -> FitResult:
-    console = console or Console()
+    """Train; under torchrun as DistributedDataParallel (engine/distributed.py): every rank trains on its shard of
+    the train split, rank 0 alone evaluates and writes the run folder."""
+    rank = distributed.setup(config.train.device)
+    console = console if rank.main and console is not None else Console(quiet=not rank.main)
     state = None
     if resume:
         run_dir, state = resume_state(config, resume)
         config = PipelineConfig.model_validate(state["config"])  # same data, model and schedule as the killed run
         console.print(f"resuming {run_dir} after epoch {state['epoch']}/{state['epochs']}")
-    device = resolve_device(config.train.device)
+    device = distributed.device_for(rank, resolve_device(config.train.device))
     train_set, warnings = load_split(config, "train")
     val_set, val_warnings = load_split(config, "val", train_set.classes)
     classes = train_set.classes
@@ -129,8 +133,10 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
     if state is not None:
         check_classes(run_dir / "last.pt", state["classes"], classes)
     else:
-        run_dir = new_run_dir(config)
-        write_text(run_dir / "pipeline.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        if rank.main:
+            run_dir = new_run_dir(config)
+            write_text(run_dir / "pipeline.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        run_dir = distributed.broadcast(rank, run_dir if rank.main else None)
 
     torch.manual_seed(config.train.seed)
     model = build_model(config, len(classes), pretrained=state is None).to(device)
@@ -152,12 +158,15 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
         epochs, epoch, iteration = state["epochs"], state["epoch"], state["iteration"]
         best, history, train_seconds = state["best"], list(state["history"]), state["train_seconds"]
 
-    log = RunLog(run_dir, tensorboard=tensorboard)
-    step = TrainStep(model, optimizer, scaler, device, amp=use_amp, grad_clip=config.train.grad_clip)
-    iters_per_epoch = len(make_loader(config, train_set, "train"))
+    log = RunLog(run_dir, tensorboard=tensorboard) if rank.main else None
+    step = TrainStep(distributed.wrap(rank, model, device), optimizer, scaler, device, amp=use_amp,
+                     grad_clip=config.train.grad_clip)
+    shard = (rank.rank, rank.world)
+    iters_per_epoch = len(make_loader(config, train_set, "train", shard=shard))
     metrics = None
-    console.print(f"training {config.name} on {device}: {len(train_set)} train / {len(val_set)} val images, "
-                  f"{len(classes)} classes, {iters_per_epoch} iterations per epoch → {run_dir}")
+    console.print(f"training {config.name} on {device}" + (f" × {rank.world} processes" if rank.distributed else "")
+                  + f": {len(train_set)} train / {len(val_set)} val images, {len(classes)} classes, "
+                  f"{iters_per_epoch} iterations per epoch → {run_dir}")
     with progress_bar(console) as progress:
         precompute_proposals(config, [train_set, val_set], progress)
         task = progress.add_task("train", total=epochs * iters_per_epoch, completed=iteration, info="")
@@ -167,7 +176,8 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
                 unfreeze_backbone(model, keep_bn_frozen=config.model.backbone.frozen_bn)
                 model.to(device)
                 optimizer, ema = build_optimizer(model, config.train), make_ema(model, config)
-                step = TrainStep(model, optimizer, scaler, device, amp=use_amp, grad_clip=config.train.grad_clip)
+                step = TrainStep(distributed.wrap(rank, model, device), optimizer, scaler, device, amp=use_amp,
+                                 grad_clip=config.train.grad_clip)
                 console.print(f"epoch {epoch + 1}: backbone stages unfrozen (train.unfreeze_epoch {unfreeze_at})")
             model.train()
             sums: dict[str, float] = defaultdict(float)
@@ -175,7 +185,7 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
             skipped_images = 0
             lr = config.train.lr * lr_factor(iteration, epochs * iters_per_epoch, config.train.warmup_iters)
             start = time.perf_counter()
-            for images, targets, skipped in make_loader(config, train_set, "train", epoch=epoch):
+            for images, targets, skipped in make_loader(config, train_set, "train", epoch=epoch, shard=shard):
                 skipped_images += len(skipped)
                 if not images:
                     continue
@@ -192,13 +202,15 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
                 for k, v in values.items():
                     if k != "loss":
                         sums[k] += v
-                log.scalars(iteration, {**values, "lr": lr}, "train")
+                if log:
+                    log.scalars(iteration, {**values, "lr": lr}, "train")
                 progress.update(task, advance=1, description=f"epoch {epoch + 1}/{epochs}", info=f"loss {values['loss']:.3f}")
             seconds = time.perf_counter() - start
             train_seconds += seconds
             epoch += 1
             if config.train.time_limit:  # re-estimate the epoch count from the mean epoch time so far
                 epochs = max(epoch, math.floor(config.train.time_limit * 60 / (train_seconds / epoch)))
+                epochs = distributed.broadcast(rank, epochs)  # every rank runs rank 0's schedule
                 progress.update(task, total=epochs * iters_per_epoch)
             row = {"epoch": epoch, "iteration": iteration, "lr": round(lr, 8), "seconds": round(seconds, 2),
                    **{k: round(v / max(1, steps), 5) for k, v in sums.items()},
@@ -206,6 +218,9 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
             if skipped_images:
                 row["skipped"] = skipped_images
             evaluated = epoch % config.eval.interval == 0 or epoch >= epochs
+            if not rank.main:  # rank 0 evaluates and saves; the others wait for it before the next epoch
+                distributed.barrier(rank)
+                continue
             if evaluated:
                 eval_model = ema.module if ema is not None else model
                 metrics = evaluate(eval_model, config, val_set, device, progress=progress)
@@ -224,12 +239,17 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
                 **common, "best": best, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(), "ema": ema.module.state_dict() if ema is not None else None})
             console.print(_epoch_line(row, epochs, config.eval.best))
+            distributed.barrier(rank)
+    if not rank.main:
+        distributed.teardown(rank)
+        return FitResult(run_dir, run_dir / "best.pt", run_dir / "last.pt", None, [], train_seconds, [])
     log.close()
     plot_files = ["loss_curves.png"]
     if metrics is not None:
         write_text(run_dir / "metrics.json", json.dumps(metrics.as_json(), indent=2))
         plot_files += plots.metric_plots(metrics, run_dir)
     plots.loss_curves(history, run_dir / "loss_curves.png")
+    distributed.teardown(rank)
     return FitResult(run_dir, run_dir / "best.pt", run_dir / "last.pt", metrics, history, train_seconds, plot_files)
 
 

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from cvpipe.config import PipelineConfig, loader_workers
 from cvpipe.data.augment import augment_image, build_augment
+from cvpipe.engine import distributed
 from cvpipe.engine.data import image_tensor
 from cvpipe.engine.device import resolve_device
 from cvpipe.engine.fit import progress_bar
@@ -89,6 +90,20 @@ class ImageFiles(torch.utils.data.Dataset):
         return i, image_tensor(augment_image(self.transform, image) if self.transform else image), None
 
 
+def journal_paths(out: Path, shards: int) -> list[Path]:
+    """One journal per shard: `.journal.jsonl` for a single process, `.journal.shardKofN.jsonl` for N shards."""
+    if shards == 1:
+        return [out / JOURNAL]
+    return [out / f".journal.shard{k}of{shards}.jsonl" for k in range(shards)]
+
+
+def read_journals(paths: list[Path]) -> dict[str, dict]:
+    done: dict[str, dict] = {}
+    for path in paths:
+        done |= read_journal(path)
+    return done
+
+
 def read_journal(path: Path) -> dict[str, dict]:
     """Finished images by relative name; a line cut short by a kill is ignored (that image is redone)."""
     done = {}
@@ -104,21 +119,33 @@ def read_journal(path: Path) -> dict[str, dict]:
 
 def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path | None, *, conf: float = 0.25,
             resume: bool = False, save_images: bool | None = None, backend: str = "pytorch",
-            console: Console | None = None) -> PredictReport:
-    console = console or Console()
+            shard: tuple[int, int] | None = None, console: Console | None = None) -> PredictReport:
+    """`shard=(k, n)`: only every n-th image from the k-th, into its own journal; the result files are written
+    from the journals of all n shards found in `out`. Under torchrun the shard is the process's rank, and rank 0
+    writes the result files once every rank has finished."""
+    rank = distributed.setup(config.train.device)
+    if shard is None:
+        shard = (rank.rank, rank.world)
+    elif rank.distributed:
+        raise CvpipeError("--shard: under torchrun each process takes its rank's shard; leave --shard out")
+    k, shards = shard
+    if not 0 <= k < shards:
+        raise CvpipeError(f"--shard {k}/{shards}: expected K/N with 0 ≤ K < N")
+    console = console if rank.main and console is not None else Console(quiet=not rank.main)
     out = Path(out)
-    device = resolve_device(config.train.device)
+    device = distributed.device_for(rank, resolve_device(config.train.device))
     files, root = discover(source)
     model, classes = inference_model(config, weights, device, backend)
     save_images = config.output.save_images if save_images is None else save_images
     out.mkdir(parents=True, exist_ok=True)
-    journal_path = out / JOURNAL
-    done = read_journal(journal_path) if resume else {}
+    journals = journal_paths(out, shards)
+    journal_path = journals[k]
+    done = read_journals(journals) if resume else {}
     names = [str(f.relative_to(root)) if f.is_relative_to(root) else f.name for f in files]
-    todo = [i for i, name in enumerate(names) if name not in done]
+    todo = [i for i, name in enumerate(names) if i % shards == k and name not in done]
     report = PredictReport(out, 0, len(done))
     console.print(f"predict: {len(files)} images from {source}" + (f", {len(done)} already done" if done else "")
-                  + f" → {out}")
+                  + (f", shard {k}/{shards} ({len(todo)} to do)" if shards > 1 else "") + f" → {out}")
     transform = build_augment(config.augment, "eval") if config.task != "detect" else None  # detectors resize themselves
     style = read_image(Path(config.model.head.style_image)) if config.task == "stylize" and save_images else None
     loader = DataLoader(ImageFiles([files[i] for i in todo], transform), batch_size=config.eval.batch_size,
@@ -166,7 +193,10 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
             progress.update(task, advance=len(batch), info=f"{report.processed / (time.perf_counter() - start):.1f} img/s")
         settle(journal, keep=0)
     report.seconds = time.perf_counter() - start
-    write_outputs(out, read_journal(journal_path), names, classes, report, task=config.task)
+    distributed.barrier(rank)  # every shard's journal is complete
+    if rank.main:
+        write_outputs(out, read_journals(journals), names, classes, report, task=config.task)
+    distributed.teardown(rank)
     return report
 
 
