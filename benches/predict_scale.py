@@ -81,7 +81,7 @@ def main() -> None:
             row["results_mib"] = (out / "results.json").stat().st_size / 2**20
             rows.append(row)
             print(f"{n:6d} images: {row['images_per_second']:6.1f} img/s, peak RSS {row['peak_rss_mib']:7.0f} MiB "
-                  f"(child processes {row["peak_rss_children_mib"]:.0f} MiB), {row['skipped']} skipped, "
+                  f"(child processes {row['peak_rss_children_mib']:.0f} MiB), {row['skipped']} skipped, "
                   f"results.json {row['results_mib']:.1f} MiB", flush=True)
     base = rows[0]
     print(f"\n{'images':>7} {'img/s':>7} {'÷ first':>8} {'peak RSS MiB':>13} {'÷ first':>8}")
