@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   := pipelines/treecrowns_faster_rcnn.yaml
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo video bench lint clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,12 @@ demo: install
 	@echo "  predict/images/          annotated val tiles; predict/results.json, detections.csv"
 	@echo "  augment_preview.png      augmented training tiles with their boxes"
 
+video: install
+	$(BIN)/cvpipe data fetch videos
+	$(BIN)/cvpipe weights fetch ssd_mobilenet_v2.coco
+	$(BIN)/cvpipe video pipelines/coco_ssd_mobilenet_v2.yaml --source data/videos/bikes.mp4 --out runs/video/bikes.mp4 --set video.track=true
+	@echo "  runs/video/bikes.mp4 (annotated, track ids), bikes.jsonl (per frame), bikes.summary.json"
+
 bench: install
 	$(BIN)/python benches/data_loading.py
 	$(BIN)/python benches/train_step.py
@@ -41,6 +47,8 @@ bench: install
 	$(BIN)/python benches/ssd_vs_opencv.py
 	$(BIN)/python benches/transfer.py --budgets 10
 	$(BIN)/python benches/detectors.py --minutes 8
+	$(BIN)/python benches/stream.py
+	$(BIN)/python benches/predict_scale.py
 
 lint: install
 	$(BIN)/ruff check cvpipe tests benches

@@ -2,7 +2,7 @@
 
 The folders hold real photo content: random crops (160–320 px, JPEG) of the sample photos, in sub-folders of
 500, with one corrupt file per thousand. Each size runs `predict` (the COCO SSD, annotated images on) in a
-fresh process that reports its own peak RSS and its child processes'; the baseline is the smallest folder:
+fresh process that reports its own peak RSS (and its loader workers' with --workers); the baseline is the smallest folder:
 peak RSS at N images ÷ at 1k should stay near 1 (bounded memory), images/s ÷ at 1k near 1 (no slow-down).
 Run: `python benches/predict_scale.py [--sizes 1000 3000 10000] [--workers 0]`; results in
 benches/results/predict_scale.json.
@@ -46,7 +46,9 @@ def make_folder(root: Path, n: int, seed: int = 0) -> None:
 
 
 def worker(source: Path, out: Path, workers: int) -> None:
-    """One predict run in this process; prints images, seconds, skipped and peak RSS (self, children) as JSON."""
+    """One predict run in this process; prints images, seconds, skipped and peak RSS (self, children) as JSON.
+    The children's peak means the loader workers' only with --workers > 0 (any fork, even ldconfig's, starts at
+    the parent's size)."""
     from rich.console import Console
 
     from cvpipe.pipeline import Pipeline
@@ -80,9 +82,9 @@ def main() -> None:
             row = {"images": n, **json.loads(result.stdout.strip().splitlines()[-1])}
             row["results_mib"] = (out / "results.json").stat().st_size / 2**20
             rows.append(row)
-            print(f"{n:6d} images: {row['images_per_second']:6.1f} img/s, peak RSS {row['peak_rss_mib']:7.0f} MiB "
-                  f"(child processes {row['peak_rss_children_mib']:.0f} MiB), {row['skipped']} skipped, "
-                  f"results.json {row['results_mib']:.1f} MiB", flush=True)
+            workers = f" (loader workers {row['peak_rss_children_mib']:.0f} MiB)" if args.workers else ""
+            print(f"{n:6d} images: {row['images_per_second']:6.1f} img/s, peak RSS {row['peak_rss_mib']:7.0f} MiB"
+                  f"{workers}, {row['skipped']} skipped, results.json {row['results_mib']:.1f} MiB", flush=True)
     base = rows[0]
     print(f"\n{'images':>7} {'img/s':>7} {'÷ first':>8} {'peak RSS MiB':>13} {'÷ first':>8}")
     for row in rows:
