@@ -177,6 +177,7 @@ def test_segmentation_runs_through_the_same_command(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "out" / "seg.jsonl").read_text().splitlines()]
     assert [line["frame"] for line in lines] == list(range(10))
     assert all(sum(line["class_shares"].values()) == pytest.approx(1, abs=1e-3) for line in lines)
+    assert all(line["wait_ms"] <= line["latency_ms"] for line in lines)
     written = cv2.VideoCapture(str(tmp_path / "out" / "seg.mp4"))
     assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 10
     assert (int(written.get(cv2.CAP_PROP_FRAME_WIDTH)), int(written.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (96, 64)

@@ -40,7 +40,8 @@ class VideoReport:
     jsonl: Path | None
     frames: int = 0  # processed
     seconds: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)  # capture → frame shown/written
+    waits_ms: list[float] = field(default_factory=list)  # capture → the model takes the frame: a queue shows here
     track_ids: set[int] = field(default_factory=set)
     stats: SourceStats = field(default_factory=SourceStats)
     stopped: str = "end of source"
@@ -52,10 +53,14 @@ class VideoReport:
     def latency(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else 0.0
 
+    def wait(self, q: float) -> float:
+        return float(np.percentile(self.waits_ms, q)) if self.waits_ms else 0.0
+
     def as_json(self) -> dict:
         return {"source": self.source, "live": self.live, "frames": self.frames, "seconds": round(self.seconds, 3),
                 "fps": round(self.fps, 3), "latency_ms_median": round(self.latency(50), 2),
-                "latency_ms_p95": round(self.latency(95), 2), "frames_read": self.stats.read,
+                "latency_ms_p95": round(self.latency(95), 2), "wait_ms_median": round(self.wait(50), 2),
+                "wait_ms_p95": round(self.wait(95), 2), "frames_read": self.stats.read,
                 "frames_skipped_live": self.stats.skipped_live, "drops": self.stats.drops,
                 "reconnects": self.stats.reconnects, "tracks": len(self.track_ids),
                 "bad_files": [list(b) for b in self.stats.bad_files], "stopped": self.stopped,
@@ -166,6 +171,7 @@ def run_video(config: PipelineConfig, source: str, weights: Path | None, *, out:
     last_position, smoothed_fps = None, 0.0
     try:
         for frame in stream:
+            wait_ms = (time.perf_counter() - frame.captured) * 1000
             shown, record = task(frame.image)
             now = time.perf_counter()
             gap = now - last_done
@@ -183,9 +189,10 @@ def run_video(config: PipelineConfig, source: str, weights: Path | None, *, out:
                     break
             report.frames += 1
             report.latencies_ms.append(latency_ms)
+            report.waits_ms.append(wait_ms)
             report.track_ids.update(record.get("track_id", []))
             if log:
-                log.write(json.dumps(_line(frame, latency_ms, record)) + "\n")
+                log.write(json.dumps(_line(frame, latency_ms, wait_ms, record)) + "\n")
                 log.flush()
             if max_frames is not None and report.frames >= max_frames:
                 report.stopped = f"--max-frames {max_frames}"
@@ -219,8 +226,9 @@ def _copies(frame: Frame, last_position: float | None, fps: float) -> int:
     return int(min(max(round((frame.position - last_position) * fps), 1), max(fps, 1)))
 
 
-def _line(frame: Frame, latency_ms: float, record: dict) -> dict:
-    line = {"frame": frame.index, "time": round(frame.position, 3), "latency_ms": round(latency_ms, 1)}
+def _line(frame: Frame, latency_ms: float, wait_ms: float, record: dict) -> dict:
+    line = {"frame": frame.index, "time": round(frame.position, 3), "latency_ms": round(latency_ms, 1),
+            "wait_ms": round(wait_ms, 1)}
     if frame.name:
         line["file"] = frame.name
     return line | record
