@@ -141,6 +141,32 @@ def test_bad_sources_say_what_to_do(tmp_path):
     assert time.perf_counter() - start < 10
 
 
+@needs_ffmpeg
+def test_an_http_stream_served_by_ffmpeg_is_read_live(tmp_path):
+    clip = ffmpeg_clip(tmp_path / "clip.mp4", seconds=3)
+    port = free_port()
+    server = subprocess.Popen([FFMPEG, "-v", "error", "-re", "-i", str(clip), "-c", "copy", "-f", "mpegts",
+                               "-listen", "1", f"http://127.0.0.1:{port}/live.ts"])
+    try:
+        for _ in range(50):  # until ffmpeg listens
+            try:
+                source = open_source(f"http://127.0.0.1:{port}/live.ts", reconnect_timeout=1)
+                break
+            except DataError:
+                time.sleep(0.1)
+        assert source.live
+        frames = []
+        for frame in source:
+            frames.append(frame)
+            time.sleep(0.1)  # a slow consumer: the capture thread keeps only the newest frame
+        source.close()
+    finally:
+        server.kill()
+    assert 10 <= len(frames) < 75 and source.stats.skipped_live > 0
+    assert [f.index for f in frames] == sorted(f.index for f in frames)
+    assert "did not come back" in source.stats.ended  # the stream ended: retried for 1 s, then the run ends
+
+
 def test_a_live_frame_is_written_as_often_as_real_time_needs():
     frame = Frame(7, np.zeros((2, 2, 3), np.uint8), position=2.0, captured=0.0)
     assert _copies(frame, None, 25) == 1
