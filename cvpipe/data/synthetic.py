@@ -1,4 +1,5 @@
-"""Synthetic shapes with boxes and instance masks, for fast unit tests (demos use the real data)."""
+"""Synthetic shapes with boxes and instance masks, for fast unit tests (demos use the real data); synthetic COCO
+ground truth and results, for checking and timing COCO evaluators."""
 
 from __future__ import annotations
 
@@ -47,3 +48,36 @@ def _rle(mask: np.ndarray) -> dict:
 
     rle = mask_utils.encode(np.asfortranarray(mask))
     return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+
+
+def synthetic_coco(images: int, detections: int, *, classes: int = 3, seed: int = 0) -> tuple[dict, list[dict]]:
+    """A COCO ground truth and a results list that exercise every rule of COCOeval: objects of all three area
+    ranges, crowd regions (5 %), images without objects, classes missing from some images, near-miss and exact
+    detections, false positives, and more than 100 detections on some images (the maxDets cut).
+    `detections` is the total count, spread unevenly over the images."""
+    rng = np.random.default_rng(seed)
+    gt = {"images": [{"id": i + 1, "width": 640, "height": 480} for i in range(images)],
+          "categories": [{"id": k + 1, "name": f"c{k + 1}"} for k in range(classes)], "annotations": []}
+    results: list[dict] = []
+    weights = rng.gamma(0.7, size=images)
+    per_image = rng.multinomial(detections, weights / weights.sum())
+    for image, budget in zip(gt["images"], per_image):
+        for _ in range(int(rng.integers(0, 9))):
+            w, h = np.exp(rng.uniform(np.log(4), np.log(300), 2))
+            x, y = rng.uniform(0, 640 - min(w, 639)), rng.uniform(0, 480 - min(h, 479))
+            category = int(rng.integers(1, classes + 1))
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": image["id"],
+                                      "category_id": category, "bbox": [x, y, w, h], "area": float(w * h),
+                                      "iscrowd": int(rng.random() < 0.05)})
+            if budget > 0 and rng.random() < 0.85:  # found, more or less exactly
+                jitter = rng.normal(0, 0.08, 4) * [w, h, w, h]
+                results.append({"image_id": image["id"], "category_id": category,
+                                "bbox": [x + jitter[0], y + jitter[1], w + jitter[2], h + jitter[3]],
+                                "score": float(rng.uniform(0.3, 1.0))})
+                budget -= 1
+        for _ in range(int(budget)):  # false positives, mostly low-scoring
+            w, h = np.exp(rng.uniform(np.log(4), np.log(300), 2))
+            results.append({"image_id": image["id"], "category_id": int(rng.integers(1, classes + 1)),
+                            "bbox": [float(rng.uniform(0, 600)), float(rng.uniform(0, 440)), float(w), float(h)],
+                            "score": float(rng.beta(1, 3))})
+    return gt, results

@@ -51,7 +51,7 @@ def evaluate_detector(model: nn.Module, config: PipelineConfig, dataset: Dataset
     if out_dir is not None:
         write_text(Path(out_dir) / "val_annotations.json", json.dumps(gt))
         write_text(Path(out_dir) / "val_detections.json", json.dumps(results))
-    return evaluate_coco(gt, results, dataset.classes)
+    return evaluate_coco(gt, results, dataset.classes, evaluator=config.eval.coco)
 
 
 @torch.inference_mode()

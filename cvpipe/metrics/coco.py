@@ -1,7 +1,10 @@
-"""COCO box mAP through pycocotools' COCOeval, the reference every detection number in cvpipe comes from.
+"""COCO box mAP: faster-coco-eval by default, pycocotools' COCOeval as the reference.
 
-Ground truth is the dataset as COCO (category id = class index + 1); detections are COCO results
-(`image_id, category_id, bbox [x, y, w, h], score`).
+faster-coco-eval is COCOeval's algorithm in C++ (same matching, crowd and ignore rules, 101-point
+interpolation); tests/test_coco.py holds its 12 stats and its precision array equal to pycocotools' on result
+sets with crowd and ignore regions, and `eval.coco: pycocotools` runs the reference itself. Ground truth is the
+dataset as COCO (category id = class index + 1); detections are COCO results (`image_id, category_id, bbox
+[x, y, w, h], score`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ class CocoMetrics:
     per_class_ap50: dict[str, float]
     recall: np.ndarray = field(repr=False)  # 101 recall thresholds
     precision50: dict[str, np.ndarray] = field(repr=False)  # per class, precision at IoU 0.5 (all areas, 100 dets)
-    summary: str = ""  # pycocotools' printed table
+    summary: str = ""  # the evaluator's printed table
 
     def as_json(self) -> dict:
         return {**self.stats, "per_class": {name: {"AP": _finite(self.per_class[name]),
@@ -56,8 +59,7 @@ def coco_from_dict(gt: dict) -> COCO:
     return coco
 
 
-def evaluate_coco(gt: dict, results: list[dict], classes: list[str]) -> CocoMetrics:
-    """COCOeval (iouType bbox) on a COCO ground-truth dict and a results list."""
+def _pycocotools(gt: dict, results: list[dict]) -> tuple[COCOeval, str]:
     coco_gt = coco_from_dict(gt)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -68,7 +70,30 @@ def evaluate_coco(gt: dict, results: list[dict], classes: list[str]) -> CocoMetr
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    stats = dict(zip(COCO_STATS, (float(s) for s in evaluator.stats)))
+    return evaluator, out.getvalue()
+
+
+def _faster(gt: dict, results: list[dict]):
+    from faster_coco_eval import COCO as FasterCOCO
+    from faster_coco_eval import COCOeval_faster
+
+    lines: list[str] = []
+    coco_gt = FasterCOCO(gt)
+    coco_dt = coco_gt.loadRes(results) if results else FasterCOCO()  # adds `area` and `id` to them, as pycocotools
+    evaluator = COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=lines.append)
+    if not results:
+        evaluator.params.imgIds = sorted(coco_gt.getImgIds())
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    return evaluator, "\n".join(lines)
+
+
+def evaluate_coco(gt: dict, results: list[dict], classes: list[str], *, evaluator: str = "faster") -> CocoMetrics:
+    """COCOeval (iouType bbox) on a COCO ground-truth dict and a results list, by `evaluator` (faster |
+    pycocotools). Both add fields to the dicts they are given (`area`, `id` to results; `_ignore` to annotations)."""
+    evaluator, summary = (_faster if evaluator == "faster" else _pycocotools)(gt, results)
+    stats = dict(zip(COCO_STATS, (float(s) for s in evaluator.stats[:12])))
     precision = evaluator.eval["precision"]  # [T iou, R recall, K class, A area, M maxdets]
     per_class, per_class_ap50, precision50 = {}, {}, {}
     for k, cat_id in enumerate(evaluator.params.catIds):
@@ -78,4 +103,4 @@ def evaluate_coco(gt: dict, results: list[dict], classes: list[str]) -> CocoMetr
         p50 = precision[0, :, k, 0, -1]
         per_class_ap50[name] = float(p50[p50 > -1].mean()) if (p50 > -1).any() else float("nan")
         precision50[name] = np.where(p50 > -1, p50, 0.0)
-    return CocoMetrics(stats, per_class, per_class_ap50, evaluator.params.recThrs, precision50, out.getvalue())
+    return CocoMetrics(stats, per_class, per_class_ap50, np.asarray(evaluator.params.recThrs), precision50, summary)
