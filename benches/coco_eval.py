@@ -1,7 +1,7 @@
 """COCO evaluation time: cvpipe's default evaluator (faster-coco-eval) ÷ pycocotools, same synthetic set.
 
-5,000 images and 500,000 detections by default (`synthetic_coco`: three area ranges, crowd regions, the
-maxDets cut), bbox, the whole evaluation (loadRes, evaluate, accumulate, summarize) through
+5,000 images, 80 classes and 500,000 detections by default (`synthetic_coco`, shaped like COCO val: 7.3
+objects per image, three area ranges, crowd regions, the maxDets cut), bbox, the whole evaluation (loadRes, evaluate, accumulate, summarize) through
 `metrics.coco.evaluate_coco`. Each evaluator gets its own deep copies; `--repeats` alternating runs, medians.
 Checks that all 12 stats agree to 1e-9. Run: `python benches/coco_eval.py [--images 5000 --detections 500000]`;
 results in benches/results/coco_eval.json.
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import time
 from pathlib import Path
+
+from common import save_results  # benches/common.py: the script's folder is on sys.path
 
 from cvpipe.config import COCO_STATS
 from cvpipe.data.synthetic import synthetic_coco
@@ -27,9 +28,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--detections", type=int, default=500_000)
+    parser.add_argument("--classes", type=int, default=80)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    gt, results = synthetic_coco(args.images, args.detections, seed=0)
+    gt, results = synthetic_coco(args.images, args.detections, classes=args.classes, seed=0)
     classes = [c["name"] for c in gt["categories"]]
     times: dict[str, list[float]] = {"pycocotools": [], "faster": []}
     stats = {}
@@ -42,16 +44,15 @@ def main() -> None:
             stats[evaluator] = metrics.stats
     worst = max(abs(stats["faster"][k] - stats["pycocotools"][k]) for k in COCO_STATS)
     base, fast = statistics.median(times["pycocotools"]), statistics.median(times["faster"])
-    print(f"{args.images} images, {len(gt['annotations'])} objects, {len(results)} detections; "
+    print(f"{args.images} images, {args.classes} classes, {len(gt['annotations'])} objects, {len(results)} detections; "
           f"{args.repeats} runs each, medians")
     print(f"pycocotools       {base:8.2f} s   1.00")
     print(f"faster-coco-eval  {fast:8.2f} s   {fast / base:.3f} of pycocotools' time ({base / fast:.1f}× faster)")
     print(f"12 stats: largest difference {worst:.1e}; AP {stats['faster']['AP']:.4f}")
-    out = REPO / "benches" / "results" / "coco_eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"images": args.images, "detections": len(results), "pycocotools_s": base,
+    save_results("coco_eval", {"images": args.images, "classes": args.classes, "objects": len(gt["annotations"]),
+                               "detections": len(results), "pycocotools_s": base,
                                "faster_s": fast, "ratio": fast / base, "largest_stat_difference": worst,
-                               "times": times}, indent=1))
+                               "times": times})
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ Run: `python benches/export_speed.py [--rounds 5]`; results in benches/results/e
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from common import save_results  # benches/common.py: the script's folder is on sys.path
 from rich.console import Console
 
 from cvpipe.data.fetchers import fetch_dataset
@@ -99,9 +99,7 @@ def main() -> None:
             results.append(row)
             print(f"{name:24} {config.task:9} batch {batch:2d}: pytorch {row['pytorch_img_s']:7.2f} img/s, "
                   f"onnxruntime {row['onnxruntime_img_s']:7.2f} img/s, ratio {row['ratio']:.2f}", flush=True)
-    out = REPO / "benches" / "results" / "export_speed.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"threads": torch.get_num_threads(), "rounds": args.rounds, "rows": results}, indent=1))
+    save_results("export_speed", {"threads": torch.get_num_threads(), "rounds": args.rounds, "rows": results})
 
 
 if __name__ == "__main__":

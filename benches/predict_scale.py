@@ -21,6 +21,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from common import save_results  # benches/common.py: the script's folder is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "pipelines" / "coco_ssd_mobilenet_v2.yaml"
@@ -92,9 +93,7 @@ def main() -> None:
         row["rss_ratio"] = row["peak_rss_mib"] / base["peak_rss_mib"]
         print(f"{row['images']:7d} {row['images_per_second']:7.1f} {row['throughput_ratio']:8.2f} "
               f"{row['peak_rss_mib']:13.0f} {row['rss_ratio']:8.2f}")
-    out = REPO / "benches" / "results" / "predict_scale.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"workers": args.workers, "rows": rows}, indent=1))
+    save_results("predict_scale", {"workers": args.workers, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import save_results  # benches/common.py: the script's folder is on sys.path
 from rich.console import Console
 
 from cvpipe.config import loader_workers
@@ -70,7 +71,10 @@ def main() -> None:
     print(f"bare model(images) on decoded tensors: {bare_ips:6.2f} img/s")
     print(f"cvpipe predict (decode+infer+write):   {ours_ips:6.2f} img/s")
     print(f"ratio predict / bare: {ours_ips / bare_ips:.3f}")
-    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS: {peak:.0f} MiB")
+    save_results("predict_speed", {"images": len(files), "batch": batch, "bare_img_s": bare_ips,
+                                   "predict_img_s": ours_ips, "ratio": ours_ips / bare_ips, "peak_rss_mib": peak})
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from common import save_results  # benches/common.py: the script's folder is on sys.path
 from torchvision.ops import box_iou
 
 from cvpipe.config import BACKENDS, load_pipeline
@@ -131,10 +132,13 @@ def main() -> None:
     print(f"{len(PHOTOS)} photos, batch 1, CPU, {args.threads} threads; {args.rounds} processes × {args.passes} "
           "passes per contender, medians; full latency (resize, network, decode, NMS)")
     print(f"{'':18} {'img/s':>7} {'ms/img':>7} {'÷ opencv classic':>17}  same detections as pytorch")
+    rows = []
     for name, samples in times.items():
         ips = len(PHOTOS) / statistics.median(samples)
         same = same_detections(outputs["cvpipe pytorch"], outputs[name]) if name in outputs else ""
         print(f"{name:18} {ips:7.2f} {1000 / ips:7.1f} {ips / base:17.2f}  {same}")
+        rows.append({"contender": name, "img_s": ips, "ms_per_img": 1000 / ips, "ratio": ips / base, "same": same})
+    save_results("ssd_vs_opencv", {"photos": len(PHOTOS), "threads": args.threads, "rows": rows})
 
 
 if __name__ == "__main__":

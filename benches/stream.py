@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import save_results  # benches/common.py: the script's folder is on sys.path
 from rich.console import Console
 
 from cvpipe.data.fetchers import fetch_dataset
@@ -106,9 +107,7 @@ def main() -> None:
               f"{w['latency_ms_median']:.0f} ms, p95 {w['latency_ms_p95']:.0f} ms, wait median {w['wait_ms_median']:.0f} ms")
     print(f"captured {result['frames_captured']} frames, {result['frames_skipped_live']} skipped for newer ones, "
           f"{result['drops']} drop(s)")
-    out = REPO / "benches" / "results" / "stream.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    save_results("stream", result)
 
 
 if __name__ == "__main__":

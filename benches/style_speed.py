@@ -13,6 +13,7 @@ import statistics
 import time
 
 import torch
+from common import save_results  # benches/common.py: the script's folder is on sys.path
 
 from cvpipe.config import load_pipeline
 from cvpipe.data.fetchers import fetch_dataset
@@ -32,6 +33,7 @@ def main() -> None:
     features = vgg_features("vgg16_hed.bsds", device)
     print(f"CPU, {torch.get_num_threads()} threads; content chelsea.png, style coffee.png")
     print(f"{'size':>6} {'image':>9} {'fast s':>8} {'Gatys s':>8} {'Gatys ÷ fast':>13}")
+    rows = []
     for size in args.sizes:
         content, style = read_style(photos / "chelsea.png", size, device), read_style(photos / "coffee.png", size, device)
         with torch.inference_mode():
@@ -48,6 +50,8 @@ def main() -> None:
         gatys = time.perf_counter() - start
         h, w = content.shape[-2:]
         print(f"{size:6d} {f'{w}×{h}':>9} {fast:8.3f} {gatys:8.1f} {gatys / fast:12.0f}×")
+        rows.append({"size": size, "width": w, "height": h, "fast_s": fast, "gatys_s": gatys, "ratio": gatys / fast})
+    save_results("style_speed", {"steps": args.steps, "rows": rows})
 
 
 if __name__ == "__main__":

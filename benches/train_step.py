@@ -14,6 +14,7 @@ import statistics
 import time
 
 import torch
+from common import save_results  # benches/common.py: the script's folder is on sys.path
 
 from cvpipe.config import load_pipeline
 from cvpipe.data.fetchers import fetch_dataset
@@ -64,7 +65,10 @@ def main() -> None:
     print(f"plain torchvision loop: {bare_ips:6.2f} img/s  ({statistics.median(times['bare']):.3f} s/step)")
     print(f"cvpipe TrainStep:       {ours_ips:6.2f} img/s  ({statistics.median(times['cvpipe']):.3f} s/step)")
     print(f"ratio cvpipe / plain: {ours_ips / bare_ips:.3f}")
-    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS: {peak:.0f} MiB")
+    save_results("train_step", {"batch": batch, "plain_img_s": bare_ips, "cvpipe_img_s": ours_ips,
+                                "ratio": ours_ips / bare_ips, "peak_rss_mib": peak})
 
 
 if __name__ == "__main__":
