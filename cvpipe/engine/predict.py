@@ -149,7 +149,8 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     transform = build_augment(config.augment, "eval") if config.task != "detect" else None  # detectors resize themselves
     style = read_image(Path(config.model.head.style_image)) if config.task == "stylize" and save_images else None
     loader = DataLoader(ImageFiles([files[i] for i in todo], transform), batch_size=config.eval.batch_size,
-                        num_workers=min(loader_workers(config.train.workers), len(todo)), collate_fn=list)
+                        num_workers=min(loader_workers(config.train.workers), len(todo)), collate_fn=list,
+                        pin_memory=device.type == "cuda")  # page-locked batches: to_device's copies run async
     start = time.perf_counter()
     # Drawing and encoding run on a writer thread (OpenCV releases the GIL) while the model works on the next
     # batch; a batch enters the journal only once its images are on disk, so --resume never skips a missing one.
