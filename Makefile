@@ -40,15 +40,19 @@ video: install
 	$(BIN)/cvpipe video pipelines/coco_ssd_mobilenet_v2.yaml --source data/videos/bikes.mp4 --out runs/video/bikes.mp4 --set video.track=true
 	@echo "  runs/video/bikes.mp4 (annotated, track ids), bikes.jsonl (per frame), bikes.summary.json"
 
-bench: install
+bench: install  # each prints its table and writes benches/results/NAME.json; the GPU part skips without CUDA
 	$(BIN)/python benches/data_loading.py
 	$(BIN)/python benches/train_step.py
 	$(BIN)/python benches/predict_speed.py
+	$(BIN)/python benches/coco_eval.py
 	$(BIN)/python benches/ssd_vs_opencv.py
-	$(BIN)/python benches/transfer.py --budgets 10
-	$(BIN)/python benches/detectors.py --minutes 8
+	$(BIN)/python benches/export_speed.py
+	$(BIN)/python benches/style_speed.py
 	$(BIN)/python benches/stream.py
 	$(BIN)/python benches/predict_scale.py
+	$(BIN)/python benches/transfer.py --budgets 10
+	$(BIN)/python benches/detectors.py --minutes 8
+	$(BIN)/python benches/gpu.py
 
 lint: install
 	$(BIN)/ruff check cvpipe tests benches
