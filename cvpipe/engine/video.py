@@ -25,6 +25,7 @@ from cvpipe.engine.device import resolve_device
 from cvpipe.engine.inference import autocast, classify, detect, segment, to_device
 from cvpipe.engine.runtime import inference_model
 from cvpipe.errors import ConfigError
+from cvpipe.io.images import write_text
 from cvpipe.io.streams import Frame, Source, SourceStats, open_source
 from cvpipe.io.video_writer import VideoWriter
 from cvpipe.viz.draw import draw_sample, overlay_mask
@@ -161,7 +162,7 @@ def run_video(config: PipelineConfig, source: str, weights: Path | None, *, out:
     jsonl = jsonl if jsonl is not None else (out.with_suffix(".jsonl") if out else None)
     report = VideoReport(str(source), stream.live, out, jsonl, stats=stream.stats)
     console.print(f"video: {stream.name} ({'live, newest frame first' if stream.live else f'{stream.fps:g} fps'}"
-                  f"{f', every {stride}th frame' if stride > 1 and not stream.live else ''}) → "
+                  f"{f', one frame in {stride}' if stride > 1 and not stream.live else ''}) → "
                   f"{out or 'no file'}{' + window' if show else ''}")
     log = None
     if jsonl:
@@ -212,8 +213,6 @@ def run_video(config: PipelineConfig, source: str, weights: Path | None, *, out:
         if show:
             cv2.destroyWindow(WINDOW)
     if out:
-        from cvpipe.io.images import write_text
-
         write_text(out.with_name(f"{out.stem}.summary.json"), json.dumps(report.as_json(), indent=1))
     return report
 
