@@ -79,6 +79,8 @@ def _faster(gt: dict, results: list[dict]):
 
     lines: list[str] = []
     coco_gt = FasterCOCO(gt)
+    for result in results:  # else loadRes builds a polygon per box, which bbox evaluation never reads
+        result.setdefault("segmentation", [])
     coco_dt = coco_gt.loadRes(results) if results else FasterCOCO()  # adds `area` and `id` to them, as pycocotools
     evaluator = COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=lines.append)
     if not results:
@@ -91,7 +93,8 @@ def _faster(gt: dict, results: list[dict]):
 
 def evaluate_coco(gt: dict, results: list[dict], classes: list[str], *, evaluator: str = "faster") -> CocoMetrics:
     """COCOeval (iouType bbox) on a COCO ground-truth dict and a results list, by `evaluator` (faster |
-    pycocotools). Both add fields to the dicts they are given (`area`, `id` to results; `_ignore` to annotations)."""
+    pycocotools). Both add fields to the dicts they are given (`area`, `id`, `segmentation` to results; `_ignore`
+    to annotations)."""
     evaluator, summary = (_faster if evaluator == "faster" else _pycocotools)(gt, results)
     stats = dict(zip(COCO_STATS, (float(s) for s in evaluator.stats[:12])))
     precision = evaluator.eval["precision"]  # [T iou, R recall, K class, A area, M maxdets]
