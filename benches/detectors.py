@@ -94,6 +94,8 @@ def main() -> None:
             rows[head] = {
                 "AP": round(result.metrics.stats["AP"], 4), "AP50": round(result.metrics.stats["AP50"], 4),
                 "train_s": round(result.train_seconds, 1), "epochs": len(result.history),
+                "train_img_per_s": round(result.history[-1]["iteration"] * pipeline.config.train.batch_size
+                                         / result.train_seconds, 2),
                 "img_per_s": round(images_per_second(pipeline, result.last, tensors, args.repeats), 3),
             }
             if proposals_for(pipeline.config) is not None:
