@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from cvpipe.config import load_pipeline
@@ -73,13 +74,19 @@ def test_an_explicit_shard_writes_its_own_journal(tmp_path):
     assert [i["id"] for i in images] == [1, 2, 3, 4, 5]  # the last shard to finish writes the complete files
 
 
-def test_torchrun_trains_as_distributed_data_parallel(tmp_path):
+@pytest.mark.parametrize("schedule, epochs", [(["train.epochs=2"], 2),
+                                               # a time limit far below one epoch: rank 0's estimate (1 epoch)
+                                               # is broadcast, so both ranks stop together
+                                               (["train.epochs=50", "train.time_limit=0.001"], 1)],
+                         ids=["epochs", "time_limit"])
+def test_torchrun_trains_as_distributed_data_parallel(tmp_path, schedule, epochs):
     path = shapes_pipeline_file(tmp_path, PIPELINE, "frcnn.yaml")
-    result = _run(["train", str(path), "--no-tensorboard", "--set", "train.epochs=2", "train.batch_size=1"],
+    result = _run(["train", str(path), "--no-tensorboard", "--set", "train.batch_size=1", *schedule],
                   tmp_path, torchrun=True)
     assert "× 2 processes" in result.stdout and "2 iterations per epoch" in result.stdout  # 4 images / 2 ranks
     runs = list((tmp_path / "runs").glob("shapes*"))
     assert len(runs) == 1  # one run folder, written by rank 0
     state = torch.load(runs[0] / "last.pt", weights_only=True)
-    assert state["epoch"] == 2 and state["iteration"] == 4
-    assert [row["epoch"] for row in state["history"]] == [1, 2] and "AP50" in state["history"][-1]
+    assert state["epoch"] == state["epochs"] == epochs and state["iteration"] == 2 * epochs
+    assert [row["epoch"] for row in state["history"]] == list(range(1, epochs + 1))
+    assert "AP50" in state["history"][-1]
