@@ -5,6 +5,7 @@ on real photos; predict and video read an exported file; what cannot be exported
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,13 +92,21 @@ def test_what_cannot_be_exported_says_so(tmp_path):
         compile_core(frcnn)
 
 
-def test_an_exported_file_is_checked_against_the_pipeline(tmp_path):
+def exported_classifier(tmp_path) -> tuple[Pipeline, Path]:
+    """The colours classifier pipeline (untrained) exported to tmp/c.onnx from a checkpoint tmp/c.pt."""
     path = colours_pipeline(tmp_path)
     config = load_pipeline(path)
     save_checkpoint(tmp_path / "c.pt", {"model": build_model(config, 3, pretrained=False).state_dict(),
                                         "classes": ["blue", "green", "red"]})
-    report = Pipeline.from_yaml(path).export(tmp_path / "c.onnx", weights=tmp_path / "c.pt")
+    pipeline = Pipeline.from_yaml(path)
+    report = pipeline.export(tmp_path / "c.onnx", weights=tmp_path / "c.pt")
     assert report.path.is_file() and report.max_abs_difference < 1e-4
+    return pipeline, report.path
+
+
+def test_an_exported_file_is_checked_against_the_pipeline(tmp_path):
+    pipeline, _ = exported_classifier(tmp_path)
+    config = pipeline.config
     with pytest.raises(ConfigError, match="--backend onnxruntime"):
         inference_model(config, tmp_path / "c.onnx", CPU, "pytorch")
     other = load_pipeline(fcn_pipeline(tmp_path))
@@ -139,12 +148,7 @@ def test_the_coco_ssd_through_onnx_runtime_matches_pytorch_on_real_photos(tmp_pa
 
 
 def test_video_runs_an_exported_model(tmp_path):
-    path = colours_pipeline(tmp_path)
-    config = load_pipeline(path)
-    save_checkpoint(tmp_path / "c.pt", {"model": build_model(config, 3, pretrained=False).state_dict(),
-                                        "classes": ["blue", "green", "red"]})
-    pipeline = Pipeline.from_yaml(path)
-    pipeline.export(tmp_path / "c.onnx", weights=tmp_path / "c.pt")
+    pipeline, _ = exported_classifier(tmp_path)
     for i in range(3):
         write_image(tmp_path / "frames" / f"{i}.png", np.full((40, 40, 3), 80 * i, np.uint8))
     report = pipeline.video(str(tmp_path / "frames"), tmp_path / "v.mp4", weights=tmp_path / "c.onnx",

@@ -189,16 +189,23 @@ output: {{dir: {out}}}
 """
 
 
-@needs_ffmpeg
-def test_segmentation_runs_through_the_same_command(tmp_path):
+def segmentation_pipeline(tmp_path, *overrides: str) -> tuple[Pipeline, Path]:
+    """A tiny untrained FCN pipeline and a checkpoint of it (video needs a model, not a good one)."""
     from cvpipe.models.heads import build_model
 
-    pipeline = Pipeline.from_yaml(write_pipeline(tmp_path / "seg.yaml", SEGMENT.format(root=tmp_path, out=tmp_path)))
+    text = SEGMENT.format(root=tmp_path, out=tmp_path)
+    pipeline = Pipeline.from_yaml(write_pipeline(tmp_path / "seg.yaml", text), list(overrides))
     torch.manual_seed(0)
     model = build_model(pipeline.config, 2, pretrained=False)
     save_checkpoint(tmp_path / "seg.pt", {"model": model.state_dict(), "classes": ["background", "bright"]})
+    return pipeline, tmp_path / "seg.pt"
+
+
+@needs_ffmpeg
+def test_segmentation_runs_through_the_same_command(tmp_path):
+    pipeline, weights = segmentation_pipeline(tmp_path)
     clip = ffmpeg_clip(tmp_path / "clip.mp4", seconds=1, fps=10, size="96x64")
-    report = pipeline.video(str(clip), tmp_path / "out" / "seg.mp4", weights=tmp_path / "seg.pt")
+    report = pipeline.video(str(clip), tmp_path / "out" / "seg.mp4", weights=weights)
     assert report.frames == 10
     lines = [json.loads(line) for line in (tmp_path / "out" / "seg.jsonl").read_text().splitlines()]
     assert [line["frame"] for line in lines] == list(range(10))
@@ -211,25 +218,16 @@ def test_segmentation_runs_through_the_same_command(tmp_path):
 
 
 def test_show_without_a_display_is_a_clear_error(tmp_path):
-    pipeline = Pipeline.from_yaml(write_pipeline(tmp_path / "seg.yaml", SEGMENT.format(root=tmp_path, out=tmp_path)))
-    from cvpipe.models.heads import build_model
-
-    model = build_model(pipeline.config, 2, pretrained=False)
-    save_checkpoint(tmp_path / "seg.pt", {"model": model.state_dict(), "classes": ["background", "bright"]})
+    pipeline, weights = segmentation_pipeline(tmp_path)
     with pytest.raises(ConfigError, match="--show"):
-        run_video(pipeline.config, str(tmp_path), tmp_path / "seg.pt", out=None, show=True)
+        run_video(pipeline.config, str(tmp_path), weights, out=None, show=True)
 
 
 def test_tracking_needs_a_detection_pipeline(tmp_path):
-    from cvpipe.models.heads import build_model
-
-    pipeline = Pipeline.from_yaml(write_pipeline(tmp_path / "seg.yaml", SEGMENT.format(root=tmp_path, out=tmp_path)),
-                                  ["video.track=true"])
-    save_checkpoint(tmp_path / "seg.pt", {"model": build_model(pipeline.config, 2, pretrained=False).state_dict(),
-                                          "classes": ["background", "bright"]})
+    pipeline, weights = segmentation_pipeline(tmp_path, "video.track=true")
     write_image(tmp_path / "frames" / "0.png", np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(ConfigError, match="video.track"):
-        run_video(pipeline.config, str(tmp_path / "frames"), tmp_path / "seg.pt", out=None)
+        run_video(pipeline.config, str(tmp_path / "frames"), weights, out=None)
 
 
 @pytest.fixture(scope="module")
