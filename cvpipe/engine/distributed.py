@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from cvpipe.errors import ConfigError
+
+COLLECTIVE_TIMEOUT = timedelta(hours=2)
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,8 @@ def setup(device_name: str = "auto") -> Rank:
     if not launched():
         return Rank()
     cuda = torch.cuda.is_available() and device_name != "cpu"
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+    if not dist.is_initialized():  # the other ranks wait at a barrier while rank 0 evaluates: allow it hours
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
     rank = Rank(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     if cuda:
         if rank.local >= torch.cuda.device_count():
