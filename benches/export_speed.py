@@ -26,7 +26,7 @@ from cvpipe.engine.export import OnnxModel, onnx_bytes
 from cvpipe.engine.inference import classify, detect, segment
 from cvpipe.engine.runs import latest_run_dir
 from cvpipe.engine.runtime import inference_model
-from cvpipe.io.images import read_image
+from cvpipe.io.images import list_images, read_image
 from cvpipe.models.heads import build_model
 from cvpipe.pipeline import Pipeline
 
@@ -72,13 +72,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, dataset, folder, batch in ROWS:
             root = fetch_dataset(dataset, REPO / "data") / folder
-            files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".png", ".jpg"))[: args.images]
+            files = list_images(root)[: args.images]
             pipeline = Pipeline.from_yaml(REPO / "pipelines" / f"{name}.yaml", console=Console(quiet=True))
             config = pipeline.config
             weights, source = weights_for(pipeline, Path(tmp))
             model, classes = inference_model(config, weights, CPU, "pytorch")
             runtime = OnnxModel(onnx_bytes(model, config, classes))
-            model, _ = inference_model(config, weights, CPU, "pytorch")  # export leaves its copy contiguous
             images = [read_image(f) for f in files]
             if config.task != "detect":
                 from cvpipe.data.augment import augment_image, build_augment

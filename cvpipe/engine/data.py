@@ -6,6 +6,8 @@ device. A sample whose image cannot be decoded is reported and left out of its b
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
@@ -48,7 +50,7 @@ def image_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
-class SplitSamples(torch.utils.data.Dataset):
+class SplitSamples(torch.utils.data.Dataset, ABC):
     """A split's samples through its augmentation, as (image uint8 CHW, target dict); a sample whose image or
     annotation cannot be read comes back as ("skipped", reason) for the loop to report, never an exception."""
 
@@ -65,8 +67,9 @@ class SplitSamples(torch.utils.data.Dataset):
         except DataError as e:
             return ("skipped", str(e))
 
+    @abstractmethod
     def item(self, i: int) -> tuple[torch.Tensor, dict]:
-        raise NotImplementedError
+        """Sample `i` as (image uint8 CHW, target dict); DataError for an unreadable one."""
 
 
 class DetectionSamples(SplitSamples):

@@ -15,6 +15,7 @@ R-CNN and Fast R-CNN are not exportable: their selective-search proposals are co
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import warnings
@@ -60,7 +61,7 @@ def example_input(config: PipelineConfig, model: nn.Module) -> torch.Tensor:
 
 
 def onnx_bytes(model: nn.Module, config: PipelineConfig, classes: list[str]) -> bytes:
-    """The eval-mode model traced to ONNX, with cvpipe's metadata; the model is left in eval mode."""
+    """The eval-mode model traced to ONNX, with cvpipe's metadata."""
     import onnx
 
     head = config.model.head.name
@@ -68,7 +69,8 @@ def onnx_bytes(model: nn.Module, config: PipelineConfig, classes: list[str]) -> 
         raise ConfigError(f"export: head {head!r} cannot be exported to ONNX (R-CNN and Fast R-CNN take selective "
                           f"search proposals computed outside the network); exportable heads: "
                           f"{', '.join(EXPORTABLE_HEADS)}")
-    model = model.cpu().eval().to(memory_format=torch.contiguous_format)
+    # a copy: tracing wants it on the CPU, contiguous and in eval mode, and the caller's model stays as it was
+    model = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
     x = example_input(config, model)
     if config.task == "detect":
         graph, name, axes = OneImageDetections(model).eval(), "image", {"image": {1: "height", 2: "width"}}
@@ -82,7 +84,6 @@ def onnx_bytes(model: nn.Module, config: PipelineConfig, classes: list[str]) -> 
         warnings.simplefilter("ignore")
         torch.onnx.export(graph, (x,), buffer, dynamo=False, opset_version=OPSET, input_names=[name],
                           output_names=outputs, dynamic_axes=axes)
-    model.eval()  # export restores the wrapper's training flag recursively
     proto = onnx.load_from_string(buffer.getvalue())
     fixed = getattr(model, "fixed_size", None)
     for key, value in {"cvpipe_task": config.task, "cvpipe_classes": json.dumps(classes),

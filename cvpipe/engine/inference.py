@@ -79,3 +79,16 @@ def segment(model: nn.Module, images: list[torch.Tensor], device: torch.device, 
         for i, labels in zip(indices, logits.argmax(1).to(torch.uint8).cpu()):
             masks[i] = labels
     return masks
+
+
+@torch.inference_mode()
+def stylize(model: nn.Module, images: list[torch.Tensor], device: torch.device, *, amp: bool = False
+            ) -> list[np.ndarray]:
+    """Stylized images as HWC uint8 RGB arrays (C-contiguous, ready for OpenCV), one forward pass per image."""
+    results = []
+    for image in images:
+        with autocast(device, amp):
+            out = model(to_device([image], device))[0].float()
+        pixels = (out.permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
+        results.append(np.ascontiguousarray(pixels))
+    return results

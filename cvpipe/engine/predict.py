@@ -30,10 +30,10 @@ from cvpipe.engine import distributed
 from cvpipe.engine.data import image_tensor
 from cvpipe.engine.device import resolve_device
 from cvpipe.engine.fit import progress_bar
-from cvpipe.engine.inference import autocast, classify, detect, segment, to_device
+from cvpipe.engine.inference import classify, detect, segment, stylize
 from cvpipe.engine.runtime import inference_model
 from cvpipe.errors import CvpipeError, DataError
-from cvpipe.io.images import IMAGE_SUFFIXES, read_image, write_image, write_text
+from cvpipe.io.images import IMAGE_SUFFIXES, list_images, read_image, write_image, write_text
 from cvpipe.metrics.coco import detections_to_results
 from cvpipe.viz.draw import draw_sample, overlay_mask
 
@@ -59,8 +59,7 @@ def discover(source: str | Path) -> tuple[list[Path], Path]:
     """Image files under a folder (recursive), a single file, or a glob; plus the root names are relative to."""
     path = Path(source)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        return files, path
+        return list_images(path), path
     if path.is_file():
         return [path], path.parent
     if glob.has_magic(str(source)):
@@ -246,10 +245,7 @@ def _stylize(model, images: list[torch.Tensor], names: list[str], device, amp: b
     from cvpipe.engine.stylize import side_by_side
 
     entries = []
-    for name, image in zip(names, images):
-        with torch.inference_mode(), autocast(device, amp):
-            result = model(to_device([image], device))[0].float()
-        pixels = (result.permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
+    for name, image, pixels in zip(names, images, stylize(model, images, device, amp=amp)):
         output = Path("stylized") / Path(name).with_suffix(".png")
         futures.append(writer.submit(write_image, out / output, pixels))
         if style is not None:

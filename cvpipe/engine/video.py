@@ -22,7 +22,8 @@ from cvpipe.config import PipelineConfig
 from cvpipe.data.augment import augment_image, build_augment
 from cvpipe.engine.data import image_tensor
 from cvpipe.engine.device import resolve_device
-from cvpipe.engine.inference import autocast, classify, detect, segment, to_device
+from cvpipe.engine.inference import classify, detect, segment, stylize
+from cvpipe.engine.predict import TOP_K
 from cvpipe.engine.runtime import inference_model
 from cvpipe.errors import ConfigError
 from cvpipe.io.images import write_text
@@ -115,17 +116,14 @@ class FrameTask:
 
     def _classify(self, image: np.ndarray, tensor: torch.Tensor) -> tuple[np.ndarray, dict]:
         probabilities = classify(self.model, [tensor], self.device, amp=self.amp)[0]
-        scores, labels = probabilities.topk(min(5, len(probabilities)))
+        scores, labels = probabilities.topk(min(TOP_K, len(probabilities)))
         shown = image.copy()
         text = f"{self.classes[labels[0]]} {scores[0]:.2f}"
         cv2.putText(shown, text, (8, shown.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2, cv2.LINE_AA)
         return shown, {"labels": [self.classes[k] for k in labels], "scores": np.round(scores.numpy(), 4).tolist()}
 
     def _stylize(self, image: np.ndarray, tensor: torch.Tensor) -> tuple[np.ndarray, dict]:
-        with torch.inference_mode(), autocast(self.device, self.amp):
-            result = self.model(to_device([tensor], self.device))[0].float()
-        pixels = (result.permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
-        return np.ascontiguousarray(pixels), {}  # OpenCV draws the overlay on it
+        return stylize(self.model, [tensor], self.device, amp=self.amp)[0], {}
 
 
 def draw_status(image: np.ndarray, fps: float, latency_ms: float) -> np.ndarray:
@@ -156,7 +154,7 @@ def run_video(config: PipelineConfig, source: str, weights: Path | None, *, out:
         _check_display()
     stream: Source = open_source(source, stride=stride, fps=folder_fps,
                                  reconnect_timeout=config.video.reconnect_timeout)
-    out_fps = stream.fps if stream.live else stream.fps / getattr(stream, "stride", 1)
+    out_fps = stream.fps / stream.stride
     task = FrameTask(config, model, classes, device, conf=conf, fps=out_fps)
     writer = VideoWriter(out, out_fps) if out else None
     jsonl = jsonl if jsonl is not None else (out.with_suffix(".jsonl") if out else None)

@@ -13,6 +13,11 @@ from cvpipe.errors import DataError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
+def list_images(folder: Path) -> list[Path]:
+    """The image files under `folder`, recursively, sorted by path."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def read_image(path: Path) -> np.ndarray:
     """HWC uint8 RGB. A missing or undecodable file raises DataError naming it."""
     try:

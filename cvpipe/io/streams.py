@@ -12,6 +12,7 @@ import os
 import queue
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import cv2
 import numpy as np
 
 from cvpipe.errors import CvpipeError, DataError
-from cvpipe.io.images import IMAGE_SUFFIXES, read_image
+from cvpipe.io.images import IMAGE_SUFFIXES, list_images, read_image
 
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 OPEN_TIMEOUT_MS = 5000  # FFmpeg's own defaults wait far longer on a dead RTSP server
@@ -49,19 +50,26 @@ class SourceStats:
     ended: str = ""  # why the source ended, when not at its natural end
 
 
-class Source:
-    """An iterator of `Frame`s with `fps`, `live`, `name` and `stats`; `close()` releases it."""
+class Source(ABC):
+    """An iterator of `Frame`s with `fps`, `live`, `name` and `stats`; `close()` releases it. Iterating decodes
+    `frames()` on a thread one step ahead (a live source overrides this: it has its own capture thread)."""
 
     fps: float
     live: bool
     name: str
+    stride: int = 1  # files and folders: one frame in `stride` is read
 
     def __init__(self) -> None:
         self.stats = SourceStats()
         self.prefetch: Prefetch | None = None
 
+    @abstractmethod
+    def frames(self) -> Iterator[Frame]:
+        """The source's frames in order, decoded in the calling thread."""
+
     def __iter__(self) -> Iterator[Frame]:
-        raise NotImplementedError
+        self.prefetch = Prefetch(self.frames())
+        return iter(self.prefetch)
 
     def close(self) -> None:
         if self.prefetch is not None:
@@ -157,7 +165,7 @@ class FileSource(Source):
         self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 25.0
         self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
 
-    def _frames(self) -> Iterator[Frame]:
+    def frames(self) -> Iterator[Frame]:
         index = 0
         while True:
             if index % self.stride:
@@ -173,10 +181,6 @@ class FileSource(Source):
         if self.frame_count and index < self.frame_count - 1:
             self.stats.ended = f"the file ended at frame {index} of the {self.frame_count} its header announces"
 
-    def __iter__(self) -> Iterator[Frame]:
-        self.prefetch = Prefetch(self._frames())
-        return iter(self.prefetch)
-
     def close(self) -> None:
         super().close()
         self.capture.release()
@@ -191,13 +195,13 @@ class FolderSource(Source):
     def __init__(self, root: Path, *, stride: int = 1, fps: float = 25.0):
         super().__init__()
         self.root, self.fps, self.name = root, fps, str(root)
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = list_images(root)
         if not files:
             raise CvpipeError(f"--source {root}: the folder has no image ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self.files = files[::stride]
         self.stride = stride
 
-    def _frames(self) -> Iterator[Frame]:
+    def frames(self) -> Iterator[Frame]:
         for k, path in enumerate(self.files):
             name = str(path.relative_to(self.root))
             try:
@@ -208,10 +212,6 @@ class FolderSource(Source):
             self.stats.read += 1
             index = k * self.stride
             yield Frame(index, image, index / self.fps, time.perf_counter(), name=name)
-
-    def __iter__(self) -> Iterator[Frame]:
-        self.prefetch = Prefetch(self._frames())
-        return iter(self.prefetch)
 
 
 class LiveSource(Source):
@@ -279,6 +279,9 @@ class LiveSource(Source):
         return False
 
     def __iter__(self) -> Iterator[Frame]:
+        return self.frames()  # the capture thread already runs ahead; a prefetch queue would only add lag
+
+    def frames(self) -> Iterator[Frame]:
         while True:
             with self._new:
                 while self._latest is None and not self._finished:

@@ -11,11 +11,7 @@ from pathlib import Path
 
 from cvpipe.data.records import Dataset, Problem, Record, inside_root
 from cvpipe.errors import DataError
-from cvpipe.io.images import IMAGE_SUFFIXES, image_size
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+from cvpipe.io.images import image_size, list_images
 
 
 def _size(path: Path, problems: list[Problem]) -> tuple[int, int]:
@@ -37,7 +33,7 @@ def read_class_folders(root: Path, split: str, classes: list[str]) -> Dataset:
         if name not in classes:
             problems.append(Problem("unknown class", str(split_dir / name), f"folder {name!r} is not in {classes}"))
             continue
-        for path in _images(split_dir / name):
+        for path in list_images(split_dir / name):
             w, h = _size(path, problems)
             records.append(Record(path=path, file_name=path.relative_to(split_dir).as_posix(), image_id=len(records),
                                   width=w, height=h, label=classes.index(name)))
@@ -50,7 +46,7 @@ def read_semantic_masks(root: Path, split: str, classes: list[str]) -> Dataset:
     if not image_dir.is_dir():
         raise DataError(f"{image_dir}: no such folder; expected ROOT/{split}/images and ROOT/{split}/masks")
     records, problems = [], []
-    for path in _images(image_dir):
+    for path in list_images(image_dir):
         mask = mask_dir / path.relative_to(image_dir).with_suffix(".png")
         if not mask.exists():
             problems.append(Problem("missing mask", str(path), f"expected {mask}"))
@@ -66,7 +62,7 @@ def read_images(root: Path, split: str, classes: list[str]) -> Dataset:
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: no such split folder; expected ROOT/{split}/*.jpg")
     records, problems = [], []
-    for path in _images(split_dir):
+    for path in list_images(split_dir):
         w, h = _size(path, problems)
         records.append(Record(path=path, file_name=path.relative_to(split_dir).as_posix(), image_id=len(records),
                               width=w, height=h))

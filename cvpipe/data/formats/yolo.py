@@ -14,7 +14,7 @@ import yaml
 
 from cvpipe.data.records import Dataset, Problem, Record, inside_root
 from cvpipe.errors import DataError
-from cvpipe.io.images import IMAGE_SUFFIXES, image_size, write_text
+from cvpipe.io.images import image_size, list_images, write_text
 
 
 def _data_yaml(root: Path) -> dict:
@@ -51,7 +51,7 @@ def read_yolo(root: Path, split: str, classes: list[str]) -> Dataset:
     # A YOLO id means the data yaml's name; map it to our class order.
     remap = {i: (classes.index(n) if n in classes else -1) for i, n in enumerate(file_names or classes)}
     records = []
-    for image_id, path in enumerate(sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)):
+    for image_id, path in enumerate(list_images(image_dir)):
         rel = path.relative_to(image_dir)
         try:
             width, height = image_size(path)
