@@ -275,6 +275,17 @@ class OutputConfig(Strict):
     save_images: bool
 
 
+class TTAConfig(Strict):
+    """Test-time augmentation for detection in `cvpipe eval` and `cvpipe predict` (engine/tta.py); training's
+    own evaluations stay plain."""
+
+    enabled: bool = False
+    flips: Literal["none", "hflip", "dihedral"] = "hflip"  # dihedral: the 8 mirrors and quarter turns
+    scales: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = [1.0]  # × the head's input size
+    fusion: Literal["wbf", "nms"] = "wbf"  # weighted boxes fusion (ensemble-boxes) or NMS over all views
+    iou: Annotated[float, Field(gt=0, le=1)] = 0.55  # boxes overlapping this much are one object
+
+
 class VideoConfig(Strict):
     """`cvpipe video`: tracking and how long a dropped live stream is retried."""
 
@@ -294,6 +305,7 @@ class PipelineConfig(Strict):
     eval: EvalConfig
     output: OutputConfig
     video: VideoConfig = VideoConfig()
+    tta: TTAConfig = TTAConfig()
 
     @model_validator(mode="after")
     def _head_fits_task(self) -> PipelineConfig:
@@ -303,6 +315,8 @@ class PipelineConfig(Strict):
                 f"model.head.name: head {self.model.head.name!r} does not do task {self.task!r}; "
                 f"use one of: {', '.join(sorted(allowed)) or '(none available yet)'}"
             )
+        if self.tta.enabled and self.task != "detect":
+            raise ValueError(f"tta.enabled: test-time augmentation is for detection pipelines; this one is {self.task!r}")
         stats = TASK_STATS.get(self.task, ())
         if self.eval.best == "auto" and stats:
             self.eval.best = stats[0]
@@ -611,6 +625,9 @@ def semantic_problems(config: PipelineConfig) -> list[tuple[tuple, str]]:
     from cvpipe.models.weights import WeightsCatalog
 
     problems: list[tuple[tuple, str]] = head_problems(config.model)
+    if config.tta.enabled and config.tta.scales != [1.0] and config.model.head.name not in ("faster_rcnn", "fast_rcnn"):
+        problems.append((("tta", "scales"), f"the {config.model.head.name} head runs at one input size; scales other "
+                         "than 1.0 need faster_rcnn or fast_rcnn (use tta.scales: [1.0] with flips)"))
     for split in ("train", "eval"):
         for i, entry in enumerate(getattr(config.augment, split)):
             try:

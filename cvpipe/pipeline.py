@@ -67,7 +67,7 @@ class Pipeline:
         for line in warnings:
             self.console.print(f"[yellow]data warning[/] val: {line}")
         out_dir = Path(json_path).parent if json_path else self._output_dir(weights)
-        metrics = evaluate(model, self.config, dataset, device, out_dir=out_dir)
+        metrics = evaluate(model, self.config, dataset, device, out_dir=out_dir, tta=True)
         if json_path:
             write_text(Path(json_path), json.dumps(metrics.as_json(), indent=2))
         return metrics

@@ -14,7 +14,8 @@ from cvpipe.config import PipelineConfig
 from cvpipe.data.formats.coco import to_coco
 from cvpipe.data.records import Dataset
 from cvpipe.engine.data import make_loader
-from cvpipe.engine.inference import autocast, detect, to_device
+from cvpipe.engine.inference import autocast, to_device
+from cvpipe.engine.tta import detect_pipeline
 from cvpipe.io.images import write_text
 from cvpipe.metrics.classification import ClassificationMetrics, classification_metrics
 from cvpipe.metrics.coco import CocoMetrics, detections_to_results, evaluate_coco
@@ -24,8 +25,9 @@ from cvpipe.models.heads.base import stack_batch
 
 
 def predict_split(model: nn.Module, config: PipelineConfig, dataset: Dataset, device: torch.device,
-                  progress=None) -> tuple[list[dict], list[str]]:
-    """COCO results for every image of `dataset` (eval augmentation applied), plus the images skipped."""
+                  progress=None, *, tta: bool = False) -> tuple[list[dict], list[str]]:
+    """COCO results for every image of `dataset` (eval augmentation applied; with `tta`, the pipeline's
+    test-time augmentation), plus the images skipped."""
     model.eval()
     results, skipped = [], []
     loader = make_loader(config, dataset, "val")
@@ -33,7 +35,7 @@ def predict_split(model: nn.Module, config: PipelineConfig, dataset: Dataset, de
     for images, targets, bad in loader:
         skipped += bad
         if images:
-            detections = detect(model, images, device, amp=config.train.amp)
+            detections = detect_pipeline(model, images, device, config, augment=tta)
             results += detections_to_results(detections, [t["image_id"] for t in targets])
         if progress:
             progress.advance(task)
@@ -43,10 +45,10 @@ def predict_split(model: nn.Module, config: PipelineConfig, dataset: Dataset, de
 
 
 def evaluate_detector(model: nn.Module, config: PipelineConfig, dataset: Dataset, device: torch.device,
-                      *, out_dir: Path | None = None, progress=None) -> CocoMetrics:
+                      *, out_dir: Path | None = None, progress=None, tta: bool = False) -> CocoMetrics:
     """COCO metrics; with `out_dir`, also writes `val_annotations.json` and `val_detections.json` there so the
     numbers can be reproduced with pycocotools alone."""
-    results, _ = predict_split(model, config, dataset, device, progress)
+    results, _ = predict_split(model, config, dataset, device, progress, tta=tta)
     gt = to_coco(dataset)
     if out_dir is not None:
         write_text(Path(out_dir) / "val_annotations.json", json.dumps(gt))
@@ -132,12 +134,14 @@ def evaluate_stylizer(model: nn.Module, config: PipelineConfig, dataset: Dataset
 
 
 def evaluate(model: nn.Module, config: PipelineConfig, dataset: Dataset, device: torch.device, *,
-             out_dir: Path | None = None, progress=None) -> CocoMetrics | ClassificationMetrics | SegmentationMetrics | StylizeMetrics:
-    """The pipeline task's evaluation."""
+             out_dir: Path | None = None, progress=None,
+             tta: bool = False) -> CocoMetrics | ClassificationMetrics | SegmentationMetrics | StylizeMetrics:
+    """The pipeline task's evaluation; `tta` applies the pipeline's test-time augmentation (`cvpipe eval`; the
+    evaluations during training stay plain and fast)."""
     if config.task == "stylize":
         return evaluate_stylizer(model, config, dataset, device, progress=progress)
     if config.task == "segment":
         return evaluate_segmenter(model, config, dataset, device, progress=progress)
     if config.task == "classify":
         return evaluate_classifier(model, config, dataset, device, out_dir=out_dir, progress=progress)
-    return evaluate_detector(model, config, dataset, device, out_dir=out_dir, progress=progress)
+    return evaluate_detector(model, config, dataset, device, out_dir=out_dir, progress=progress, tta=tta)

@@ -30,8 +30,9 @@ from cvpipe.engine import distributed
 from cvpipe.engine.data import image_tensor
 from cvpipe.engine.device import resolve_device
 from cvpipe.engine.fit import progress_bar
-from cvpipe.engine.inference import classify, detect, segment, stylize
+from cvpipe.engine.inference import classify, segment, stylize
 from cvpipe.engine.runtime import inference_model
+from cvpipe.engine.tta import detect_pipeline, tta_views
 from cvpipe.errors import CvpipeError, DataError
 from cvpipe.io.images import IMAGE_SUFFIXES, list_images, read_image, write_image, write_text
 from cvpipe.metrics.coco import detections_to_results
@@ -144,7 +145,9 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     todo = [i for i, name in enumerate(names) if i % shards == k and name not in done]
     report = PredictReport(out, 0, len(done))
     console.print(f"predict: {len(files)} images from {source}" + (f", {len(done)} already done" if done else "")
-                  + (f", shard {k}/{shards} ({len(todo)} to do)" if shards > 1 else "") + f" → {out}")
+                  + (f", shard {k}/{shards} ({len(todo)} to do)" if shards > 1 else "")
+                  + (f", test-time augmentation ({tta_views(config.tta)} views)" if config.tta.enabled else "")
+                  + f" → {out}")
     transform = build_augment(config.augment, "eval") if config.task != "detect" else None  # detectors resize themselves
     style = read_image(Path(config.model.head.style_image)) if config.task == "stylize" and save_images else None
     loader = DataLoader(ImageFiles([files[i] for i in todo], transform), batch_size=config.eval.batch_size,
@@ -184,7 +187,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
             elif config.task == "stylize":
                 entries += _stylize(model, images, kept, device, amp, out, writer, futures, style)
             else:
-                found = _detections(model, images, kept, device, amp, conf, classes, out, writer, futures, save_images)
+                found = _detections(model, images, kept, device, config, conf, classes, out, writer, futures, save_images)
                 report.detections += sum(len(entry["boxes"]) for entry in found)
                 entries += found
             pending.append((entries, futures))
@@ -200,11 +203,13 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     return report
 
 
-def _detections(model, images: list[torch.Tensor], names: list[str], device, amp: bool, conf: float,
+def _detections(model, images: list[torch.Tensor], names: list[str], device, config: PipelineConfig, conf: float,
                 classes: list[str], out: Path, writer, futures: list[Future], save_images: bool) -> list[dict]:
-    """Boxes scoring at least `conf`; annotated copies under images/ written on the writer thread."""
+    """Boxes scoring at least `conf` (with the pipeline's test-time augmentation where enabled); annotated copies
+    under images/ written on the writer thread."""
     entries = []
-    for name, image, det in zip(names, images, detect(model, images, device, amp=amp) if images else []):
+    found = detect_pipeline(model, images, device, config, augment=True) if images else []
+    for name, image, det in zip(names, images, found):
         keep = det["scores"] >= conf
         boxes, scores, labels = det["boxes"][keep].numpy(), det["scores"][keep].numpy(), det["labels"][keep].numpy()
         if save_images:

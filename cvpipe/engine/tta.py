@@ -1,0 +1,131 @@
+"""Test-time augmentation for detectors (`tta:` in a pipeline): every image is also seen mirrored, turned by
+quarter turns and at other input scales, each view's boxes are mapped back to the image, and the views are
+fused by weighted boxes fusion (ensemble-boxes, Solovyev et al. 2021) or by NMS.
+
+WBF averages the coordinates of the boxes the views agree on and scales a fused box's score by the share of
+views that found it, so a box seen once ranks below one seen everywhere. On the tree-crown val split it lifts
+AP50 from 0.25 to 0.44 (README, "Test-time augmentation"): most errors there are boxes off by a few pixels,
+which averaging corrects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import batched_nms
+
+from cvpipe.config import PipelineConfig, TTAConfig
+from cvpipe.engine.inference import detect
+from cvpipe.errors import ConfigError
+
+# (mirror left-right first, then this many counter-clockwise quarter turns)
+VIEWS = {
+    "none": [(False, 0)],
+    "hflip": [(False, 0), (True, 0)],
+    "dihedral": [(mirror, turns) for mirror in (False, True) for turns in range(4)],  # all 8 symmetries of a square
+}
+
+
+def view(image: torch.Tensor, mirror: bool, turns: int) -> torch.Tensor:
+    """A CHW image mirrored left-right, then turned counter-clockwise `turns` quarter turns."""
+    if mirror:
+        image = image.flip(-1)
+    return torch.rot90(image, turns, dims=(-2, -1)) if turns else image
+
+
+def boxes_to_image(boxes: torch.Tensor, mirror: bool, turns: int, width: int, height: int) -> torch.Tensor:
+    """xyxy boxes found in `view(image, mirror, turns)` → the same boxes in the (`width`×`height`) image."""
+    x1, y1, x2, y2 = boxes.unbind(1)
+    corners = []
+    for x, y in ((x1, y1), (x2, y2)):
+        w, h = (height, width) if turns % 2 else (width, height)  # the view's size
+        for _ in range(turns):  # a turn took (x, y) in a w×h image to (y, w - x) in an h×w one; undo it
+            x, y = h - y, x
+            w, h = h, w
+        if mirror:
+            x = width - x
+        corners.append((x, y))
+    (xa, ya), (xb, yb) = corners
+    return torch.stack([torch.minimum(xa, xb), torch.minimum(ya, yb), torch.maximum(xa, xb), torch.maximum(ya, yb)], 1)
+
+
+def resizing_transform(model: nn.Module) -> GeneralizedRCNNTransform | None:
+    """The transform that resizes a detector's inputs to its min_size/max_size (Faster and Fast R-CNN); None for
+    fixed-size heads (SSD, YOLO), R-CNN's warps and ONNX models."""
+    for owner in (model, getattr(model, "model", None)):
+        transform = getattr(owner, "transform", None)
+        if isinstance(transform, GeneralizedRCNNTransform) and transform.fixed_size is None:
+            return transform
+    return None
+
+
+@contextlib.contextmanager
+def input_scale(model: nn.Module, scale: float):
+    """Run the detector at `scale` × its evaluation size (min_size and max_size)."""
+    if scale == 1.0:
+        yield
+        return
+    transform = resizing_transform(model)
+    if transform is None:
+        raise ConfigError(f"tta.scales: {type(model).__name__} cannot change its input size; "
+                          "scales other than 1.0 need a faster_rcnn or fast_rcnn head in PyTorch (tta.scales: [1.0])")
+    min_size, max_size = transform.min_size, transform.max_size
+    transform.min_size, transform.max_size = (round(min_size[-1] * scale),), round(max_size * scale)
+    try:
+        yield
+    finally:
+        transform.min_size, transform.max_size = min_size, max_size
+
+
+def tta_views(tta: TTAConfig) -> int:
+    """Forward passes per image."""
+    return len(tta.scales) * len(VIEWS[tta.flips])
+
+
+def detect_pipeline(model: nn.Module, images: list[torch.Tensor], device: torch.device, config: PipelineConfig, *,
+                    augment: bool) -> list[dict]:
+    """What `eval` and `predict` run: `detect`, or with `augment` and `tta.enabled` every view fused."""
+    if augment and config.tta.enabled:
+        return detect_augmented(model, images, device, config.tta, amp=config.train.amp,
+                                max_detections=config.model.head.detections_per_img)
+    return detect(model, images, device, amp=config.train.amp)
+
+
+def detect_augmented(model: nn.Module, images: list[torch.Tensor], device: torch.device, tta: TTAConfig, *,
+                     amp: bool = False, max_detections: int = 300) -> list[dict]:
+    """`detect` over every view of every image, fused per image; boxes in the images' pixels."""
+    views: list[list[dict]] = [[] for _ in images]
+    for scale in tta.scales:
+        with input_scale(model, scale):
+            for mirror, turns in VIEWS[tta.flips]:
+                found = detect(model, [view(image, mirror, turns) for image in images], device, amp=amp)
+                for per_image, image, det in zip(views, images, found):
+                    height, width = image.shape[-2:]
+                    per_image.append({**det, "boxes": boxes_to_image(det["boxes"], mirror, turns, width, height)})
+    return [fuse(per_image, tuple(image.shape[-2:]), tta, max_detections) for per_image, image in zip(views, images)]
+
+
+def fuse(views: list[dict], size: tuple[int, int], tta: TTAConfig, max_detections: int) -> dict:
+    """One detection dict from the views' detections of one image (boxes in its pixels)."""
+    if tta.fusion == "nms":
+        boxes = torch.cat([v["boxes"] for v in views])
+        scores = torch.cat([v["scores"] for v in views])
+        labels = torch.cat([v["labels"] for v in views])
+        keep = batched_nms(boxes, scores, labels, tta.iou)[:max_detections]
+        return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+    from ensemble_boxes import weighted_boxes_fusion
+
+    height, width = size
+    scale = np.array([width, height, width, height], dtype=np.float64)
+    boxes, scores, labels = weighted_boxes_fusion(
+        [(v["boxes"].double().numpy() / scale).clip(0, 1) for v in views],
+        [v["scores"].double().numpy() for v in views], [v["labels"].numpy() for v in views],
+        iou_thr=tta.iou, skip_box_thr=0.0)
+    order = np.argsort(-scores, kind="stable")[:max_detections]
+    return {"boxes": torch.from_numpy(boxes[order] * scale).float(),
+            "scores": torch.from_numpy(scores[order]).float(),
+            "labels": torch.from_numpy(labels[order]).long()}
