@@ -1,7 +1,8 @@
 """Transfer learning: the treecrowns Faster R-CNN fine-tuned from ImageNet weights vs trained from scratch,
 with equal CPU time budgets, scored by COCO AP50 on the val split (pycocotools).
 
-Each run trains with `train.time_limit` set to the budget (evaluation time not counted), then evaluates once.
+Each run trains with `train.time_limit` set to the budget (evaluation time not counted), then evaluates its last
+checkpoint twice: plain (as training does) and with the pipeline's test-time augmentation (as `cvpipe eval` does).
 `--budgets 5 10 20` also shows how AP50 grows with time; `--scratch-budgets` picks which budgets get a
 scratch run (default: all). Rows are merged into benches/results/transfer.json by (budget, pretrained).
 Run: `python benches/transfer.py --budgets 10`  (about twice the budget in wall time per budget).
@@ -28,9 +29,12 @@ def run(minutes: float, pretrained: bool, out: Path) -> dict:
                  f"name={'pretrained' if pretrained else 'scratch'}_{minutes:g}min"]
     if not pretrained:
         overrides.append("model.backbone.weights=null")
-    result = Pipeline.from_yaml(PIPELINE, overrides, console=Console(quiet=True)).fit(tensorboard=False)
+    pipeline = Pipeline.from_yaml(PIPELINE, overrides, console=Console(quiet=True))
+    result = pipeline.fit(tensorboard=False)
+    augmented = pipeline.evaluate(result.last, json_path=result.run_dir / "tta" / "metrics.json")
     row = {"budget_min": minutes, "pretrained": pretrained, "AP50": result.metrics.stats["AP50"],
-           "AP": result.metrics.stats["AP"], "iterations": result.history[-1]["iteration"],
+           "AP": result.metrics.stats["AP"], "AP50_tta": augmented.stats["AP50"], "AP_tta": augmented.stats["AP"],
+           "iterations": result.history[-1]["iteration"],
            "epochs": len(result.history), "train_min": round(result.train_seconds / 60, 2)}
     print(json.dumps(row), flush=True)
     return row
@@ -50,13 +54,14 @@ def main() -> None:
             rows.append(run(minutes, True, Path(tmp)))
             if minutes in scratch_budgets:
                 rows.append(run(minutes, False, Path(tmp)))
-    print(f"\n{'budget':>8} {'ImageNet AP50':>14} {'scratch AP50':>13} {'ratio':>7} {'iterations':>11}")
+    print(f"\n{'budget':>8} {'eval':>6} {'ImageNet AP50':>14} {'scratch AP50':>13} {'ratio':>7} {'iterations':>11}")
     for minutes in args.budgets:
         pre = next(r for r in rows if r["budget_min"] == minutes and r["pretrained"])
         scratch = next((r for r in rows if r["budget_min"] == minutes and not r["pretrained"]), None)
-        ratio = f"{pre['AP50'] / scratch['AP50']:.1f}×" if scratch and scratch["AP50"] > 0 else "-"
-        scratch_ap = f"{scratch['AP50']:.3f}" if scratch else "-"
-        print(f"{minutes:>6g} m {pre['AP50']:>14.3f} {scratch_ap:>13} {ratio:>7} {pre['iterations']:>11}")
+        for key, label in (("AP50", "plain"), ("AP50_tta", "TTA")):
+            ratio = f"{pre[key] / scratch[key]:.1f}×" if scratch and scratch[key] > 0 else "-"
+            scratch_ap = f"{scratch[key]:.3f}" if scratch else "-"
+            print(f"{minutes:>6g} m {label:>6} {pre[key]:>14.3f} {scratch_ap:>13} {ratio:>7} {pre['iterations']:>11}")
     path = Path(__file__).with_name("results") / "transfer.json"  # earlier budgets are kept, re-run ones replaced
     path.parent.mkdir(exist_ok=True)
     earlier = json.loads(path.read_text()) if path.exists() else []
