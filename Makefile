@@ -51,6 +51,7 @@ bench: install  # each prints its table and writes benches/results/NAME.json; th
 	$(BIN)/python benches/stream.py
 	$(BIN)/python benches/predict_scale.py
 	$(BIN)/python benches/transfer.py --budgets 10
+	$(BIN)/python benches/tta.py
 	$(BIN)/python benches/detectors.py --minutes 8
 	$(BIN)/python benches/gpu.py
 
