@@ -30,7 +30,7 @@ demo: install
 	$(BIN)/cvpipe predict $(DEMO) --set output.dir=runs/demo --source data/treecrowns/val --out runs/demo/predict
 	@echo "demo outputs (runs/demo/):"
 	@echo "  $$(ls -d runs/demo/treecrowns_faster_rcnn* | tail -1)/  checkpoints, results.csv, loss_curves.png, pr_curve.png, per_class_ap.png"
-	@echo "  eval/metrics.json        the 12 COCO stats + per-class AP (val_detections.json beside it)"
+	@echo "  eval/metrics.json        the 12 COCO stats + per-class AP with test-time augmentation (val_detections.json beside it)"
 	@echo "  predict/images/          annotated val tiles; predict/results.json, detections.csv"
 	@echo "  augment_preview.png      augmented training tiles with their boxes"
 

@@ -66,6 +66,10 @@ class Pipeline:
         dataset, warnings = load_split(self.config, "val", classes)
         for line in warnings:
             self.console.print(f"[yellow]data warning[/] val: {line}")
+        if self.config.tta.enabled:
+            from cvpipe.engine.tta import describe
+
+            self.console.print(f"test-time augmentation: {describe(self.config.tta)} (--set tta.enabled=false: plain)")
         out_dir = Path(json_path).parent if json_path else self._output_dir(weights)
         metrics = evaluate(model, self.config, dataset, device, out_dir=out_dir, tta=True)
         if json_path:

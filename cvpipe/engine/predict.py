@@ -32,7 +32,7 @@ from cvpipe.engine.device import resolve_device
 from cvpipe.engine.fit import progress_bar
 from cvpipe.engine.inference import classify, segment, stylize
 from cvpipe.engine.runtime import inference_model
-from cvpipe.engine.tta import detect_pipeline, tta_views
+from cvpipe.engine.tta import describe, detect_pipeline
 from cvpipe.errors import CvpipeError, DataError
 from cvpipe.io.images import IMAGE_SUFFIXES, list_images, read_image, write_image, write_text
 from cvpipe.metrics.coco import detections_to_results
@@ -146,7 +146,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     report = PredictReport(out, 0, len(done))
     console.print(f"predict: {len(files)} images from {source}" + (f", {len(done)} already done" if done else "")
                   + (f", shard {k}/{shards} ({len(todo)} to do)" if shards > 1 else "")
-                  + (f", test-time augmentation ({tta_views(config.tta)} views)" if config.tta.enabled else "")
+                  + (f", test-time augmentation: {describe(config.tta)}" if config.tta.enabled else "")
                   + f" → {out}")
     transform = build_augment(config.augment, "eval") if config.task != "detect" else None  # detectors resize themselves
     style = read_image(Path(config.model.head.style_image)) if config.task == "stylize" and save_images else None

@@ -86,6 +86,12 @@ def tta_views(tta: TTAConfig) -> int:
     return len(tta.scales) * len(VIEWS[tta.flips])
 
 
+def describe(tta: TTAConfig) -> str:
+    """'6 views (hflip × scales 1.25, 1, 0.8), fused by wbf'"""
+    scales = ", ".join(f"{s:g}" for s in tta.scales)
+    return f"{tta_views(tta)} views ({tta.flips} × scales {scales}), fused by {tta.fusion}"
+
+
 def detect_pipeline(model: nn.Module, images: list[torch.Tensor], device: torch.device, config: PipelineConfig, *,
                     augment: bool) -> list[dict]:
     """What `eval` and `predict` run: `detect`, or with `augment` and `tta.enabled` every view fused."""
