@@ -140,7 +140,8 @@ def main() -> None:
             weights = tmp / "fresh.pt"
             torch.manual_seed(0)
             save_checkpoint(weights, {"model": build_model(config, 1).state_dict(), "classes": config.data.classes})
-        on = {d: Pipeline.from_yaml(pipeline_file, [f"train.device={d}", f"output.dir={tmp}"], console=quiet)
+        plain = ["tta.enabled=false"]  # the model's own throughput and stats, one view per image
+        on = {d: Pipeline.from_yaml(pipeline_file, [f"train.device={d}", f"output.dir={tmp}", *plain], console=quiet)
               for d in (str(device), "cpu")}
         stats = {d: p.evaluate(weights, json_path=tmp / d / "metrics.json").stats for d, p in on.items()}
         difference = max(abs(stats[str(device)][k] - stats["cpu"][k]) for k in stats["cpu"])

@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     root = fetch_dataset("treecrowns")
     quiet = Console(quiet=True)
-    pipeline = Pipeline.from_yaml(PIPELINE, console=quiet)
+    pipeline = Pipeline.from_yaml(PIPELINE, ["tta.enabled=false"], console=quiet)  # the bare loop runs one view
     weights = args.weights
     if weights is None:
         if latest_run_dir(pipeline.config) is None:
