@@ -49,9 +49,9 @@ class Pipeline:
 
     def evaluate(self, weights: str | Path | None = None, *,
                  json_path: str | Path | None = None) -> CocoMetrics | ClassificationMetrics:
-        """The task's metrics on the val split. Detection writes `val_detections.json` / `val_annotations.json`
-        beside `json_path` (or the checkpoint) so the numbers can be re-checked with pycocotools alone;
-        classification writes `val_predictions.csv`."""
+        """The task's metrics on the val split, detection with the pipeline's `tta:` views where enabled.
+        Detection writes `val_detections.json` / `val_annotations.json` beside `json_path` (or the checkpoint) so
+        the numbers can be re-checked with pycocotools alone; classification writes `val_predictions.csv`."""
         from cvpipe.engine.checkpoint import check_classes, load_trained
         from cvpipe.engine.data import load_split
         from cvpipe.engine.device import resolve_device
