@@ -283,7 +283,9 @@ class TTAConfig(Strict):
     flips: Literal["none", "hflip", "dihedral"] = "hflip"  # dihedral: the 8 mirrors and quarter turns
     scales: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = [1.0]  # × the head's input size
     fusion: Literal["wbf", "nms"] = "wbf"  # weighted boxes fusion (ensemble-boxes) or NMS over all views
-    iou: Annotated[float, Field(gt=0, le=1)] = 0.55  # boxes overlapping this much are one object
+    # boxes overlapping this much are one object; None: the head's nms_thresh (a lower one would merge boxes the
+    # head's own NMS kept apart: YOLO's 0.6 with 0.55 here lost 0.05 AP50 on tree crowns)
+    iou: Annotated[float, Field(gt=0, le=1)] | None = None
 
 
 class VideoConfig(Strict):
@@ -317,6 +319,8 @@ class PipelineConfig(Strict):
             )
         if self.tta.enabled and self.task != "detect":
             raise ValueError(f"tta.enabled: test-time augmentation is for detection pipelines; this one is {self.task!r}")
+        if self.task == "detect" and self.tta.iou is None:
+            self.tta.iou = self.model.head.nms_thresh
         stats = TASK_STATS.get(self.task, ())
         if self.eval.best == "auto" and stats:
             self.eval.best = stats[0]

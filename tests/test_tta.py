@@ -72,7 +72,7 @@ def test_scales_resize_a_faster_rcnn_input_and_restore_it(tmp_path):
         assert transform([image])[0].image_sizes == [(48, 64)]  # min_size 96 × 0.5
     assert transform([image])[0].image_sizes == [(96, 128)]
     # a view's boxes come back in the image's pixels at every scale
-    tta = TTAConfig(flips="dihedral", scales=[0.75, 1.0])
+    tta = TTAConfig(flips="dihedral", scales=[0.75, 1.0], iou=0.5)
     assert tta_views(tta) == 16
     uint8 = (image * 255).to(torch.uint8)
     for det in detect_augmented(model, [uint8], CPU, tta):
@@ -107,7 +107,7 @@ def test_mirrored_photos_give_mirrored_detections(photos, monkeypatch):
     monkeypatch.chdir(REPO)
     config = Pipeline.from_yaml("pipelines/coco_ssd_mobilenet_v2.yaml").config
     model, _ = inference_model(config, None, CPU, "pytorch")
-    tta = TTAConfig(flips="hflip")
+    tta = TTAConfig(flips="hflip", iou=config.tta.iou)
     compared = 0
     for photo in sorted(photos.glob("*.[jp][pn]g")):
         image = torch.from_numpy(read_image(photo)).permute(2, 0, 1)
@@ -125,7 +125,13 @@ def test_mirrored_photos_give_mirrored_detections(photos, monkeypatch):
         confident = plain["boxes"][plain["scores"] >= 0.5]
         if len(confident):
             assert (box_iou(confident, fused["boxes"]).max(1).values > 0.8).all(), photo.name
+        # one view through WBF at the head's own NMS IoU (the default) is the plain detection, unchanged
+        single = detect_augmented(model, [image], CPU, TTAConfig(flips="none", iou=config.tta.iou))[0]
+        assert len(single["scores"]) == len(plain["scores"]), photo.name
+        torch.testing.assert_close(single["boxes"], plain["boxes"], atol=1e-3, rtol=0)
+        torch.testing.assert_close(single["scores"], plain["scores"], atol=1e-6, rtol=0)
         compared += int(keep.sum())
+    assert config.tta.iou == config.model.head.nms_thresh == 0.6  # tta.iou left out: the head's
     assert compared >= 5
 
 

@@ -89,7 +89,8 @@ def tta_views(tta: TTAConfig) -> int:
 def describe(tta: TTAConfig) -> str:
     """'6 views (hflip × scales 1.25, 1, 0.8), fused by wbf'"""
     scales = ", ".join(f"{s:g}" for s in tta.scales)
-    return f"{tta_views(tta)} views ({tta.flips} × scales {scales}), fused by {tta.fusion}"
+    views = tta_views(tta)
+    return f"{views} view{'s' if views > 1 else ''} ({tta.flips} × scales {scales}), fused by {tta.fusion}"
 
 
 def detect_pipeline(model: nn.Module, images: list[torch.Tensor], device: torch.device, config: PipelineConfig, *,
@@ -117,6 +118,8 @@ def detect_augmented(model: nn.Module, images: list[torch.Tensor], device: torch
 
 def fuse(views: list[dict], size: tuple[int, int], tta: TTAConfig, max_detections: int) -> dict:
     """One detection dict from the views' detections of one image (boxes in its pixels)."""
+    if tta.iou is None:
+        raise ConfigError("tta.iou: not set; a detection pipeline sets it from the head's nms_thresh")
     if tta.fusion == "nms":
         boxes = torch.cat([v["boxes"] for v in views])
         scores = torch.cat([v["scores"] for v in views])
