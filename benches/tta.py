@@ -16,6 +16,7 @@ from common import save_results
 from rich.console import Console
 
 from cvpipe.data.fetchers import fetch_dataset
+from cvpipe.engine.tta import tta_views
 from cvpipe.models.weights import WeightsCatalog
 from cvpipe.pipeline import Pipeline
 
@@ -51,7 +52,7 @@ def main() -> None:
             start = time.perf_counter()
             metrics = pipeline.evaluate(args.weights, json_path=Path(tmp) / "metrics.json")
             seconds = time.perf_counter() - start
-            rows.append({"views": name, "passes": len(scales) * {"none": 1, "hflip": 2, "dihedral": 8}[flips],
+            rows.append({"views": name, "passes": tta_views(pipeline.config.tta),
                          "AP50": metrics.stats["AP50"], "AP": metrics.stats["AP"], "seconds": seconds})
             print(rows[-1], flush=True)
     plain = rows[0]
@@ -60,7 +61,7 @@ def main() -> None:
         r["time_ratio"] = r["seconds"] / plain["seconds"]
         print(f"{r['views']:<34} {r['passes']:>6} {r['AP50']:>6.3f} {r['AP']:>6.3f} {r['seconds']:>6.1f} "
               f"{r['time_ratio']:>7.1f} {r['AP50'] - plain['AP50']:>+9.3f}")
-        save_results("tta", {"weights": args.weights, "rows": rows})
+    save_results("tta", {"weights": args.weights, "rows": rows})
 
 
 if __name__ == "__main__":

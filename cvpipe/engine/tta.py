@@ -15,8 +15,10 @@ import contextlib
 import numpy as np
 import torch
 from torch import nn
+from torchvision import tv_tensors
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import batched_nms
+from torchvision.transforms.v2 import functional as F
 
 from cvpipe.config import PipelineConfig, TTAConfig
 from cvpipe.engine.inference import detect
@@ -38,19 +40,15 @@ def view(image: torch.Tensor, mirror: bool, turns: int) -> torch.Tensor:
 
 
 def boxes_to_image(boxes: torch.Tensor, mirror: bool, turns: int, width: int, height: int) -> torch.Tensor:
-    """xyxy boxes found in `view(image, mirror, turns)` → the same boxes in the (`width`×`height`) image."""
-    x1, y1, x2, y2 = boxes.unbind(1)
-    corners = []
-    for x, y in ((x1, y1), (x2, y2)):
-        w, h = (height, width) if turns % 2 else (width, height)  # the view's size
-        for _ in range(turns):  # a turn took (x, y) in a w×h image to (y, w - x) in an h×w one; undo it
-            x, y = h - y, x
-            w, h = h, w
-        if mirror:
-            x = width - x
-        corners.append((x, y))
-    (xa, ya), (xb, yb) = corners
-    return torch.stack([torch.minimum(xa, xb), torch.minimum(ya, yb), torch.maximum(xa, xb), torch.maximum(ya, yb)], 1)
+    """xyxy boxes found in `view(image, mirror, turns)` → the same boxes in the (`width`×`height`) image: the view's
+    turns undone, then its mirror (torchvision's box transforms)."""
+    size = (width, height) if turns % 2 else (height, width)  # the view's (h, w)
+    found = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=size)
+    if turns:
+        found = F.rotate(found, -90 * turns, expand=True)
+    if mirror:
+        found = F.horizontal_flip(found)
+    return found.as_subclass(torch.Tensor)
 
 
 def resizing_transform(model: nn.Module) -> GeneralizedRCNNTransform | None:
