@@ -158,10 +158,15 @@ def test_fast_rcnn_pools_the_proposals_on_one_level():
                                torch.tensor([[20.0, 10.0, 60.0, 20.0]]))
 
 
+@pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("fields", [RCNN, FAST_RCNN], ids=["rcnn", "fast_rcnn"])
-def test_loss_falls_on_one_batch(tmp_path, fields):
-    torch.manual_seed(0)
+def test_loss_falls_on_one_batch(tmp_path, fields, seed):
+    # Several initialisations, so that a lucky one cannot hide an unstable loss: R-CNN's box regressor once rang
+    # under momentum SGD on unscaled features and this passed with one seed only (heads/rcnn.py,
+    # LINEAR_FEATURE_NORM); the same machine failed 10 of 10 other seeds.
+    torch.manual_seed(seed)
     model = detector(tmp_path, fields).train()
+    torch.manual_seed(0)
     images = [torch.rand(3, 96, 128) for _ in range(2)]
     targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([1]),
                 "proposals": torch.tensor([[12.0, 8.0, 58.0, 52.0], [0.0, 0.0, 128.0, 96.0], [70.0, 50.0, 120.0, 90.0]])},

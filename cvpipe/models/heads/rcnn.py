@@ -25,6 +25,12 @@ from cvpipe.models.backbones import Backbone
 from cvpipe.models.proposals import RegionProposals
 
 FOREGROUND_IOU = 0.5  # fine-tuning positives, as in the paper
+# The SVMs and regressors see each feature row scaled to this norm (the R-CNN code scales to a fixed mean norm
+# too, rcnn_scale_features). Their squared / hinge losses then have curvature at most 2·10 whatever the
+# backbone's width: lr·λ ≤ 0.4 at lr 0.02. Unscaled, BN-whitened 160-d features gave lr·λ ≈ 1.2–1.5 at lr 0.01,
+# deep in momentum SGD's under-damped regime, and the CNN's fine-tuning moved the features every step, so the
+# regressor rang instead of settling (its loss rose in 10 of 10 seeds on one batch; tests/test_rcnn.py).
+LINEAR_FEATURE_NORM = 10 ** 0.5
 
 
 class HardNegatives:
@@ -85,6 +91,11 @@ class RCNNDetector(nn.Module):
     def features(self, crops: torch.Tensor) -> torch.Tensor:
         return self.backbone(crops)[-1].mean((2, 3))
 
+    @staticmethod
+    def linear_inputs(features: torch.Tensor) -> torch.Tensor:
+        """What the SVMs and regressors see: each row at norm LINEAR_FEATURE_NORM."""
+        return F.normalize(features, dim=1) * LINEAR_FEATURE_NORM
+
     def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None,
                 proposals: list[torch.Tensor] | None = None):
         if proposals is None:
@@ -102,7 +113,7 @@ class RCNNDetector(nn.Module):
             torch.cat(parts) for parts in zip(*samples))
         features = self.features(crops)
         losses = {"loss_classifier": F.cross_entropy(self.classifier(features), classes)}
-        detached = features.detach()
+        detached = self.linear_inputs(features.detach())
         deltas = self.regressor(detached).view(len(detached), self.num_classes, 4)
         rows = torch.nonzero(regress).squeeze(1)
         losses["loss_box_reg"] = (F.mse_loss(deltas[rows, regress_class[rows]], regress_target[rows], reduction="sum")
@@ -149,7 +160,7 @@ class RCNNDetector(nn.Module):
         cfg, k = self.cfg, self.num_classes
         margins, boxes = [], []
         for chunk in proposals.split(cfg.crops_per_pass):
-            features = self.features(self.warp(image, chunk))
+            features = self.linear_inputs(self.features(self.warp(image, chunk)))
             margins.append(self.svm(features))
             deltas = self.regressor(features).reshape(-1, 4)
             boxes.append(self.box_coder.decode_single(deltas, chunk.repeat_interleave(k, 0)))
