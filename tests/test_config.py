@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from cvpipe.cli import main
-from cvpipe.config import load_pipeline, parse_override
+from cvpipe.config import data_problems, load_pipeline, parse_override
 from cvpipe.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,14 +39,18 @@ def test_good_pipeline_merges_defaults(tmp_path):
     assert cfg.model.neck.name == "fpn" and cfg.model.neck.out_channels == 128  # out_channels from defaults.yaml
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "pipelines").glob("*.yaml")))
-def test_bundled_pipelines_validate_schema(name, monkeypatch, tmp_path):
-    text = (REPO / "pipelines" / name).read_text()
-    path = tmp_path / name
-    path.write_text(text)
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "pipelines").glob("*.yaml")))
+def test_bundled_pipelines_load_by_name_from_any_folder(name, monkeypatch, tmp_path):
+    """No dataset is needed to load a pipeline; a relative data.root finds a fetched dataset in the data folder."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / yaml.safe_load(text)["data"]["root"]).mkdir(parents=True, exist_ok=True)
-    load_pipeline(path)
+    monkeypatch.setenv("CVPIPE_DATA", str(tmp_path / "datasets"))
+    load_pipeline(name)
+    root = yaml.safe_load((REPO / "pipelines" / f"{name}.yaml").read_text())["data"]["root"]
+    if root is not None:
+        (tmp_path / "datasets" / root).mkdir(parents=True)
+    cfg = load_pipeline(name)
+    assert cfg.data.root == (None if root is None else tmp_path / "datasets" / root)
+    assert cfg._source == str(REPO / "cvpipe" / "pipelines" / f"{name}.yaml")
 
 
 def test_every_problem_reported_with_file_line_and_path(tmp_path):
@@ -84,7 +88,42 @@ def test_semantic_checks_weights_augment_and_data(tmp_path):
     assert any(":11: augment.train[1]: RandomCrop: invalid parameters" in p for p in got)
     assert any('model.backbone.weights: unknown weights id "mobilenet_v2.imagenett"; did you mean "mobilenet_v2.imagenet"?' in p
                for p in got)
-    assert any("data.root:" in p and "does not exist" in p for p in got)
+    assert not any("data.root" in p for p in got)  # whether the dataset exists is the commands' business
+
+
+def test_relative_inputs_resolve_against_the_pipeline_file_then_the_data_folder(tmp_path, monkeypatch):
+    (tmp_path / "project" / "mydata").mkdir(parents=True)
+    (tmp_path / "datasets" / "fetched").mkdir(parents=True)
+    path = tmp_path / "project" / "p.yaml"
+    path.write_text(GOOD.replace("DATA", "mydata"))
+    monkeypatch.setenv("CVPIPE_DATA", str(tmp_path / "datasets"))
+    monkeypatch.chdir(tmp_path)  # not the pipeline's folder
+    assert load_pipeline(path).data.root == tmp_path / "project" / "mydata"
+    assert load_pipeline(path, ["data.root=fetched"]).data.root == tmp_path / "datasets" / "fetched"
+    (tmp_path / "here").mkdir()
+    assert load_pipeline(path, ["data.root=here"]).data.root == tmp_path / "here"  # --set: the current folder
+    cfg = load_pipeline(path, ["data.root=absent"])
+    assert data_problems(cfg) == [
+        f"{path} (--set): data.root: neither {tmp_path / 'absent'} nor {tmp_path / 'datasets' / 'absent'} exists; "
+        "fetch a bundled dataset with `cvpipe data fetch NAME` (no NAME: the list) or fix the path"]
+    cfg = load_pipeline(path, ["data.root=null"])
+    assert data_problems(cfg)[0].startswith(f"{path} (--set): data.root: not set: this pipeline has no dataset")
+    assert data_problems(load_pipeline(path)) == []
+
+
+def test_commands_that_read_the_dataset_need_it_and_the_others_do_not(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CVPIPE_DATA", str(tmp_path / "empty"))
+    assert main(["validate", "coco_ssd_mobilenet_v2"]) == 0  # a ready detector: no split, no dataset
+    assert "no dataset: predict, video, export" in capsys.readouterr().out
+    assert main(["validate", "treecrowns_faster_rcnn"]) == 2
+    err = capsys.readouterr().err
+    assert f"treecrowns_faster_rcnn.yaml:10: data.root: neither " in err
+    assert f"nor {tmp_path / 'empty' / 'treecrowns'} exists; fetch a bundled dataset with `cvpipe data fetch" in err
+    for command in (["train", "treecrowns_faster_rcnn"], ["eval", "treecrowns_faster_rcnn"],
+                    ["augment", "preview", "treecrowns_faster_rcnn"]):
+        assert main(command) == 2, command
+        assert "data.root:" in capsys.readouterr().err
 
 
 def test_head_must_fit_task(tmp_path):

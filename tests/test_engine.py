@@ -178,12 +178,25 @@ def test_cli_train_eval_predict(shapes_pipeline, tmp_path, capsys):
 
     assert main(["train", str(shapes_pipeline), "--no-tensorboard", "--set", "train.epochs=1"]) == 0
     assert "per-class AP" in capsys.readouterr().out
+    run_dir = tmp_path / "runs" / "shapes"
+    before = sorted(p.name for p in run_dir.iterdir())
+    assert main(["eval", str(shapes_pipeline)]) == 0
+    out = capsys.readouterr().out
+    assert f"weights: {run_dir / 'best.pt'}" in out  # says which checkpoint it scored
+    assert sorted(p.name for p in run_dir.iterdir()) == before  # and, without --json, writes nothing
     assert main(["eval", str(shapes_pipeline), "--json", str(tmp_path / "m.json")]) == 0
     out = capsys.readouterr().out
     assert "Average Precision  (AP) @[ IoU=0.50      | area=   all | maxDets=100 ]" in out and "square" in out
+    assert (tmp_path / "val_detections.json").exists()
     assert main(["predict", str(shapes_pipeline), "--source", str(tmp_path / "src" / "val" / "*.png"),
                  "--out", str(tmp_path / "pred"), "--conf", "0"]) == 0
-    assert "4 images" in capsys.readouterr().out and (tmp_path / "pred" / "results.json").exists()
+    out = capsys.readouterr().out
+    assert "4 images" in out and (tmp_path / "pred" / "results.json").exists()
+    assert "images/, results.json (COCO results), images.json, detections.csv, skipped.txt" in out
+    assert main(["predict", str(shapes_pipeline), "--source", str(tmp_path / "src" / "val"),
+                 "--out", str(tmp_path / "pred2"), "--no-images"]) == 0
+    out = capsys.readouterr().out
+    assert "→ " in out and "images/" not in out and not (tmp_path / "pred2" / "images").exists()
     assert main(["predict", str(shapes_pipeline), "--source", str(tmp_path / "nothing_here")]) == 2
     assert "--source" in capsys.readouterr().err
 

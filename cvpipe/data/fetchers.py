@@ -20,6 +20,7 @@ from cvpipe.data.tiling import tile_image, tile_starts
 from cvpipe.errors import CvpipeError
 from cvpipe.fetch import PackageFile, atomic_copy, fetch_package_files
 from cvpipe.io.images import read_image, write_image
+from cvpipe.paths import data_dir
 
 DEEPFOREST = "deepforest==2.1.0"
 _DF = "deepforest/data/"
@@ -82,11 +83,6 @@ VIDEOS = {  # real H.264 footage; bikes: cyclists, pedestrians and cars in traff
                              "91028f9d6c72cc8137d8bd05678bdfcf5ab7c8fd9d7b77de70ce7a3ade257bb5"),
 }
 FACES_VAL_EVERY = 4  # every 4th image of each class is held out: 75 + 75 train, 25 + 25 val
-
-
-def data_dir() -> Path:
-    """Where datasets live: $CVPIPE_DATA, else ./data."""
-    return Path(os.environ.get("CVPIPE_DATA", "data"))
 
 
 def _download(name: str, files: dict[str, PackageFile], root: Path) -> Path:

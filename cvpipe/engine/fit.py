@@ -19,14 +19,6 @@ from pathlib import Path
 import torch
 import yaml
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from cvpipe.config import LOWER_IS_BETTER, PipelineConfig
 from cvpipe.engine import distributed
@@ -37,6 +29,7 @@ from cvpipe.engine.evaluate import evaluate
 from cvpipe.engine.inference import autocast, to_device
 from cvpipe.engine.logs import RunLog
 from cvpipe.engine.optim import build_optimizer, lr_factor, set_lr
+from cvpipe.engine.progress import progress_bar
 from cvpipe.engine.runs import latest_run_dir, new_run_dir
 from cvpipe.errors import CvpipeError, WeightsError
 from cvpipe.io.images import write_text
@@ -93,12 +86,6 @@ def make_ema(model: torch.nn.Module, config: PipelineConfig):
     from timm.utils import ModelEmaV3
 
     return ModelEmaV3(model, decay=EMA_DECAY, use_warmup=True)
-
-
-def progress_bar(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                    console=console, transient=True)
 
 
 def resume_state(config: PipelineConfig, resume: bool | str | Path) -> tuple[Path, dict]:

@@ -29,8 +29,8 @@ from cvpipe.data.augment import augment_image, build_augment
 from cvpipe.engine import distributed
 from cvpipe.engine.data import image_tensor
 from cvpipe.engine.device import resolve_device
-from cvpipe.engine.fit import progress_bar
 from cvpipe.engine.inference import classify, segment, stylize
+from cvpipe.engine.progress import progress_bar
 from cvpipe.engine.runtime import inference_model
 from cvpipe.engine.tta import describe, detect_pipeline
 from cvpipe.errors import CvpipeError, DataError
@@ -50,6 +50,7 @@ class PredictReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason), all runs
     seconds: float = 0.0
     detections: int = 0
+    written: list[str] = field(default_factory=list)  # what this run wrote under `out`, for the summary line
 
     @property
     def images_per_second(self) -> float:
@@ -198,9 +199,16 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     report.seconds = time.perf_counter() - start
     distributed.barrier(rank)  # every shard's journal is complete
     if rank.main:
-        write_outputs(out, read_journals(journals), names, classes, report, task=config.task)
+        report.written = image_folders(config.task, save_images) + write_outputs(
+            out, read_journals(journals), names, classes, report, task=config.task)
     distributed.teardown(rank)
     return report
+
+
+def image_folders(task: str, save_images: bool) -> list[str]:
+    """The folders of per-image files a task writes (with `save_images`, its annotated copies too)."""
+    drawn = {"detect": ["images/"], "segment": ["overlays/"]}.get(task, []) if save_images else []
+    return {"segment": ["masks/"], "stylize": ["stylized/"]}.get(task, []) + drawn
 
 
 def _detections(model, images: list[torch.Tensor], names: list[str], device, config: PipelineConfig, conf: float,
@@ -270,10 +278,10 @@ def _write_annotated(path: Path, image: torch.Tensor, boxes, labels, classes: li
 
 
 def write_outputs(out: Path, entries: dict[str, dict], names: list[str], classes: list[str], report: PredictReport,
-                  *, task: str = "detect") -> None:
+                  *, task: str = "detect") -> list[str]:
     """From the journal, in discovery order: the task's files (detection: results.json COCO results, images.json
     ids → files, detections.csv; classification: predictions.csv; segmentation: segmentation.csv; style
-    transfer: none beyond its images) and skipped.txt."""
+    transfer: none beyond its images) and skipped.txt. Returns the names written."""
     finished = []  # (image id, name, entry)
     for image_id, name in enumerate(names, start=1):
         entry = entries.get(name)
@@ -284,12 +292,12 @@ def write_outputs(out: Path, entries: dict[str, dict], names: list[str], classes
         else:
             finished.append((image_id, name, entry))
     writers = {"detect": _write_detections, "classify": _write_classifications, "segment": _write_segmentations}
-    if task in writers:
-        writers[task](out, finished, classes)
+    written = writers[task](out, finished, classes) if task in writers else []
     write_text(out / "skipped.txt", "".join(f"{name}: {reason}\n" for name, reason in report.skipped))
+    return [*written, "skipped.txt"]
 
 
-def _write_detections(out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> None:
+def _write_detections(out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> list[str]:
     images, results = [], []
     rows = io.StringIO()
     writer = csv.writer(rows)
@@ -303,9 +311,10 @@ def _write_detections(out: Path, finished: list[tuple[int, str, dict]], classes:
     write_text(out / "results.json", json.dumps(results))
     write_text(out / "images.json", json.dumps({"images": images, "categories": categories}))
     write_text(out / "detections.csv", rows.getvalue())
+    return ["results.json (COCO results)", "images.json", "detections.csv"]
 
 
-def _write_classifications(out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> None:
+def _write_classifications(out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> list[str]:
     rows = io.StringIO()
     writer = csv.writer(rows)
     k = min(TOP_K, len(classes))
@@ -314,9 +323,10 @@ def _write_classifications(out: Path, finished: list[tuple[int, str, dict]], cla
         writer.writerow([name, *(v for label, score in zip(entry["labels"], entry["scores"])
                                  for v in (classes[label], score))])
     write_text(out / "predictions.csv", rows.getvalue())
+    return [f"predictions.csv (top-{k} classes and scores)"]
 
 
-def _write_segmentations(out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> None:
+def _write_segmentations(out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> list[str]:
     rows = io.StringIO()
     writer = csv.writer(rows)
     writer.writerow(["file", "mask", *classes])  # the share of the image's pixels given to each class
@@ -326,3 +336,4 @@ def _write_segmentations(out: Path, finished: list[tuple[int, str, dict]], class
         shares = counts / max(counts.sum(), 1)
         writer.writerow([name, str(Path("masks") / Path(name).with_suffix(".png")), *np.round(shares, 5).tolist()])
     write_text(out / "segmentation.csv", rows.getvalue())
+    return ["segmentation.csv (class shares)"]

