@@ -183,12 +183,12 @@ def cmd_validate(args) -> int:
     has_splits = config.data.train is not None or config.data.val is not None
     problems = data_problems(config) if has_splits else []
     if problems:
-        raise ConfigError(f"{config._source}: {len(problems)} problem(s)", problems)
+        raise ConfigError(f"{config.source}: {len(problems)} problem(s)", problems)
     head = config.model.head
     model = (f"fast_style, loss network {head.loss_weights}" if head.name == "fast_style"
              else f"{config.model.backbone.name} → {head.name}")
     data = f"data {config.data.format} at {config.data.root}" if has_splits else "no dataset: predict, video, export"
-    console.print(f"[green]ok[/green] {config._source}: {config.name} ({config.task}, {model}, {data})")
+    console.print(f"[green]ok[/green] {config.source}: {config.name} ({config.task}, {model}, {data})")
     return 0
 
 
@@ -305,6 +305,9 @@ def cmd_data_fetch(args) -> int:
     from cvpipe.data.fetchers import FETCHERS, fetch_dataset
 
     if not args.names:
+        from cvpipe.paths import data_dir
+
+        console.print(f"data folder: {args.root or data_dir()} (--root, $CVPIPE_DATA)")
         for name, (_, description) in FETCHERS.items():
             console.print(f"{name:12s} {description}")
         return 0

@@ -317,6 +317,11 @@ class PipelineConfig(Strict):
     _overridden: set = PrivateAttr(default_factory=set)
     _looked_in: dict = PrivateAttr(default_factory=dict)  # key path → the places a relative input was looked for
 
+    @property
+    def source(self) -> str:
+        """The pipeline file this was loaded from (a bundled one's path inside the package)."""
+        return self._source
+
     @model_validator(mode="after")
     def _head_fits_task(self) -> PipelineConfig:
         allowed = HEADS_FOR_TASK.get(self.task, set())

@@ -50,7 +50,7 @@ def test_bundled_pipelines_load_by_name_from_any_folder(name, monkeypatch, tmp_p
         (tmp_path / "datasets" / root).mkdir(parents=True)
     cfg = load_pipeline(name)
     assert cfg.data.root == (None if root is None else tmp_path / "datasets" / root)
-    assert cfg._source == str(REPO / "cvpipe" / "pipelines" / f"{name}.yaml")
+    assert cfg.source == str(REPO / "cvpipe" / "pipelines" / f"{name}.yaml")
 
 
 def test_every_problem_reported_with_file_line_and_path(tmp_path):
@@ -118,7 +118,7 @@ def test_commands_that_read_the_dataset_need_it_and_the_others_do_not(tmp_path, 
     assert "no dataset: predict, video, export" in capsys.readouterr().out
     assert main(["validate", "treecrowns_faster_rcnn"]) == 2
     err = capsys.readouterr().err
-    assert f"treecrowns_faster_rcnn.yaml:10: data.root: neither " in err
+    assert "treecrowns_faster_rcnn.yaml:10: data.root: neither " in err
     assert f"nor {tmp_path / 'empty' / 'treecrowns'} exists; fetch a bundled dataset with `cvpipe data fetch" in err
     for command in (["train", "treecrowns_faster_rcnn"], ["eval", "treecrowns_faster_rcnn"],
                     ["augment", "preview", "treecrowns_faster_rcnn"]):
