@@ -107,13 +107,18 @@ def test_one_epoch_draws_visible_loss_points(tmp_path):
     assert blue.sum() > 10
 
 
-def test_progress_prints_plain_lines_where_there_is_no_terminal():
+@pytest.mark.parametrize("term", ["xterm", None])  # CI runs without TERM; rich behaves differently there
+def test_progress_prints_plain_lines_where_there_is_no_terminal(monkeypatch, term):
     import io
 
     from rich.console import Console
 
     from cvpipe.engine.progress import LoggedProgress
 
+    if term is None:
+        monkeypatch.delenv("TERM", raising=False)
+    else:
+        monkeypatch.setenv("TERM", term)
     log = io.StringIO()
     with LoggedProgress(Console(file=log, force_terminal=False), log_every=0.0) as progress:
         task = progress.add_task("train", total=4, info="")

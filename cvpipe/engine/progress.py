@@ -23,8 +23,8 @@ class LoggedProgress(Progress):
     def __init__(self, console: Console, log_every: float = LOG_EVERY_S):
         super().__init__(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                          TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                         console=console, transient=True)
-        self.log_lines = not console.is_terminal
+                         console=console, transient=True, disable=not console.is_terminal)
+        self.log_lines = not console.is_terminal  # no live display there (it left blank lines where TERM is unset)
         self.log_every = log_every
         self._logged: dict[TaskID, float | None] = {}  # last line's time; None once the completion line is out
 
