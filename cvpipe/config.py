@@ -589,8 +589,10 @@ def _resolve_inputs(config: PipelineConfig, path: Path) -> None:
 
     if config.data.root is not None:
         config.data.root = resolve(("data", "root"), config.data.root)
-    if config.model.head.name == "fast_style":
-        config.model.head.style_image = resolve(("model", "head", "style_image"), config.model.head.style_image)
+    head = config.model.head
+    for name, field in type(head).model_fields.items():  # a head's input files (fast_style's style_image)
+        if field.annotation is Path:
+            setattr(head, name, resolve(("model", "head", name), getattr(head, name)))
 
 
 def data_problems(config: PipelineConfig) -> list[str]:
