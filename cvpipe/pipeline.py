@@ -58,7 +58,7 @@ class Pipeline:
         from cvpipe.engine.data import load_split
         from cvpipe.engine.device import resolve_device
         from cvpipe.engine.evaluate import evaluate
-        from cvpipe.engine.progress import progress_bar
+        from cvpipe.engine.progress import LoggedProgress
         from cvpipe.io.images import write_text
 
         require_data(self.config)
@@ -77,7 +77,7 @@ class Pipeline:
 
             self.console.print(f"test-time augmentation: {describe(self.config.tta)} (--set tta.enabled=false: plain)")
         out_dir = Path(json_path).parent if json_path else None
-        with progress_bar(self.console) as progress:
+        with LoggedProgress(self.console) as progress:
             metrics = evaluate(model, self.config, dataset, device, out_dir=out_dir, progress=progress, tta=True)
         if json_path:
             write_text(Path(json_path), json.dumps(metrics.as_json(), indent=2))

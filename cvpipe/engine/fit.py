@@ -29,7 +29,7 @@ from cvpipe.engine.evaluate import evaluate
 from cvpipe.engine.inference import autocast, to_device
 from cvpipe.engine.logs import RunLog
 from cvpipe.engine.optim import build_optimizer, lr_factor, set_lr
-from cvpipe.engine.progress import progress_bar
+from cvpipe.engine.progress import LoggedProgress
 from cvpipe.engine.runs import latest_run_dir, new_run_dir
 from cvpipe.errors import CvpipeError, WeightsError
 from cvpipe.io.images import write_text
@@ -154,7 +154,7 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
     console.print(f"training {config.name} on {device}" + (f" × {rank.world} processes" if rank.distributed else "")
                   + f": {len(train_set)} train / {len(val_set)} val images, {len(classes)} classes, "
                   f"{iters_per_epoch} iterations per epoch → {run_dir}")
-    with progress_bar(console) as progress:
+    with LoggedProgress(console) as progress:
         precompute_proposals(config, [train_set, val_set], progress)
         task = progress.add_task("train", total=epochs * iters_per_epoch, completed=iteration, info="")
         while epoch < epochs:

@@ -30,7 +30,7 @@ from cvpipe.engine import distributed
 from cvpipe.engine.data import image_tensor
 from cvpipe.engine.device import resolve_device
 from cvpipe.engine.inference import classify, segment, stylize
-from cvpipe.engine.progress import progress_bar
+from cvpipe.engine.progress import LoggedProgress
 from cvpipe.engine.runtime import inference_model
 from cvpipe.engine.tta import describe, detect_pipeline
 from cvpipe.errors import CvpipeError, DataError
@@ -167,7 +167,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
             journal.write("".join(json.dumps(e) + "\n" for e in entries))
             journal.flush()
 
-    with (open(journal_path, "a" if resume else "w", encoding="utf-8") as journal, progress_bar(console) as progress,
+    with (open(journal_path, "a" if resume else "w", encoding="utf-8") as journal, LoggedProgress(console) as progress,
           ThreadPoolExecutor(max_workers=1) as writer):
         task = progress.add_task("predict", total=len(todo), info="")
         for batch in loader:

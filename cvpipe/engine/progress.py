@@ -23,8 +23,8 @@ class LoggedProgress(Progress):
     def __init__(self, console: Console, log_every: float = LOG_EVERY_S):
         super().__init__(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                          TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                         # no live display off a terminal: plain lines instead (it left blank lines where TERM is unset)
                          console=console, transient=True, disable=not console.is_terminal)
-        self.log_lines = not console.is_terminal  # no live display there (it left blank lines where TERM is unset)
         self.log_every = log_every
         self._logged: dict[TaskID, float | None] = {}  # last line's time; None once the completion line is out
 
@@ -43,7 +43,7 @@ class LoggedProgress(Progress):
 
     def _log(self, task_id: TaskID) -> None:
         last = self._logged.get(task_id)
-        if not self.log_lines or last is None:
+        if not self.disable or last is None:
             return
         task = next(t for t in self.tasks if t.id == task_id)
         done = task.total is not None and task.completed >= task.total
@@ -56,7 +56,3 @@ class LoggedProgress(Progress):
         info = task.fields.get("info", "")
         self.console.print(f"{task.description}: {task.completed:g}/{task.total:g}{share}, "
                            f"{task.elapsed or 0:.0f} s{eta}" + (f", {info}" if info else ""))
-
-
-def progress_bar(console: Console) -> LoggedProgress:
-    return LoggedProgress(console)
