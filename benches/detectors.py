@@ -28,8 +28,7 @@ from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.engine.checkpoint import load_trained
 from cvpipe.engine.data import image_tensor
 from cvpipe.engine.inference import detect
-from cvpipe.engine.predict import discover
-from cvpipe.io.images import read_image, write_text
+from cvpipe.io.images import discover, read_image, write_text
 from cvpipe.models.proposals import proposals_for
 from cvpipe.pipeline import Pipeline
 

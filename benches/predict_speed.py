@@ -24,9 +24,8 @@ from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.engine.checkpoint import load_trained
 from cvpipe.engine.data import image_tensor
 from cvpipe.engine.inference import detect
-from cvpipe.engine.predict import discover
 from cvpipe.engine.runs import latest_run_dir
-from cvpipe.io.images import read_image
+from cvpipe.io.images import discover, read_image
 from cvpipe.pipeline import Pipeline
 
 PIPELINE = "pipelines/treecrowns_faster_rcnn.yaml"

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from cvpipe.config import BACKENDS
+from cvpipe.console import make_console, styled
 from cvpipe.errors import ConfigError, CvpipeError
+from cvpipe.io.outputs import describe_os_error
 
-console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # never split a line
+console = make_console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # never split a line
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -32,10 +34,33 @@ def _shard(text: str) -> tuple[int, int]:
 
 def _input_shape(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(v) for v in text.lower().split("x"))
+        shape = tuple(int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected CxHxW like 3x224x224, got {text!r}") from None
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected CxHxW of positive sizes like 3x224x224, got {text!r}")
+    return shape
 
+
+def _number(low: float, high: float = math.inf, *, integer: bool = False, low_open: bool = False):
+    """An argparse type: a finite number in [low, high] ((low, high] with `low_open`); anything else exits 2 naming
+    the range, before any work (`--conf 2` or `--conf nan` would otherwise keep nothing and exit 0)."""
+    def parse(text: str):
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value > high or (value <= low if low_open else value < low):
+            bounds = f"{'>' if low_open else '≥'} {low:g}" + (f" and ≤ {high:g}" if math.isfinite(high) else "")
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if integer else 'a number'} {bounds}, got {text!r}")
+        return value
+    return parse
+
+
+PROBABILITY = _number(0.0, 1.0)
+POSITIVE_INT = _number(1, integer=True)
+POSITIVE = _number(0.0, low_open=True)
+NON_NEGATIVE = _number(0.0)
 
 PIPELINE_HELP = "a pipeline YAML, or a bundled pipeline's name (e.g. coco_ssd_mobilenet_v2; `cvpipe pipelines`)"
 
@@ -66,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", nargs="+", default=None, help="splits to check (default: those present)")
     p.add_argument("--classes", nargs="+", default=None, help="expected class names, in label order")
     p.add_argument("--fix", type=Path, default=None, metavar="OUT", help="write a cleaned copy to OUT")
-    p.add_argument("--examples", type=int, default=3, help="examples shown per kind of problem")
+    p.add_argument("--examples", type=_number(0, integer=True), default=3, help="examples shown per kind of problem")
     p = data.add_parser("convert", help="convert between coco, voc and yolo")
     p.add_argument("src", type=Path)
     p.add_argument("--from", dest="src_format", required=True, choices=["coco", "voc", "yolo"])
@@ -82,10 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     aug = sub.add_parser("augment", help="augmentation tools").add_subparsers(dest="augment_command", required=True)
     p = aug.add_parser("preview", help="draw augmented samples with their boxes/masks into one PNG")
     p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
-    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--n", type=POSITIVE_INT, default=16)
     p.add_argument("--out", type=Path, default=Path("augment_preview.png"))
     p.add_argument("--split", default="train", choices=["train", "eval"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_number(0, integer=True), default=0)
     _add_set(p)
 
     p = sub.add_parser("train", help="fine-tune a pipeline; evaluates on the val split, keeps last.pt and best.pt")
@@ -109,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="a folder (searched recursively), an image file or a glob")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <run>/predict)")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
-    p.add_argument("--conf", type=float, default=0.25, help="detection: keep boxes scoring at least this (default 0.25)")
+    p.add_argument("--conf", type=PROBABILITY, default=0.25, help="detection: keep boxes scoring at least this (default 0.25)")
     p.add_argument("--resume", action="store_true", help="skip images an earlier run of this --out finished")
     p.add_argument("--no-images", action="store_true", help="write only the JSON/CSV, no annotated images")
     p.add_argument("--shard", type=_shard, default=None, metavar="K/N",
@@ -129,13 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="annotated MP4 (default: <run>/video/<source>.mp4); JSON lines and a summary beside it")
     p.add_argument("--jsonl", type=Path, default=None, help="per-frame JSON lines (default: beside --out)")
     p.add_argument("--show", action="store_true", help="show a live window (needs a display and OpenCV with GUI)")
-    p.add_argument("--stride", type=int, default=1, help="files and folders: process every Nth frame (default 1)")
-    p.add_argument("--conf", type=float, default=0.25, help="keep detections scoring at least this (default 0.25)")
+    p.add_argument("--stride", type=POSITIVE_INT, default=1, help="files and folders: process every Nth frame (default 1)")
+    p.add_argument("--conf", type=PROBABILITY, default=0.25, help="keep detections scoring at least this (default 0.25)")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
     p.add_argument("--backend", choices=BACKENDS, default="pytorch", help="inference backend, as for predict")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many processed frames")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--fps", type=float, default=None, help="an image folder's frame rate (default 25)")
+    p.add_argument("--max-frames", type=POSITIVE_INT, default=None, help="stop after this many processed frames")
+    p.add_argument("--duration", type=POSITIVE, default=None, help="stop after this many seconds")
+    p.add_argument("--fps", type=POSITIVE, default=None, help="an image folder's frame rate (default 25)")
     _add_set(p)
 
     p = sub.add_parser("export", help="export a trained pipeline's model (post-processing included) to ONNX")
@@ -149,11 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--content", required=True, help="a folder (searched recursively), an image file or a glob")
     p.add_argument("--style", required=True, type=Path, help="the style image")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--steps", type=int, default=100, help="L-BFGS iterations (Adam steps with --optimizer adam)")
-    p.add_argument("--size", type=int, default=256, help="long side of content and style, pixels")
-    p.add_argument("--style-weight", type=float, default=1e5)
-    p.add_argument("--content-weight", type=float, default=1.0)
-    p.add_argument("--tv-weight", type=float, default=1e-3)
+    p.add_argument("--steps", type=POSITIVE_INT, default=100, help="L-BFGS iterations (Adam steps with --optimizer adam)")
+    p.add_argument("--size", type=_number(16, integer=True), default=256, help="long side of content and style, pixels")
+    p.add_argument("--style-weight", type=NON_NEGATIVE, default=1e5)
+    p.add_argument("--content-weight", type=NON_NEGATIVE, default=1.0)
+    p.add_argument("--tv-weight", type=NON_NEGATIVE, default=1e-3)
     p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
     p.add_argument("--weights", default="vgg16_hed.bsds", help="a VGG-16 trunk from the weights catalogue")
     p.add_argument("--device", default="auto")
@@ -167,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", required=True, help="timm.NAME or torchvision.NAME the file is for")
     p.add_argument("--name", required=True, help="weights id to register, e.g. my_resnet.birds")
     p.add_argument("--mapping", default="strict", choices=["strict", "position"])
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--num-classes", type=POSITIVE_INT, default=1000)
     return parser
 
 
@@ -188,7 +213,7 @@ def cmd_validate(args) -> int:
     model = (f"fast_style, loss network {head.loss_weights}" if head.name == "fast_style"
              else f"{config.model.backbone.name} → {head.name}")
     data = f"data {config.data.format} at {config.data.root}" if has_splits else "no dataset: predict, video, export"
-    console.print(f"[green]ok[/green] {config.source}: {config.name} ({config.task}, {model}, {data})")
+    console.print(styled("ok", "green", f" {config.source}: {config.name} ({config.task}, {model}, {data})"))
     return 0
 
 
@@ -239,7 +264,12 @@ def cmd_inspect(args) -> int:
     from cvpipe.models.inspect import as_json, profile
 
     model, default_shape, one_image, title = _inspect_model(args)
-    stats, totals = profile(model, args.input or default_shape, list_input=one_image)
+    shape = args.input or default_shape
+    try:
+        stats, totals = profile(model, shape, list_input=one_image)
+    except RuntimeError as e:  # the model cannot take this shape (channels, or smaller than a kernel)
+        first = str(e).strip().splitlines()[0][:300]
+        raise ConfigError(f"--input {'x'.join(map(str, shape))}: {title} cannot run on this shape ({first})") from None
     if args.json:
         print(json.dumps(as_json(stats, totals), indent=1))
         return 0
@@ -258,20 +288,22 @@ def cmd_inspect(args) -> int:
 def cmd_data_check(args) -> int:
     from cvpipe.data.check import check_dataset, summarize, write_fixed
     from cvpipe.data.formats import discover_splits, read_dataset
+    from cvpipe.io.outputs import new_dataset_dir
 
     splits = args.split or discover_splits(args.root, args.format) or ["."]
+    if args.fix:
+        new_dataset_dir(args.fix, args.root, "--fix")
     fatal_total = 0
     for split in splits:
         dataset = read_dataset(args.root, args.format, split, args.classes)
         problems = check_dataset(dataset)
         n_boxes = sum(len(r.boxes) for r in dataset.records)
-        console.print(f"[bold]{args.root} split {split}[/bold]: {len(dataset)} images, {n_boxes} boxes, "
-                      f"classes {dataset.classes}")
+        console.print(styled(f"{args.root} split {split}", "bold", f": {len(dataset)} images, {n_boxes} boxes, "
+                                                                    f"classes {dataset.classes}"))
         if not problems:
-            console.print("  [green]no problems[/green]")
+            console.print(styled("  no problems", "green"))
         for kind, count, fatal, examples in summarize(problems, args.examples):
-            tag = "[red]error[/red]" if fatal else "[yellow]warning[/yellow]"
-            console.print(f"  {tag} {kind}: {count}")
+            console.print(styled("  error" if fatal else "  warning", "red" if fatal else "yellow", f" {kind}: {count}"))
             for ex in examples:
                 console.print(f"      {ex}")
         fatal_total += sum(p.fatal for p in problems)
@@ -279,19 +311,25 @@ def cmd_data_check(args) -> int:
             counts = write_fixed(dataset, problems, args.fix, args.format if args.format in ("coco", "voc", "yolo") else "coco")
             console.print(f"  cleaned copy → {args.fix} ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
     if fatal_total and not args.fix:
-        console.print(f"[red]{fatal_total} problem(s) would break training[/red]; `--fix OUT` writes a cleaned copy")
+        console.print(styled(f"{fatal_total} problem(s) would break training", "red", "; `--fix OUT` writes a cleaned copy"))
     return 1 if fatal_total else 0
 
 
 def cmd_data_convert(args) -> int:
     from cvpipe.data.formats import discover_splits, read_dataset, write_dataset
+    from cvpipe.io.outputs import new_dataset_dir
 
     splits = args.split or discover_splits(args.src, args.src_format)
     if not splits:
         raise CvpipeError(f"{args.src}: no train/val/test split found for format {args.src_format}; name one with --split")
+    new_dataset_dir(args.out, args.src, "--out")
     for split in splits:
         dataset = read_dataset(args.src, args.src_format, split)
-        bad = [p for p in dataset.problems if p.fatal]
+        left_out = [p for p in dataset.problems if p.skipped]
+        if left_out:
+            console.print(styled("warning", "yellow", f" {split}: {len(left_out)} {left_out[0].kind}(s) left out, e.g. "
+                                                      f"{left_out[0]} (`cvpipe data check` lists all)"))
+        bad = [p for p in dataset.problems if p.fatal and not p.skipped]
         if bad:
             raise CvpipeError(f"{args.src} split {split}: {len(bad)} problem(s); run `cvpipe data check` first",
                               [str(p) for p in bad[:5]])
@@ -323,10 +361,12 @@ def cmd_augment_preview(args) -> int:
     from cvpipe.data.augment import apply_augment, build_augment, uses_mosaic
     from cvpipe.data.formats import read_dataset
     from cvpipe.io.images import write_image
+    from cvpipe.io.outputs import prepare_file
     from cvpipe.viz.draw import draw_sample, grid
 
     config = load_pipeline(args.pipeline, args.overrides)
     require_data(config)
+    prepare_file(args.out, "--out")
     split = config.data.train if args.split == "train" else config.data.val
     if split is None:
         raise CvpipeError(f"data.{args.split}: not set in {args.pipeline}; nothing to preview")
@@ -441,7 +481,7 @@ def cmd_predict(args) -> int:
     console.print(f"{report.processed} images in {report.seconds:.1f}s ({report.images_per_second:.2f} img/s)"
                   + found + (f", {report.resumed} done earlier" if report.resumed else ""))
     if report.skipped:
-        console.print(f"[yellow]skipped {len(report.skipped)}[/] (listed in {report.out / 'skipped.txt'}):")
+        console.print(styled(f"skipped {len(report.skipped)}", "yellow", f" (listed in {report.out / 'skipped.txt'}):"))
         for name, reason in report.skipped[:5]:
             console.print(f"  {name}: {reason}")
     console.print(f"→ {report.out}: {', '.join(report.written) or 'nothing new'}")
@@ -461,9 +501,9 @@ def cmd_video(args) -> int:
     if report.track_ids:
         console.print(f"tracks: {len(report.track_ids)} object ids")
     if stats.ended:
-        console.print(f"[yellow]note[/] {stats.ended}")
+        console.print(styled("note", "yellow", f" {stats.ended}"))
     for name, reason in stats.bad_files[:5]:
-        console.print(f"[yellow]skipped[/] {name}: {reason}")
+        console.print(styled("skipped", "yellow", f" {name}: {reason}"))
     if report.out:
         console.print(f"→ {report.out}, {report.jsonl}, {report.out.with_name(report.out.stem + '.summary.json')}")
     return 0
@@ -484,7 +524,7 @@ def cmd_stylize(args) -> int:
                      style_weight=args.style_weight, content_weight=args.content_weight, tv_weight=args.tv_weight,
                      optimizer=args.optimizer, weights=args.weights, device=args.device, console=console)
     if report.skipped:
-        console.print(f"[yellow]skipped {len(report.skipped)}[/] (listed in {report.out / 'skipped.txt'})")
+        console.print(styled(f"skipped {len(report.skipped)}", "yellow", f" (listed in {report.out / 'skipped.txt'})"))
     console.print(f"→ {report.out}: {len(report.rows)} stylized images, *_side_by_side.png, stylize.csv")
     return 0
 
@@ -508,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `cvpipe weights list | head`: the reader left; no traceback, no flush error at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as e:  # what no check can see coming: the disk filling up mid-run, a share going away
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

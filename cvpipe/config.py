@@ -10,13 +10,22 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cvpipe.errors import ConfigError
 from cvpipe.paths import find_pipeline, resolve_input
@@ -28,7 +37,7 @@ DataFormat = Literal["coco", "voc", "yolo", "folders", "masks", "images"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN threshold would pass every bound check
 
 
 class DataConfig(Strict):
@@ -301,7 +310,7 @@ class VideoConfig(Strict):
 
 
 class PipelineConfig(Strict):
-    name: str
+    name: str  # the run folder under output.dir
     task: Task
     data: DataConfig
     augment: AugmentConfig
@@ -316,6 +325,15 @@ class PipelineConfig(Strict):
     _lines: dict = PrivateAttr(default_factory=dict)
     _overridden: set = PrivateAttr(default_factory=set)
     _looked_in: dict = PrivateAttr(default_factory=dict)  # key path → the places a relative input was looked for
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        """A shared pipeline YAML must not be able to put its run folder outside output.dir."""
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+            raise ValueError(f"{json.dumps(name)} names the run folder under output.dir: use letters, digits, "
+                             "'_', '-' and '.' (no '/', no leading '.')")
+        return name
 
     @property
     def source(self) -> str:
@@ -366,6 +384,8 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; name a pipeline YAML file (or a bundled pipeline: `cvpipe pipelines`)") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read: {e}") from None
     try:
@@ -376,7 +396,28 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    duplicates = _duplicate_keys(node) if node is not None else []
+    if duplicates:
+        raise ConfigError(f"{path}: {len(duplicates)} key(s) given twice (YAML would keep only the last silently)",
+                          [f"{path}:{line}: {key}: given again (first at line {first})" for key, first, line in duplicates])
     return data, (_node_lines(node) if node is not None else {})
+
+
+def _duplicate_keys(node: yaml.Node, path: tuple = ()) -> list[tuple[str, int, int]]:
+    """(dotted key, first line, repeated line) for every key a mapping repeats, at any depth."""
+    found = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.value in first:
+                found.append((_dotted((*path, key_node.value)), first[key_node.value], line))
+            first.setdefault(key_node.value, line)
+            found += _duplicate_keys(value_node, (*path, key_node.value))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found += _duplicate_keys(item, (*path, i))
+    return found
 
 
 def deep_merge(base: dict, top: dict) -> dict:
@@ -555,8 +596,10 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
     path = find_pipeline(path)
     defaults, _ = read_yaml(DEFAULTS_FILE)
     user, lines = read_yaml(path)
-    if user is None:
-        user = {}
+    if not user and not overrides:
+        raise ConfigError(f"{path}: the file is empty; a pipeline needs at least name, task, data and model "
+                          "(`cvpipe pipelines` lists bundled ones to start from)")
+    user = user or {}
     if not isinstance(user, dict):
         raise ConfigError(f"{path}:1: a pipeline must be a YAML mapping (name:, task:, data:, model: ...)")
     overridden = set(apply_overrides(user, list(overrides or [])))
@@ -680,6 +723,8 @@ def _ssd_problems(head: SSDHead, neck: NeckConfig, backbone_levels: int) -> list
 def semantic_problems(config: PipelineConfig) -> list[tuple[tuple, str]]:
     """Checks the schema cannot express: transforms that build, weights ids that exist. Whether the dataset
     exists is checked by the commands that read it (`data_problems`)."""
+    import timm
+
     from cvpipe.data.augment import build_transform
     from cvpipe.models.weights import WeightsCatalog
 
@@ -687,6 +732,11 @@ def semantic_problems(config: PipelineConfig) -> list[tuple[tuple, str]]:
     if config.tta.enabled and config.tta.scales != [1.0] and config.model.head.name not in ("faster_rcnn", "fast_rcnn"):
         problems.append((("tta", "scales"), f"the {config.model.head.name} head runs at one input size; scales other "
                          "than 1.0 need faster_rcnn or fast_rcnn (use tta.scales: [1.0] with flips)"))
+    backbone = config.model.backbone.name
+    if config.model.head.name != "fast_style" and not timm.is_model(backbone):  # fast_style has its own network
+        problems.append((("model", "backbone", "name"),
+                         f"unknown timm model {json.dumps(backbone)}{_suggest(backbone, timm.list_models())} "
+                         "(`timm.list_models()` lists them)"))
     for split in ("train", "eval"):
         for i, entry in enumerate(getattr(config.augment, split)):
             try:

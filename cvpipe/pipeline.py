@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from cvpipe.config import PipelineConfig, load_pipeline, require_data
+from cvpipe.console import make_console, styled
 from cvpipe.engine.export import ExportReport
 from cvpipe.engine.fit import FitResult
 from cvpipe.engine.predict import PredictReport
@@ -19,7 +20,7 @@ from cvpipe.metrics.coco import CocoMetrics
 class Pipeline:
     def __init__(self, config: PipelineConfig, *, console: Console | None = None):
         self.config = config
-        self.console = console or Console()
+        self.console = console or make_console()
         self.last_fit: FitResult | None = None
 
     @classmethod
@@ -54,31 +55,36 @@ class Pipeline:
         With `json_path`, the metrics go there and, beside them, detection's `val_detections.json` /
         `val_annotations.json` (re-checkable with pycocotools alone) or classification's `val_predictions.csv`;
         without it nothing is written."""
-        from cvpipe.engine.checkpoint import check_classes, load_trained
+        from cvpipe.engine.checkpoint import load_trained
         from cvpipe.engine.data import load_split
         from cvpipe.engine.device import resolve_device
         from cvpipe.engine.evaluate import evaluate
         from cvpipe.engine.progress import LoggedProgress
         from cvpipe.io.images import write_text
+        from cvpipe.io.outputs import prepare_file
 
         require_data(self.config)
+        if json_path:
+            prepare_file(Path(json_path), "--json")
         weights = self._weights(weights)
         device = resolve_device(self.config.train.device)
         model, classes = load_trained(self.config, weights, device)
         self.console.print(f"weights: {weights}" if weights is not None else
                            f"weights: {self.config.model.weights} (the pipeline's model.weights, untrained here)")
-        if self.config.data.classes and weights is not None:
-            check_classes(weights, classes, self.config.data.classes)
         dataset, warnings = load_split(self.config, "val", classes)
         for line in warnings:
-            self.console.print(f"[yellow]data warning[/] val: {line}")
+            self.console.print(styled("data warning", "yellow", f" val: {line}"))
         if self.config.tta.enabled:
             from cvpipe.engine.tta import describe
 
             self.console.print(f"test-time augmentation: {describe(self.config.tta)} (--set tta.enabled=false: plain)")
         out_dir = Path(json_path).parent if json_path else None
+        skipped: list[str] = []
         with LoggedProgress(self.console) as progress:
-            metrics = evaluate(model, self.config, dataset, device, out_dir=out_dir, progress=progress, tta=True)
+            metrics = evaluate(model, self.config, dataset, device, out_dir=out_dir, progress=progress, tta=True,
+                               skipped=skipped)
+        for line in skipped:
+            self.console.print(styled("skipped", "yellow", f" {line} (left out of the metrics)"))
         if json_path:
             write_text(Path(json_path), json.dumps(metrics.as_json(), indent=2))
         return metrics

@@ -99,7 +99,7 @@ def test_yolo_reads_data_yaml_names_and_flags_unknown_ids(shapes, tmp_path):
     label.write_text(label.read_text() + "7 0.5 0.5 0.1 0.1\nnot a box\n")
     ds = read_dataset(tmp_path / "y", "yolo", "train")
     assert ds.classes == ["square", "disc"]
-    assert sorted(p.kind for p in ds.problems) == ["unknown class", "unreadable annotation"]
+    assert sorted(p.kind for p in ds.problems) == ["malformed annotation", "unknown class"]
 
 
 def test_class_folders_and_semantic_masks(tmp_path):

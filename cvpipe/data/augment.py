@@ -7,6 +7,7 @@ than `min_area` pixels) are dropped with their labels and masks — never a cras
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 import warnings
 from typing import Any
@@ -39,10 +40,27 @@ def build_transform(entry: str | dict[str, Any]) -> A.BasicTransform | A.BaseCom
     if "transforms" in params:
         params["transforms"] = [build_transform(t) for t in params["transforms"]]
     try:
-        return cls(**params)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            transform = cls(**params)
     except (TypeError, ValueError) as e:  # albumentations validates its arguments with pydantic
         message = " ".join(re.sub(r"For further information visit \S+", "", str(e)).split())
         raise ValueError(f"{name}: invalid parameters {params}: {message[:300]}") from None
+    unknown = [str(w.message) for w in caught if "are not valid for transform" in str(w.message)]
+    if unknown:  # albumentations only warns about a misspelt keyword and ignores it
+        accepted = [k for k in inspect.signature(cls).parameters if k not in ("args", "kwargs")]
+        words = re.findall(r"'([^']+)'", unknown[0])
+        hint = _close(words[0], accepted) if words else ""
+        raise ValueError(f"{name}: unknown parameter(s) {', '.join(map(repr, words))}{hint}; "
+                         f"{name} takes {', '.join(accepted)}")
+    for w in caught:  # anything else albumentations says (deprecations) still reaches the user
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return transform
+
+
+def _close(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f' (did you mean "{close[0]}"?)' if close else ""
 
 
 def build_augment(cfg: AugmentConfig, split: str, *, seed: int | None = None) -> A.Compose:

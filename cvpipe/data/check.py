@@ -11,7 +11,7 @@ import numpy as np
 from cvpipe.data.formats import write_dataset
 from cvpipe.data.records import Dataset, Problem
 from cvpipe.errors import DataError
-from cvpipe.io.images import read_image
+from cvpipe.io.images import PER_FILE_ERRORS, failure_reason, read_image
 
 # Kinds that do not stop training: reported, exit code unaffected.
 WARNINGS = {"empty image"}
@@ -48,8 +48,8 @@ def check_dataset(dataset: Dataset, *, decode: bool = True) -> list[Problem]:
         if decode:
             try:
                 image = read_image(r.path)
-            except DataError as e:
-                problems.append(Problem("unreadable image", str(r.path), str(e).split(": ", 1)[-1]))
+            except PER_FILE_ERRORS as e:
+                problems.append(Problem("unreadable image", str(r.path), failure_reason(r.path, e)))
                 continue
             if (r.width, r.height) == (0, 0):
                 r.height, r.width = image.shape[:2]
@@ -75,7 +75,7 @@ def fixed_copy(dataset: Dataset, problems: list[Problem]) -> tuple[Dataset, dict
     bad_images = {p.where for p in problems if p.kind in ("missing image", "unreadable image", "size mismatch")}
     fixed = copy.deepcopy(dataset)
     fixed.problems = []
-    counts = {"images dropped": 0, "boxes dropped": 0, "boxes clipped": 0}
+    counts = {"images dropped": 0, "boxes dropped": sum(p.skipped for p in problems), "boxes clipped": 0}
     kept = []
     for r in fixed.records:
         if str(r.path) in bad_images:
@@ -101,8 +101,8 @@ def fixed_copy(dataset: Dataset, problems: list[Problem]) -> tuple[Dataset, dict
 
 def write_fixed(dataset: Dataset, problems: list[Problem], out: Path, fmt: str) -> dict[str, int]:
     out = Path(out)
-    if out.resolve() == Path(dataset.root).resolve() or Path(dataset.root).resolve().is_relative_to(out.resolve()):
-        raise DataError(f"--fix {out}: would write over the dataset itself; choose a new folder")
+    if out.resolve().is_relative_to(Path(dataset.root).resolve()) or Path(dataset.root).resolve().is_relative_to(out.resolve()):
+        raise DataError(f"--fix {out}: inside or over the dataset {dataset.root}; write the copy to a folder outside it")
     fixed, counts = fixed_copy(dataset, problems)
     write_dataset(fixed, out, fmt, dataset.split)
     return counts

@@ -20,6 +20,7 @@ from cvpipe.data.tiling import tile_image, tile_starts
 from cvpipe.errors import CvpipeError
 from cvpipe.fetch import PackageFile, atomic_copy, fetch_package_files
 from cvpipe.io.images import read_image, write_image
+from cvpipe.io.outputs import prepare_dir
 from cvpipe.paths import data_dir
 
 DEEPFOREST = "deepforest==2.1.0"
@@ -244,6 +245,7 @@ def fetch_dataset(name: str, root: Path | None = None, *, force: bool = False) -
     final = root / name
     if (final / ".complete").exists() and not force:
         return final
+    prepare_dir(root, "data folder")
     building = root / f".{name}.building"
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)

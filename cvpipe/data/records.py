@@ -43,9 +43,18 @@ class Problem:
     where: str  # file (and object) it concerns
     detail: str = ""
     fatal: bool = True  # would break training
+    # the reader left this object out and read the rest: train and convert go on with a warning
+    skipped: bool = False
 
     def __str__(self) -> str:
         return f"{self.where}: {self.detail}" if self.detail else self.where
+
+
+MALFORMED = "malformed annotation"  # geometry that is not numbers of the right count; the object is left out
+
+
+def malformed(where: str, detail: str) -> Problem:
+    return Problem(MALFORMED, where, detail, skipped=True)
 
 
 @dataclass

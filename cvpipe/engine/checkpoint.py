@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from cvpipe.errors import WeightsError
+from cvpipe.models.weights import load_failure
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -31,7 +32,8 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated / foreign / pickled-object files
-        raise WeightsError(f"{path}: not a readable cvpipe checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+        raise WeightsError(f"{path}: corrupt or not a cvpipe checkpoint ({load_failure(e)}); use a best.pt or "
+                           "last.pt from a run folder, or re-run the training that made it") from None
     if not isinstance(state, dict) or "model" not in state or "classes" not in state:
         raise WeightsError(f"{path}: not a cvpipe checkpoint (no 'model' and 'classes' entries); "
                            "import plain weights with `cvpipe weights import` instead")
@@ -42,14 +44,16 @@ def check_classes(path: Path, trained: list[str], classes: list[str]) -> None:
     """A checkpoint's head only fits the classes it was trained for."""
     if list(trained) != list(classes):
         raise WeightsError(
-            f"{path}: checkpoint was trained for {len(trained)} classes {list(trained)[:10]}, "
-            f"the data has {len(classes)} {classes[:10]}; fine-tune from it with model.backbone.weights or "
-            "set data.classes to the checkpoint's classes"
+            f"{path}: checkpoint was trained for {len(trained)} classes {list(trained)[:10]}, this pipeline's "
+            f"data has {len(classes)} {classes[:10]}; run it with the pipeline it was trained with "
+            f"({Path(path).parent / 'pipeline.yaml'}), set data.classes to the checkpoint's classes, or fine-tune "
+            "from it with model.backbone.weights"
         )
 
 
 def load_trained(config, path: Path | None, device: torch.device):
-    """(model in eval mode on `device`, its classes) from a checkpoint made for this pipeline's architecture;
+    """(model in eval mode on `device`, its classes) from a checkpoint made for this pipeline's architecture and
+    its `data.classes` (where the pipeline lists them);
     `path=None`: the pipeline's own `model.weights` (a ready detector), for the classes in `data.classes`."""
     from cvpipe.models.heads import build_model
 
@@ -57,6 +61,8 @@ def load_trained(config, path: Path | None, device: torch.device):
         return _ready_model(config, device), list(config.data.classes)
     state = load_checkpoint(path)
     classes = list(state["classes"])
+    if config.data.classes:  # every command that runs a checkpoint refuses one trained for other classes
+        check_classes(path, classes, config.data.classes)
     model = build_model(config, len(classes), pretrained=False)
     try:
         model.load_state_dict(state["model"])

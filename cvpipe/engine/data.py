@@ -18,6 +18,7 @@ from cvpipe.data.check import check_dataset, fixed_copy, summarize
 from cvpipe.data.formats import read_dataset
 from cvpipe.data.records import Dataset
 from cvpipe.errors import DataError
+from cvpipe.io.images import PER_FILE_ERRORS, failure_reason
 from cvpipe.models.proposals import RegionProposals, proposals_for
 
 
@@ -64,8 +65,9 @@ class SplitSamples(torch.utils.data.Dataset, ABC):
     def __getitem__(self, i: int):
         try:
             return self.item(i)
-        except DataError as e:
-            return ("skipped", str(e))
+        except PER_FILE_ERRORS as e:  # one bad file (or an augmentation its geometry breaks) is not the run's end
+            path = self.dataset.records[i].path
+            return ("skipped", f"{path}: {failure_reason(path, e)}")
 
     @abstractmethod
     def item(self, i: int) -> tuple[torch.Tensor, dict]:
@@ -103,7 +105,7 @@ class DetectionSamples(SplitSamples):
         for j in self.transform.random_generator.integers(0, len(self.dataset), n):
             try:
                 partners.append(self._sample(int(j)))
-            except DataError:
+            except PER_FILE_ERRORS:
                 continue
         return partners
 
@@ -238,7 +240,7 @@ class _ProposalJob(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> int:
         try:
             self.proposals(self.dataset.sample(i)["image"])
-        except DataError:
+        except PER_FILE_ERRORS:
             pass
         return i
 

@@ -45,10 +45,13 @@ def predict_split(model: nn.Module, config: PipelineConfig, dataset: Dataset, de
 
 
 def evaluate_detector(model: nn.Module, config: PipelineConfig, dataset: Dataset, device: torch.device,
-                      *, out_dir: Path | None = None, progress=None, tta: bool = False) -> CocoMetrics:
+                      *, out_dir: Path | None = None, progress=None, tta: bool = False,
+                      skipped: list[str] | None = None) -> CocoMetrics:
     """COCO metrics; with `out_dir`, also writes `val_annotations.json` and `val_detections.json` there so the
     numbers can be reproduced with pycocotools alone."""
-    results, _ = predict_split(model, config, dataset, device, progress, tta=tta)
+    results, bad = predict_split(model, config, dataset, device, progress, tta=tta)
+    if skipped is not None:
+        skipped += bad
     gt = to_coco(dataset)
     if out_dir is not None:
         write_text(Path(out_dir) / "val_annotations.json", json.dumps(gt))
@@ -58,13 +61,16 @@ def evaluate_detector(model: nn.Module, config: PipelineConfig, dataset: Dataset
 
 @torch.inference_mode()
 def evaluate_classifier(model: nn.Module, config: PipelineConfig, dataset: Dataset, device: torch.device,
-                        *, out_dir: Path | None = None, progress=None) -> ClassificationMetrics:
+                        *, out_dir: Path | None = None, progress=None,
+                        skipped: list[str] | None = None) -> ClassificationMetrics:
     """Top-1/top-5/per-class accuracy; with `out_dir`, also `val_predictions.csv` (file, true, predicted, score)."""
     model.eval()
     logits, labels, ids = [], [], []
     loader = make_loader(config, dataset, "val")
     task = progress.add_task("eval", total=len(loader), info="") if progress else None
-    for images, targets, _ in loader:
+    for images, targets, bad in loader:
+        if skipped is not None:
+            skipped += bad
         if images:
             with autocast(device, config.train.amp):
                 logits.append(model(to_device(images, device)).float().cpu())
@@ -88,12 +94,14 @@ def evaluate_classifier(model: nn.Module, config: PipelineConfig, dataset: Datas
 
 @torch.inference_mode()
 def evaluate_segmenter(model: nn.Module, config: PipelineConfig, dataset: Dataset, device: torch.device,
-                       *, progress=None) -> SegmentationMetrics:
+                       *, progress=None, skipped: list[str] | None = None) -> SegmentationMetrics:
     model.eval()
     confusion = ConfusionMatrix(len(dataset.classes), config.data.ignore_index, device)
     loader = make_loader(config, dataset, "val")
     task = progress.add_task("eval", total=len(loader), info="") if progress else None
-    for images, targets, _ in loader:
+    for images, targets, bad in loader:
+        if skipped is not None:
+            skipped += bad
         if images:
             with autocast(device, config.train.amp):
                 logits = model(to_device(images, device))
@@ -107,7 +115,7 @@ def evaluate_segmenter(model: nn.Module, config: PipelineConfig, dataset: Datase
 
 @torch.inference_mode()
 def evaluate_stylizer(model: nn.Module, config: PipelineConfig, dataset: Dataset, device: torch.device,
-                      *, progress=None) -> StylizeMetrics:
+                      *, progress=None, skipped: list[str] | None = None) -> StylizeMetrics:
     """Mean perceptual losses of the stylized val images (the weighted total and the unweighted parts), and the
     style loss of the val images as they are (what stylizing starts from)."""
     model.eval()
@@ -115,7 +123,9 @@ def evaluate_stylizer(model: nn.Module, config: PipelineConfig, dataset: Dataset
     sums, count = {"content": 0.0, "style": 0.0, "tv": 0.0, "input_style": 0.0}, 0
     loader = make_loader(config, dataset, "val")
     task = progress.add_task("eval", total=len(loader), info="") if progress else None
-    for images, _, _ in loader:
+    for images, _, bad in loader:
+        if skipped is not None:
+            skipped += bad
         if images:
             x = stack_batch(to_device(images, device))
             parts = model.perceptual_losses(x, model(x))
@@ -134,14 +144,16 @@ def evaluate_stylizer(model: nn.Module, config: PipelineConfig, dataset: Dataset
 
 
 def evaluate(model: nn.Module, config: PipelineConfig, dataset: Dataset, device: torch.device, *,
-             out_dir: Path | None = None, progress=None,
-             tta: bool = False) -> CocoMetrics | ClassificationMetrics | SegmentationMetrics | StylizeMetrics:
+             out_dir: Path | None = None, progress=None, tta: bool = False, skipped: list[str] | None = None
+             ) -> CocoMetrics | ClassificationMetrics | SegmentationMetrics | StylizeMetrics:
     """The pipeline task's evaluation; `tta` applies the pipeline's test-time augmentation (`cvpipe eval`; the
-    evaluations during training stay plain and fast)."""
+    evaluations during training stay plain and fast). Val images that could not be read are appended to
+    `skipped` ("file: reason"): the metrics leave them out, so the caller must say so."""
     if config.task == "stylize":
-        return evaluate_stylizer(model, config, dataset, device, progress=progress)
+        return evaluate_stylizer(model, config, dataset, device, progress=progress, skipped=skipped)
     if config.task == "segment":
-        return evaluate_segmenter(model, config, dataset, device, progress=progress)
+        return evaluate_segmenter(model, config, dataset, device, progress=progress, skipped=skipped)
     if config.task == "classify":
-        return evaluate_classifier(model, config, dataset, device, out_dir=out_dir, progress=progress)
-    return evaluate_detector(model, config, dataset, device, out_dir=out_dir, progress=progress, tta=tta)
+        return evaluate_classifier(model, config, dataset, device, out_dir=out_dir, progress=progress, skipped=skipped)
+    return evaluate_detector(model, config, dataset, device, out_dir=out_dir, progress=progress, tta=tta,
+                             skipped=skipped)

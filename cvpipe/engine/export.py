@@ -152,12 +152,14 @@ def export(config: PipelineConfig, weights: Path | None, out: Path) -> ExportRep
     """Write the ONNX file atomically and check that ONNX Runtime reproduces PyTorch on the example input."""
     from cvpipe.engine.checkpoint import load_trained
     from cvpipe.io.images import write_bytes
+    from cvpipe.io.outputs import prepare_file
 
-    model, classes = load_trained(config, weights, torch.device("cpu"))
-    graph = onnx_bytes(model, config, classes)
     out = Path(out)
     if out.suffix != ".onnx":
         raise ConfigError(f"--out {out}: name the file .onnx")
+    prepare_file(out, "--out")
+    model, classes = load_trained(config, weights, torch.device("cpu"))
+    graph = onnx_bytes(model, config, classes)
     write_bytes(out, graph)
     return ExportReport(out, len(graph) / 2**20, max_difference(model, OnnxModel(graph), config))
 

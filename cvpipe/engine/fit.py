@@ -21,6 +21,7 @@ import yaml
 from rich.console import Console
 
 from cvpipe.config import LOWER_IS_BETTER, PipelineConfig
+from cvpipe.console import make_console, styled
 from cvpipe.engine import distributed
 from cvpipe.engine.checkpoint import check_classes, load_checkpoint, save_checkpoint
 from cvpipe.engine.data import load_split, make_loader, precompute_proposals
@@ -33,6 +34,7 @@ from cvpipe.engine.progress import LoggedProgress
 from cvpipe.engine.runs import latest_run_dir, new_run_dir
 from cvpipe.errors import CvpipeError, WeightsError
 from cvpipe.io.images import write_text
+from cvpipe.io.outputs import prepare_dir
 from cvpipe.metrics.classification import ClassificationMetrics
 from cvpipe.metrics.coco import CocoMetrics
 from cvpipe.metrics.segmentation import SegmentationMetrics
@@ -88,16 +90,21 @@ def make_ema(model: torch.nn.Module, config: PipelineConfig):
     return ModelEmaV3(model, decay=EMA_DECAY, use_warmup=True)
 
 
-def resume_state(config: PipelineConfig, resume: bool | str | Path) -> tuple[Path, dict]:
-    """`--resume` (the pipeline's latest run) or `--resume RUN_DIR|last.pt`."""
+def resume_state(config: PipelineConfig, resume: bool | str | Path) -> tuple[Path, Path, dict]:
+    """(run folder, checkpoint, its state) for `--resume` (the pipeline's latest run) or `--resume RUN_DIR|FILE`."""
     if resume is True:
         run_dir = latest_run_dir(config)
         if run_dir is None:
             raise WeightsError(f"--resume: no run of pipeline {config.name!r} with a last.pt under {config.output.dir}/")
+        path = run_dir / "last.pt"
     else:
         path = Path(resume)
-        run_dir = path if path.is_dir() else path.parent
-    return run_dir, load_checkpoint(run_dir / "last.pt")
+        run_dir, path = (path, path / "last.pt") if path.is_dir() else (path.parent, path)
+    state = load_checkpoint(path)  # the file named, whatever it is called
+    if "optimizer" not in state:
+        raise WeightsError(f"--resume {path}: this checkpoint has no optimizer state (a best.pt keeps only the "
+                           f"weights); resume from {run_dir / 'last.pt'}, or fine-tune from it as a new run")
+    return run_dir, path, state
 
 
 def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: Console | None = None,
@@ -105,22 +112,24 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
     """Train; under torchrun as DistributedDataParallel (engine/distributed.py): every rank trains on its shard of
     the train split, rank 0 alone evaluates and writes the run folder."""
     rank = distributed.setup(config.train.device)
-    console = console if rank.main and console is not None else Console(quiet=not rank.main)
+    console = console if rank.main and console is not None else make_console(quiet=not rank.main)
     state = None
     if resume:
-        run_dir, state = resume_state(config, resume)
+        run_dir, checkpoint, state = resume_state(config, resume)
+        prepare_dir(run_dir, "--resume")
         config = PipelineConfig.model_validate(state["config"])  # same data, model and schedule as the killed run
-        console.print(f"resuming {run_dir} after epoch {state['epoch']}/{state['epochs']}")
+        console.print(f"resuming from {checkpoint} after epoch {state['epoch']}/{state['epochs']} → {run_dir}")
     device = distributed.device_for(rank, resolve_device(config.train.device))
     train_set, warnings = load_split(config, "train")
     val_set, val_warnings = load_split(config, "val", train_set.classes)
     classes = train_set.classes
     for line in [*(f"train: {w}" for w in warnings), *(f"val: {w}" for w in val_warnings)]:
-        console.print(f"[yellow]data warning[/] {line} (skipped or clipped; `cvpipe data check` lists all)")
+        console.print(styled("data warning", "yellow", f" {line} (skipped or clipped; `cvpipe data check` lists all)"))
     if state is not None:
-        check_classes(run_dir / "last.pt", state["classes"], classes)
+        check_classes(checkpoint, state["classes"], classes)
     else:
         if rank.main:
+            prepare_dir(config.output.dir, "output.dir")
             run_dir = new_run_dir(config)
             write_text(run_dir / "pipeline.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         run_dir = distributed.broadcast(rank, run_dir if rank.main else None)
@@ -154,6 +163,7 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
     console.print(f"training {config.name} on {device}" + (f" × {rank.world} processes" if rank.distributed else "")
                   + f": {len(train_set)} train / {len(val_set)} val images, {len(classes)} classes, "
                   f"{iters_per_epoch} iterations per epoch → {run_dir}")
+    skip_report: dict[str, None] = {}  # "file: reason" of every training image left out, in order, once
     with LoggedProgress(console) as progress:
         precompute_proposals(config, [train_set, val_set], progress)
         task = progress.add_task("train", total=epochs * iters_per_epoch, completed=iteration, info="")
@@ -174,6 +184,10 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
             start = time.perf_counter()
             for images, targets, skipped in make_loader(config, train_set, "train", epoch=epoch, shard=shard):
                 skipped_images += len(skipped)
+                for reason in skipped:
+                    if reason not in skip_report:
+                        skip_report[reason] = None
+                        console.print(styled("skipped", "yellow", f" {reason} (listed in skipped.txt)"))
                 if not images:
                     continue
                 lr = set_lr(optimizer, config.train.lr, lr_factor(iteration, epochs * iters_per_epoch,
@@ -204,13 +218,22 @@ def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: C
                    "loss": round(sum(sums.values()) / max(1, steps), 5)}
             if skipped_images:
                 row["skipped"] = skipped_images
+                if rank.main:
+                    write_text(run_dir / "skipped.txt", "".join(f"{line}\n" for line in skip_report))
             evaluated = epoch % config.eval.interval == 0 or epoch >= epochs
             if not rank.main:  # rank 0 evaluates and saves; the others wait for it before the next epoch
                 distributed.barrier(rank)
                 continue
             if evaluated:
                 eval_model = ema.module if ema is not None else model
-                metrics = evaluate(eval_model, config, val_set, device, progress=progress)
+                val_skipped: list[str] = []
+                metrics = evaluate(eval_model, config, val_set, device, progress=progress, skipped=val_skipped)
+                for reason in val_skipped:
+                    if reason not in skip_report:
+                        skip_report[reason] = None
+                        console.print(styled("skipped", "yellow", f" val {reason} (left out of the metrics)"))
+                if val_skipped:
+                    write_text(run_dir / "skipped.txt", "".join(f"{line}\n" for line in skip_report))
                 row.update({k: float(f"{v:.6g}") for k, v in metrics.stats.items()})  # style losses are ~1e-6
                 log.scalars(epoch, metrics.stats, "val")
             history.append(row)

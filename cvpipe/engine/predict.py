@@ -9,10 +9,8 @@ final files (`results.json` COCO results, `images.json`, `detections.csv`; for c
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import json
-import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,20 +23,22 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 
 from cvpipe.config import PipelineConfig, loader_workers
+from cvpipe.console import make_console
 from cvpipe.data.augment import augment_image, build_augment
 from cvpipe.engine import distributed
 from cvpipe.engine.data import image_tensor
 from cvpipe.engine.device import resolve_device
 from cvpipe.engine.inference import classify, segment, stylize
+from cvpipe.engine.journal import journal_paths, open_journal, read_journals
 from cvpipe.engine.progress import LoggedProgress
 from cvpipe.engine.runtime import inference_model
 from cvpipe.engine.tta import describe, detect_pipeline
-from cvpipe.errors import CvpipeError, DataError
-from cvpipe.io.images import IMAGE_SUFFIXES, list_images, read_image, write_image, write_text
+from cvpipe.errors import CvpipeError
+from cvpipe.io.images import PER_FILE_ERRORS, discover, failure_reason, read_image, write_image, write_text
+from cvpipe.io.outputs import prepare_dir
 from cvpipe.metrics.coco import detections_to_results
 from cvpipe.viz.draw import draw_sample, overlay_mask
 
-JOURNAL = ".journal.jsonl"
 TOP_K = 5  # classes per image in a classification's predictions.csv
 
 
@@ -57,22 +57,6 @@ class PredictReport:
         return self.processed / self.seconds if self.seconds else 0.0
 
 
-def discover(source: str | Path) -> tuple[list[Path], Path]:
-    """Image files under a folder (recursive), a single file, or a glob; plus the root names are relative to."""
-    path = Path(source)
-    if path.is_dir():
-        return list_images(path), path
-    if path.is_file():
-        return [path], path.parent
-    if glob.has_magic(str(source)):
-        files = sorted(Path(p) for p in glob.glob(str(source), recursive=True)
-                       if Path(p).suffix.lower() in IMAGE_SUFFIXES and Path(p).is_file())
-        if files:
-            return files, Path(os.path.commonpath([f.parent for f in files]))
-        raise CvpipeError(f"--source {source}: the pattern matches no image ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    raise CvpipeError(f"--source {source}: no such file or folder")
-
-
 class ImageFiles(torch.utils.data.Dataset):
     """Decoded images; with `transform` (classification's eval resize/crop) applied."""
 
@@ -86,36 +70,9 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         try:
             image = read_image(self.files[i])
-        except DataError as e:
-            return i, None, str(e).split(": ", 1)[-1]
-        return i, image_tensor(augment_image(self.transform, image) if self.transform else image), None
-
-
-def journal_paths(out: Path, shards: int) -> list[Path]:
-    """One journal per shard: `.journal.jsonl` for a single process, `.journal.shardKofN.jsonl` for N shards."""
-    if shards == 1:
-        return [out / JOURNAL]
-    return [out / f".journal.shard{k}of{shards}.jsonl" for k in range(shards)]
-
-
-def read_journals(paths: list[Path]) -> dict[str, dict]:
-    done: dict[str, dict] = {}
-    for path in paths:
-        done |= read_journal(path)
-    return done
-
-
-def read_journal(path: Path) -> dict[str, dict]:
-    """Finished images by relative name; a line cut short by a kill is ignored (that image is redone)."""
-    done = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[entry["file"]] = entry
-    return done
+            return i, image_tensor(augment_image(self.transform, image) if self.transform else image), None
+        except PER_FILE_ERRORS as e:
+            return i, None, failure_reason(self.files[i], e)
 
 
 def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path | None, *, conf: float = 0.25,
@@ -132,13 +89,12 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     k, shards = shard
     if not 0 <= k < shards:
         raise CvpipeError(f"--shard {k}/{shards}: expected K/N with 0 ≤ K < N")
-    console = console if rank.main and console is not None else Console(quiet=not rank.main)
-    out = Path(out)
+    console = console if rank.main and console is not None else make_console(quiet=not rank.main)
+    out = prepare_dir(out, "--out")  # before the model loads: a bad --out fails in a second
     device = distributed.device_for(rank, resolve_device(config.train.device))
-    files, root = discover(source)
+    files, root = discover(source, exclude=out)
     model, classes = inference_model(config, weights, device, backend)
     save_images = config.output.save_images if save_images is None else save_images
-    out.mkdir(parents=True, exist_ok=True)
     journals = journal_paths(out, shards)
     journal_path = journals[k]
     done = read_journals(journals) if resume else {}
@@ -167,7 +123,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
             journal.write("".join(json.dumps(e) + "\n" for e in entries))
             journal.flush()
 
-    with (open(journal_path, "a" if resume else "w", encoding="utf-8") as journal, LoggedProgress(console) as progress,
+    with (open_journal(journal_path, resume=resume) as journal, LoggedProgress(console) as progress,
           ThreadPoolExecutor(max_workers=1) as writer):
         task = progress.add_task("predict", total=len(todo), info="")
         for batch in loader:

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from cvpipe.console import make_console
 from cvpipe.engine.device import resolve_device
-from cvpipe.engine.predict import discover
 from cvpipe.errors import DataError
-from cvpipe.io.images import read_image, write_image, write_text
+from cvpipe.io.images import PER_FILE_ERRORS, discover, failure_reason, read_image, write_image, write_text
+from cvpipe.io.outputs import prepare_dir
 from cvpipe.models.style import (
     GatysLoss,
     LayerOutputs,
@@ -54,9 +55,9 @@ def stylize(source: str | Path, style: str | Path, out: Path, *, steps: int = 10
             style_weight: float = 1e5, content_weight: float = 1.0, tv_weight: float = 1e-3,
             optimizer: str = "lbfgs", weights: str = "vgg16_hed.bsds", device: str = "auto",
             features: LayerOutputs | None = None, console: Console | None = None) -> StylizeReport:
-    console = console or Console()
-    out, device = Path(out), resolve_device(device)
-    files, root = discover(source)
+    console = console or make_console()
+    out, device = prepare_dir(out, "--out"), resolve_device(device)
+    files, root = discover(source, exclude=out)
     try:
         style_image = resize_long_side(read_image(Path(style)), size)
     except DataError as e:
@@ -68,8 +69,8 @@ def stylize(source: str | Path, style: str | Path, out: Path, *, steps: int = 10
         name = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
         try:
             content = resize_long_side(read_image(path), size)
-        except DataError as e:
-            report.skipped.append((name, str(e).split(": ", 1)[-1]))
+        except PER_FILE_ERRORS as e:
+            report.skipped.append((name, failure_reason(path, e)))
             continue
         content_tensor = to_tensor(content, device)
         loss = GatysLoss(features, content_tensor, style_tensor, content_weight=content_weight,

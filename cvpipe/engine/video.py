@@ -19,6 +19,7 @@ import torch
 from rich.console import Console
 
 from cvpipe.config import PipelineConfig
+from cvpipe.console import make_console
 from cvpipe.data.augment import augment_image, build_augment
 from cvpipe.engine.data import image_tensor
 from cvpipe.engine.device import resolve_device
@@ -27,6 +28,7 @@ from cvpipe.engine.predict import TOP_K
 from cvpipe.engine.runtime import inference_model
 from cvpipe.errors import ConfigError
 from cvpipe.io.images import write_text
+from cvpipe.io.outputs import prepare_file
 from cvpipe.io.streams import Frame, Source, SourceStats, open_source
 from cvpipe.io.video_writer import VideoWriter
 from cvpipe.viz.draw import draw_sample, overlay_mask
@@ -147,7 +149,11 @@ def run_video(config: PipelineConfig, source: str, weights: Path | None, *, out:
               jsonl: Path | None = None, show: bool = False, stride: int = 1, conf: float = 0.25,
               backend: str = "pytorch", max_frames: int | None = None, duration: float | None = None,
               folder_fps: float | None = None, console: Console | None = None) -> VideoReport:
-    console = console or Console()
+    console = console or make_console()
+    jsonl = jsonl if jsonl is not None else (out.with_suffix(".jsonl") if out else None)
+    for path, what in ((out, "--out"), (jsonl, "--jsonl")):  # before the model loads
+        if path is not None:
+            prepare_file(path, what)
     device = resolve_device(config.train.device)
     model, classes = inference_model(config, weights, device, backend)
     if show:
@@ -157,14 +163,12 @@ def run_video(config: PipelineConfig, source: str, weights: Path | None, *, out:
     out_fps = stream.fps / stream.stride
     task = FrameTask(config, model, classes, device, conf=conf, fps=out_fps)
     writer = VideoWriter(out, out_fps) if out else None
-    jsonl = jsonl if jsonl is not None else (out.with_suffix(".jsonl") if out else None)
     report = VideoReport(str(source), stream.live, out, jsonl, stats=stream.stats)
     console.print(f"video: {stream.name} ({'live, newest frame first' if stream.live else f'{stream.fps:g} fps'}"
                   f"{f', one frame in {stride}' if stride > 1 and not stream.live else ''}) → "
                   f"{out or 'no file'}{' + window' if show else ''}")
     log = None
     if jsonl:
-        jsonl.parent.mkdir(parents=True, exist_ok=True)
         log = open(jsonl, "w", encoding="utf-8")  # a log: one complete line per frame, flushed as it goes
     start = last_done = time.perf_counter()
     last_position, smoothed_fps = None, 0.0

@@ -1,21 +1,70 @@
-"""Image decode and encode with OpenCV: RGB uint8 inside, BGR only at the file boundary; atomic writes."""
+"""Image decode and encode with OpenCV: RGB uint8 inside, BGR only at the file boundary; atomic writes.
+
+Every way one image can fail to decode (unreadable file, corrupt data, OpenCV's pixel limit or another decoder
+assertion, no memory for it) comes out of `read_image` as one DataError naming the file, so a folder run reports
+and skips that file whatever the cause.
+"""
 
 from __future__ import annotations
 
+import glob
 import os
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from cvpipe.errors import DataError
+from cvpipe.errors import CvpipeError, DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+# OpenCV refuses to decode an image of more pixels than this, whatever memory there is; the header reader
+# (PIL) is held to the same limit, so both agree on what is too large.
+MAX_IMAGE_PIXELS = int(os.environ.get("CV_IO_MAX_IMAGE_PIXELS", 1 << 30))
+
+
+# What one file's decode or per-file transform can raise; a folder run reports these per file and goes on.
+PER_FILE_ERRORS = (DataError, cv2.error, ValueError, MemoryError)
+
+
+def failure_reason(path: Path | str, error: BaseException) -> str:
+    """Why a per-file step failed on `path`, without the path (the report names the file once)."""
+    text = str(error).removeprefix(f"{path}: ") if isinstance(error, DataError) else \
+        f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+    return text or type(error).__name__
 
 
 def list_images(folder: Path) -> list[Path]:
     """The image files under `folder`, recursively, sorted by path."""
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def discover(source: str | Path, *, exclude: Path | None = None) -> tuple[list[Path], Path]:
+    """Image files under a folder (recursive), a single file, or a glob; plus the root names are relative to.
+    Files under `exclude` (a command's output folder inside its source) are left out, so a second run never
+    reads the first one's annotated copies as input."""
+    path = Path(source)
+    if path.is_dir():
+        files, root = list_images(path), path
+    elif path.is_file():
+        files, root = [path], path.parent
+    elif glob.has_magic(str(source)):
+        files = sorted(Path(p) for p in glob.glob(str(source), recursive=True)
+                       if Path(p).suffix.lower() in IMAGE_SUFFIXES and Path(p).is_file())
+        if not files:
+            raise CvpipeError(f"--source {source}: the pattern matches no image ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        root = Path(os.path.commonpath([f.parent for f in files]))
+    else:
+        raise CvpipeError(f"--source {source}: no such file or folder")
+    found = len(files)
+    if exclude is not None:
+        skip = Path(exclude).resolve()
+        files = [f for f in files if not f.resolve().is_relative_to(skip)]
+    if not files:
+        raise CvpipeError(f"--source {source}: no image files in it ({', '.join(sorted(IMAGE_SUFFIXES))}, searched "
+                          "recursively" + (f"; the {found} under {exclude}, the output folder, are left out)"
+                                           if found else ")"))
+    return files, root
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -24,10 +73,27 @@ def read_image(path: Path) -> np.ndarray:
         buf = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode copes with non-ASCII paths
     except OSError as e:
         raise DataError(f"{path}: cannot read image ({e.strerror or e})") from None
-    image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    except cv2.error as e:  # a decoder assertion: the pixel limit, a malformed header
+        raise DataError(f"{path}: {_decode_failure(path, e)}") from None
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory to decode this image") from None
     if image is None:
         raise DataError(f"{path}: not a decodable image (corrupt, truncated or another format); remove or re-export it")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _decode_failure(path: Path, error: cv2.error) -> str:
+    try:
+        width, height = image_size(path)
+    except DataError as e:  # the header already says why (above the pixel limit)
+        return str(e).removeprefix(f"{path}: ")
+    if width * height > MAX_IMAGE_PIXELS:
+        return (f"{width}x{height} is {width * height / 1e6:.0f} Mpx, above the decoder's limit of "
+                f"{MAX_IMAGE_PIXELS / 1e6:.0f} Mpx; set CV_IO_MAX_IMAGE_PIXELS to allow more, or tile the image")
+    detail = (error.err or str(error)).strip().splitlines()[0][:200]
+    return f"OpenCV cannot decode it ({detail}); remove or re-export it"
 
 
 def write_image(path: Path, image_rgb: np.ndarray) -> None:
@@ -39,9 +105,7 @@ def write_image(path: Path, image_rgb: np.ndarray) -> None:
     ok, encoded = cv2.imencode(path.suffix or ".png", pixels)
     if not ok:
         raise DataError(f"{path}: OpenCV cannot encode an image with suffix {path.suffix!r}")
-    tmp = path.with_name(f".{path.name}.part")
-    encoded.tofile(tmp)
-    os.replace(tmp, path)
+    _replace(path, encoded.tobytes())
 
 
 def write_text(path: Path, text: str) -> None:
@@ -52,17 +116,37 @@ def write_bytes(path: Path, data: bytes) -> None:
     """Replace `path` atomically: a reader sees the old file or the new one, never half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _replace(path, data)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write beside `path`, then rename over it; a failed write (disk full) leaves no partial file behind."""
     tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename is None:  # a failed write() names no file; the message must
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the header only; DataError if the file is not an image."""
     from PIL import Image, UnidentifiedImageError
 
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS // 2  # PIL refuses at twice its setting (and warns above it)
     try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, UnidentifiedImageError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.size
+    except Image.DecompressionBombError:
+        raise DataError(f"{path}: the image has more pixels than the decoder's limit of {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx; set "
+                        "CV_IO_MAX_IMAGE_PIXELS to allow more, or tile the image") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:  # PIL's plugins raise all of these
         raise DataError(f"{path}: cannot read image header ({e})") from None

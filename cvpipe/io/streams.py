@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from cvpipe.errors import CvpipeError, DataError
-from cvpipe.io.images import IMAGE_SUFFIXES, list_images, read_image
+from cvpipe.io.images import IMAGE_SUFFIXES, PER_FILE_ERRORS, failure_reason, list_images, read_image
 
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 OPEN_TIMEOUT_MS = 5000  # FFmpeg's own defaults wait far longer on a dead RTSP server
@@ -206,8 +206,8 @@ class FolderSource(Source):
             name = str(path.relative_to(self.root))
             try:
                 image = read_image(path)
-            except DataError as e:
-                self.stats.bad_files.append((name, str(e).split(": ", 1)[-1]))
+            except PER_FILE_ERRORS as e:
+                self.stats.bad_files.append((name, failure_reason(path, e)))
                 continue
             self.stats.read += 1
             index = k * self.stride

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -191,6 +192,21 @@ def _convert_tf_ssd(path: Path) -> OrderedDict[str, torch.Tensor]:
 CONVERTERS = {"tf_ssd_mobilenet_v2": _convert_tf_ssd}
 
 
+def load_failure(error: Exception) -> str:
+    """What torch.load's error says is wrong with the file, in one whole sentence (its messages run to a page,
+    with advice to load with weights_only=False, which cvpipe never does)."""
+    text = str(error)
+    if text.startswith("Weights only load failed") or "Unsupported global" in text:
+        found = re.search(r"GLOBAL (\S+)", text)
+        what = f"a pickled {found.group(1)}" if found else "pickled Python objects"
+        return f"it holds {what}, which could run code; refused: cvpipe loads only tensors and plain values"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    sentence = re.split(r"(?<=[.!?])\s", first)[0].rstrip(".")
+    if isinstance(error, KeyError | EOFError) or not sentence:  # a non-zip, non-pickle file: torch's parser gives up
+        return "not a PyTorch file"
+    return sentence if len(sentence) <= 240 else sentence[:240].rsplit(" ", 1)[0] + " …"
+
+
 def read_state_dict(path: Path, fmt: str) -> OrderedDict[str, torch.Tensor]:
     """Tensors only: torch files with weights_only=True, safetensors, or a Keras h5 VGG trunk."""
     try:
@@ -204,7 +220,7 @@ def read_state_dict(path: Path, fmt: str) -> OrderedDict[str, torch.Tensor]:
     except WeightsError:
         raise
     except Exception as e:  # pickle errors, truncated files, wrong formats: all the user's file
-        raise WeightsError(f"{path}: cannot read as {fmt} weights ({type(e).__name__}: {e})") from None
+        raise WeightsError(f"{path}: corrupt or not {fmt} weights ({load_failure(e)})") from None
     for key in ("state_dict", "model", "model_state"):  # training checkpoints wrap the weights
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

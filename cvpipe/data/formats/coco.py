@@ -8,12 +8,11 @@ beside the images. Category ids are kept in the order of `classes`; labels index
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
-from cvpipe.data.records import Dataset, Problem, Record, inside_root
+from cvpipe.data.records import Dataset, Problem, Record, inside_root, malformed
 from cvpipe.errors import DataError
 from cvpipe.io.images import write_text
 
@@ -42,7 +41,8 @@ def read_coco(root: Path, split: str, classes: list[str]) -> Dataset:
     path = annotation_file(root, split)
     data = load_json(path)
     problems: list[Problem] = []
-    categories = {c["id"]: c["name"] for c in data.get("categories", []) if "id" in c and "name" in c}
+    categories = {c["id"]: str(c["name"]) for c in _entries(data, "categories", path, problems)
+                  if "id" in c and "name" in c}
     if classes:
         for cid, name in categories.items():
             if name not in classes:
@@ -52,8 +52,12 @@ def read_coco(root: Path, split: str, classes: list[str]) -> Dataset:
     label_of = {cid: (classes.index(name) if name in classes else -1) for cid, name in categories.items()}
 
     records: dict[int, Record] = {}
-    for img in data["images"]:
+    for img in _entries(data, "images", path, problems):
         image_id = img.get("id")
+        image_problem = _image_problem(img)
+        if image_problem:
+            problems.append(Problem("unreadable annotation", f"{path} image {image_id}", image_problem))
+            continue
         if image_id in records:
             problems.append(Problem("duplicate id", f"{path} image id {image_id}", f"{img.get('file_name')} repeats it"))
             continue
@@ -69,7 +73,7 @@ def read_coco(root: Path, split: str, classes: list[str]) -> Dataset:
     labels: dict[int, list] = {k: [] for k in records}
     segs: dict[int, list] = {k: [] for k in records}
     seen_ann: set = set()
-    for ann in data.get("annotations", []):
+    for ann in _entries(data, "annotations", path, problems):
         where = f"{path} annotation {ann.get('id')}"
         if ann.get("id") in seen_ann:
             problems.append(Problem("duplicate id", where, "annotation id repeats"))
@@ -82,8 +86,11 @@ def read_coco(root: Path, split: str, classes: list[str]) -> Dataset:
         cid = ann.get("category_id")
         if cid not in label_of:
             problems.append(Problem("unknown class", where, f"category_id {cid} is not among the categories"))
-        bbox = ann.get("bbox") or [math.nan] * 4
-        x, y, w, h = (float(v) if v is not None else math.nan for v in bbox)
+        geometry = _geometry_problem(ann)
+        if geometry:
+            problems.append(malformed(where, geometry))
+            continue
+        x, y, w, h = (float(v) for v in ann["bbox"])
         boxes[image_id].append([x, y, x + w, y + h])
         labels[image_id].append(label_of.get(cid, -1))
         segs[image_id].append(ann.get("segmentation"))
@@ -93,6 +100,59 @@ def read_coco(root: Path, split: str, classes: list[str]) -> Dataset:
         if segs[image_id] and all(s for s in segs[image_id]):
             r.segmentations = segs[image_id]
     return Dataset(root, split, classes, list(records.values()), problems)
+
+
+def _entries(data: dict, key: str, path: Path, problems: list[Problem]) -> list[dict]:
+    """The mappings in `data[key]`; anything else there is reported and left out."""
+    items = data.get(key, [])
+    if not isinstance(items, list):
+        raise DataError(f"{path}: '{key}' must be a list, got {type(items).__name__}")
+    for k, item in enumerate(items):
+        if not isinstance(item, dict):
+            problems.append(malformed(f"{path} {key}[{k}]", f"expected a mapping, got {json.dumps(item)[:60]}"))
+    return [item for item in items if isinstance(item, dict)]
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _image_problem(img: dict) -> str:
+    if not isinstance(img.get("id"), int) or isinstance(img.get("id"), bool):
+        return f"'id' must be an integer, got {img.get('id')!r}"
+    if not isinstance(img.get("file_name"), str) or not img["file_name"]:
+        return f"'file_name' must be a non-empty string, got {img.get('file_name')!r}"
+    for key in ("width", "height"):
+        if key in img and not (_is_number(img[key]) and img[key] >= 0):
+            return f"'{key}' must be a number ≥ 0, got {img[key]!r}"
+    return ""
+
+
+def _geometry_problem(ann: dict) -> str:
+    """What is wrong with an annotation's `bbox` and `segmentation`, or "" — checked here so that pycocotools and
+    tuple unpacking never see them."""
+    bbox = ann.get("bbox")
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        return f"'bbox' must be 4 numbers [x, y, width, height], got {json.dumps(bbox)[:80]}"
+    seg = ann.get("segmentation")
+    if seg is None or seg == []:
+        return ""
+    if isinstance(seg, list):
+        for k, polygon in enumerate(seg):
+            if not (isinstance(polygon, list) and all(_is_number(v) for v in polygon)):
+                return f"'segmentation' polygon {k} must be a list of numbers [x1, y1, x2, y2, ...]"
+            if len(polygon) < 6 or len(polygon) % 2:
+                return (f"'segmentation' polygon {k} has {len(polygon)} coordinates; a polygon needs an even count "
+                        "of at least 6 (3 points)")
+        return ""
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v >= 0 for v in size)):
+            return f"'segmentation' RLE 'size' must be [height, width], got {json.dumps(size)[:80]}"
+        if not (isinstance(counts, str) or isinstance(counts, list) and all(isinstance(v, int) and v >= 0 for v in counts)):
+            return "'segmentation' RLE 'counts' must be a string (compressed) or a list of run lengths"
+        return ""
+    return f"'segmentation' must be polygons (a list of lists) or RLE (a mapping), got {json.dumps(seg)[:80]}"
 
 
 def to_coco(dataset: Dataset) -> dict:

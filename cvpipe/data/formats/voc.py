@@ -14,16 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from cvpipe.data.records import Dataset, Problem, Record, inside_root
+from cvpipe.data.records import Dataset, Problem, Record, inside_root, malformed
 from cvpipe.errors import DataError
 from cvpipe.io.images import IMAGE_SUFFIXES, write_text
 
 
-def _number(text: str | None) -> float:
+def _number(text: str | None) -> float | None:
+    """A number from an element's text (`nan` too: `data check` reports it as a NaN box); None where it is missing or
+    not a number (`12px`, `abc`)."""
     try:
-        return float(text) if text is not None else math.nan
+        return float(text) if text is not None else None
     except ValueError:
-        return math.nan
+        return None
 
 
 def _xml_files(root: Path, split: str) -> list[Path]:
@@ -72,8 +74,11 @@ def read_voc(root: Path, split: str, classes: list[str]) -> Dataset:
             problems.append(Problem("duplicate id", str(xml), f"image {path.name} is also annotated by {seen[path.name]}"))
             continue
         seen[path.name] = xml
-        width = int(_number(tree.findtext("size/width")) or 0) if tree.find("size") is not None else 0
-        height = int(_number(tree.findtext("size/height")) or 0) if tree.find("size") is not None else 0
+        size = [_number(tree.findtext(f"size/{tag}")) for tag in ("width", "height")]
+        if tree.find("size") is not None and None in size:  # the image header gives the size instead
+            problems.append(Problem("unreadable size", str(xml), f"<size> width/height {tree.findtext('size/width')!r}, "
+                                    f"{tree.findtext('size/height')!r} are not numbers", fatal=False))
+        width, height = (int(v) if v is not None and math.isfinite(v) and v > 0 else 0 for v in size)
         boxes, labels = [], []
         for k, obj in enumerate(tree.iter("object")):
             name = (obj.findtext("name") or "").strip()
@@ -83,7 +88,13 @@ def read_voc(root: Path, split: str, classes: list[str]) -> Dataset:
                 else:
                     problems.append(Problem("unknown class", f"{xml} object {k}", f"class {name!r} is not in {classes}"))
             bb = obj.find("bndbox")
-            coords = [_number(bb.findtext(t) if bb is not None else None) for t in ("xmin", "ymin", "xmax", "ymax")]
+            texts = [bb.findtext(t) if bb is not None else None for t in ("xmin", "ymin", "xmax", "ymax")]
+            coords = [_number(t) for t in texts]
+            if None in coords:
+                detail = "no <bndbox>" if bb is None else "<bndbox> xmin, ymin, xmax, ymax must be numbers, got " + \
+                    ", ".join(repr(t) for t in texts)
+                problems.append(malformed(f"{xml} object {k}", detail))
+                continue
             boxes.append([coords[0] - 1, coords[1] - 1, coords[2], coords[3]])
             labels.append(classes.index(name) if name in classes else -1)
         rel = path.relative_to(xml.parent) if path.is_relative_to(xml.parent) else Path(path.name)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from cvpipe.data.records import Dataset, Problem, Record, inside_root
+from cvpipe.data.records import Dataset, Problem, Record, inside_root, malformed
 from cvpipe.errors import DataError
 from cvpipe.io.images import image_size, list_images, write_text
 
@@ -37,6 +37,25 @@ def _names(data: dict) -> list[str]:
     if isinstance(names, dict):  # Ultralytics allows {0: person, 1: bicycle}
         return [names[k] for k in sorted(names)]
     return list(names)
+
+
+def _line_box(parts: list[str]) -> tuple[tuple[float, ...] | None, str]:
+    """(cx, cy, w, h) normalised from a label line, or (None, what is wrong). Ultralytics' segmentation lines
+    (`class x1 y1 x2 y2 x3 y3 ...`) give their polygon's bounding box."""
+    try:
+        numbers = [float(v) for v in parts[1:]]
+        int(parts[0])
+    except ValueError:
+        return None, "a class id (integer) then numbers expected"
+    if not all(math.isfinite(v) for v in numbers):
+        return None, "coordinates must be finite numbers"
+    if len(numbers) == 4:
+        return tuple(numbers), ""
+    if len(numbers) >= 6 and len(numbers) % 2 == 0:
+        xs, ys = numbers[0::2], numbers[1::2]
+        return ((min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)), ""
+    return None, (f"{len(parts)} columns: expected 5 ('class cx cy w h') or a polygon ('class x1 y1 x2 y2 x3 y3 ...', "
+                  "an even count of at least 6 coordinates)")
 
 
 def read_yolo(root: Path, split: str, classes: list[str]) -> Dataset:
@@ -65,13 +84,11 @@ def read_yolo(root: Path, split: str, classes: list[str]) -> Dataset:
             parts = line.split()
             if not parts:
                 continue
-            try:
-                cls, cx, cy, w, h = int(parts[0]), *(float(v) for v in parts[1:5])
-            except (ValueError, TypeError):
-                problems.append(Problem("unreadable annotation", f"{txt}:{n + 1}", f"expected 'class cx cy w h', got {line!r}"))
+            box, detail = _line_box(parts)
+            if box is None:
+                problems.append(malformed(f"{txt}:{n + 1}", f"{detail}, got {line.strip()!r}"))
                 continue
-            if len(parts) != 5:
-                cx = cy = w = h = math.nan
+            cls, (cx, cy, w, h) = int(parts[0]), box
             label = remap.get(cls, -1)
             if label < 0:
                 problems.append(Problem("unknown class", f"{txt}:{n + 1}", f"class id {cls} is not in {classes}"))

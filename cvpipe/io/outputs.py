@@ -1,0 +1,76 @@
+"""Where results go: checked before any work (a file in the way, no write permission, a full disk), and the one
+wording of an operating-system error, so a command ends with the path and the cause instead of a traceback."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from cvpipe.errors import CvpipeError
+
+MIN_FREE_BYTES = 64 << 20  # below this a run would fail part-way through writing its results
+
+CAUSES = {
+    errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted", errno.EROFS: "read-only file system",
+    errno.ENOTDIR: "a file is in the way of a folder", errno.EEXIST: "a file is in the way",
+    errno.EISDIR: "it is a folder", errno.ENAMETOOLONG: "name too long", errno.ENOENT: "no such file or folder",
+    errno.EIO: "input/output error (a failing disk or a dropped network share)",
+}
+
+
+def cause(error: OSError) -> str:
+    return CAUSES.get(error.errno, error.strerror or type(error).__name__)
+
+
+def describe_os_error(error: OSError) -> str:
+    """`PATH: cause` for an OSError a command did not expect (a disk filling up mid-run)."""
+    where = error.filename if error.filename is not None else "a file"
+    return f"{where}: {cause(error)}" + (" (nothing was written over; free some space and run again)"
+                                        if error.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+
+
+def prepare_dir(path: Path | str, what: str) -> Path:
+    """Create `path` (a folder) if needed and check that files can be written in it. `what` names the option or
+    setting it came from (`--out`, `output.dir`) for the message."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CvpipeError(f"{what} {path}: is a file, not a folder; name a folder (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".cvpipe-write-check-"):
+            pass
+    except OSError as e:
+        blocker = f" ({e.filename} is a file)" if e.errno in (errno.EEXIST, errno.ENOTDIR) and e.filename else ""
+        raise CvpipeError(f"{what} {path}: cannot write there: {cause(e)}{blocker}; choose another folder") from None
+    free = shutil.disk_usage(path).free
+    if free < MIN_FREE_BYTES:
+        raise CvpipeError(f"{what} {path}: disk full ({free / 2**20:.0f} MB free, at least "
+                          f"{MIN_FREE_BYTES >> 20} MB needed); free some space or choose another folder")
+    return path
+
+
+def prepare_file(path: Path | str, what: str) -> Path:
+    """Check that the file `path` can be written: its folder is prepared, and `path` itself is not a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise CvpipeError(f"{what} {path}: is a folder; name the file to write")
+    prepare_dir(path.parent, what)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise CvpipeError(f"{what} {path}: cannot write there: permission denied; choose another file")
+    return path
+
+
+def new_dataset_dir(out: Path | str, source_root: Path | str, what: str) -> Path:
+    """A folder a command writes a dataset copy into: never the source, nor inside it (the copy would be read as
+    part of the dataset next time), nor over an existing non-empty folder."""
+    out, root = Path(out), Path(source_root)
+    if out.resolve() == root.resolve() or out.resolve().is_relative_to(root.resolve()) \
+            or root.resolve().is_relative_to(out.resolve()):
+        raise CvpipeError(f"{what} {out}: inside or over the dataset {root}; write the copy to a folder outside it")
+    if out.is_dir() and any(out.iterdir()):
+        raise CvpipeError(f"{what} {out}: the folder exists and is not empty; choose a new folder or remove it first")
+    return prepare_dir(out, what)
