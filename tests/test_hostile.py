@@ -380,6 +380,9 @@ def test_corrupt_and_malicious_checkpoints_say_so_in_full(capsys, trained, tmp_p
     assert not (tmp_path / "owned").exists()
     code, text = cli(capsys, "weights", "import", tmp_path / "evil.pt", "--arch", "timm.resnet18", "--name", "x.y")
     assert code == 2 and "could run code" in text
+    (tmp_path / "notes.pth").write_text("not weights")
+    code, text = cli(capsys, "weights", "import", tmp_path / "notes.pth", "--arch", "timm.resnet18", "--name", "x.y")
+    assert code == 2 and "notes.pth: corrupt or not torch weights (not a PyTorch file)" in text
 
 
 def test_resume_names_the_file_it_was_given(capsys, trained, tmp_path):

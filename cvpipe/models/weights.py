@@ -196,10 +196,14 @@ def load_failure(error: Exception) -> str:
     """What torch.load's error says is wrong with the file, in one whole sentence (its messages run to a page,
     with advice to load with weights_only=False, which cvpipe never does)."""
     text = str(error)
-    if text.startswith("Weights only load failed") or "Unsupported global" in text:
-        found = re.search(r"GLOBAL (\S+)", text)
-        what = f"a pickled {found.group(1)}" if found else "pickled Python objects"
-        return f"it holds {what}, which could run code; refused: cvpipe loads only tensors and plain values"
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:  # the unpickler met a class or function to call: what a malicious file does
+        return f"it holds a pickled {found.group(1)}, which could run code; refused: cvpipe loads only tensors " \
+               "and plain values"
+    if text.startswith("Weights only load failed"):
+        text = text.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation", 1)[0]
+        if "Unsupported operand" in text or "Weights only load failed" in text:
+            return "not a PyTorch file"
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     sentence = re.split(r"(?<=[.!?])\s", first)[0].rstrip(".")
     if isinstance(error, KeyError | EOFError) or not sentence:  # a non-zip, non-pickle file: torch's parser gives up
