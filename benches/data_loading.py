@@ -28,10 +28,10 @@ from torchvision import tv_tensors
 from torchvision.io import decode_image
 from torchvision.transforms import v2
 
-from cvpipe.config import load_pipeline
 from cvpipe.data.augment import apply_augment, build_augment
 from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.data.formats import read_dataset
+from cvpipe.loading import load_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,11 +27,12 @@ import torch
 from common import save_results  # benches/common.py: the script's folder is on sys.path
 from torchvision.ops import box_iou
 
-from cvpipe.config import BACKENDS, load_pipeline
+from cvpipe.config import BACKENDS
 from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.engine.inference import detect
 from cvpipe.engine.runtime import inference_model
 from cvpipe.io.images import read_image
+from cvpipe.loading import load_pipeline
 from cvpipe.models.tf_ssd import opencv_reference_files
 from cvpipe.paths import weights_dir
 

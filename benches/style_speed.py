@@ -15,8 +15,8 @@ import time
 import torch
 from common import save_results  # benches/common.py: the script's folder is on sys.path
 
-from cvpipe.config import load_pipeline
 from cvpipe.data.fetchers import fetch_dataset
+from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
 from cvpipe.models.style import GatysLoss, read_style, stylize_image, vgg_features
 

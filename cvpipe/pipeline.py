@@ -7,12 +7,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cvpipe.config import PipelineConfig, load_pipeline, require_data
+from cvpipe.config import PipelineConfig
 from cvpipe.console import make_console, styled
 from cvpipe.engine.export import ExportReport
 from cvpipe.engine.fit import FitResult
 from cvpipe.engine.predict import PredictReport
 from cvpipe.engine.video import VideoReport
+from cvpipe.loading import load_pipeline, require_data
 from cvpipe.metrics.classification import ClassificationMetrics
 from cvpipe.metrics.coco import CocoMetrics
 

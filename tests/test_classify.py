@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from cvpipe.config import load_pipeline
 from cvpipe.errors import ConfigError, DataError
 from cvpipe.io.images import write_image
+from cvpipe.loading import load_pipeline
 from cvpipe.metrics.classification import classification_metrics
 from cvpipe.models.heads import build_model
 from cvpipe.pipeline import Pipeline

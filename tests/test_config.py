@@ -4,8 +4,8 @@ import pytest
 import yaml
 
 from cvpipe.cli import main
-from cvpipe.config import data_problems, load_pipeline, parse_override
 from cvpipe.errors import ConfigError
+from cvpipe.loading import data_problems, load_pipeline, parse_override
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -149,3 +149,26 @@ def test_cli_validate_exit_codes(tmp_path, capsys):
     assert main(["validate", str(good(tmp_path))]) == 0
     assert main(["validate", str(good(tmp_path)), "--set", "model.backbone.freeze=all"]) == 2
     assert 'model.backbone.freeze: expected int 0..5, got "all"' in capsys.readouterr().err
+
+
+def test_the_schema_imports_nothing_of_models_or_data():
+    import subprocess
+    import sys
+
+    code = ("import sys, cvpipe.config; "
+            "print([m for m in sys.modules if m.startswith(('cvpipe.models', 'cvpipe.data'))])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_every_head_setting_has_one_registered_head_of_its_task():
+    import typing
+
+    from cvpipe.config import HeadConfig, heads_for_task, models_in
+    from cvpipe.models.heads.registry import heads
+
+    settings = {typing.get_args(m.model_fields["name"].annotation)[0]: m for m in models_in(HeadConfig)}
+    assert set(settings) == set(heads())
+    for name, spec in heads().items():
+        assert spec.settings is settings[name] and name in heads_for_task(spec.task)
+    assert heads_for_task("detect") == ["fast_rcnn", "faster_rcnn", "rcnn", "ssd", "yolo"]

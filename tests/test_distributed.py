@@ -11,9 +11,9 @@ import sys
 import pytest
 import torch
 
-from cvpipe.config import load_pipeline
 from cvpipe.data.synthetic import make_shapes
 from cvpipe.engine.checkpoint import save_checkpoint
+from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
 
 from .conftest import REPO, shapes_pipeline_file

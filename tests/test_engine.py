@@ -10,10 +10,11 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from cvpipe.config import COCO_STATS, load_pipeline
+from cvpipe.config import COCO_STATS
 from cvpipe.engine import fit as fit_module
 from cvpipe.engine.optim import lr_factor, param_groups
 from cvpipe.errors import ConfigError, DataError, WeightsError
+from cvpipe.loading import load_pipeline
 from cvpipe.pipeline import Pipeline
 
 from .conftest import shapes_pipeline_file

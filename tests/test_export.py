@@ -12,13 +12,13 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from cvpipe.config import load_pipeline
 from cvpipe.engine.checkpoint import save_checkpoint
 from cvpipe.engine.export import OnnxModel, onnx_bytes
 from cvpipe.engine.inference import classify, detect, segment
 from cvpipe.engine.runtime import compile_core, inference_model
 from cvpipe.errors import ConfigError
 from cvpipe.io.images import read_image, write_image
+from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
 from cvpipe.pipeline import Pipeline
 
@@ -89,7 +89,7 @@ def test_what_cannot_be_exported_says_so(tmp_path):
         onnx_bytes(model, config, ["square", "disc"])
     frcnn = build_model(load_pipeline(shapes_pipeline_file(tmp_path, FASTER_RCNN, "frcnn.yaml")), 2, pretrained=False)
     with pytest.raises(ConfigError, match="fixed-size heads"):
-        compile_core(frcnn)
+        compile_core(frcnn, "faster_rcnn")
 
 
 def exported_classifier(tmp_path) -> tuple[Pipeline, Path]:

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cvpipe.config import load_pipeline
 from cvpipe.errors import ConfigError
 from cvpipe.io.images import write_image
+from cvpipe.loading import load_pipeline
 from cvpipe.metrics.segmentation import ConfusionMatrix, segmentation_metrics
 from cvpipe.models.heads import build_model
 from cvpipe.models.heads.fcn import upsampling

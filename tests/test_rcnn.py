@@ -6,9 +6,10 @@ import pytest
 import torch
 from torchvision.ops import roi_pool
 
-from cvpipe.config import AugmentConfig, ProposalsConfig, load_pipeline
+from cvpipe.config import AugmentConfig, ProposalsConfig
 from cvpipe.data.augment import apply_augment, build_augment
 from cvpipe.errors import ConfigError
+from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
 from cvpipe.models.heads.fast_rcnn import LevelRoIPool, scale_boxes
 from cvpipe.models.heads.rcnn import HardNegatives

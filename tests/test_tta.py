@@ -12,12 +12,13 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torchvision.ops import box_iou
 
-from cvpipe.config import TTAConfig, load_pipeline
+from cvpipe.config import TTAConfig
 from cvpipe.engine.inference import detect
 from cvpipe.engine.runtime import inference_model
 from cvpipe.engine.tta import VIEWS, boxes_to_image, detect_augmented, fuse, input_scale, tta_views, view
 from cvpipe.errors import ConfigError
 from cvpipe.io.images import read_image
+from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
 from cvpipe.pipeline import Pipeline
 

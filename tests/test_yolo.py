@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cvpipe.config import load_pipeline
+from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
 from cvpipe.pipeline import Pipeline
 

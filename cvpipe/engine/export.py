@@ -30,7 +30,6 @@ from cvpipe.config import PipelineConfig
 from cvpipe.errors import ConfigError
 
 OPSET = 17
-EXPORTABLE_HEADS = ("faster_rcnn", "ssd", "yolo", "classifier", "fcn", "fast_style")
 OUTPUTS = {"detect": ["boxes", "scores", "labels"], "classify": ["logits"], "segment": ["logits"],
            "stylize": ["stylized"]}
 
@@ -52,7 +51,7 @@ def example_input(config: PipelineConfig, model: nn.Module) -> torch.Tensor:
     output size for a 256×256 picture."""
     generator = torch.Generator().manual_seed(0)
     if config.task == "detect":
-        size = getattr(model, "fixed_size", None) or (config.model.head.min_size,) * 2
+        size = model.fixed_size or (config.model.head.min_size,) * 2
         return torch.rand(3, *size, generator=generator)
     from cvpipe.data.augment import augment_image, build_augment
 
@@ -64,11 +63,13 @@ def onnx_bytes(model: nn.Module, config: PipelineConfig, classes: list[str]) -> 
     """The eval-mode model traced to ONNX, with cvpipe's metadata."""
     import onnx
 
-    head = config.model.head.name
-    if head not in EXPORTABLE_HEADS:
-        raise ConfigError(f"export: head {head!r} cannot be exported to ONNX (R-CNN and Fast R-CNN take selective "
-                          f"search proposals computed outside the network); exportable heads: "
-                          f"{', '.join(EXPORTABLE_HEADS)}")
+    from cvpipe.models.heads.registry import head_spec, heads
+
+    spec = head_spec(config.model.head.name)
+    if not spec.exportable:
+        exportable = sorted(name for name, other in heads().items() if other.exportable)
+        raise ConfigError(f"export: head {spec.name!r} cannot be exported to ONNX ({spec.why_not_exportable}); "
+                          f"exportable heads: {', '.join(exportable)}")
     # a copy: tracing wants it on the CPU, contiguous and in eval mode, and the caller's model stays as it was
     model = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
     x = example_input(config, model)
@@ -85,7 +86,7 @@ def onnx_bytes(model: nn.Module, config: PipelineConfig, classes: list[str]) -> 
         torch.onnx.export(graph, (x,), buffer, dynamo=False, opset_version=OPSET, input_names=[name],
                           output_names=outputs, dynamic_axes=axes)
     proto = onnx.load_from_string(buffer.getvalue())
-    fixed = getattr(model, "fixed_size", None)
+    fixed = model.fixed_size
     for key, value in {"cvpipe_task": config.task, "cvpipe_classes": json.dumps(classes),
                        "cvpipe_fixed_size": json.dumps(list(fixed) if fixed else None),
                        "cvpipe_pipeline": config.name}.items():
@@ -96,6 +97,9 @@ def onnx_bytes(model: nn.Module, config: PipelineConfig, classes: list[str]) -> 
 class OnnxModel:
     """An exported graph run by ONNX Runtime's CPU provider, called like the PyTorch model it came from
     (`model(images)` with float [0, 1] CHW tensors), so `detect`, `classify`, `segment` use either."""
+
+    fixed_size: tuple[int, int] | None = None  # as models.heads.base.Head declares
+    region_proposals = None
 
     def __init__(self, graph: bytes | Path):
         try:
@@ -170,7 +174,7 @@ def max_difference(model: nn.Module, runtime: OnnxModel, config: PipelineConfig)
     Detection compares scores when both found the same number of boxes, else reports infinity."""
     first = example_input(config, model)
     second = torch.rand(first.shape, generator=torch.Generator().manual_seed(1))
-    if config.task == "detect" and not getattr(model, "fixed_size", None):
+    if config.task == "detect" and not model.fixed_size:
         second = second[:, : first.shape[1] * 3 // 4]
     worst = 0.0
     with torch.inference_mode():

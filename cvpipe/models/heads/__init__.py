@@ -1,4 +1,5 @@
-"""Task heads, one file per family, and `build_model`: backbone → neck → head from a pipeline config."""
+"""Task heads, one file per family, each registering itself (registry.py), and `build_model`: backbone → neck →
+head from a pipeline config."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import logging
 import torch
 from torch import nn
 
-from cvpipe.config import PipelineConfig, head_problems
+from cvpipe.config import PipelineConfig
 from cvpipe.errors import ConfigError, WeightsError
 from cvpipe.models.backbones import build_backbone
+from cvpipe.models.heads.registry import head_spec
 from cvpipe.models.weights import WeightsCatalog
 
 log = logging.getLogger(__name__)
@@ -17,22 +19,19 @@ log = logging.getLogger(__name__)
 
 def build_model(config: PipelineConfig, num_classes: int, *, catalog: WeightsCatalog | None = None,
                 pretrained: bool = True) -> nn.Module:
-    """The pipeline's model with a freshly initialised head for `num_classes` classes.
+    """The pipeline's model with a freshly initialised head for `num_classes` classes, built by the head's
+    registration (registry.py).
 
     The backbone starts from `model.backbone.weights` unless `pretrained=False` (the model is about to get
     a checkpoint's weights, so reading the ImageNet file would be wasted work).
     """
-    from cvpipe.models.necks import FeatureBody, SSDFeatures
-
-    problems = head_problems(config.model)
+    spec = head_spec(config.model.head.name)
+    problems = spec.neck_problems(config.model)
     if problems:
         raise ConfigError(problems[0][1] if len(problems) == 1 else "model.head: settings do not fit the neck",
                           [f"{'.'.join(loc)}: {message}" for loc, message in problems])
-
-    if config.model.head.name == "fast_style":  # its own network; the loss network is built when training
-        from cvpipe.models.heads.fast_style import FastStyle
-
-        return FastStyle(config.model.head)
+    if not spec.uses_backbone:
+        return spec.build(config, None, num_classes)
     whole = config.model.weights  # weights for the whole model replace the backbone's
     backbone_cfg = config.model.backbone
     if not pretrained or whole:
@@ -41,37 +40,7 @@ def build_model(config: PipelineConfig, num_classes: int, *, catalog: WeightsCat
     if whole or (not pretrained and config.model.backbone.weights):
         catalog = catalog or WeightsCatalog.load()
         backbone.preprocess = catalog.get(whole or config.model.backbone.weights).preprocess
-    head = config.model.head
-    if head.name == "classifier":
-        from cvpipe.models.heads.classifier import Classifier
-
-        model: nn.Module = Classifier(backbone, head, num_classes)
-    elif head.name == "faster_rcnn":
-        from cvpipe.models.heads.faster_rcnn import FasterRCNNDetector
-
-        model = FasterRCNNDetector(FeatureBody(backbone, config.model.neck), head, num_classes)
-    elif head.name == "ssd":
-        from cvpipe.models.heads.ssd import SSDDetector
-
-        model = SSDDetector(SSDFeatures(backbone, config.model.neck), head, num_classes)
-    elif head.name == "yolo":
-        from cvpipe.models.heads.yolo import YOLODetector
-
-        model = YOLODetector(FeatureBody(backbone, config.model.neck), head, num_classes)
-    elif head.name == "fast_rcnn":
-        from cvpipe.models.heads.fast_rcnn import FastRCNNDetector
-
-        model = FastRCNNDetector(FeatureBody(backbone, config.model.neck), head, num_classes)
-    elif head.name == "fcn":
-        from cvpipe.models.heads.fcn import FCN
-
-        model = FCN(backbone, head, num_classes, ignore_index=config.data.ignore_index)
-    elif head.name == "rcnn":
-        from cvpipe.models.heads.rcnn import RCNNDetector
-
-        model = RCNNDetector(backbone, head, num_classes)
-    else:
-        raise ConfigError(f"model.head.name: training and inference for head {head.name!r} are not available yet")
+    model = spec.build(config, backbone, num_classes)
     if whole and pretrained:
         catalog = catalog or WeightsCatalog.load()
         fresh = load_fitting(model, catalog.state_dict(whole), what=whole)

@@ -1,5 +1,6 @@
-"""What heads share: torchvision-based detectors' label shift (0-based outside, background 0 inside), and the
-one-size batch that classification and segmentation stack."""
+"""What heads share: the `Head` base that declares what the engine may ask of a model, torchvision-based
+detectors' label shift (0-based outside, background 0 inside), and the one-size batch that classification and
+segmentation stack."""
 
 from __future__ import annotations
 
@@ -7,6 +8,14 @@ import torch
 from torch import nn
 
 from cvpipe.errors import DataError
+
+
+class Head(nn.Module):
+    """Every model `build_model` returns. The engine reads these instead of probing for attributes; a head sets
+    those that apply to it (what a head can do beyond this is declared in its registration, registry.py)."""
+
+    fixed_size: tuple[int, int] | None = None  # (h, w) images are resized to before the model, in uint8 (SSD, YOLO)
+    region_proposals = None  # a RegionProposals where boxes are proposed outside the network (R-CNN, Fast R-CNN)
 
 
 def stack_batch(images: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
@@ -20,7 +29,7 @@ def stack_batch(images: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
     return torch.stack(images)
 
 
-class TorchvisionDetector(nn.Module):
+class TorchvisionDetector(Head):
     """`model(images, targets)` → loss dict in training; `model(images)` → `[{boxes, scores, labels}]` in eval.
 
     Subclasses set `self.model` to a torchvision detector, which reserves label 0 for background; images are

@@ -8,10 +8,11 @@ from torch import nn
 
 from cvpipe.config import ClassifierHead
 from cvpipe.models.backbones import Backbone
-from cvpipe.models.heads.base import stack_batch
+from cvpipe.models.heads.base import Head, stack_batch
+from cvpipe.models.heads.registry import HeadSpec, register_head
 
 
-class Classifier(nn.Module):
+class Classifier(Head):
     """`model(images, targets)` → `{"loss_classifier"}` (targets carry `label`); `model(images)` → logits `[N, K]`.
 
     Images are float RGB [0, 1] CHW, all of one size within a batch (the pipeline's augmentation resizes or
@@ -35,3 +36,10 @@ class Classifier(nn.Module):
             return logits
         labels = torch.stack([t["label"] for t in targets]).reshape(-1)
         return {"loss_classifier": F.cross_entropy(logits, labels)}
+
+
+def _build(config, backbone, num_classes: int) -> Classifier:
+    return Classifier(backbone, config.model.head, num_classes)
+
+
+register_head(HeadSpec("classifier", ClassifierHead, _build))

@@ -15,8 +15,16 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import roi_pool
 
-from cvpipe.config import FastRCNNHead
-from cvpipe.models.necks import FeatureBody
+from cvpipe.config import FastRCNNHead, backbone_levels
+from cvpipe.models.heads.base import Head
+from cvpipe.models.heads.registry import (
+    NOT_EXPORTABLE,
+    HeadSpec,
+    Problems,
+    needs_pyramid_or_none,
+    register_head,
+)
+from cvpipe.models.necks import FeatureBody, build_neck
 from cvpipe.models.proposals import RegionProposals
 
 
@@ -31,7 +39,7 @@ class LevelRoIPool(nn.Module):
         return roi_pool(features[self.level], boxes, self.output_size, spatial_scale=1.0 / self.stride)
 
 
-class FastRCNNDetector(nn.Module):
+class FastRCNNDetector(Head):
     """`model(images, targets)` → losses (targets carry `proposals`); `model(images, proposals=...)` → detections.
 
     Images are float RGB [0, 1] CHW of any size, resized by min_size/max_size; proposals are in the input
@@ -39,7 +47,7 @@ class FastRCNNDetector(nn.Module):
     """
 
     def __init__(self, body: FeatureBody, cfg: FastRCNNHead, num_classes: int):
-        """`cfg` must have passed `config.head_problems` (load_pipeline and build_model check it)."""
+        """`cfg` must have passed this file's `_neck_problems` (load_pipeline and build_model check it)."""
         super().__init__()
         self.num_classes = num_classes
         self.region_proposals = RegionProposals(cfg.proposals)
@@ -80,3 +88,25 @@ def scale_boxes(boxes: torch.Tensor, old: tuple[int, int], new: tuple[int, int])
     """Boxes (x1, y1, x2, y2) from an image of size `old` (h, w) to the same image resized to `new`."""
     sy, sx = new[0] / old[0], new[1] / old[1]
     return boxes * boxes.new_tensor([sx, sy, sx, sy])
+
+
+def _build(config, backbone, num_classes: int) -> FastRCNNDetector:
+    return FastRCNNDetector(build_neck(backbone, config.model.neck), config.model.head, num_classes)
+
+
+def _neck_problems(model) -> Problems:
+    head, neck = model.head, model.neck
+    problems = needs_pyramid_or_none(model)
+    if problems:
+        return problems
+    levels = backbone_levels(model.backbone) if neck.name in ("fpn", "pan") else 1
+    if head.pool_level >= levels:
+        return [(("model", "head", "pool_level"), f"{head.pool_level} is not a level of the neck's {levels} "
+                 f"(0 … {levels - 1}; neck {neck.name}, model.backbone.out_indices {model.backbone.out_indices})")]
+    if len(head.pool_size) != 2:
+        return [(("model", "head", "pool_size"), f"expected [height, width], got {head.pool_size}")]
+    return []
+
+
+register_head(HeadSpec("fast_rcnn", FastRCNNHead, _build, neck_problems=_neck_problems, tta_scales=True,
+                       exportable=False, why_not_exportable=NOT_EXPORTABLE))

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cvpipe.config import FastStyleHead
-from cvpipe.models.heads.base import stack_batch
+from cvpipe.models.heads.base import Head, stack_batch
+from cvpipe.models.heads.registry import HeadSpec, register_head
 from cvpipe.models.style import STYLE_LAYERS, LayerOutputs, gram, read_style, total_variation, vgg_features
 
 CONTENT_LAYER = "relu2_2"  # Johnson et al. take the content loss at relu2_2 (Gatys: relu4_2)
@@ -60,7 +61,7 @@ class TransformNet(nn.Module):
         return torch.sigmoid(self.body(x))[..., :h, :w]
 
 
-class FastStyle(nn.Module):
+class FastStyle(Head):
     """`model(images, targets)` → `{loss_content, loss_style, loss_tv}` (weighted); `model(images)` → stylized
     images `[N, 3, H, W]` in [0, 1]. `loss_network` (LayerOutputs over a VGG-16 trunk) is built by the caller
     and kept outside the module's parameters and state."""
@@ -105,3 +106,10 @@ class FastStyle(nn.Module):
         cfg = self.cfg
         return {"loss_content": cfg.content_weight * parts["content"], "loss_style": cfg.style_weight * parts["style"],
                 "loss_tv": cfg.tv_weight * parts["tv"]}
+
+
+def _build(config, backbone, num_classes: int) -> FastStyle:
+    return FastStyle(config.model.head)  # its own network; the loss network is built when training
+
+
+register_head(HeadSpec("fast_style", FastStyleHead, _build, uses_backbone=False))

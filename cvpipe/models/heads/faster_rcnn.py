@@ -10,16 +10,17 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from cvpipe.config import FasterRCNNHead
+from cvpipe.config import FasterRCNNHead, backbone_levels
 from cvpipe.models.heads.base import TorchvisionDetector
-from cvpipe.models.necks import FeatureBody
+from cvpipe.models.heads.registry import HeadSpec, Problems, needs_pyramid_or_none, register_head
+from cvpipe.models.necks import FeatureBody, build_neck
 
 
 class FasterRCNNDetector(TorchvisionDetector):
     """Faster R-CNN on any backbone + neck; images of any size (resized by min_size/max_size)."""
 
     def __init__(self, body: FeatureBody, cfg: FasterRCNNHead, num_classes: int):
-        """`cfg` must have passed `config.head_problems` (load_pipeline and build_model check it)."""
+        """`cfg` must have passed this file's `_neck_problems` (load_pipeline and build_model check it)."""
         super().__init__()
         levels = body.num_levels
         sizes = cfg.anchor_sizes or [[32 * 2**i] for i in range(levels)]
@@ -42,3 +43,30 @@ class FasterRCNNDetector(TorchvisionDetector):
             box_score_thresh=cfg.score_thresh, box_nms_thresh=cfg.nms_thresh,
             box_detections_per_img=cfg.detections_per_img,
         )
+
+
+def _build(config, backbone, num_classes: int) -> FasterRCNNDetector:
+    return FasterRCNNDetector(build_neck(backbone, config.model.neck), config.model.head, num_classes)
+
+
+def _neck_problems(model) -> Problems:
+    """A neck without SSD's extra blocks, and one anchor-size list per feature level, all of one length (one RPN
+    head is shared by every level)."""
+    head, neck = model.head, model.neck
+    problems = needs_pyramid_or_none(model)
+    if problems or head.anchor_sizes is None:
+        return problems
+    levels = backbone_levels(model.backbone) if neck.name in ("fpn", "pan") else 1
+    if len(head.anchor_sizes) != levels:
+        problems.append((("model", "head", "anchor_sizes"),
+                         f"{len(head.anchor_sizes)} levels of sizes given, but the neck gives {levels} feature levels "
+                         f"(model.backbone.out_indices {model.backbone.out_indices}, neck {neck.name}); "
+                         "give one list of sizes per level"))
+    if len({len(sizes) for sizes in head.anchor_sizes}) > 1:
+        problems.append((("model", "head", "anchor_sizes"),
+                         f"every level needs the same number of sizes, got {head.anchor_sizes}; "
+                         "e.g. [[12, 16], [24, 32], [48, 80]]"))
+    return problems
+
+
+register_head(HeadSpec("faster_rcnn", FasterRCNNHead, _build, neck_problems=_neck_problems, tta_scales=True))

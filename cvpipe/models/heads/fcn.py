@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvpipe.config import FCNHead
+from cvpipe.config import FCNHead, backbone_levels
 from cvpipe.models.backbones import Backbone
-from cvpipe.models.heads.base import stack_batch
+from cvpipe.models.heads.base import Head, stack_batch
+from cvpipe.models.heads.registry import HeadSpec, Problems, register_head
 
 
 def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
@@ -41,7 +42,7 @@ def upsampling(channels: int, factor: int, *, learn: bool) -> nn.ConvTranspose2d
     return layer
 
 
-class FCN(nn.Module):
+class FCN(Head):
     """`model(images, targets)` → `{"loss_segmentation"}` (targets carry `mask`, class index per pixel);
     `model(images)` → logits `[N, K, H, W]` at the input size. Images are float RGB [0, 1] CHW of one size within a
     batch; they are padded to a multiple of the coarsest stride and the logits cropped back."""
@@ -75,3 +76,21 @@ class FCN(nn.Module):
             return logits
         masks = torch.stack([t["mask"] for t in targets]).long()
         return {"loss_segmentation": F.cross_entropy(logits, masks, ignore_index=self.ignore_index)}
+
+
+def _build(config, backbone, num_classes: int) -> FCN:
+    return FCN(backbone, config.model.head, num_classes, ignore_index=config.data.ignore_index)
+
+
+def _neck_problems(model) -> Problems:
+    head, neck = model.head, model.neck
+    needed = {"32s": 1, "16s": 2, "8s": 3}[head.variant]
+    levels = backbone_levels(model.backbone)
+    if neck.name != "none" or levels != needed:
+        return [(("model", "backbone", "out_indices"),
+                 f"fcn-{head.variant} fuses {needed} backbone level(s) (strides {[8, 16, 32][3 - needed:]}) with neck "
+                 f"none; got {levels} level(s) {model.backbone.out_indices}, neck {neck.name}")]
+    return []
+
+
+register_head(HeadSpec("fcn", FCNHead, _build, neck_problems=_neck_problems))

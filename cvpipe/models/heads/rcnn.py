@@ -22,6 +22,8 @@ from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, roi_align
 
 from cvpipe.config import RCNNHead
 from cvpipe.models.backbones import Backbone
+from cvpipe.models.heads.base import Head
+from cvpipe.models.heads.registry import NOT_EXPORTABLE, HeadSpec, Problems, register_head
 from cvpipe.models.proposals import RegionProposals
 
 FOREGROUND_IOU = 0.5  # fine-tuning positives, as in the paper
@@ -57,7 +59,7 @@ class HardNegatives:
         return scores, negative_for
 
 
-class RCNNDetector(nn.Module):
+class RCNNDetector(Head):
     """`model(images, targets)` → losses (targets carry `proposals`); `model(images, proposals=...)` → detections.
 
     Images are float RGB [0, 1] CHW of any size; proposals are in their pixels. Without proposals the model
@@ -173,3 +175,17 @@ class RCNNDetector(nn.Module):
         keep = torch.nonzero(scores > cfg.score_thresh).squeeze(1)
         keep = keep[batched_nms(boxes[keep], scores[keep], labels[keep], cfg.nms_thresh)][: cfg.detections_per_img]
         return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+def _build(config, backbone, num_classes: int) -> RCNNDetector:
+    return RCNNDetector(backbone, config.model.head, num_classes)
+
+
+def _neck_problems(model) -> Problems:
+    if model.neck.name != "none":
+        return [(("model", "neck", "name"), "rcnn pools the last backbone level of each warped crop: set neck none")]
+    return []
+
+
+register_head(HeadSpec("rcnn", RCNNHead, _build, neck_problems=_neck_problems, exportable=False,
+                       why_not_exportable=NOT_EXPORTABLE))

@@ -20,9 +20,10 @@ from torchvision.models.detection.ssd import SSDHead as TorchvisionSSDHead
 from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
-from cvpipe.config import SSDHead
+from cvpipe.config import SSDHead, backbone_levels
 from cvpipe.models.heads.base import TorchvisionDetector
-from cvpipe.models.necks import SSDFeatures
+from cvpipe.models.heads.registry import HeadSpec, Problems, register_head
+from cvpipe.models.necks import SSDFeatures, build_neck
 
 
 def default_box_shapes(cfg: SSDHead, levels: int) -> list[list[tuple[float, float]]]:
@@ -185,7 +186,7 @@ class SSDDetector(TorchvisionDetector):
     """SSD on an `ssd` neck; images of any size, resized to size × size."""
 
     def __init__(self, body: SSDFeatures, cfg: SSDHead, num_classes: int):
-        """`cfg` must have passed `config.head_problems` (load_pipeline and build_model check it)."""
+        """`cfg` must have passed this file's `_neck_problems` (load_pipeline and build_model check it)."""
         super().__init__()
         anchors = DefaultBoxes(default_box_shapes(cfg, len(body.out_channels)))
         counts = anchors.num_anchors_per_location()
@@ -209,3 +210,27 @@ class SSDDetector(TorchvisionDetector):
     def inference_core(self) -> tuple[SSDCore, Callable[[Callable | None], None]]:
         """The module worth compiling for inference, and where to plug the compiled version in."""
         return SSDCore(self.model), self.model.use_core
+
+
+def _build(config, backbone, num_classes: int) -> SSDDetector:
+    return SSDDetector(build_neck(backbone, config.model.neck), config.model.head, num_classes)
+
+
+def _neck_problems(model) -> Problems:
+    head, neck = model.head, model.neck
+    if neck.name != "ssd":
+        return [(("model", "neck", "name"), f"the ssd head needs neck ssd (extra down-sampling blocks), got {neck.name}")]
+    levels = backbone_levels(model.backbone) + len(neck.extra_blocks)
+    problems = []
+    if head.sizes is not None and len(head.sizes) != levels:
+        problems.append((("model", "head", "sizes"),
+                         f"{len(head.sizes)} levels of sizes given, but the neck gives {levels} "
+                         f"({backbone_levels(model.backbone)} backbone levels + {len(neck.extra_blocks)} extra blocks)"))
+    if head.min_scale > head.max_scale:
+        problems.append((("model", "head", "min_scale"), f"{head.min_scale} is above max_scale {head.max_scale}"))
+    if len(head.box_weights) != 4:
+        problems.append((("model", "head", "box_weights"), f"expected 4 numbers (x, y, w, h), got {head.box_weights}"))
+    return problems
+
+
+register_head(HeadSpec("ssd", SSDHead, _build, neck_problems=_neck_problems, compilable=True))

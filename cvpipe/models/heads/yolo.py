@@ -29,10 +29,12 @@ from torchvision.ops import (
 )
 
 from cvpipe.config import YOLOHead
-from cvpipe.models.necks import FeatureBody
+from cvpipe.models.heads.base import Head
+from cvpipe.models.heads.registry import HeadSpec, needs_pyramid_or_none, register_head
+from cvpipe.models.necks import FeatureBody, build_neck
 
 
-class YOLODetector(nn.Module):
+class YOLODetector(Head):
     """`model(images, targets)` → loss dict in training; `model(images)` → `[{boxes, scores, labels}]` in eval.
 
     Images are float RGB in [0, 1], CHW, any size (resized to size × size); labels are 0-based class indices.
@@ -182,3 +184,10 @@ class YOLOCore(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, boxes, _ = self.detector.predict_raw(x)
         return logits, boxes
+
+
+def _build(config, backbone, num_classes: int) -> YOLODetector:
+    return YOLODetector(build_neck(backbone, config.model.neck), config.model.head, num_classes)
+
+
+register_head(HeadSpec("yolo", YOLOHead, _build, neck_problems=needs_pyramid_or_none, compilable=True))
