@@ -20,8 +20,8 @@ from common import save_results  # benches/common.py: the script's folder is on 
 from rich.console import Console
 
 from cvpipe.data.fetchers import fetch_dataset
+from cvpipe.data.samples import image_tensor
 from cvpipe.engine.checkpoint import save_checkpoint
-from cvpipe.engine.data import image_tensor
 from cvpipe.engine.export import OnnxModel, onnx_bytes
 from cvpipe.engine.inference import classify, detect, segment
 from cvpipe.engine.runs import latest_run_dir

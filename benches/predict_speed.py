@@ -21,8 +21,8 @@ from rich.console import Console
 
 from cvpipe.config import loader_workers
 from cvpipe.data.fetchers import fetch_dataset
+from cvpipe.data.samples import image_tensor
 from cvpipe.engine.checkpoint import load_trained
-from cvpipe.engine.data import image_tensor
 from cvpipe.engine.inference import detect
 from cvpipe.engine.runs import latest_run_dir
 from cvpipe.io.images import discover, read_image

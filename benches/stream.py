@@ -26,8 +26,8 @@ from common import save_results  # benches/common.py: the script's folder is on 
 from rich.console import Console
 
 from cvpipe.data.fetchers import fetch_dataset
+from cvpipe.data.samples import image_tensor
 from cvpipe.engine.checkpoint import load_trained
-from cvpipe.engine.data import image_tensor
 from cvpipe.engine.inference import detect
 from cvpipe.io.streams import open_source
 from cvpipe.pipeline import Pipeline

@@ -239,15 +239,15 @@ def _inspect_model(args):
     target = args.target
     pipeline = find_pipeline(target)
     if pipeline.suffix in PIPELINE_SUFFIXES:
-        from cvpipe.engine.export import example_input
         from cvpipe.loading import load_pipeline
         from cvpipe.models.heads import build_model
+        from cvpipe.tasks import get_task
 
         config = load_pipeline(pipeline, args.overrides)
         # the whole model (backbone, neck, head) as predict runs it; shapes do not need the pretrained weights
         config.model.weights = None
         model = build_model(config, max(len(config.data.classes), 1), pretrained=False)
-        example = example_input(config, model)  # a detector's one [3, H, W] image, else a batch of one
+        example = get_task(config.task).example_input(config, model)  # a detector's one [3, H, W] image, else N=1
         one_image = example.dim() == 3
         shape = tuple(example.shape if one_image else example.shape[1:])
         return model, shape, one_image, f"{config.name}: {config.model.backbone.name} → {config.model.head.name}"
@@ -432,31 +432,8 @@ def cmd_train(args) -> int:
 
 
 def _print_metrics(metrics) -> None:
-    from cvpipe.metrics.classification import ClassificationMetrics
-    from cvpipe.metrics.segmentation import SegmentationMetrics
-
-    if not hasattr(metrics, "per_class"):  # style transfer: the perceptual losses
-        console.print("  ".join(f"{k} {v:.4g}" for k, v in metrics.stats.items()))
-        return
-    if isinstance(metrics, SegmentationMetrics):
-        console.print("  ".join(f"{k} {v:.4f}" for k, v in metrics.stats.items()))
-        table = Table("class", "IoU", "accuracy", "val pixels", title="per-class IoU")
-        for (name, iou), total in zip(metrics.per_class.items(), metrics.confusion.sum(1)):
-            table.add_row(name, f"{iou:.3f}", f"{metrics.per_class_accuracy[name]:.3f}", str(total))
-        console.print(table)
-        return
-    if isinstance(metrics, ClassificationMetrics):
-        console.print("  ".join(f"{k} {v:.4f}" for k, v in metrics.stats.items()))
-        table = Table("class", "accuracy", "val images", title="per-class accuracy")
-        for (name, acc), total in zip(metrics.per_class.items(), metrics.confusion.sum(1)):
-            table.add_row(name, f"{acc:.3f}", str(total))
-        console.print(table)
-        return
-    console.print("\n".join(line for line in metrics.summary.splitlines() if line.startswith(" Average")))
-    table = Table("class", "AP", "AP50", title="per-class AP")
-    for name, ap in metrics.per_class.items():
-        table.add_row(name, f"{ap:.3f}", f"{metrics.per_class_ap50[name]:.3f}")
-    console.print(table)
+    for part in metrics.table():
+        console.print(part)
 
 
 def cmd_eval(args) -> int:
@@ -464,9 +441,10 @@ def cmd_eval(args) -> int:
     metrics = pipeline.evaluate(args.weights, json_path=args.json)
     _print_metrics(metrics)
     if args.json:
-        beside = {"classify": "; val_predictions.csv beside it",
-                  "detect": "; detections (COCO results) and ground truth beside it"}.get(pipeline.config.task, "")
-        console.print(f"metrics → {args.json}{beside}")
+        from cvpipe.tasks import get_task
+
+        beside = get_task(pipeline.config.task).eval_files
+        console.print(f"metrics → {args.json}" + (f"; {beside} beside it" if beside else ""))
     return 0
 
 
@@ -477,9 +455,8 @@ def cmd_predict(args) -> int:
                               shard=args.shard)
     if _other_rank():
         return 0
-    found = f", {report.detections} detections" if pipeline.config.task == "detect" else ""
     console.print(f"{report.processed} images in {report.seconds:.1f}s ({report.images_per_second:.2f} img/s)"
-                  + found + (f", {report.resumed} done earlier" if report.resumed else ""))
+                  + report.summary + (f", {report.resumed} done earlier" if report.resumed else ""))
     if report.skipped:
         console.print(styled(f"skipped {len(report.skipped)}", "yellow", f" (listed in {report.out / 'skipped.txt'}):"))
         for name, reason in report.skipped[:5]:

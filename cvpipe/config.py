@@ -19,7 +19,6 @@ from pydantic import (
     Field,
     PrivateAttr,
     field_validator,
-    model_validator,
 )
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
@@ -222,10 +221,6 @@ class FastStyleHead(Strict):
 HeadConfig = Annotated[ClassifierHead | FasterRCNNHead | SSDHead | YOLOHead | RCNNHead | FastRCNNHead | FCNHead
                        | FastStyleHead, Field(discriminator="name")]
 
-def heads_for_task(task: str) -> list[str]:
-    """The heads whose settings class says it does `task` (the head modules register how each is built)."""
-    return sorted(typing.get_args(m.model_fields["name"].annotation)[0] for m in models_in(HeadConfig) if m.task == task)
-
 
 class ModelConfig(Strict):
     # the whole model's weights (backbone, neck and head: a COCO-pretrained detector); overrides backbone.weights.
@@ -254,6 +249,7 @@ class TrainConfig(Strict):
     device: str
     time_limit: Annotated[float, Field(gt=0)] | None = None
     unfreeze_epoch: Annotated[int, Field(ge=0)] | None = None
+    patience: Annotated[int, Field(ge=1)] | None = None  # stop after this many epochs without a better eval.best
 
 
 BACKENDS = ("pytorch", "compile", "onnxruntime")  # inference backends (engine/runtime.py)
@@ -261,8 +257,6 @@ COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
 CLASSIFY_STATS = ("top1", "top5", "mean_class_accuracy")
 SEGMENT_STATS = ("mIoU", "pixel_accuracy", "mean_class_accuracy", "fwIoU")
 STYLIZE_STATS = ("perceptual_loss", "content_loss", "style_loss")
-TASK_STATS = {"detect": COCO_STATS, "classify": CLASSIFY_STATS, "segment": SEGMENT_STATS, "stylize": STYLIZE_STATS}
-LOWER_IS_BETTER = set(STYLIZE_STATS)
 
 
 def loader_workers(setting: int | str) -> int:
@@ -340,26 +334,6 @@ class PipelineConfig(Strict):
     def source(self) -> str:
         """The pipeline file this was loaded from (a bundled one's path inside the package)."""
         return self._source
-
-    @model_validator(mode="after")
-    def _head_fits_task(self) -> PipelineConfig:
-        allowed = heads_for_task(self.task)
-        if type(self.model.head).task != self.task:
-            raise ValueError(
-                f"model.head.name: head {self.model.head.name!r} does not do task {self.task!r}; "
-                f"use one of: {', '.join(allowed) or '(none available yet)'}"
-            )
-        if self.tta.enabled and self.task != "detect":
-            raise ValueError(f"tta.enabled: test-time augmentation is for detection pipelines; this one is {self.task!r}")
-        if self.task == "detect" and self.tta.iou is None:
-            self.tta.iou = self.model.head.nms_thresh
-        stats = TASK_STATS.get(self.task, ())
-        if self.eval.best == "auto" and stats:
-            self.eval.best = stats[0]
-        elif self.eval.best != "auto" and self.eval.best not in stats:
-            raise ValueError(f"eval.best: {self.eval.best!r} is not a {self.task} metric; use one of: {', '.join(stats)}")
-        return self
-
 
 def models_in(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):

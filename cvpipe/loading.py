@@ -310,16 +310,20 @@ def require_data(config: PipelineConfig) -> None:
 
 
 def semantic_problems(config: PipelineConfig) -> list[tuple[tuple, str]]:
-    """Checks the schema cannot express: the head's fit to its neck, transforms that build, timm names and weights
-    ids that exist. Whether the dataset exists is checked by the commands that read it (`data_problems`)."""
+    """Checks the schema cannot express, and the task's defaults (`Task.settle`): the head's task and its fit to
+    the neck, transforms that build, timm names and weights ids that exist. Whether the dataset exists is checked by the commands that read it (`data_problems`)."""
     import timm
 
     from cvpipe.data.augment import build_transform
-    from cvpipe.models.heads.registry import head_spec, heads
+    from cvpipe.models.heads.registry import head_spec, heads, task_problems
     from cvpipe.models.weights import WeightsCatalog
+    from cvpipe.tasks import get_task
 
     spec = head_spec(config.model.head.name)
-    problems: list[tuple[tuple, str]] = spec.neck_problems(config.model)
+    problems = task_problems(spec.name, config.task)
+    if problems:
+        return problems
+    problems += get_task(config.task).settle(config) + spec.neck_problems(config.model)
     if config.tta.enabled and config.tta.scales != [1.0] and not spec.tta_scales:
         scaled = sorted((name for name, other in heads().items() if other.tta_scales), reverse=True)
         problems.append((("tta", "scales"), f"the {spec.name} head runs at one input size; scales other than 1.0 "

@@ -3,6 +3,7 @@ weights/ and data/ folders, once; everything else is synthetic and made per test
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -64,3 +65,22 @@ def train_on_one_batch(model, images: list, targets: list[dict], optimizer, step
         optimizer.step()
         losses.append(loss.item())
     return losses, loss_dict
+
+
+@contextlib.contextmanager
+def killed_after_epoch(monkeypatch, epoch: int):
+    """Inside: training raises KeyboardInterrupt right after epoch `epoch`'s checkpoints are written, as a kill
+    would end it (the console line comes after them)."""
+    from cvpipe.engine import callbacks
+
+    original = callbacks.epoch_line
+
+    def line(row, *args):
+        if row["epoch"] == epoch:
+            raise KeyboardInterrupt
+        return original(row, *args)
+
+    monkeypatch.setattr(callbacks, "epoch_line", line)
+    with pytest.raises(KeyboardInterrupt):
+        yield
+    monkeypatch.setattr(callbacks, "epoch_line", original)

@@ -164,11 +164,13 @@ def test_the_schema_imports_nothing_of_models_or_data():
 def test_every_head_setting_has_one_registered_head_of_its_task():
     import typing
 
-    from cvpipe.config import HeadConfig, heads_for_task, models_in
-    from cvpipe.models.heads.registry import heads
+    from cvpipe.config import HeadConfig, models_in
+    from cvpipe.models.heads.registry import heads, heads_for_task
+    from cvpipe.tasks import tasks
 
     settings = {typing.get_args(m.model_fields["name"].annotation)[0]: m for m in models_in(HeadConfig)}
     assert set(settings) == set(heads())
     for name, spec in heads().items():
         assert spec.settings is settings[name] and name in heads_for_task(spec.task)
     assert heads_for_task("detect") == ["fast_rcnn", "faster_rcnn", "rcnn", "ssd", "yolo"]
+    assert {spec.task for spec in heads().values()} == set(tasks())  # every task has a head, every head a task

@@ -11,13 +11,12 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from cvpipe.config import COCO_STATS
-from cvpipe.engine import fit as fit_module
 from cvpipe.engine.optim import lr_factor, param_groups
 from cvpipe.errors import ConfigError, DataError, WeightsError
 from cvpipe.loading import load_pipeline
 from cvpipe.pipeline import Pipeline
 
-from .conftest import shapes_pipeline_file
+from .conftest import killed_after_epoch, shapes_pipeline_file
 
 PIPELINE = """
 name: shapes
@@ -72,17 +71,8 @@ def test_fit_writes_run_and_resume_replays_the_schedule(shapes_pipeline, monkeyp
     assert set(COCO_STATS) <= set(json.loads((run / "metrics.json").read_text()))
 
     # A second run is killed right after epoch 1's checkpoint, then resumed: same weights as the straight run.
-    original = fit_module._epoch_line
-
-    def killed_after_first_epoch(row, *args):
-        if row["epoch"] == 1:
-            raise KeyboardInterrupt
-        return original(row, *args)
-
-    monkeypatch.setattr(fit_module, "_epoch_line", killed_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_epoch(monkeypatch, 1):
         Pipeline.from_yaml(shapes_pipeline).fit(tensorboard=False)
-    monkeypatch.setattr(fit_module, "_epoch_line", original)
     killed = run.with_name("shapes-2")
     assert torch.load(killed / "last.pt", weights_only=True)["epoch"] == 1
     resumed = Pipeline.from_yaml(shapes_pipeline).fit(resume=True, tensorboard=False)

@@ -22,41 +22,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from cvpipe.config import PipelineConfig
 from cvpipe.errors import ConfigError
+from cvpipe.tasks import get_task
 
 OPSET = 17
-OUTPUTS = {"detect": ["boxes", "scores", "labels"], "classify": ["logits"], "segment": ["logits"],
-           "stylize": ["stylized"]}
-
-
-class OneImageDetections(nn.Module):
-    """A detector's `[{boxes, scores, labels}]` for one image as a tuple, which ONNX outputs need."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.model([image])[0]
-        return out["boxes"], out["scores"], out["labels"]
-
-
-def example_input(config: PipelineConfig, model: nn.Module) -> torch.Tensor:
-    """What the graph is traced with: a detector's fixed size (or its eval size), else the eval augmentation's
-    output size for a 256×256 picture."""
-    generator = torch.Generator().manual_seed(0)
-    if config.task == "detect":
-        size = model.fixed_size or (config.model.head.min_size,) * 2
-        return torch.rand(3, *size, generator=generator)
-    from cvpipe.data.augment import augment_image, build_augment
-
-    h, w = augment_image(build_augment(config.augment, "eval"), np.zeros((256, 256, 3), np.uint8)).shape[:2]
-    return torch.rand(1, 3, h, w, generator=generator)
 
 
 def onnx_bytes(model: nn.Module, config: PipelineConfig, classes: list[str]) -> bytes:
@@ -70,16 +43,16 @@ def onnx_bytes(model: nn.Module, config: PipelineConfig, classes: list[str]) -> 
         exportable = sorted(name for name, other in heads().items() if other.exportable)
         raise ConfigError(f"export: head {spec.name!r} cannot be exported to ONNX ({spec.why_not_exportable}); "
                           f"exportable heads: {', '.join(exportable)}")
+    task = get_task(config.task)
     # a copy: tracing wants it on the CPU, contiguous and in eval mode, and the caller's model stays as it was
     model = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
-    x = example_input(config, model)
-    if config.task == "detect":
-        graph, name, axes = OneImageDetections(model).eval(), "image", {"image": {1: "height", 2: "width"}}
+    x = task.example_input(config, model)
+    name, outputs = task.export_input, list(task.export_outputs)
+    if x.dim() == 3:  # one CHW image (detectors)
+        axes = {name: {1: "height", 2: "width"}}
     else:
-        graph, name, axes = model, "images", {"images": {0: "batch", 2: "height", 3: "width"}}
-    outputs = OUTPUTS[config.task]
-    if config.task != "detect":
-        axes |= {out: {0: "batch"} for out in outputs}
+        axes = {name: {0: "batch", 2: "height", 3: "width"}} | {out: {0: "batch"} for out in outputs}
+    graph = task.export_graph(model)
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the tracer's notes on shape arithmetic and Python control flow
         warnings.simplefilter("ignore")
@@ -131,18 +104,7 @@ class OnnxModel:
         return self
 
     def __call__(self, images: list[torch.Tensor] | torch.Tensor):
-        if self.task == "detect":
-            detections = []
-            for image in images:
-                boxes, scores, labels = self.session.run(None, {self.input: image.detach().cpu().float().numpy()})
-                detections.append({"boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(scores),
-                                   "labels": torch.from_numpy(labels)})
-            return detections
-        from cvpipe.models.heads.base import stack_batch
-
-        batch = stack_batch(images).detach().cpu().float().contiguous()
-        (out,) = self.session.run(None, {self.input: batch.numpy()})
-        return torch.from_numpy(out)
+        return get_task(self.task).run_exported(lambda x: self.session.run(None, {self.input: x}), images)
 
 
 @dataclass
@@ -171,21 +133,11 @@ def export(config: PipelineConfig, weights: Path | None, out: Path) -> ExportRep
 def max_difference(model: nn.Module, runtime: OnnxModel, config: PipelineConfig) -> float:
     """Largest |PyTorch − ONNX Runtime| over the traced example and a second input of other content (and, where
     the size is free, another size), so that a shape the trace froze shows up here rather than in `predict`.
-    Detection compares scores when both found the same number of boxes, else reports infinity."""
-    first = example_input(config, model)
-    second = torch.rand(first.shape, generator=torch.Generator().manual_seed(1))
-    if config.task == "detect" and not model.fixed_size:
-        second = second[:, : first.shape[1] * 3 // 4]
+    The task says how outputs compare (detection: infinity when the two found different numbers of boxes)."""
+    task = get_task(config.task)
+    first = task.example_input(config, model)
     worst = 0.0
     with torch.inference_mode():
-        for x in (first, second):
-            if config.task == "detect":
-                ours, theirs = model([x])[0], runtime([x])[0]
-                if len(ours["scores"]) != len(theirs["scores"]):
-                    return float("inf")
-                if len(ours["scores"]):
-                    worst = max(worst, (ours["scores"] - theirs["scores"]).abs().max().item(),
-                                (ours["boxes"] - theirs["boxes"]).abs().max().item())
-            else:
-                worst = max(worst, (model(x) - runtime(x)).abs().max().item())
+        for x in (first, task.second_input(first, model)):
+            worst = max(worst, task.export_difference(model, runtime, x))
     return worst

@@ -9,7 +9,6 @@ from the measured epoch time after every epoch, and the cosine schedule stretche
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import defaultdict
@@ -20,13 +19,13 @@ import torch
 import yaml
 from rich.console import Console
 
-from cvpipe.config import LOWER_IS_BETTER, PipelineConfig
+from cvpipe.config import PipelineConfig
 from cvpipe.console import make_console, styled
 from cvpipe.engine import distributed
-from cvpipe.engine.checkpoint import check_classes, load_checkpoint, save_checkpoint
+from cvpipe.engine.callbacks import callbacks_for, make_ema
+from cvpipe.engine.checkpoint import check_classes, load_checkpoint
 from cvpipe.engine.data import load_split, make_loader, precompute_proposals
 from cvpipe.engine.device import resolve_device
-from cvpipe.engine.evaluate import evaluate
 from cvpipe.engine.inference import autocast, to_device
 from cvpipe.engine.logs import RunLog
 from cvpipe.engine.optim import build_optimizer, lr_factor, set_lr
@@ -41,9 +40,6 @@ from cvpipe.metrics.segmentation import SegmentationMetrics
 from cvpipe.metrics.style import StylizeMetrics
 from cvpipe.models.backbones import unfreeze_backbone
 from cvpipe.models.heads import build_model
-from cvpipe.viz import plots
-
-EMA_DECAY = 0.9998
 
 
 @dataclass
@@ -55,6 +51,7 @@ class FitResult:
     history: list[dict]
     train_seconds: float
     plots: list[str]  # file names in run_dir
+    stop_reason: str = ""  # why training ended before train.epochs (early stopping), else ""
 
 
 class TrainStep:
@@ -82,14 +79,6 @@ class TrainStep:
         return {**{k: v.item() for k, v in losses.items()}, "loss": loss.item()}
 
 
-def make_ema(model: torch.nn.Module, config: PipelineConfig):
-    if not config.train.ema:
-        return None
-    from timm.utils import ModelEmaV3
-
-    return ModelEmaV3(model, decay=EMA_DECAY, use_warmup=True)
-
-
 def resume_state(config: PipelineConfig, resume: bool | str | Path) -> tuple[Path, Path, dict]:
     """(run folder, checkpoint, its state) for `--resume` (the pipeline's latest run) or `--resume RUN_DIR|FILE`."""
     if resume is True:
@@ -107,175 +96,182 @@ def resume_state(config: PipelineConfig, resume: bool | str | Path) -> tuple[Pat
     return run_dir, path, state
 
 
+class Trainer:
+    """The training loop: state (model, optimizer, schedule, history) and the steps every head shares; all else is
+    a callback (engine/callbacks.py). Under torchrun as DistributedDataParallel: every rank trains on its shard of
+    the train split, rank 0 alone evaluates and writes the run folder."""
+
+    def __init__(self, config: PipelineConfig, *, resume: bool | str | Path = False, console: Console | None = None,
+                 tensorboard: bool = True):
+        self.rank = distributed.setup(config.train.device)
+        self.console = console if self.rank.main and console is not None else make_console(quiet=not self.rank.main)
+        state = None
+        if resume:
+            run_dir, checkpoint, state = resume_state(config, resume)
+            prepare_dir(run_dir, "--resume")
+            config = PipelineConfig.model_validate(state["config"])  # same data, model and schedule as the killed run
+            self.console.print(f"resuming from {checkpoint} after epoch {state['epoch']}/{state['epochs']} → {run_dir}")
+        self.config = config
+        self.device = distributed.device_for(self.rank, resolve_device(config.train.device))
+        self.train_set, warnings = load_split(config, "train")
+        self.val_set, val_warnings = load_split(config, "val", self.train_set.classes)
+        self.classes = self.train_set.classes
+        for line in [*(f"train: {w}" for w in warnings), *(f"val: {w}" for w in val_warnings)]:
+            self.console.print(styled("data warning", "yellow", f" {line} (skipped or clipped; `cvpipe data check` lists all)"))
+        if state is not None:
+            check_classes(checkpoint, state["classes"], self.classes)
+        else:
+            if self.rank.main:
+                prepare_dir(config.output.dir, "output.dir")
+                run_dir = new_run_dir(config)
+                write_text(run_dir / "pipeline.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+            run_dir = distributed.broadcast(self.rank, run_dir if self.rank.main else None)
+        self.run_dir = run_dir
+
+        torch.manual_seed(config.train.seed)
+        self.model = build_model(config, len(self.classes), pretrained=state is None).to(self.device)
+        if config.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.callbacks = callbacks_for(config)
+        unfreeze_at = config.train.unfreeze_epoch if config.model.backbone.freeze else None
+        if state is not None and unfreeze_at is not None and state["epoch"] >= unfreeze_at:
+            unfreeze_backbone(self.model, keep_bn_frozen=config.model.backbone.frozen_bn)
+        self.optimizer, self.ema = build_optimizer(self.model, config.train), make_ema(self.model, config)
+        use_amp = config.train.amp and self.device.type == "cuda"
+        self.amp = use_amp
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
+        self.epochs, self.epoch, self.iteration, self.best = config.train.epochs, 0, 0, None
+        self.history: list[dict] = []
+        self.train_seconds, self.stop_reason, self.metrics, self.improved = 0.0, "", None, False
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            if self.ema is not None and state.get("ema") is not None:
+                self.ema.module.load_state_dict(state["ema"])
+            self.epochs, self.epoch, self.iteration = state["epochs"], state["epoch"], state["iteration"]
+            self.best, self.history = state["best"], list(state["history"])
+            self.train_seconds, self.stop_reason = state["train_seconds"], state.get("stop_reason", "")
+            for callback in self.callbacks:
+                callback.load_state_dict(state.get("callbacks", {}).get(callback.name, {}))
+        self.log = RunLog(run_dir, tensorboard=tensorboard) if self.rank.main else None
+        self.step = self._train_step()
+        self.shard = (self.rank.rank, self.rank.world)
+        self.iters_per_epoch = len(make_loader(config, self.train_set, "train", shard=self.shard))
+        self.skipped: dict[str, None] = {}  # "file: reason" of every image left out, in order, once
+        self.plots: list[str] = []
+        self.lr = config.train.lr
+
+    def _train_step(self) -> TrainStep:
+        return TrainStep(distributed.wrap(self.rank, self.model, self.device), self.optimizer, self.scaler,
+                         self.device, amp=self.amp, grad_clip=self.config.train.grad_clip)
+
+    @property
+    def eval_model(self):
+        return self.ema.module if self.ema is not None else self.model
+
+    def unfreeze(self) -> None:
+        """Train the frozen backbone stages too, from a new optimizer (and EMA) over every parameter."""
+        unfreeze_backbone(self.model, keep_bn_frozen=self.config.model.backbone.frozen_bn)
+        self.model.to(self.device)
+        self.optimizer, self.ema = build_optimizer(self.model, self.config.train), make_ema(self.model, self.config)
+        self.step = self._train_step()
+
+    def stop(self, reason: str) -> None:
+        """End training after this epoch: the schedule is cut to it, and `reason` is reported and kept."""
+        self.stop_reason, self.epochs = reason, self.epoch
+        self.console.print(styled("stopped", "yellow", f" {reason}"))
+
+    def skip(self, reason: str, note: str) -> None:
+        if reason not in self.skipped:
+            self.skipped[reason] = None
+            self.console.print(styled("skipped", "yellow", f" {reason} ({note})"))
+            if self.rank.main:
+                write_text(self.run_dir / "skipped.txt", "".join(f"{line}\n" for line in self.skipped))
+
+    def fit(self) -> FitResult:
+        config, rank = self.config, self.rank
+        self.console.print(f"training {config.name} on {self.device}"
+                           + (f" × {rank.world} processes" if rank.distributed else "")
+                           + f": {len(self.train_set)} train / {len(self.val_set)} val images, {len(self.classes)} "
+                           f"classes, {self.iters_per_epoch} iterations per epoch → {self.run_dir}")
+        every_rank = [c for c in self.callbacks if c.every_rank]
+        main_only = [c for c in self.callbacks if not c.every_rank]
+        with LoggedProgress(self.console) as progress:
+            self.progress = progress
+            precompute_proposals(config, [self.train_set, self.val_set], progress)
+            self.bar = progress.add_task("train", total=self.epochs * self.iters_per_epoch, completed=self.iteration,
+                                         info="")
+            while self.epoch < self.epochs:
+                torch.manual_seed(config.train.seed + self.epoch)  # the heads' sampling too: a resumed epoch replays
+                for callback in self.callbacks:
+                    callback.on_epoch_start(self)
+                row = self._train_epoch()
+                for callback in every_rank:
+                    callback.on_epoch_end(self, row)
+                if not rank.main:  # rank 0 evaluates and saves; the others wait for it before the next epoch
+                    distributed.barrier(rank)
+                    if config.train.patience:
+                        self.epochs = distributed.broadcast(rank, self.epochs)
+                    continue
+                self.history.append(row)
+                for callback in main_only:
+                    callback.on_epoch_end(self, row)
+                distributed.barrier(rank)
+                if config.train.patience:  # early stopping on rank 0 ends every rank's schedule
+                    self.epochs = distributed.broadcast(rank, self.epochs)
+        if not rank.main:
+            distributed.teardown(rank)
+            return FitResult(self.run_dir, self.run_dir / "best.pt", self.run_dir / "last.pt", None, [],
+                             self.train_seconds, [], self.stop_reason)
+        self.log.close()
+        for callback in self.callbacks:
+            callback.on_fit_end(self)
+        distributed.teardown(rank)
+        return FitResult(self.run_dir, self.run_dir / "best.pt", self.run_dir / "last.pt", self.metrics, self.history,
+                         self.train_seconds, self.plots, self.stop_reason)
+
+    def _train_epoch(self) -> dict:
+        """One pass over this rank's shard of the train split; the epoch's row of mean losses."""
+        config = self.config
+        self.model.train()
+        sums: dict[str, float] = defaultdict(float)
+        steps = skipped_images = 0
+        total = self.epochs * self.iters_per_epoch
+        self.lr = config.train.lr * lr_factor(self.iteration, total, config.train.warmup_iters)
+        start = time.perf_counter()
+        for images, targets, skipped in make_loader(config, self.train_set, "train", epoch=self.epoch, shard=self.shard):
+            skipped_images += len(skipped)
+            for reason in skipped:
+                self.skip(reason, "listed in skipped.txt")
+            if not images:
+                continue
+            self.lr = set_lr(self.optimizer, config.train.lr, lr_factor(self.iteration, total, config.train.warmup_iters))
+            values = self.step(images, targets)
+            if not math.isfinite(values["loss"]):
+                raise CvpipeError(f"loss is {values['loss']} at iteration {self.iteration} (epoch {self.epoch + 1}); "
+                                  f"lower train.lr (now {config.train.lr}) or check the data with `cvpipe data check`")
+            self.iteration += 1
+            steps += 1
+            for k, v in values.items():
+                if k != "loss":
+                    sums[k] += v
+            for callback in self.callbacks:
+                callback.on_step(self, values)
+            self.progress.update(self.bar, advance=1, description=f"epoch {self.epoch + 1}/{self.epochs}",
+                                 info=f"loss {values['loss']:.3f}")
+        seconds = time.perf_counter() - start
+        self.train_seconds += seconds
+        self.epoch += 1
+        row = {"epoch": self.epoch, "iteration": self.iteration, "lr": round(self.lr, 8), "seconds": round(seconds, 2),
+               **{k: round(v / max(1, steps), 5) for k, v in sums.items()},
+               "loss": round(sum(sums.values()) / max(1, steps), 5)}
+        if skipped_images:
+            row["skipped"] = skipped_images
+        return row
+
+
 def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: Console | None = None,
         tensorboard: bool = True) -> FitResult:
-    """Train; under torchrun as DistributedDataParallel (engine/distributed.py): every rank trains on its shard of
-    the train split, rank 0 alone evaluates and writes the run folder."""
-    rank = distributed.setup(config.train.device)
-    console = console if rank.main and console is not None else make_console(quiet=not rank.main)
-    state = None
-    if resume:
-        run_dir, checkpoint, state = resume_state(config, resume)
-        prepare_dir(run_dir, "--resume")
-        config = PipelineConfig.model_validate(state["config"])  # same data, model and schedule as the killed run
-        console.print(f"resuming from {checkpoint} after epoch {state['epoch']}/{state['epochs']} → {run_dir}")
-    device = distributed.device_for(rank, resolve_device(config.train.device))
-    train_set, warnings = load_split(config, "train")
-    val_set, val_warnings = load_split(config, "val", train_set.classes)
-    classes = train_set.classes
-    for line in [*(f"train: {w}" for w in warnings), *(f"val: {w}" for w in val_warnings)]:
-        console.print(styled("data warning", "yellow", f" {line} (skipped or clipped; `cvpipe data check` lists all)"))
-    if state is not None:
-        check_classes(checkpoint, state["classes"], classes)
-    else:
-        if rank.main:
-            prepare_dir(config.output.dir, "output.dir")
-            run_dir = new_run_dir(config)
-            write_text(run_dir / "pipeline.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-        run_dir = distributed.broadcast(rank, run_dir if rank.main else None)
-
-    torch.manual_seed(config.train.seed)
-    model = build_model(config, len(classes), pretrained=state is None).to(device)
-    if config.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    unfreeze_at = config.train.unfreeze_epoch if config.model.backbone.freeze else None
-    if state is not None and unfreeze_at is not None and state["epoch"] >= unfreeze_at:
-        unfreeze_backbone(model, keep_bn_frozen=config.model.backbone.frozen_bn)
-    optimizer, ema = build_optimizer(model, config.train), make_ema(model, config)
-    use_amp = config.train.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
-    epochs, epoch, iteration, best, history, train_seconds = config.train.epochs, 0, 0, None, [], 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.module.load_state_dict(state["ema"])
-        epochs, epoch, iteration = state["epochs"], state["epoch"], state["iteration"]
-        best, history, train_seconds = state["best"], list(state["history"]), state["train_seconds"]
-
-    log = RunLog(run_dir, tensorboard=tensorboard) if rank.main else None
-    step = TrainStep(distributed.wrap(rank, model, device), optimizer, scaler, device, amp=use_amp,
-                     grad_clip=config.train.grad_clip)
-    shard = (rank.rank, rank.world)
-    iters_per_epoch = len(make_loader(config, train_set, "train", shard=shard))
-    metrics = None
-    console.print(f"training {config.name} on {device}" + (f" × {rank.world} processes" if rank.distributed else "")
-                  + f": {len(train_set)} train / {len(val_set)} val images, {len(classes)} classes, "
-                  f"{iters_per_epoch} iterations per epoch → {run_dir}")
-    skip_report: dict[str, None] = {}  # "file: reason" of every training image left out, in order, once
-    with LoggedProgress(console) as progress:
-        precompute_proposals(config, [train_set, val_set], progress)
-        task = progress.add_task("train", total=epochs * iters_per_epoch, completed=iteration, info="")
-        while epoch < epochs:
-            torch.manual_seed(config.train.seed + epoch)  # the heads' sampling too: a resumed epoch replays exactly
-            if epoch == unfreeze_at:
-                unfreeze_backbone(model, keep_bn_frozen=config.model.backbone.frozen_bn)
-                model.to(device)
-                optimizer, ema = build_optimizer(model, config.train), make_ema(model, config)
-                step = TrainStep(distributed.wrap(rank, model, device), optimizer, scaler, device, amp=use_amp,
-                                 grad_clip=config.train.grad_clip)
-                console.print(f"epoch {epoch + 1}: backbone stages unfrozen (train.unfreeze_epoch {unfreeze_at})")
-            model.train()
-            sums: dict[str, float] = defaultdict(float)
-            steps = 0
-            skipped_images = 0
-            lr = config.train.lr * lr_factor(iteration, epochs * iters_per_epoch, config.train.warmup_iters)
-            start = time.perf_counter()
-            for images, targets, skipped in make_loader(config, train_set, "train", epoch=epoch, shard=shard):
-                skipped_images += len(skipped)
-                for reason in skipped:
-                    if reason not in skip_report:
-                        skip_report[reason] = None
-                        console.print(styled("skipped", "yellow", f" {reason} (listed in skipped.txt)"))
-                if not images:
-                    continue
-                lr = set_lr(optimizer, config.train.lr, lr_factor(iteration, epochs * iters_per_epoch,
-                                                                  config.train.warmup_iters))
-                values = step(images, targets)
-                if not math.isfinite(values["loss"]):
-                    raise CvpipeError(f"loss is {values['loss']} at iteration {iteration} (epoch {epoch + 1}); lower "
-                                      f"train.lr (now {config.train.lr}) or check the data with `cvpipe data check`")
-                if ema is not None:
-                    ema.update(model, step=iteration)
-                iteration += 1
-                steps += 1
-                for k, v in values.items():
-                    if k != "loss":
-                        sums[k] += v
-                if log:
-                    log.scalars(iteration, {**values, "lr": lr}, "train")
-                progress.update(task, advance=1, description=f"epoch {epoch + 1}/{epochs}", info=f"loss {values['loss']:.3f}")
-            seconds = time.perf_counter() - start
-            train_seconds += seconds
-            epoch += 1
-            if config.train.time_limit:  # re-estimate the epoch count from the mean epoch time so far
-                epochs = max(epoch, math.floor(config.train.time_limit * 60 / (train_seconds / epoch)))
-                epochs = distributed.broadcast(rank, epochs)  # every rank runs rank 0's schedule
-                progress.update(task, total=epochs * iters_per_epoch)
-            row = {"epoch": epoch, "iteration": iteration, "lr": round(lr, 8), "seconds": round(seconds, 2),
-                   **{k: round(v / max(1, steps), 5) for k, v in sums.items()},
-                   "loss": round(sum(sums.values()) / max(1, steps), 5)}
-            if skipped_images:
-                row["skipped"] = skipped_images
-                if rank.main:
-                    write_text(run_dir / "skipped.txt", "".join(f"{line}\n" for line in skip_report))
-            evaluated = epoch % config.eval.interval == 0 or epoch >= epochs
-            if not rank.main:  # rank 0 evaluates and saves; the others wait for it before the next epoch
-                distributed.barrier(rank)
-                continue
-            if evaluated:
-                eval_model = ema.module if ema is not None else model
-                val_skipped: list[str] = []
-                metrics = evaluate(eval_model, config, val_set, device, progress=progress, skipped=val_skipped)
-                for reason in val_skipped:
-                    if reason not in skip_report:
-                        skip_report[reason] = None
-                        console.print(styled("skipped", "yellow", f" val {reason} (left out of the metrics)"))
-                if val_skipped:
-                    write_text(run_dir / "skipped.txt", "".join(f"{line}\n" for line in skip_report))
-                row.update({k: float(f"{v:.6g}") for k, v in metrics.stats.items()})  # style losses are ~1e-6
-                log.scalars(epoch, metrics.stats, "val")
-            history.append(row)
-            log.epoch_row(history)
-            weights = (ema.module if ema is not None else model).state_dict()
-            common = {"classes": classes, "config": config.model_dump(mode="json"), "epoch": epoch, "epochs": epochs,
-                      "iteration": iteration, "history": history, "train_seconds": train_seconds}
-            if evaluated and improves(metrics.stats[config.eval.best], best, config.eval.best):
-                best = metrics.stats[config.eval.best]
-                save_checkpoint(run_dir / "best.pt", {**common, "model": weights, "best": best,
-                                                      "metrics": metrics.as_json()})
-            save_checkpoint(run_dir / "last.pt", {
-                **common, "best": best, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(), "ema": ema.module.state_dict() if ema is not None else None})
-            console.print(_epoch_line(row, epochs, config.eval.best))
-            distributed.barrier(rank)
-    if not rank.main:
-        distributed.teardown(rank)
-        return FitResult(run_dir, run_dir / "best.pt", run_dir / "last.pt", None, [], train_seconds, [])
-    log.close()
-    plot_files = ["loss_curves.png"]
-    if metrics is not None:
-        write_text(run_dir / "metrics.json", json.dumps(metrics.as_json(), indent=2))
-        plot_files += plots.metric_plots(metrics, run_dir)
-    plots.loss_curves(history, run_dir / "loss_curves.png")
-    distributed.teardown(rank)
-    return FitResult(run_dir, run_dir / "best.pt", run_dir / "last.pt", metrics, history, train_seconds, plot_files)
-
-
-def improves(value: float, best: float | None, stat: str) -> bool:
-    """Whether `value` of `stat` beats the best so far (losses are better lower, everything else higher)."""
-    if best is None or best < 0 and stat not in LOWER_IS_BETTER:  # -1.0: a checkpoint from before this rule
-        return True
-    return value < best if stat in LOWER_IS_BETTER else value > best
-
-
-def _epoch_line(row: dict, epochs: int, best_key: str) -> str:
-    losses = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in row.items() if k.startswith("loss_"))
-    line = f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.3f} ({losses})  lr {row['lr']:.4g}  {row['seconds']:.1f}s"
-    shown = [k for k in ("AP", "AP50", "top1", "top5", "mIoU", "pixel_accuracy", "perceptual_loss") if k in row]
-    if shown:
-        line += "  │ val " + "  ".join(f"{k} {row[k]:.3f}" for k in shown)
-        if best_key not in shown:
-            line += f"  {best_key} {row[best_key]:.3f}"
-    return line
+    """Train (see `Trainer`); `resume`: the latest run of this pipeline, or a run folder or checkpoint."""
+    return Trainer(config, resume=resume, console=console, tensorboard=tensorboard).fit()

@@ -1,7 +1,7 @@
 """`cvpipe video`: a pipeline over a video file, an image folder, a webcam or an RTSP/HTTP stream.
 
-Each frame goes through the pipeline's task (detection, with optional tracking; segmentation; classification;
-style transfer), gets an overlay with the processing FPS and the capture-to-display latency, and is written to
+Each frame goes through the pipeline's task (tasks/: detection, with optional tracking; segmentation;
+classification; style transfer), gets an overlay with the processing FPS and the capture-to-display latency, and is written to
 an MP4, shown in a window, and logged as one JSON line. A live stream is read by a capture thread that keeps
 only the newest frame (io/streams.py), so the latency stays bounded however slow the model is.
 """
@@ -21,17 +21,16 @@ from rich.console import Console
 from cvpipe.config import PipelineConfig
 from cvpipe.console import make_console
 from cvpipe.data.augment import augment_image, build_augment
-from cvpipe.engine.data import image_tensor
+from cvpipe.data.samples import image_tensor
 from cvpipe.engine.device import resolve_device
-from cvpipe.engine.inference import classify, detect, segment, stylize
-from cvpipe.engine.predict import TOP_K
 from cvpipe.engine.runtime import inference_model
 from cvpipe.errors import ConfigError
 from cvpipe.io.images import write_text
 from cvpipe.io.outputs import prepare_file
 from cvpipe.io.streams import Frame, Source, SourceStats, open_source
 from cvpipe.io.video_writer import VideoWriter
-from cvpipe.viz.draw import draw_sample, overlay_mask
+from cvpipe.tasks import get_task
+from cvpipe.tasks.base import FrameJob
 
 WINDOW = "cvpipe video (q quits)"
 
@@ -73,59 +72,25 @@ class VideoReport:
 
 
 class FrameTask:
-    """One frame through the pipeline's task: (picture to show, its JSON-line fields)."""
+    """One frame through the pipeline's task (tasks/): (picture to show, its JSON-line fields)."""
 
     def __init__(self, config: PipelineConfig, model, classes: list[str], device: torch.device, *, conf: float,
                  fps: float):
-        self.config, self.model, self.classes, self.device, self.conf = config, model, classes, device, conf
-        self.amp = config.train.amp
-        self.transform = build_augment(config.augment, "eval") if config.task != "detect" else None
-        self.tracker = None
+        self.task, self.model = get_task(config.task), model
+        self.transform = build_augment(config.augment, "eval") if self.task.eval_transform else None
+        tracker = None
         if config.video.track:
-            if config.task != "detect":
+            if not self.task.tracks:
                 raise ConfigError(f"video.track: tracking follows detected boxes; task {config.task!r} has none")
             from cvpipe.engine.tracking import Tracker
 
-            self.tracker = Tracker(conf=conf, fps=fps, buffer=config.video.track_buffer, match=config.video.track_match)
+            tracker = Tracker(conf=conf, fps=fps, buffer=config.video.track_buffer, match=config.video.track_match)
+        self.job = FrameJob(config, device, classes, conf, tracker)
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, dict]:
         if self.transform is not None:
             image = augment_image(self.transform, image)
-        tensor = image_tensor(image)
-        return getattr(self, f"_{self.config.task}")(image, tensor)
-
-    def _detect(self, image: np.ndarray, tensor: torch.Tensor) -> tuple[np.ndarray, dict]:
-        det = detect(self.model, [tensor], self.device, amp=self.amp)[0]
-        boxes, scores, labels = det["boxes"].numpy(), det["scores"].numpy(), det["labels"].numpy()
-        ids = None
-        if self.tracker is not None:  # new tracks start at `conf`; a known track may go on with a lower score
-            boxes, scores, labels, ids = self.tracker.update(boxes, scores, labels)
-        else:
-            keep = scores >= self.conf
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        record = {"boxes": np.round(boxes.astype(np.float64), 1).tolist(),
-                  "scores": np.round(scores.astype(np.float64), 4).tolist(),
-                  "labels": [self.classes[k] for k in labels]}
-        if ids is not None:
-            record["track_id"] = ids.tolist()
-        return draw_sample(image, boxes, labels, self.classes, scores=scores, ids=ids), record
-
-    def _segment(self, image: np.ndarray, tensor: torch.Tensor) -> tuple[np.ndarray, dict]:
-        labels = segment(self.model, [tensor], self.device, amp=self.amp)[0].numpy()
-        counts = np.bincount(labels.ravel(), minlength=len(self.classes))[: len(self.classes)]
-        shares = {name: round(float(c) / labels.size, 5) for name, c in zip(self.classes, counts) if c}
-        return overlay_mask(image, labels), {"class_shares": shares}
-
-    def _classify(self, image: np.ndarray, tensor: torch.Tensor) -> tuple[np.ndarray, dict]:
-        probabilities = classify(self.model, [tensor], self.device, amp=self.amp)[0]
-        scores, labels = probabilities.topk(min(TOP_K, len(probabilities)))
-        shown = image.copy()
-        text = f"{self.classes[labels[0]]} {scores[0]:.2f}"
-        cv2.putText(shown, text, (8, shown.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2, cv2.LINE_AA)
-        return shown, {"labels": [self.classes[k] for k in labels], "scores": np.round(scores.numpy(), 4).tolist()}
-
-    def _stylize(self, image: np.ndarray, tensor: torch.Tensor) -> tuple[np.ndarray, dict]:
-        return stylize(self.model, [tensor], self.device, amp=self.amp)[0], {}
+        return self.task.frame(self.model, image, image_tensor(image), self.job)
 
 
 def draw_status(image: np.ndarray, fps: float, latency_ms: float) -> np.ndarray:

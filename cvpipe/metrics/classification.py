@@ -7,6 +7,7 @@ dependency for three lines.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +24,22 @@ class ClassificationMetrics:
         return {**self.stats,
                 "per_class": {name: None if np.isnan(acc) else float(acc) for name, acc in self.per_class.items()},
                 "confusion": self.confusion.tolist(), "classes": self.classes}
+
+    def table(self) -> list:
+        """What `train` and `eval` print: the stats line and per-class accuracy."""
+        from rich.table import Table
+
+        table = Table("class", "accuracy", "val images", title="per-class accuracy")
+        for (name, acc), total in zip(self.per_class.items(), self.confusion.sum(1)):
+            table.add_row(name, f"{acc:.3f}", str(total))
+        return ["  ".join(f"{k} {v:.4f}" for k, v in self.stats.items()), table]
+
+    def plots(self, out_dir: Path) -> list[str]:
+        from cvpipe.viz import plots
+
+        plots.confusion_matrix(self.confusion, self.classes, Path(out_dir) / "confusion_matrix.png")
+        plots.per_class_ap(self.per_class, Path(out_dir) / "per_class_accuracy.png", metric="accuracy")
+        return ["confusion_matrix.png", "per_class_accuracy.png"]
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> ClassificationMetrics:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -33,6 +34,22 @@ class CocoMetrics:
         return {**self.stats, "per_class": {name: {"AP": _finite(self.per_class[name]),
                                                    "AP50": _finite(self.per_class_ap50[name])}
                                             for name in self.per_class}}
+
+    def table(self) -> list:
+        """What `train` and `eval` print: the evaluator's 12 "Average ..." lines and per-class AP."""
+        from rich.table import Table
+
+        table = Table("class", "AP", "AP50", title="per-class AP")
+        for name, ap in self.per_class.items():
+            table.add_row(name, f"{ap:.3f}", f"{self.per_class_ap50[name]:.3f}")
+        return ["\n".join(line for line in self.summary.splitlines() if line.startswith(" Average")), table]
+
+    def plots(self, out_dir: Path) -> list[str]:
+        from cvpipe.viz import plots
+
+        plots.pr_curves(self.recall, self.precision50, self.per_class_ap50, Path(out_dir) / "pr_curve.png")
+        plots.per_class_ap(self.per_class, Path(out_dir) / "per_class_ap.png")
+        return ["pr_curve.png", "per_class_ap.png"]
 
 
 def _finite(x: float) -> float | None:

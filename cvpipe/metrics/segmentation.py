@@ -7,6 +7,7 @@ Hand-written: each is a line of arithmetic on the confusion matrix.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,6 +44,22 @@ class SegmentationMetrics:
         return {**self.stats, "per_class": {name: {"IoU": finite(iou), "accuracy": finite(self.per_class_accuracy[name])}
                                             for name, iou in self.per_class.items()},
                 "confusion": self.confusion.tolist(), "classes": self.classes}
+
+    def table(self) -> list:
+        """What `train` and `eval` print: the stats line and per-class IoU."""
+        from rich.table import Table
+
+        table = Table("class", "IoU", "accuracy", "val pixels", title="per-class IoU")
+        for (name, iou), total in zip(self.per_class.items(), self.confusion.sum(1)):
+            table.add_row(name, f"{iou:.3f}", f"{self.per_class_accuracy[name]:.3f}", str(total))
+        return ["  ".join(f"{k} {v:.4f}" for k, v in self.stats.items()), table]
+
+    def plots(self, out_dir: Path) -> list[str]:
+        from cvpipe.viz import plots
+
+        plots.confusion_matrix(self.confusion, self.classes, Path(out_dir) / "confusion_matrix.png", unit="pixels")
+        plots.per_class_ap(self.per_class, Path(out_dir) / "per_class_iou.png", metric="IoU")
+        return ["confusion_matrix.png", "per_class_iou.png"]
 
 
 def segmentation_metrics(confusion: np.ndarray, classes: list[str]) -> SegmentationMetrics:

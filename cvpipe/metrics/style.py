@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -11,3 +12,9 @@ class StylizeMetrics:
 
     def as_json(self) -> dict:
         return dict(self.stats)
+
+    def table(self) -> list:
+        return ["  ".join(f"{k} {v:.4g}" for k, v in self.stats.items())]
+
+    def plots(self, out_dir: Path) -> list[str]:
+        return []  # the losses over training are in loss_curves.png

@@ -80,24 +80,3 @@ def confusion_matrix(confusion: np.ndarray, classes: list[str], path: Path, *, u
                         color="white" if shares[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="true", title=f"confusion matrix (val {unit})")
     return _save(fig, path)
-
-
-def metric_plots(metrics, out_dir: Path) -> list[str]:
-    """The evaluation's plots for its task into `out_dir`; returns the file names."""
-    from cvpipe.metrics.classification import ClassificationMetrics
-    from cvpipe.metrics.segmentation import SegmentationMetrics
-
-    out_dir = Path(out_dir)
-    if isinstance(metrics, SegmentationMetrics):
-        confusion_matrix(metrics.confusion, metrics.classes, out_dir / "confusion_matrix.png", unit="pixels")
-        per_class_ap(metrics.per_class, out_dir / "per_class_iou.png", metric="IoU")
-        return ["confusion_matrix.png", "per_class_iou.png"]
-    if isinstance(metrics, ClassificationMetrics):
-        confusion_matrix(metrics.confusion, metrics.classes, out_dir / "confusion_matrix.png")
-        per_class_ap(metrics.per_class, out_dir / "per_class_accuracy.png", metric="accuracy")
-        return ["confusion_matrix.png", "per_class_accuracy.png"]
-    if not hasattr(metrics, "precision50"):  # style transfer: its losses are in loss_curves.png
-        return []
-    pr_curves(metrics.recall, metrics.precision50, metrics.per_class_ap50, out_dir / "pr_curve.png")
-    per_class_ap(metrics.per_class, out_dir / "per_class_ap.png")
-    return ["pr_curve.png", "per_class_ap.png"]

@@ -6,14 +6,12 @@ Every module in this package is imported on the first lookup, so a new head is o
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
 
-from cvpipe.errors import ConfigError
+from cvpipe.registry import Registry
 
 Problems = list[tuple[tuple, str]]  # (key path, message), as config problems are reported
 
@@ -36,39 +34,32 @@ class HeadSpec:
         return self.settings.task
 
 
-HEADS: dict[str, HeadSpec] = {}
+HEADS: Registry[HeadSpec] = Registry(__package__, "head", "model.head.name")
 
 
 def register_head(spec: HeadSpec) -> HeadSpec:
-    if spec.name in HEADS and HEADS[spec.name] is not spec:
-        raise ValueError(f"head {spec.name!r} is registered twice")
-    HEADS[spec.name] = spec
-    return spec
-
-
-_imported = False
+    return HEADS.register(spec.name, spec)
 
 
 def heads() -> dict[str, HeadSpec]:
-    """Every registered head by name (importing every module of this package once)."""
-    global _imported
-    if not _imported:
-        package = importlib.import_module(__package__)
-        for module in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{__package__}.{module.name}")
-        _imported = True
-    return HEADS
+    """Every registered head by name."""
+    return HEADS.all()
 
 
 def head_spec(name: str) -> HeadSpec:
-    spec = heads().get(name)
-    if spec is None:
-        raise ConfigError(f"model.head.name: no head {name!r} is registered; available: {', '.join(sorted(heads()))}")
-    return spec
+    return HEADS.get(name)
 
 
 def heads_for_task(task: str) -> list[str]:
     return sorted(name for name, spec in heads().items() if spec.task == task)
+
+
+def task_problems(name: str, task: str) -> Problems:
+    """A head does one task (its settings class says which)."""
+    if head_spec(name).task == task:
+        return []
+    return [(("model", "head", "name"), f"head {name!r} does not do task {task!r}; use one of: "
+             f"{', '.join(heads_for_task(task)) or '(none available yet)'}")]
 
 
 NOT_EXPORTABLE = "it takes selective search proposals computed outside the network"

@@ -1,0 +1,25 @@
+"""Tasks, one module each (detect, classify, segment, stylize), registered by name: `get_task(config.task)`.
+
+Every module of this package is imported on the first lookup, so a new task is one new file here (and its name
+in `cvpipe.config.Task`).
+"""
+
+from __future__ import annotations
+
+from cvpipe.registry import Registry
+from cvpipe.tasks.base import Task
+
+TASKS: Registry[Task] = Registry(__name__, "task", "task")
+
+
+def register_task(task: Task) -> Task:
+    return TASKS.register(task.name, task)
+
+
+def tasks() -> dict[str, Task]:
+    """Every registered task by name."""
+    return TASKS.all()
+
+
+def get_task(name: str) -> Task:
+    return TASKS.get(name)

@@ -1,0 +1,151 @@
+"""What a task is to the engine: one `Task` subclass per task, registered under the name `task:` takes.
+
+The engine (fit, evaluate, predict, video, export) looks a pipeline's task up once, `get_task(config.task)`, and
+calls these methods; no engine module compares task names.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from cvpipe.config import PipelineConfig
+from cvpipe.data.records import Dataset
+
+Batches = Iterable[tuple[list[torch.Tensor], list[dict]]]  # (uint8 CHW images, targets) per loader batch
+
+
+@dataclass
+class PredictJob:
+    """What `Task.predict` needs besides the images: where the run writes and how it keeps boxes."""
+
+    config: PipelineConfig
+    device: torch.device
+    classes: list[str]
+    out: Path
+    conf: float
+    save_images: bool
+    submit: Callable[..., Future]  # runs a write on the writer thread
+    futures: list[Future] = field(default_factory=list)  # the writes a batch waits for before its journal entry
+    extra: dict[str, Any] = field(default_factory=dict)  # what `prepare_predict` made once per run
+
+    def write(self, fn: Callable, *args) -> None:
+        self.futures.append(self.submit(fn, *args))
+
+
+@dataclass
+class FrameJob:
+    """What `Task.frame` needs for a video frame."""
+
+    config: PipelineConfig
+    device: torch.device
+    classes: list[str]
+    conf: float
+    tracker: Any = None  # engine.tracking.Tracker where the task tracks (detection with video.track)
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    stats: ClassVar[tuple[str, ...]]  # the evaluation's stat names; the first is the default `eval.best`
+    lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    # False: the model takes images at any size and resizes them itself (detectors); True: predict and video put
+    # each image through `augment.eval` first, as evaluation does
+    eval_transform: ClassVar[bool] = True
+    tracks: ClassVar[bool] = False  # video.track applies (there are boxes to follow)
+    # export: the graph's input name and whether it is one CHW image (detectors) or an NCHW batch
+    export_input: ClassVar[str] = "images"
+    export_outputs: ClassVar[tuple[str, ...]] = ()
+    eval_files: ClassVar[str] = ""  # what `eval --json` writes beside the metrics, for the console
+    description: ClassVar[str]  # "detection": for messages
+    tta: ClassVar[bool] = False  # test-time augmentation (`tta:`) applies
+
+    def settle(self, config: PipelineConfig) -> list[tuple[tuple, str]]:
+        """Settle a loaded pipeline's task-dependent defaults (`eval.best: auto` is the first stat) and report what
+        does not fit the task, as (key path, message)."""
+        from cvpipe.tasks import tasks
+
+        problems = []
+        if config.tta.enabled and not self.tta:
+            with_tta = " and ".join(task.description for task in tasks().values() if task.tta)
+            problems.append((("tta", "enabled"), f"test-time augmentation is for {with_tta} pipelines; this one is "
+                             f"{config.task!r}"))
+        if config.eval.best == "auto":
+            config.eval.best = self.stats[0]
+        elif config.eval.best not in self.stats:
+            problems.append((("eval", "best"), f"{config.eval.best!r} is not a {self.name} metric; use one of: "
+                             f"{', '.join(self.stats)}"))
+        return problems
+
+    # ------------------------------------------------------------------ training and evaluation
+    @abstractmethod
+    def samples(self, config: PipelineConfig, dataset: Dataset, transform) -> torch.utils.data.Dataset:
+        """A split's samples as (uint8 CHW image, target dict), through `transform`."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, config: PipelineConfig, dataset: Dataset, batches: Batches,
+                 device: torch.device, *, out_dir: Path | None, tta: bool):
+        """The task's metrics over `batches` of `dataset` (an object with `.stats`, `.as_json()`, `.table()`,
+        `.plots(out_dir)`); with `out_dir`, the files a user can re-check the numbers with."""
+
+    # ------------------------------------------------------------------ predict
+    def output_folders(self, save_images: bool) -> list[str]:
+        """The folders of per-image files `predict` writes."""
+        return []
+
+    def prepare_predict(self, config: PipelineConfig, save_images: bool) -> dict[str, Any]:
+        """Anything read once per predict run (`PredictJob.extra`)."""
+        return {}
+
+    @abstractmethod
+    def predict(self, model: nn.Module, images: list[torch.Tensor], names: list[str], job: PredictJob) -> list[dict]:
+        """One journal entry per image ({"file": name, ...}); per-image files go through `job.write`."""
+
+    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> list[str]:
+        """The run's result files from the journal entries (image id, name, entry); returns what it wrote."""
+        return []
+
+    def summary(self, entries: list[dict]) -> str:
+        """What the console adds about a predict run's results (e.g. ", 120 detections")."""
+        return ""
+
+    # ------------------------------------------------------------------ video
+    @abstractmethod
+    def frame(self, model: nn.Module, image: np.ndarray, tensor: torch.Tensor, job: FrameJob) -> tuple[np.ndarray, dict]:
+        """(picture to show, the frame's JSON-line fields)."""
+
+    # ------------------------------------------------------------------ export
+    def export_graph(self, model: nn.Module) -> nn.Module:
+        """The module traced to ONNX."""
+        return model
+
+    def example_input(self, config: PipelineConfig, model: nn.Module) -> torch.Tensor:
+        """What the graph is traced with: the eval augmentation's output size for a 256×256 picture, batch 1."""
+        from cvpipe.data.augment import augment_image, build_augment
+
+        generator = torch.Generator().manual_seed(0)
+        h, w = augment_image(build_augment(config.augment, "eval"), np.zeros((256, 256, 3), np.uint8)).shape[:2]
+        return torch.rand(1, 3, h, w, generator=generator)
+
+    def second_input(self, first: torch.Tensor, model: nn.Module) -> torch.Tensor:
+        """A second export check input, of other content (and, where the size is free, another size)."""
+        return torch.rand(first.shape, generator=torch.Generator().manual_seed(1))
+
+    def export_difference(self, model: nn.Module, runtime, x: torch.Tensor) -> float:
+        """Largest |PyTorch − ONNX Runtime| on `x`."""
+        return (model(x) - runtime(x)).abs().max().item()
+
+    def run_exported(self, session_run: Callable, images) -> Any:
+        """An exported graph called like the PyTorch model (OnnxModel): an NCHW batch in, the one output out."""
+        from cvpipe.models.heads.base import stack_batch
+
+        batch = stack_batch(images).detach().cpu().float().contiguous()
+        (out,) = session_run(batch.numpy())
+        return torch.from_numpy(out)

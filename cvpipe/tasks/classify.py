@@ -1,0 +1,92 @@
+"""Classification: one class per image; top-1/top-5 and a confusion matrix; `predictions.csv` with the top five
+classes; the top class written on video frames; an NCHW → logits graph."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from cvpipe.config import CLASSIFY_STATS, PipelineConfig
+from cvpipe.data.records import Dataset
+from cvpipe.data.samples import ImageSamples
+from cvpipe.engine.inference import autocast, classify, to_device
+from cvpipe.io.images import write_text
+from cvpipe.metrics.classification import ClassificationMetrics, classification_metrics
+from cvpipe.tasks import register_task
+from cvpipe.tasks.base import Batches, FrameJob, PredictJob, Task
+
+TOP_K = 5  # classes per image in predictions.csv and the video's JSON lines
+
+
+def top_classes(model: nn.Module, images: list[torch.Tensor], device: torch.device, amp: bool
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, labels) of the TOP_K most likely classes per image, softmax scores, on the CPU."""
+    probabilities = classify(model, images, device, amp=amp)
+    return probabilities.topk(min(TOP_K, probabilities.shape[1]), dim=1)
+
+
+class ClassifyTask(Task):
+    name = "classify"
+    description = "classification"
+    stats = CLASSIFY_STATS
+    export_outputs = ("logits",)
+    eval_files = "val_predictions.csv"
+
+    def samples(self, config: PipelineConfig, dataset: Dataset, transform) -> ImageSamples:
+        return ImageSamples(dataset, transform)
+
+    @torch.inference_mode()
+    def evaluate(self, model: nn.Module, config: PipelineConfig, dataset: Dataset, batches: Batches,
+                 device: torch.device, *, out_dir: Path | None, tta: bool) -> ClassificationMetrics:
+        """Top-1/top-5/per-class accuracy; with `out_dir`, also `val_predictions.csv` (file, true, predicted, score)."""
+        model.eval()
+        logits, labels, ids = [], [], []
+        for images, targets in batches:
+            with autocast(device, config.train.amp):
+                logits.append(model(to_device(images, device)).float().cpu())
+            labels += [int(t["label"]) for t in targets]
+            ids += [t["image_id"] for t in targets]
+        logits = torch.cat(logits) if logits else torch.zeros(0, len(dataset.classes))
+        metrics = classification_metrics(logits, torch.tensor(labels, dtype=torch.long), dataset.classes)
+        if out_dir is not None:
+            names = {r.image_id: r.file_name for r in dataset.records}
+            scores, predicted = logits.softmax(1).max(1)
+            rows = ["file,true,predicted,score"] + [
+                f"{names[i]},{dataset.classes[t]},{dataset.classes[p]},{s:.5f}"
+                for i, t, p, s in zip(ids, labels, predicted.tolist(), scores.tolist())]
+            write_text(Path(out_dir) / "val_predictions.csv", "\n".join(rows) + "\n")
+        return metrics
+
+    def predict(self, model: nn.Module, images: list[torch.Tensor], names: list[str], job: PredictJob) -> list[dict]:
+        if not images:
+            return []
+        scores, labels = top_classes(model, images, job.device, job.config.train.amp)
+        return [{"file": name, "labels": label.tolist(), "scores": np.round(score.numpy().astype(np.float64), 5).tolist()}
+                for name, label, score in zip(names, labels, scores)]
+
+    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> list[str]:
+        rows = io.StringIO()
+        writer = csv.writer(rows)
+        k = min(TOP_K, len(classes))
+        writer.writerow(["file", *(f"{field}{i}" for i in range(1, k + 1) for field in ("class", "score"))])
+        for _, name, entry in finished:
+            writer.writerow([name, *(v for label, score in zip(entry["labels"], entry["scores"])
+                                     for v in (classes[label], score))])
+        write_text(out / "predictions.csv", rows.getvalue())
+        return [f"predictions.csv (top-{k} classes and scores)"]
+
+    def frame(self, model: nn.Module, image: np.ndarray, tensor: torch.Tensor, job: FrameJob) -> tuple[np.ndarray, dict]:
+        scores, labels = (v[0] for v in top_classes(model, [tensor], job.device, job.config.train.amp))
+        shown = image.copy()
+        text = f"{job.classes[labels[0]]} {scores[0]:.2f}"
+        cv2.putText(shown, text, (8, shown.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2, cv2.LINE_AA)
+        return shown, {"labels": [job.classes[k] for k in labels], "scores": np.round(scores.numpy(), 4).tolist()}
+
+
+register_task(ClassifyTask())

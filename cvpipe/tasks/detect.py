@@ -1,0 +1,163 @@
+"""Detection: boxes, scores and labels per image; COCO box mAP; `results.json` (COCO results), `images.json`,
+`detections.csv` and annotated copies; tracked boxes on video; a one-image ONNX graph."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cvpipe.config import COCO_STATS, PipelineConfig
+from cvpipe.data.formats.coco import to_coco
+from cvpipe.data.records import Dataset
+from cvpipe.data.samples import DetectionSamples
+from cvpipe.engine.inference import detect
+from cvpipe.engine.tta import detect_pipeline
+from cvpipe.io.images import write_image, write_text
+from cvpipe.metrics.coco import CocoMetrics, detections_to_results, evaluate_coco
+from cvpipe.models.proposals import proposals_for
+from cvpipe.tasks import register_task
+from cvpipe.tasks.base import Batches, FrameJob, PredictJob, Task
+from cvpipe.viz.draw import draw_sample
+
+
+class OneImageDetections(nn.Module):
+    """A detector's `[{boxes, scores, labels}]` for one image as a tuple, which ONNX outputs need."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.model([image])[0]
+        return out["boxes"], out["scores"], out["labels"]
+
+
+def _write_annotated(path: Path, image: torch.Tensor, boxes, labels, classes: list[str], scores) -> None:
+    write_image(path, draw_sample(image.permute(1, 2, 0).numpy(), boxes, labels, classes, scores=scores))
+
+
+class DetectTask(Task):
+    name = "detect"
+    description = "detection"
+    tta = True
+    stats = COCO_STATS
+    eval_transform = False  # detectors resize inside the model (SSD and YOLO in uint8 before it)
+    tracks = True
+    export_input = "image"
+    export_outputs = ("boxes", "scores", "labels")
+    eval_files = "detections (COCO results) and ground truth"
+
+    def settle(self, config: PipelineConfig) -> list[tuple[tuple, str]]:
+        if config.tta.iou is None:  # views are fused at the head's own NMS overlap
+            config.tta.iou = config.model.head.nms_thresh
+        return super().settle(config)
+
+    def samples(self, config: PipelineConfig, dataset: Dataset, transform) -> DetectionSamples:
+        return DetectionSamples(dataset, transform, proposals_for(config))
+
+    def evaluate(self, model: nn.Module, config: PipelineConfig, dataset: Dataset, batches: Batches,
+                 device: torch.device, *, out_dir: Path | None, tta: bool) -> CocoMetrics:
+        """COCO metrics; with `out_dir`, also `val_annotations.json` and `val_detections.json` there, so the numbers
+        can be reproduced with pycocotools alone."""
+        model.eval()
+        results = []
+        for images, targets in batches:
+            detections = detect_pipeline(model, images, device, config, augment=tta)
+            results += detections_to_results(detections, [t["image_id"] for t in targets])
+        gt = to_coco(dataset)
+        if out_dir is not None:
+            write_text(Path(out_dir) / "val_annotations.json", json.dumps(gt))
+            write_text(Path(out_dir) / "val_detections.json", json.dumps(results))
+        return evaluate_coco(gt, results, dataset.classes, evaluator=config.eval.coco)
+
+    def output_folders(self, save_images: bool) -> list[str]:
+        return ["images/"] if save_images else []
+
+    def predict(self, model: nn.Module, images: list[torch.Tensor], names: list[str], job: PredictJob) -> list[dict]:
+        """Boxes scoring at least `conf` (with the pipeline's test-time augmentation where enabled); annotated copies
+        under images/."""
+        entries = []
+        found = detect_pipeline(model, images, job.device, job.config, augment=True) if images else []
+        for name, image, det in zip(names, images, found):
+            keep = det["scores"] >= job.conf
+            boxes, scores, labels = det["boxes"][keep].numpy(), det["scores"][keep].numpy(), det["labels"][keep].numpy()
+            if job.save_images:
+                job.write(_write_annotated, job.out / "images" / name, image, boxes, labels, job.classes, scores)
+            entries.append({"file": name, "width": int(image.shape[2]), "height": int(image.shape[1]),
+                            "boxes": np.round(boxes.astype(np.float64), 2).tolist(),
+                            "scores": np.round(scores.astype(np.float64), 5).tolist(), "labels": labels.tolist()})
+        return entries
+
+    def summary(self, entries: list[dict]) -> str:
+        return f", {sum(len(e['boxes']) for e in entries)} detections"
+
+    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> list[str]:
+        images, results = [], []
+        rows = io.StringIO()
+        writer = csv.writer(rows)
+        writer.writerow(["file", "class", "score", "x1", "y1", "x2", "y2"])
+        for image_id, name, entry in finished:
+            images.append({"id": image_id, "file_name": name, "width": entry["width"], "height": entry["height"]})
+            results += detections_to_results([entry], [image_id])
+            for (x1, y1, x2, y2), score, label in zip(entry["boxes"], entry["scores"], entry["labels"]):
+                writer.writerow([name, classes[label], score, x1, y1, x2, y2])
+        categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
+        write_text(out / "results.json", json.dumps(results))
+        write_text(out / "images.json", json.dumps({"images": images, "categories": categories}))
+        write_text(out / "detections.csv", rows.getvalue())
+        return ["results.json (COCO results)", "images.json", "detections.csv"]
+
+    def frame(self, model: nn.Module, image: np.ndarray, tensor: torch.Tensor, job: FrameJob) -> tuple[np.ndarray, dict]:
+        det = detect(model, [tensor], job.device, amp=job.config.train.amp)[0]
+        boxes, scores, labels = det["boxes"].numpy(), det["scores"].numpy(), det["labels"].numpy()
+        ids = None
+        if job.tracker is not None:  # new tracks start at `conf`; a known track may go on with a lower score
+            boxes, scores, labels, ids = job.tracker.update(boxes, scores, labels)
+        else:
+            keep = scores >= job.conf
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        record = {"boxes": np.round(boxes.astype(np.float64), 1).tolist(),
+                  "scores": np.round(scores.astype(np.float64), 4).tolist(),
+                  "labels": [job.classes[k] for k in labels]}
+        if ids is not None:
+            record["track_id"] = ids.tolist()
+        return draw_sample(image, boxes, labels, job.classes, scores=scores, ids=ids), record
+
+    def export_graph(self, model: nn.Module) -> nn.Module:
+        return OneImageDetections(model).eval()
+
+    def example_input(self, config: PipelineConfig, model: nn.Module) -> torch.Tensor:
+        """One [3, H, W] image: the detector's fixed size, or its eval size."""
+        size = model.fixed_size or (config.model.head.min_size,) * 2
+        return torch.rand(3, *size, generator=torch.Generator().manual_seed(0))
+
+    def second_input(self, first: torch.Tensor, model: nn.Module) -> torch.Tensor:
+        second = super().second_input(first, model)
+        return second if model.fixed_size else second[:, : first.shape[1] * 3 // 4]
+
+    def export_difference(self, model: nn.Module, runtime, x: torch.Tensor) -> float:
+        """Scores and boxes compared when both found the same number of boxes, else infinity."""
+        ours, theirs = model([x])[0], runtime([x])[0]
+        if len(ours["scores"]) != len(theirs["scores"]):
+            return float("inf")
+        if not len(ours["scores"]):
+            return 0.0
+        return max((ours["scores"] - theirs["scores"]).abs().max().item(),
+                   (ours["boxes"] - theirs["boxes"]).abs().max().item())
+
+    def run_exported(self, session_run, images) -> list[dict]:
+        detections = []
+        for image in images:
+            boxes, scores, labels = session_run(image.detach().cpu().float().numpy())
+            detections.append({"boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(scores),
+                               "labels": torch.from_numpy(labels)})
+        return detections
+
+
+register_task(DetectTask())

@@ -1,0 +1,84 @@
+"""Semantic segmentation: a class per pixel; IoU/mIoU from one confusion matrix; label PNGs, overlays and
+`segmentation.csv`; coloured overlays on video; an NCHW → logits graph."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cvpipe.config import SEGMENT_STATS, PipelineConfig
+from cvpipe.data.records import Dataset
+from cvpipe.data.samples import SegmentationSamples
+from cvpipe.engine.inference import autocast, segment, to_device
+from cvpipe.io.images import write_image, write_text
+from cvpipe.metrics.segmentation import ConfusionMatrix, SegmentationMetrics, segmentation_metrics
+from cvpipe.tasks import register_task
+from cvpipe.tasks.base import Batches, FrameJob, PredictJob, Task
+from cvpipe.viz.draw import overlay_mask
+
+
+def _write_overlay(path: Path, image: torch.Tensor, labels: np.ndarray) -> None:
+    write_image(path, overlay_mask(image.permute(1, 2, 0).numpy(), labels))
+
+
+class SegmentTask(Task):
+    name = "segment"
+    description = "segmentation"
+    stats = SEGMENT_STATS
+    export_outputs = ("logits",)
+
+    def samples(self, config: PipelineConfig, dataset: Dataset, transform) -> SegmentationSamples:
+        return SegmentationSamples(dataset, transform, config.data.ignore_index)
+
+    @torch.inference_mode()
+    def evaluate(self, model: nn.Module, config: PipelineConfig, dataset: Dataset, batches: Batches,
+                 device: torch.device, *, out_dir: Path | None, tta: bool) -> SegmentationMetrics:
+        model.eval()
+        confusion = ConfusionMatrix(len(dataset.classes), config.data.ignore_index, device)
+        for images, targets in batches:
+            with autocast(device, config.train.amp):
+                logits = model(to_device(images, device))
+            confusion.update(logits.argmax(1), torch.stack([t["mask"] for t in targets]).to(device))
+        return segmentation_metrics(confusion.matrix(), dataset.classes)
+
+    def output_folders(self, save_images: bool) -> list[str]:
+        return ["masks/", *(["overlays/"] if save_images else [])]
+
+    def predict(self, model: nn.Module, images: list[torch.Tensor], names: list[str], job: PredictJob) -> list[dict]:
+        """Label PNGs (class index per pixel) under masks/, colour overlays under overlays/, pixel counts per class."""
+        entries = []
+        masks = segment(model, images, job.device, amp=job.config.train.amp) if images else []
+        for name, image, mask in zip(names, images, masks):
+            labels = mask.numpy()
+            stem = Path(name).with_suffix(".png")
+            job.write(write_image, job.out / "masks" / stem, labels)
+            if job.save_images:
+                job.write(_write_overlay, job.out / "overlays" / stem, image, labels)
+            entries.append({"file": name, "pixels": np.bincount(labels.ravel()).tolist()})
+        return entries
+
+    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> list[str]:
+        rows = io.StringIO()
+        writer = csv.writer(rows)
+        writer.writerow(["file", "mask", *classes])  # the share of the image's pixels given to each class
+        for _, name, entry in finished:
+            counts = np.zeros(len(classes))
+            counts[: len(entry["pixels"])] = entry["pixels"][: len(classes)]
+            shares = counts / max(counts.sum(), 1)
+            writer.writerow([name, str(Path("masks") / Path(name).with_suffix(".png")), *np.round(shares, 5).tolist()])
+        write_text(out / "segmentation.csv", rows.getvalue())
+        return ["segmentation.csv (class shares)"]
+
+    def frame(self, model: nn.Module, image: np.ndarray, tensor: torch.Tensor, job: FrameJob) -> tuple[np.ndarray, dict]:
+        labels = segment(model, [tensor], job.device, amp=job.config.train.amp)[0].numpy()
+        counts = np.bincount(labels.ravel(), minlength=len(job.classes))[: len(job.classes)]
+        shares = {name: round(float(c) / labels.size, 5) for name, c in zip(job.classes, counts) if c}
+        return overlay_mask(image, labels), {"class_shares": shares}
+
+
+register_task(SegmentTask())
