@@ -271,7 +271,6 @@ def loader_workers(setting: int | str) -> int:
 
 class EvalConfig(Strict):
     batch_size: Annotated[int, Field(ge=1)]
-    metric: Literal["auto", "coco_map", "miou", "top1"]
     interval: Annotated[int, Field(ge=1)] = 1
     best: Literal[("auto", *COCO_STATS, *CLASSIFY_STATS, "mIoU", "pixel_accuracy", "fwIoU", *STYLIZE_STATS)] = "auto"
     coco: Literal["faster", "pycocotools"] = "faster"  # COCO mAP by faster-coco-eval, or the pycocotools reference

@@ -6,7 +6,6 @@ than `min_area` pixels) are dropped with their labels and masks — never a cras
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import re
 import warnings
@@ -16,6 +15,7 @@ import albumentations as A
 import numpy as np
 
 from cvpipe.config import AugmentConfig
+from cvpipe.suggest import did_you_mean
 
 _TRANSFORMS = {
     name: obj for name, obj in vars(A).items()
@@ -34,9 +34,7 @@ def build_transform(entry: str | dict[str, Any]) -> A.BasicTransform | A.BaseCom
         raise ValueError(f"expected `- Name: {{params}}` (one key), got {entry!r}")
     cls = _TRANSFORMS.get(name)
     if cls is None:
-        close = difflib.get_close_matches(name, list(_TRANSFORMS), n=1)
-        hint = f'; did you mean "{close[0]}"?' if close else ""
-        raise ValueError(f"unknown albumentations transform {name!r}{hint}")
+        raise ValueError(f"unknown albumentations transform {name!r}{did_you_mean(name, _TRANSFORMS)}")
     if "transforms" in params:
         params["transforms"] = [build_transform(t) for t in params["transforms"]]
     try:
@@ -50,17 +48,13 @@ def build_transform(entry: str | dict[str, Any]) -> A.BasicTransform | A.BaseCom
     if unknown:  # albumentations only warns about a misspelt keyword and ignores it
         accepted = [k for k in inspect.signature(cls).parameters if k not in ("args", "kwargs")]
         words = re.findall(r"'([^']+)'", unknown[0])
-        hint = _close(words[0], accepted) if words else ""
+        hint = did_you_mean(words[0], accepted) if words else ""
         raise ValueError(f"{name}: unknown parameter(s) {', '.join(map(repr, words))}{hint}; "
                          f"{name} takes {', '.join(accepted)}")
     for w in caught:  # anything else albumentations says (deprecations) still reaches the user
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return transform
-
-
-def _close(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f' (did you mean "{close[0]}"?)' if close else ""
+""
 
 
 def build_augment(cfg: AugmentConfig, split: str, *, seed: int | None = None) -> A.Compose:

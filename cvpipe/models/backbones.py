@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-
 import timm
 import torch
 from timm.layers import freeze_batch_norm_2d
@@ -14,9 +12,8 @@ from torch import nn
 
 from cvpipe.config import BackboneConfig
 from cvpipe.errors import ConfigError
-from cvpipe.models.weights import Preprocess, WeightsCatalog, load_into
-
-IMAGENET = Preprocess((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224, 256)
+from cvpipe.models.weights import IMAGENET, Preprocess, WeightsCatalog, load_into
+from cvpipe.suggest import did_you_mean
 
 
 class Backbone(nn.Module):
@@ -35,9 +32,7 @@ class Backbone(nn.Module):
 
 def build_backbone(cfg: BackboneConfig, *, catalog: WeightsCatalog | None = None) -> Backbone:
     if not timm.is_model(cfg.name):
-        close = difflib.get_close_matches(cfg.name, timm.list_models(), n=1)
-        hint = f'; did you mean "{close[0]}"?' if close else ""
-        raise ConfigError(f"model.backbone.name: unknown timm model {cfg.name!r}{hint}")
+        raise ConfigError(f"model.backbone.name: unknown timm model {cfg.name!r}{did_you_mean(cfg.name, timm.list_models())}")
     try:
         if cfg.feature_nodes:
             model = timm.create_model(cfg.name, pretrained=False, num_classes=0, **cfg.timm_args)
@@ -78,9 +73,8 @@ def hooked_features(model: nn.Module, nodes: list[str]) -> nn.Module:
     names = dict(model.named_modules())
     unknown = [n for n in nodes if n not in names]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], list(names), n=1)
-        hint = f'; did you mean "{close[0]}"?' if close else ""
-        raise ConfigError(f"model.backbone.feature_nodes: {unknown[0]!r} is not a module of this backbone{hint}")
+        raise ConfigError(f"model.backbone.feature_nodes: {unknown[0]!r} is not a module of this backbone"
+                          f"{did_you_mean(unknown[0], names)}")
     shapes: dict[str, torch.Size] = {}
     handles = [names[n].register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, o.shape)) for n in nodes]
     side = 128

@@ -15,6 +15,7 @@ from torch import nn
 from cvpipe.errors import WeightsError
 from cvpipe.fetch import PackageFile, atomic_copy, fetch_package_files, fetch_source, sha256_of
 from cvpipe.paths import weights_dir
+from cvpipe.suggest import did_you_mean
 
 BUILTIN_CATALOG = Path(__file__).with_name("weights.yaml")
 USER_MANIFEST = "manifest.yaml"
@@ -29,6 +30,9 @@ class Preprocess:
     size: int  # centre-crop side for classification
     resize: int  # shorter side before the crop
     interpolation: str = "bilinear"
+
+
+IMAGENET = Preprocess((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224, 256)  # torchvision's and timm's default
 
 
 @dataclass
@@ -93,11 +97,8 @@ class WeightsCatalog:
 
     def get(self, weights_id: str) -> WeightsEntry:
         if weights_id not in self.entries:
-            import difflib
-
-            close = difflib.get_close_matches(weights_id, list(self.entries), n=1)
-            hint = f'; did you mean "{close[0]}"?' if close else ""
-            raise WeightsError(f"unknown weights id {weights_id!r}{hint} (see `cvpipe weights list`)")
+            raise WeightsError(f"unknown weights id {weights_id!r}{did_you_mean(weights_id, self.entries)} "
+                               "(see `cvpipe weights list`)")
         return self.entries[weights_id]
 
     def local_path(self, entry: WeightsEntry) -> Path:
@@ -162,7 +163,7 @@ class WeightsCatalog:
         entry = WeightsEntry(
             id=name, arch=arch, mapping=mapping, backbone=arch.split(".", 1)[1] if arch.startswith("timm.") else "",
             file=f"{name}{file.suffix}", format=fmt, sha256=sha256_of(file),
-            preprocess=preprocess or Preprocess((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224, 256),
+            preprocess=preprocess or IMAGENET,
             num_classes=num_classes, trained_on="user", license="user", user=True,
         )
         atomic_copy(file, self.local_path(entry))
@@ -288,8 +289,9 @@ def build_arch(arch: str, *, num_classes: int = 1000) -> nn.Module:
     raise WeightsError(f"architecture {arch!r}: expected torchvision.NAME or timm.NAME")
 
 
-def _tensors(state: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
-    return [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
+def learnt_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict without BatchNorm's `num_batches_tracked` counters (not weights: files differ in having them)."""
+    return {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, mapping: str, what: str,
@@ -307,7 +309,7 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, mapping: str,
         if problems:
             raise WeightsError(f"{what}: does not fit {type(model).__name__}", problems[:10])
         return
-    target, source = _tensors(model.state_dict()), _tensors(state)
+    target, source = list(learnt_tensors(model.state_dict()).items()), list(learnt_tensors(state).items())
     if len(source) < len(target) or (len(source) > len(target) and not allow_unused_tail):
         raise WeightsError(
             f"{what}: has {len(source)} tensors but {type(model).__name__} needs {len(target)}; "

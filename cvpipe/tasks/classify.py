@@ -86,7 +86,8 @@ class ClassifyTask(Task):
         shown = image.copy()
         text = f"{job.classes[labels[0]]} {scores[0]:.2f}"
         cv2.putText(shown, text, (8, shown.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2, cv2.LINE_AA)
-        return shown, {"labels": [job.classes[k] for k in labels], "scores": np.round(scores.numpy(), 4).tolist()}
+        return shown, {"labels": [job.classes[k] for k in labels],
+                       "scores": np.round(scores.numpy().astype(np.float64), 5).tolist()}
 
 
 register_task(ClassifyTask())

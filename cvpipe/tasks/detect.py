@@ -38,6 +38,12 @@ class OneImageDetections(nn.Module):
         return out["boxes"], out["scores"], out["labels"]
 
 
+def rounded(boxes: np.ndarray, scores: np.ndarray) -> dict[str, list]:
+    """Boxes to 0.01 px and scores to 1e-5, as predict's journal and video's JSON lines both write them."""
+    return {"boxes": np.round(boxes.astype(np.float64), 2).tolist(),
+            "scores": np.round(scores.astype(np.float64), 5).tolist()}
+
+
 def _write_annotated(path: Path, image: torch.Tensor, boxes, labels, classes: list[str], scores) -> None:
     write_image(path, draw_sample(image.permute(1, 2, 0).numpy(), boxes, labels, classes, scores=scores))
 
@@ -90,8 +96,7 @@ class DetectTask(Task):
             if job.save_images:
                 job.write(_write_annotated, job.out / "images" / name, image, boxes, labels, job.classes, scores)
             entries.append({"file": name, "width": int(image.shape[2]), "height": int(image.shape[1]),
-                            "boxes": np.round(boxes.astype(np.float64), 2).tolist(),
-                            "scores": np.round(scores.astype(np.float64), 5).tolist(), "labels": labels.tolist()})
+                            **rounded(boxes, scores), "labels": labels.tolist()})
         return entries
 
     def summary(self, entries: list[dict]) -> str:
@@ -122,9 +127,7 @@ class DetectTask(Task):
         else:
             keep = scores >= job.conf
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        record = {"boxes": np.round(boxes.astype(np.float64), 1).tolist(),
-                  "scores": np.round(scores.astype(np.float64), 4).tolist(),
-                  "labels": [job.classes[k] for k in labels]}
+        record = {**rounded(boxes, scores), "labels": [job.classes[k] for k in labels]}
         if ids is not None:
             record["track_id"] = ids.tolist()
         return draw_sample(image, boxes, labels, job.classes, scores=scores, ids=ids), record

@@ -12,7 +12,7 @@ from cvpipe.config import PipelineConfig
 from cvpipe.errors import ConfigError, WeightsError
 from cvpipe.models.backbones import build_backbone
 from cvpipe.models.heads.registry import head_spec
-from cvpipe.models.weights import WeightsCatalog
+from cvpipe.models.weights import WeightsCatalog, learnt_tensors
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,7 @@ def load_fitting(model: nn.Module, state: dict[str, torch.Tensor], *, what: str)
     classes or levels) keep their fresh initialisation and are returned."""
     from cvpipe.models.backbones import Backbone
 
-    def tensors(d: dict) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in d.items() if not k.endswith("num_batches_tracked")}
-
-    own, state = tensors(model.state_dict()), tensors(state)
+    own, state = learnt_tensors(model.state_dict()), learnt_tensors(state)
     prefix = next(name for name, m in model.named_modules() if isinstance(m, Backbone)) + "."
     missing = sorted(k for k in own if k.startswith(prefix) and k not in state)
     misfit = sorted(k for k in own if k.startswith(prefix) and k in state and state[k].shape != own[k].shape)
