@@ -19,6 +19,7 @@ def inference_model(config, weights: Path | None, device: torch.device, backend:
     weights) on `backend`, or an exported `.onnx` file (onnxruntime only)."""
     from cvpipe.engine.checkpoint import check_classes, load_trained
     from cvpipe.engine.export import OnnxModel, onnx_bytes
+    from cvpipe.tasks import check_made_for
 
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: expected one of {' | '.join(BACKENDS)}, got {backend!r}")
@@ -31,8 +32,7 @@ def inference_model(config, weights: Path | None, device: torch.device, backend:
         if not Path(weights).is_file():
             raise ConfigError(f"--weights {weights}: no such file; make it with `cvpipe export PIPELINE --format onnx`")
         model = OnnxModel(Path(weights))
-        if model.task != config.task:
-            raise ConfigError(f"--weights {weights}: exported for task {model.task!r}, the pipeline's is {config.task!r}")
+        check_made_for(f"--weights {weights}", model.task, config.task)
         if config.data.classes:
             check_classes(weights, model.classes, config.data.classes)
         return model, model.classes

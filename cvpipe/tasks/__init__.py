@@ -6,6 +6,7 @@ in `cvpipe.config.Task`).
 
 from __future__ import annotations
 
+from cvpipe.errors import ConfigError
 from cvpipe.registry import Registry
 from cvpipe.tasks.base import Task
 
@@ -23,3 +24,9 @@ def tasks() -> dict[str, Task]:
 
 def get_task(name: str) -> Task:
     return TASKS.get(name)
+
+
+def check_made_for(what: str, made_for: str, task: str) -> None:
+    """Something made for one task (an exported graph) serves only pipelines of that task."""
+    if made_for != task:
+        raise ConfigError(f"{what}: exported for task {made_for!r}, the pipeline's is {task!r}")
