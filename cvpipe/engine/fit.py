@@ -1,10 +1,10 @@
-"""`cvpipe train`: the training loop every head of every task shares (heads follow torchvision's loss-dict
+"""`cvpipe train`: the `Trainer` every head of every task shares (heads follow torchvision's loss-dict
 convention: `model(images, targets)` returns named losses).
 
-Per iteration: warm-up + cosine LR, AMP on CUDA, gradient clipping, optional EMA. Per epoch: CSV and
-TensorBoard rows, `last.pt` (everything needed to resume), and every `eval.interval` epochs the task's
-evaluation (COCO mAP, top-1, mIoU, perceptual loss), which may replace `best.pt`. With `train.time_limit`, the number of epochs is re-estimated
-from the measured epoch time after every epoch, and the cosine schedule stretches to it.
+The Trainer holds the state (model, optimizer, schedule, history) and runs the epochs: per iteration warm-up +
+cosine LR, AMP on CUDA, gradient clipping. Everything else is a callback (engine/callbacks.py): the unfreeze
+schedule, EMA, `train.time_limit`, the task's evaluation every `eval.interval` epochs, early stopping
+(`train.patience`), `best.pt`/`last.pt`, and the CSV/TensorBoard logs.
 """
 
 from __future__ import annotations
