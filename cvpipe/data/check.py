@@ -10,8 +10,8 @@ import numpy as np
 
 from cvpipe.data.formats import write_dataset
 from cvpipe.data.records import Dataset, Problem
-from cvpipe.errors import DataError
 from cvpipe.io.images import PER_FILE_ERRORS, failure_reason, read_image
+from cvpipe.io.outputs import refuse_inside_or_over
 
 # Kinds that do not stop training: reported, exit code unaffected.
 WARNINGS = {"empty image"}
@@ -100,9 +100,7 @@ def fixed_copy(dataset: Dataset, problems: list[Problem]) -> tuple[Dataset, dict
 
 
 def write_fixed(dataset: Dataset, problems: list[Problem], out: Path, fmt: str) -> dict[str, int]:
-    out = Path(out)
-    if out.resolve().is_relative_to(Path(dataset.root).resolve()) or Path(dataset.root).resolve().is_relative_to(out.resolve()):
-        raise DataError(f"--fix {out}: inside or over the dataset {dataset.root}; write the copy to a folder outside it")
+    refuse_inside_or_over(out, dataset.root, "--fix")
     fixed, counts = fixed_copy(dataset, problems)
     write_dataset(fixed, out, fmt, dataset.split)
     return counts

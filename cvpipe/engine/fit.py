@@ -159,6 +159,7 @@ class Trainer:
         self.shard = (self.rank.rank, self.rank.world)
         self.iters_per_epoch = len(make_loader(config, self.train_set, "train", shard=self.shard))
         self.skipped: dict[str, None] = {}  # "file: reason" of every image left out, in order, once
+        self.skips_unsaved = False
         self.plots: list[str] = []
         self.lr = config.train.lr
 
@@ -186,8 +187,7 @@ class Trainer:
         if reason not in self.skipped:
             self.skipped[reason] = None
             self.console.print(styled("skipped", "yellow", f" {reason} ({note})"))
-            if self.rank.main:
-                write_text(self.run_dir / "skipped.txt", "".join(f"{line}\n" for line in self.skipped))
+            self.skips_unsaved = True
 
     def fit(self) -> FitResult:
         config, rank = self.config, self.rank
@@ -217,6 +217,9 @@ class Trainer:
                 self.history.append(row)
                 for callback in main_only:
                     callback.on_epoch_end(self, row)
+                if self.skips_unsaved:  # once an epoch, not once per skipped file
+                    write_text(self.run_dir / "skipped.txt", "".join(f"{line}\n" for line in self.skipped))
+                    self.skips_unsaved = False
                 distributed.barrier(rank)
                 if config.train.patience:  # early stopping on rank 0 ends every rank's schedule
                     self.epochs = distributed.broadcast(rank, self.epochs)

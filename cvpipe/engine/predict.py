@@ -44,7 +44,8 @@ class PredictReport:
     resumed: int  # already done by an earlier run
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason), all runs
     seconds: float = 0.0
-    summary: str = ""  # what the task says of this run's results (", 120 detections")
+    counted: int = 0  # what the task counts in this run's results (detections), as it goes
+    summary: str = ""  # ", 120 detections"
     written: list[str] = field(default_factory=list)  # what this run wrote under `out`, for the summary line
 
     @property
@@ -119,7 +120,6 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
             journal.flush()
 
     extra = task.prepare_predict(config, save_images)
-    this_run: list[dict] = []
     with (open_journal(journal_path, resume=resume) as journal, LoggedProgress(console) as progress,
           ThreadPoolExecutor(max_workers=1) as writer):
         bar = progress.add_task("predict", total=len(todo), info="")
@@ -134,14 +134,14 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
                     kept.append(name)
             job = PredictJob(config, device, classes, out, conf, save_images, writer.submit, extra=extra)
             found = task.predict(model, images, kept, job)
-            this_run += found
+            report.counted += task.count(found)
             pending.append((entries + found, job.futures))
             settle(journal, keep=1)
             report.processed += len(kept)
             progress.update(bar, advance=len(batch), info=f"{report.processed / (time.perf_counter() - start):.1f} img/s")
         settle(journal, keep=0)
     report.seconds = time.perf_counter() - start
-    report.summary = task.summary(this_run)
+    report.summary = f", {report.counted} {task.counted}" if task.counted else ""
     distributed.barrier(rank)  # every shard's journal is complete
     if rank.main:
         report.written = task.output_folders(save_images) + write_outputs(

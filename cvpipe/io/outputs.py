@@ -64,13 +64,18 @@ def prepare_file(path: Path | str, what: str) -> Path:
     return path
 
 
+def refuse_inside_or_over(out: Path | str, root: Path | str, what: str) -> None:
+    """A dataset copy goes neither into its dataset (it would be read as part of it) nor over it."""
+    out, root = Path(out).resolve(), Path(root).resolve()
+    if out.is_relative_to(root) or root.is_relative_to(out):
+        raise CvpipeError(f"{what} {out}: inside or over the dataset {root}; write the copy to a folder outside it")
+
+
 def new_dataset_dir(out: Path | str, source_root: Path | str, what: str) -> Path:
     """A folder a command writes a dataset copy into: never the source, nor inside it (the copy would be read as
     part of the dataset next time), nor over an existing non-empty folder."""
-    out, root = Path(out), Path(source_root)
-    if out.resolve() == root.resolve() or out.resolve().is_relative_to(root.resolve()) \
-            or root.resolve().is_relative_to(out.resolve()):
-        raise CvpipeError(f"{what} {out}: inside or over the dataset {root}; write the copy to a folder outside it")
+    out = Path(out)
+    refuse_inside_or_over(out, source_root, what)
     if out.is_dir() and any(out.iterdir()):
         raise CvpipeError(f"{what} {out}: the folder exists and is not empty; choose a new folder or remove it first")
     return prepare_dir(out, what)

@@ -112,9 +112,11 @@ class Task(ABC):
         """The run's result files from the journal entries (image id, name, entry); returns what it wrote."""
         return []
 
-    def summary(self, entries: list[dict]) -> str:
-        """What the console adds about a predict run's results (e.g. ", 120 detections")."""
-        return ""
+    counted: ClassVar[str] = ""  # what `count` counts in a predict run's summary line ("detections"); "": nothing
+
+    def count(self, entries: list[dict]) -> int:
+        """How many of `counted` a batch's journal entries hold."""
+        return 0
 
     # ------------------------------------------------------------------ video
     @abstractmethod

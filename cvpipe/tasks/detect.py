@@ -53,6 +53,7 @@ class DetectTask(Task):
     description = "detection"
     tta = True
     stats = COCO_STATS
+    counted = "detections"
     eval_transform = False  # detectors resize inside the model (SSD and YOLO in uint8 before it)
     tracks = True
     export_input = "image"
@@ -99,8 +100,8 @@ class DetectTask(Task):
                             **rounded(boxes, scores), "labels": labels.tolist()})
         return entries
 
-    def summary(self, entries: list[dict]) -> str:
-        return f", {sum(len(e['boxes']) for e in entries)} detections"
+    def count(self, entries: list[dict]) -> int:
+        return sum(len(e["boxes"]) for e in entries if "boxes" in e)
 
     def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> list[str]:
         images, results = [], []
