@@ -76,6 +76,10 @@ bench: install  # each prints its table and writes benches/results/NAME.json; th
 	$(BIN)/python benches/transfer.py --budgets 10
 	$(BIN)/python benches/tta.py
 	$(BIN)/python benches/detectors.py --minutes 8
+	$(BIN)/cvpipe data fetch nuclei && $(BIN)/cvpipe data fetch nuclei-tiles && $(BIN)/cvpipe weights fetch mobilenet_v2.imagenet
+	$(BIN)/cvpipe train pipelines/nuclei_mask_rcnn.yaml && $(BIN)/cvpipe train pipelines/nuclei_fcn.yaml
+	$(BIN)/python benches/mask_rcnn_speed.py
+	$(BIN)/python benches/semantic_vs_instance.py
 	$(BIN)/python benches/gpu.py
 
 lint: install

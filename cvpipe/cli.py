@@ -7,11 +7,12 @@ import json
 import math
 import os
 import sys
+import typing
 from pathlib import Path
 
 from rich.table import Table
 
-from cvpipe.config import BACKENDS
+from cvpipe.config import BACKENDS, DataFormat
 from cvpipe.console import make_console, styled
 from cvpipe.errors import ConfigError, CvpipeError
 from cvpipe.io.outputs import describe_os_error
@@ -87,14 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("check", help="report what would break training; --fix writes a cleaned copy")
     p.add_argument("root", type=Path)
-    p.add_argument("--format", required=True, choices=["coco", "voc", "yolo", "folders", "masks", "images"])
+    p.add_argument("--format", required=True, choices=typing.get_args(DataFormat))
     p.add_argument("--split", nargs="+", default=None, help="splits to check (default: those present)")
     p.add_argument("--classes", nargs="+", default=None, help="expected class names, in label order")
     p.add_argument("--fix", type=Path, default=None, metavar="OUT", help="write a cleaned copy to OUT")
     p.add_argument("--examples", type=_number(0, integer=True), default=3, help="examples shown per kind of problem")
-    p = data.add_parser("convert", help="convert between coco, voc and yolo")
+    p = data.add_parser("convert", help="convert between coco, voc and yolo (and from instance-mask PNGs)")
     p.add_argument("src", type=Path)
-    p.add_argument("--from", dest="src_format", required=True, choices=["coco", "voc", "yolo"])
+    p.add_argument("--from", dest="src_format", required=True, choices=["coco", "voc", "yolo", "instance_masks"])
     p.add_argument("--to", dest="dst_format", required=True, choices=["coco", "voc", "yolo"])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--split", nargs="+", default=None)

@@ -23,8 +23,8 @@ from pydantic import (
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 
-Task = Literal["classify", "detect", "segment", "stylize"]
-DataFormat = Literal["coco", "voc", "yolo", "folders", "masks", "images"]
+Task = Literal["classify", "detect", "instance", "segment", "stylize"]
+DataFormat = Literal["coco", "voc", "yolo", "folders", "masks", "instance_masks", "images"]
 
 
 class Strict(BaseModel):
@@ -96,6 +96,17 @@ class FasterRCNNHead(Strict):
     score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     detections_per_img: Annotated[int, Field(gt=0)] = 100
+
+
+class MaskRCNNHead(FasterRCNNHead):
+    """torchvision Mask R-CNN: Faster R-CNN (every option above) plus a mask branch on RoIAlign 14×14 features,
+    `mask_layers` 3×3 convolutions, a stride-2 transposed convolution to 28×28 and one binary mask per class."""
+
+    task: ClassVar[str] = "instance"
+    name: Literal["mask_rcnn"]  # type: ignore[assignment]
+    mask_layers: Annotated[int, Field(ge=1)] = 4  # 3×3 convolutions of the mask FCN (the paper: 4)
+    mask_dim: Annotated[int, Field(gt=0)] = 256  # their width
+    mask_thresh: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5  # mask probability a pixel must reach to be in
 
 
 class SSDHead(Strict):
@@ -218,7 +229,7 @@ class FastStyleHead(Strict):
     tv_weight: Annotated[float, Field(ge=0)] = 1e-4
 
 
-HeadConfig = Annotated[ClassifierHead | FasterRCNNHead | SSDHead | YOLOHead | RCNNHead | FastRCNNHead | FCNHead
+HeadConfig = Annotated[ClassifierHead | FasterRCNNHead | MaskRCNNHead | SSDHead | YOLOHead | RCNNHead | FastRCNNHead | FCNHead
                        | FastStyleHead, Field(discriminator="name")]
 
 
@@ -254,6 +265,8 @@ class TrainConfig(Strict):
 
 BACKENDS = ("pytorch", "compile", "onnxruntime")  # inference backends (engine/runtime.py)
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+# instance segmentation: the 12 COCO stats of the masks (COCOeval iouType segm), then those of the boxes
+INSTANCE_STATS = COCO_STATS + tuple(f"box_{stat}" for stat in COCO_STATS)
 CLASSIFY_STATS = ("top1", "top5", "mean_class_accuracy")
 SEGMENT_STATS = ("mIoU", "pixel_accuracy", "mean_class_accuracy", "fwIoU")
 STYLIZE_STATS = ("perceptual_loss", "content_loss", "style_loss")
@@ -272,8 +285,8 @@ def loader_workers(setting: int | str) -> int:
 class EvalConfig(Strict):
     batch_size: Annotated[int, Field(ge=1)]
     interval: Annotated[int, Field(ge=1)] = 1
-    best: Literal[("auto", *COCO_STATS, *CLASSIFY_STATS, "mIoU", "pixel_accuracy", "fwIoU", *STYLIZE_STATS)] = "auto"
-    coco: Literal["faster", "pycocotools"] = "faster"  # COCO mAP by faster-coco-eval, or the pycocotools reference
+    best: Literal[("auto", *INSTANCE_STATS, *CLASSIFY_STATS, "mIoU", "pixel_accuracy", "fwIoU", *STYLIZE_STATS)] = "auto"
+    coco: Literal["faster", "pycocotools"] = "faster"  # COCO box and mask mAP by faster-coco-eval, or the pycocotools reference
 
 
 class OutputConfig(Strict):

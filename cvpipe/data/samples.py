@@ -86,6 +86,41 @@ def _boxes_only(sample: dict) -> dict:
     return {k: v for k, v in sample.items() if k not in ("masks", "mask")}
 
 
+class InstanceSamples(SplitSamples):
+    """Targets {boxes, labels, masks uint8 [K, H, W], image_id}: each instance's mask goes through the augmentation
+    with its box; one whose box the augmentation drops (or whose mask it empties) is dropped with it, and every box
+    is re-drawn tight around its augmented mask (a rotated box would be looser)."""
+
+    def item(self, i: int) -> tuple[torch.Tensor, dict]:
+        sample = self.dataset.sample(i)
+        if "masks" not in sample:
+            raise DataError(f"{sample['path']}: no instance masks (COCO `segmentation` or an instance-mask PNG)")
+        height, width = sample["image"].shape[:2]
+        if any(m.shape != (height, width) for m in sample["masks"]):
+            raise DataError(f"{sample['path']}: an instance mask's size differs from the image's {width}×{height}")
+        sample = apply_augment(self.transform, _instances_only(sample))
+        masks = np.asarray(sample["masks"], np.uint8).reshape(-1, *sample["image"].shape[:2])
+        boxes, keep = boxes_of_masks(masks)
+        target = {"boxes": torch.from_numpy(boxes[keep]), "labels": torch.from_numpy(sample["labels"][keep]),
+                  "masks": torch.from_numpy(np.ascontiguousarray(masks[keep])), "image_id": sample["image_id"]}
+        return image_tensor(sample["image"]), target
+
+
+def _instances_only(sample: dict) -> dict:
+    return {k: v for k, v in sample.items() if k != "mask"}
+
+
+def boxes_of_masks(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tight xyxy boxes (pixel edges) of [K, H, W] masks, and which masks have any pixel."""
+    rows, cols = masks.any(2), masks.any(1)
+    keep = rows.any(1)
+    boxes = np.zeros((len(masks), 4), np.float32)
+    for k in np.flatnonzero(keep):
+        ys, xs = np.flatnonzero(rows[k]), np.flatnonzero(cols[k])
+        boxes[k] = xs[0], ys[0], xs[-1] + 1, ys[-1] + 1
+    return boxes, keep
+
+
 class ImageSamples(SplitSamples):
     """Targets {image_id, and label where the image has one} for whole-image tasks (classification, style
     transfer's content); the augmentation sees the image alone."""

@@ -1,10 +1,10 @@
-"""COCO box mAP: faster-coco-eval by default, pycocotools' COCOeval as the reference.
+"""COCO box and mask mAP: faster-coco-eval by default, pycocotools' COCOeval as the reference.
 
 faster-coco-eval is COCOeval's algorithm in C++ (same matching, crowd and ignore rules, 101-point
 interpolation); tests/test_coco.py holds its 12 stats and its precision array equal to pycocotools' on result
 sets with crowd and ignore regions, and `eval.coco: pycocotools` runs the reference itself. Ground truth is the
 dataset as COCO (category id = class index + 1); detections are COCO results (`image_id, category_id, bbox
-[x, y, w, h], score`).
+[x, y, w, h], score`, and for masks `segmentation` as RLE).
 """
 
 from __future__ import annotations
@@ -76,12 +76,12 @@ def coco_from_dict(gt: dict) -> COCO:
     return coco
 
 
-def _pycocotools(gt: dict, results: list[dict]) -> tuple[COCOeval, str]:
+def _pycocotools(gt: dict, results: list[dict], iou_type: str) -> tuple[COCOeval, str]:
     coco_gt = coco_from_dict(gt)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         coco_dt = coco_gt.loadRes(results) if results else COCO()
-        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator = COCOeval(coco_gt, coco_dt, iou_type)
         if not results:
             evaluator.params.imgIds = sorted(coco_gt.getImgIds())
         evaluator.evaluate()
@@ -90,16 +90,17 @@ def _pycocotools(gt: dict, results: list[dict]) -> tuple[COCOeval, str]:
     return evaluator, out.getvalue()
 
 
-def _faster(gt: dict, results: list[dict]):
+def _faster(gt: dict, results: list[dict], iou_type: str):
     from faster_coco_eval import COCO as FasterCOCO
     from faster_coco_eval import COCOeval_faster
 
     lines: list[str] = []
     coco_gt = FasterCOCO(gt)
-    for result in results:  # else loadRes builds a polygon per box, which bbox evaluation never reads
-        result.setdefault("segmentation", [])
+    if iou_type == "bbox":
+        for result in results:  # else loadRes builds a polygon per box, which bbox evaluation never reads
+            result.setdefault("segmentation", [])
     coco_dt = coco_gt.loadRes(results) if results else FasterCOCO()  # adds `area` and `id` to them, as pycocotools
-    evaluator = COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=lines.append)
+    evaluator = COCOeval_faster(coco_gt, coco_dt, iou_type, print_function=lines.append)
     if not results:
         evaluator.params.imgIds = sorted(coco_gt.getImgIds())
     evaluator.evaluate()
@@ -108,11 +109,12 @@ def _faster(gt: dict, results: list[dict]):
     return evaluator, "\n".join(lines)
 
 
-def evaluate_coco(gt: dict, results: list[dict], classes: list[str], *, evaluator: str = "faster") -> CocoMetrics:
-    """COCOeval (iouType bbox) on a COCO ground-truth dict and a results list, by `evaluator` (faster |
+def evaluate_coco(gt: dict, results: list[dict], classes: list[str], *, evaluator: str = "faster",
+                  iou_type: str = "bbox") -> CocoMetrics:
+    """COCOeval (iouType `bbox` or `segm`) on a COCO ground-truth dict and a results list, by `evaluator` (faster |
     pycocotools). Both add fields to the dicts they are given (`area`, `id`, `segmentation` to results; `_ignore`
     to annotations)."""
-    evaluator, summary = (_faster if evaluator == "faster" else _pycocotools)(gt, results)
+    evaluator, summary = (_faster if evaluator == "faster" else _pycocotools)(gt, results, iou_type)
     stats = dict(zip(COCO_STATS, (float(s) for s in evaluator.stats[:12])))
     precision = evaluator.eval["precision"]  # [T iou, R recall, K class, A area, M maxdets]
     per_class, per_class_ap50, precision50 = {}, {}, {}
@@ -124,3 +126,44 @@ def evaluate_coco(gt: dict, results: list[dict], classes: list[str], *, evaluato
         per_class_ap50[name] = float(p50[p50 > -1].mean()) if (p50 > -1).any() else float("nan")
         precision50[name] = np.where(p50 > -1, p50, 0.0)
     return CocoMetrics(stats, per_class, per_class_ap50, np.asarray(evaluator.params.recThrs), precision50, summary)
+
+
+@dataclass
+class InstanceMetrics(CocoMetrics):
+    """Instance segmentation: the mask metrics (COCOeval segm) as a CocoMetrics, and `box` (COCOeval bbox) beside
+    them; `stats` holds both, the box ones as `box_AP`, `box_AP50`, ..."""
+
+    box: CocoMetrics | None = None
+
+    @classmethod
+    def of(cls, mask: CocoMetrics, box: CocoMetrics) -> InstanceMetrics:
+        stats = {**mask.stats, **{f"box_{name}": value for name, value in box.stats.items()}}
+        return cls(stats, mask.per_class, mask.per_class_ap50, mask.recall, mask.precision50, mask.summary, box)
+
+    def as_json(self) -> dict:
+        out = super().as_json()
+        for name, entry in out["per_class"].items():
+            entry |= {"box_AP": _finite(self.box.per_class[name]), "box_AP50": _finite(self.box.per_class_ap50[name])}
+        return out
+
+    def table(self) -> list:
+        from rich.table import Table
+
+        table = Table("class", "mask AP", "mask AP50", "box AP", "box AP50", title="per-class AP")
+        for name, ap in self.per_class.items():
+            table.add_row(name, f"{ap:.3f}", f"{self.per_class_ap50[name]:.3f}", f"{self.box.per_class[name]:.3f}",
+                          f"{self.box.per_class_ap50[name]:.3f}")
+        lines = [f"{kind} {line}" for kind, metrics in (("mask", self), ("box ", self.box))
+                 for line in metrics.summary.splitlines() if line.startswith(" Average")]
+        return ["\n".join(lines), table]
+
+    def plots(self, out_dir: Path) -> list[str]:
+        from cvpipe.viz import plots
+
+        out_dir = Path(out_dir)
+        plots.pr_curves(self.recall, self.precision50, self.per_class_ap50, out_dir / "pr_curve.png",
+                        title="mask precision–recall at IoU 0.5")
+        plots.per_class_ap(self.per_class, out_dir / "per_class_ap.png", metric="mask AP@[.5:.95]")
+        plots.pr_curves(self.box.recall, self.box.precision50, self.box.per_class_ap50, out_dir / "box_pr_curve.png",
+                        title="box precision–recall at IoU 0.5")
+        return ["pr_curve.png (masks)", "per_class_ap.png (masks)", "box_pr_curve.png"]

@@ -1,4 +1,4 @@
-"""Tasks, one module each (detect, classify, segment, stylize), registered by name: `get_task(config.task)`.
+"""Tasks, one module each (detect, instance, classify, segment, stylize), registered by name: `get_task(config.task)`.
 
 Every module of this package is imported on the first lookup, so a new task is one new file here (and its name
 in `cvpipe.config.Task`).

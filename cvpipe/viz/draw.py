@@ -18,8 +18,8 @@ def draw_sample(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, classe
                 ids: np.ndarray | None = None) -> np.ndarray:
     """Boxes (and masks) in their class colours, labelled `name score`; with tracking ids `#id name score`."""
     out = image.copy()
-    for k, mask in enumerate(masks or []):
-        color = np.array(palette(int(labels[k]) if k < len(labels) else k), np.float32)
+    for k, mask in enumerate(masks or []):  # a mask takes its box's colour: its track's, else its class's
+        color = np.array(palette(int(ids[k]) if ids is not None else int(labels[k]) if k < len(labels) else k), np.float32)
         sel = mask.astype(bool)
         out[sel] = (0.55 * out[sel] + 0.45 * color).astype(np.uint8)
     thickness = max(1, round(max(image.shape[:2]) / 400))

@@ -45,11 +45,12 @@ def loss_curves(history: list[dict], path: Path) -> Path:
     return _save(fig, path)
 
 
-def pr_curves(recall: np.ndarray, precision: dict[str, np.ndarray], ap50: dict[str, float], path: Path) -> Path:
+def pr_curves(recall: np.ndarray, precision: dict[str, np.ndarray], ap50: dict[str, float], path: Path, *,
+              title: str = "precision–recall at IoU 0.5") -> Path:
     fig, ax = plt.subplots(figsize=(6, 5))
     for name, p in precision.items():
         ax.plot(recall, p, label=f"{name} AP50 {ap50[name]:.3f}")
-    ax.set(xlabel="recall", ylabel="precision", title="precision–recall at IoU 0.5", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(xlabel="recall", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(fontsize=8)
     return _save(fig, path)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from cvpipe.data.formats.coco import read_coco, write_coco
 from cvpipe.data.formats.folders import read_class_folders, read_images, read_semantic_masks
+from cvpipe.data.formats.instance_masks import read_instance_masks
 from cvpipe.data.formats.voc import read_voc, write_voc
 from cvpipe.data.formats.yolo import read_yolo, write_yolo
 from cvpipe.data.records import Dataset
@@ -13,7 +14,7 @@ from cvpipe.errors import DataError
 from cvpipe.fetch import atomic_copy
 
 READERS = {"coco": read_coco, "voc": read_voc, "yolo": read_yolo, "folders": read_class_folders,
-           "masks": read_semantic_masks, "images": read_images}
+           "masks": read_semantic_masks, "instance_masks": read_instance_masks, "images": read_images}
 WRITERS = {"coco": write_coco, "voc": write_voc, "yolo": write_yolo}
 
 

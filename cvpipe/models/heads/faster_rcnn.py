@@ -16,40 +16,43 @@ from cvpipe.models.heads.registry import HeadSpec, Problems, needs_pyramid_or_no
 from cvpipe.models.necks import FeatureBody, build_neck
 
 
+def faster_rcnn_parts(body: FeatureBody, cfg: FasterRCNNHead, num_classes: int) -> dict:
+    """torchvision `FasterRCNN`'s keyword arguments from the YAML (Mask R-CNN takes the same, plus its mask
+    branch); `cfg` must have passed this file's `neck_problems` (load_pipeline and build_model check it)."""
+    levels = body.num_levels
+    sizes = cfg.anchor_sizes or [[32 * 2**i] for i in range(levels)]
+    anchors = AnchorGenerator(sizes=tuple(tuple(s) for s in sizes), aspect_ratios=(tuple(cfg.aspect_ratios),) * levels)
+    roi_align = MultiScaleRoIAlign(featmap_names=[str(i) for i in range(levels)], output_size=7,
+                                   sampling_ratio=cfg.roi_sampling_ratio)
+    preprocess = body.backbone.preprocess
+    return dict(
+        min_size=(*cfg.train_sizes, cfg.min_size), max_size=cfg.max_size,
+        image_mean=list(preprocess.mean), image_std=list(preprocess.std),
+        rpn_anchor_generator=anchors, box_roi_pool=roi_align,
+        box_head=TwoMLPHead(body.out_channels * 7 * 7, cfg.box_head_dim),
+        box_predictor=FastRCNNPredictor(cfg.box_head_dim, num_classes + 1),
+        rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n, rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n,
+        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n, rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n,
+        box_batch_size_per_image=cfg.roi_batch_size,
+        box_score_thresh=cfg.score_thresh, box_nms_thresh=cfg.nms_thresh,
+        box_detections_per_img=cfg.detections_per_img,
+    )
+
+
 class FasterRCNNDetector(TorchvisionDetector):
     """Faster R-CNN on any backbone + neck; images of any size (resized by min_size/max_size)."""
 
     def __init__(self, body: FeatureBody, cfg: FasterRCNNHead, num_classes: int):
-        """`cfg` must have passed this file's `_neck_problems` (load_pipeline and build_model check it)."""
         super().__init__()
-        levels = body.num_levels
-        sizes = cfg.anchor_sizes or [[32 * 2**i] for i in range(levels)]
-        anchors = AnchorGenerator(sizes=tuple(tuple(s) for s in sizes),
-                                  aspect_ratios=(tuple(cfg.aspect_ratios),) * levels)
-        roi_align = MultiScaleRoIAlign(featmap_names=[str(i) for i in range(levels)], output_size=7,
-                                       sampling_ratio=cfg.roi_sampling_ratio)
-        box_head = TwoMLPHead(body.out_channels * 7 * 7, cfg.box_head_dim)
-        preprocess = body.backbone.preprocess
         self.num_classes = num_classes
-        self.model = FasterRCNN(
-            body,
-            min_size=(*cfg.train_sizes, cfg.min_size), max_size=cfg.max_size,
-            image_mean=list(preprocess.mean), image_std=list(preprocess.std),
-            rpn_anchor_generator=anchors, box_roi_pool=roi_align, box_head=box_head,
-            box_predictor=FastRCNNPredictor(cfg.box_head_dim, num_classes + 1),
-            rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n, rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n,
-            rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n, rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n,
-            box_batch_size_per_image=cfg.roi_batch_size,
-            box_score_thresh=cfg.score_thresh, box_nms_thresh=cfg.nms_thresh,
-            box_detections_per_img=cfg.detections_per_img,
-        )
+        self.model = FasterRCNN(body, **faster_rcnn_parts(body, cfg, num_classes))
 
 
 def _build(config, backbone, num_classes: int) -> FasterRCNNDetector:
     return FasterRCNNDetector(build_neck(backbone, config.model.neck), config.model.head, num_classes)
 
 
-def _neck_problems(model) -> Problems:
+def neck_problems(model) -> Problems:
     """A neck without SSD's extra blocks, and one anchor-size list per feature level, all of one length (one RPN
     head is shared by every level)."""
     head, neck = model.head, model.neck
@@ -69,4 +72,4 @@ def _neck_problems(model) -> Problems:
     return problems
 
 
-register_head(HeadSpec("faster_rcnn", FasterRCNNHead, _build, neck_problems=_neck_problems, tta_scales=True))
+register_head(HeadSpec("faster_rcnn", FasterRCNNHead, _build, neck_problems=neck_problems, tta_scales=True))

@@ -1,0 +1,212 @@
+"""Instance segmentation: detection (detect.py) whose every box also has a mask. COCO mask (segm) and box mAP;
+`results.json` with RLE masks, `detections.csv` per instance, `instances.csv` per image and overlays; masks on
+video with track ids; a one-image ONNX graph with a masks output."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from torch import nn
+
+from cvpipe.config import INSTANCE_STATS, PipelineConfig
+from cvpipe.data.augment import build_augment, uses_mosaic
+from cvpipe.data.formats.coco import to_coco
+from cvpipe.data.records import Dataset
+from cvpipe.data.samples import InstanceSamples
+from cvpipe.engine.inference import detect
+from cvpipe.io.images import write_image, write_text
+from cvpipe.metrics.coco import InstanceMetrics, detections_to_results, evaluate_coco
+from cvpipe.tasks import register_task
+from cvpipe.tasks.base import Batches, FrameJob, PredictJob
+from cvpipe.tasks.detect import DetectTask, rounded
+from cvpipe.viz.draw import draw_sample
+
+
+class OneImageInstances(nn.Module):
+    """An instance model's `[{boxes, scores, labels, masks}]` for one image as a tuple, which ONNX outputs need."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model([image])[0]
+        return out["boxes"], out["scores"], out["labels"], out["masks"]
+
+
+def binary_masks(det: dict, thresh: float) -> np.ndarray:
+    """A detection's mask probabilities [K, 1, H, W] → uint8 [K, H, W], in where probability ≥ `thresh`."""
+    return (det["masks"][:, 0] >= thresh).numpy().astype(np.uint8)
+
+
+def encode(masks: np.ndarray) -> list[dict]:
+    """uint8 [K, H, W] masks → COCO compressed RLE ({size, counts} with counts as text, as JSON holds it)."""
+    if not len(masks):
+        return []
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
+    return [{"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in rles]
+
+
+def decode(rles: list[dict], height: int, width: int) -> np.ndarray:
+    if not rles:
+        return np.zeros((0, height, width), np.uint8)
+    return mask_utils.decode([{**r, "counts": r["counts"].encode("ascii")} for r in rles]).transpose(2, 0, 1)
+
+
+def mask_results(entries: list[dict], image_ids: list[int]) -> list[dict]:
+    """Per-image `{masks (RLE), scores, labels}` → COCO segm results (no `bbox`, so the evaluators take each
+    result's area from its mask, as detectron2 writes them for segm)."""
+    return [{"image_id": int(image_id), "category_id": int(label) + 1, "segmentation": rle, "score": round(float(s), 5)}
+            for entry, image_id in zip(entries, image_ids)
+            for rle, s, label in zip(entry["masks"], entry["scores"], entry["labels"])]
+
+
+def _write_overlay(path: Path, image: torch.Tensor, boxes, labels, classes, scores, rles) -> None:
+    masks = list(decode(rles, image.shape[1], image.shape[2]))
+    write_image(path, draw_sample(image.permute(1, 2, 0).numpy(), boxes, labels, classes, masks=masks, scores=scores))
+
+
+class InstanceTask(DetectTask):
+    name = "instance"
+    description = "instance segmentation"
+    tta = False  # views of masks are not fused (yet): `validate` says so where tta.enabled
+    stats = INSTANCE_STATS
+    counted = "instances"
+    export_outputs = ("boxes", "scores", "labels", "masks")
+    eval_files = "mask and box results (COCO) and ground truth"
+
+    def settle(self, config: PipelineConfig) -> list[tuple[tuple, str]]:
+        problems = super().settle(config)
+        try:
+            mosaic = uses_mosaic(build_augment(config.augment, "train"))
+        except ValueError:  # an entry albumentations refuses: the augmentation check reports it
+            mosaic = False
+        if mosaic:
+            problems.append((("augment", "train"), "Mosaic cannot carry instance masks; remove it from this pipeline"))
+        return problems
+
+    def samples(self, config: PipelineConfig, dataset: Dataset, transform) -> InstanceSamples:
+        return InstanceSamples(dataset, transform)
+
+    def _found(self, model, images, config: PipelineConfig, device, conf: float = 0.0) -> list[dict]:
+        """Each image's instances scoring at least `conf`: boxes, scores, labels as numpy, masks as RLE."""
+        found = []
+        for det in detect(model, images, device, amp=config.train.amp) if images else []:
+            keep = det["scores"] >= conf
+            masks = binary_masks({"masks": det["masks"][keep]}, config.model.head.mask_thresh)
+            found.append({"boxes": det["boxes"][keep].numpy(), "scores": det["scores"][keep].numpy(),
+                          "labels": det["labels"][keep].numpy(), "masks": encode(masks),
+                          "areas": masks.reshape(len(masks), -1).sum(1).tolist()})
+        return found
+
+    def evaluate(self, model: nn.Module, config: PipelineConfig, dataset: Dataset, batches: Batches,
+                 device: torch.device, *, out_dir: Path | None, tta: bool) -> InstanceMetrics:
+        """COCO segm and bbox metrics; with `out_dir`, `val_annotations.json`, `val_segmentations.json` (segm
+        results) and `val_detections.json` (bbox results) there, for pycocotools alone to reproduce them."""
+        model.eval()
+        boxes, masks = [], []
+        for images, targets in batches:
+            found = self._found(model, images, config, device)
+            ids = [t["image_id"] for t in targets]
+            boxes += detections_to_results(found, ids)
+            masks += mask_results(found, ids)
+        gt = to_coco(dataset)
+        if out_dir is not None:
+            write_text(Path(out_dir) / "val_annotations.json", json.dumps(gt))
+            write_text(Path(out_dir) / "val_segmentations.json", json.dumps(masks))
+            write_text(Path(out_dir) / "val_detections.json", json.dumps(boxes))
+        mask_metrics = evaluate_coco(json.loads(json.dumps(gt)), masks, dataset.classes, evaluator=config.eval.coco,
+                                     iou_type="segm")
+        return InstanceMetrics.of(mask_metrics, evaluate_coco(gt, boxes, dataset.classes, evaluator=config.eval.coco))
+
+    def predict(self, model: nn.Module, images: list[torch.Tensor], names: list[str], job: PredictJob) -> list[dict]:
+        """Instances scoring at least `conf`, masks as RLE in the journal; overlays under images/."""
+        entries = []
+        for name, image, det in zip(names, images, self._found(model, images, job.config, job.device, job.conf)):
+            if job.save_images:
+                job.write(_write_overlay, job.out / "images" / name, image, det["boxes"], det["labels"], job.classes,
+                          det["scores"], det["masks"])
+            entries.append({"file": name, "width": int(image.shape[2]), "height": int(image.shape[1]),
+                            **rounded(det["boxes"], det["scores"]), "labels": det["labels"].tolist(),
+                            "masks": det["masks"], "areas": det["areas"]})
+        return entries
+
+    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> list[str]:
+        images, results = [], []
+        per_instance, per_image = io.StringIO(), io.StringIO()
+        instances, summary = csv.writer(per_instance), csv.writer(per_image)
+        instances.writerow(["file", "class", "score", "x1", "y1", "x2", "y2", "mask_area"])
+        summary.writerow(["file", "instances", "mask_area", "mask_fraction"])
+        for image_id, name, entry in finished:
+            images.append({"id": image_id, "file_name": name, "width": entry["width"], "height": entry["height"]})
+            boxes = detections_to_results([entry], [image_id])
+            for box, segm in zip(boxes, mask_results([entry], [image_id])):
+                results.append({**box, "segmentation": segm["segmentation"]})
+            for (x1, y1, x2, y2), score, label, area in zip(entry["boxes"], entry["scores"], entry["labels"],
+                                                            entry["areas"]):
+                instances.writerow([name, classes[label], score, x1, y1, x2, y2, area])
+            # the union of the masks: overlapping instances count their shared pixels once
+            union = decode(entry["masks"], entry["height"], entry["width"]).any(0).sum() if entry["masks"] else 0
+            summary.writerow([name, len(entry["boxes"]), int(union), round(union / (entry["width"] * entry["height"]), 5)])
+        categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
+        write_text(out / "results.json", json.dumps(results))
+        write_text(out / "images.json", json.dumps({"images": images, "categories": categories}))
+        write_text(out / "detections.csv", per_instance.getvalue())
+        write_text(out / "instances.csv", per_image.getvalue())
+        return ["results.json (COCO results, RLE masks)", "images.json", "detections.csv", "instances.csv"]
+
+    def frame(self, model: nn.Module, image: np.ndarray, tensor: torch.Tensor, job: FrameJob) -> tuple[np.ndarray, dict]:
+        det = detect(model, [tensor], job.device, amp=job.config.train.amp)[0]
+        boxes, scores, labels = det["boxes"].numpy(), det["scores"].numpy(), det["labels"].numpy()
+        masks = binary_masks(det, job.config.model.head.mask_thresh)
+        ids = None
+        if job.tracker is not None:
+            tracked, scores, labels, ids = job.tracker.update(boxes, scores, labels)
+            masks = masks[_rows_of(tracked, boxes)]
+            boxes = tracked
+        else:
+            keep = scores >= job.conf
+            boxes, scores, labels, masks = boxes[keep], scores[keep], labels[keep], masks[keep]
+        record = {**rounded(boxes, scores), "labels": [job.classes[k] for k in labels],
+                  "mask_areas": masks.reshape(len(masks), -1).sum(1).tolist()}
+        if ids is not None:
+            record["track_id"] = ids.tolist()
+        return draw_sample(image, boxes, labels, job.classes, masks=list(masks), scores=scores, ids=ids), record
+
+    def export_graph(self, model: nn.Module) -> nn.Module:
+        return OneImageInstances(model).eval()
+
+    def export_difference(self, model: nn.Module, runtime, x: torch.Tensor) -> float:
+        """Scores, boxes and mask probabilities compared when both found the same number of instances, else
+        infinity."""
+        worst = super().export_difference(model, runtime, x)
+        ours, theirs = model([x])[0], runtime([x])[0]
+        if worst == float("inf") or not len(ours["scores"]):
+            return worst
+        return max(worst, (ours["masks"] - theirs["masks"]).abs().max().item())
+
+    def run_exported(self, session_run, images) -> list[dict]:
+        detections = []
+        for image in images:
+            boxes, scores, labels, masks = session_run(image.detach().cpu().float().numpy())
+            detections.append({"boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(scores),
+                               "labels": torch.from_numpy(labels), "masks": torch.from_numpy(masks)})
+        return detections
+
+
+def _rows_of(subset: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Where each box of `subset` is among `boxes`: the tracker returns the detections it keeps unchanged, so
+    their masks are found again by their boxes."""
+    if not len(subset):
+        return np.zeros(0, np.int64)
+    same = (subset[:, None, :] == boxes[None, :, :].astype(subset.dtype)).all(2)
+    return same.argmax(1)
+
+
+register_task(InstanceTask())
