@@ -31,7 +31,7 @@ PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "nuclei_mask_rcnn
 
 
 def without_masks(mask_model: torch.nn.Module, config) -> torch.nn.Module:
-    """A Faster R-CNN holding the Mask R-CNN's weights except the mask branch's."""
+    """A Faster R-CNN holding the Mask R-CNN's weights except the mask branch's, in the same memory layout."""
     box_config = config.model_copy(deep=True)
     fields = {k: v for k, v in config.model.head.model_dump().items() if k in FasterRCNNHead.model_fields}
     box_config.model.head = FasterRCNNHead(**{**fields, "name": "faster_rcnn"})
@@ -39,6 +39,8 @@ def without_masks(mask_model: torch.nn.Module, config) -> torch.nn.Module:
     state = {k: v for k, v in mask_model.state_dict().items() if ".mask_" not in k}
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not missing and not unexpected, (missing, unexpected)
+    if config.train.channels_last:  # as load_trained prepares the Mask R-CNN for inference
+        model = model.to(memory_format=torch.channels_last)
     return model.eval()
 
 

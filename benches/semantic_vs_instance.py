@@ -123,11 +123,11 @@ def main() -> None:
 
     in_pairs = {k for pair in touching_pairs(truth) for k in pair}
     panels = [painted(image, truth, in_pairs), painted(image, fcn_instances), painted(image, mask_instances)]
-    picture = np.concatenate([np.pad(p, ((24, 0), (0, 8)), constant_values=32) for p in panels], 1)
+    picture = np.concatenate([np.pad(p, ((24, 0), (0, 8), (0, 0)), constant_values=32) for p in panels], 1)
     for k, title in enumerate(("truth", "FCN", "Mask R-CNN")):
         cv2.putText(picture, title, (k * (record.width + 8) + 4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255),
                     1, cv2.LINE_AA)
-    write_image(PICTURE, cv2.resize(picture, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST))
+    write_image(PICTURE, picture)
     path = save_results("semantic_vs_instance", {"rows": rows, "ratio_separated": ratio, "conf": args.conf})
     print(f"→ {path}, {PICTURE}")
 

@@ -266,3 +266,21 @@ def test_validate_refuses_what_masks_cannot_do(tmp_path):
         load_pipeline(write_pipeline(tmp_path / "mosaic.yaml", text))
     with pytest.raises(ConfigError, match="head 'mask_rcnn' does not do task 'detect'.*faster_rcnn"):
         load_pipeline(path, ["task=detect"])
+
+
+def test_an_image_of_background_only_is_a_sample_and_boxes_without_masks_are_refused(tmp_path):
+    from cvpipe.data.records import Dataset, Record
+    from cvpipe.errors import DataError
+    from cvpipe.tasks import get_task
+
+    write_image(tmp_path / "empty.png", np.zeros((20, 30, 3), np.uint8))
+    empty = Record(path=tmp_path / "empty.png", file_name="empty.png", image_id=0, width=30, height=20)
+    plain = A.Compose([A.NoOp()], bbox_params=A.BboxParams("pascal_voc", label_fields=["labels", "indices"]))
+    _, target = InstanceSamples(Dataset(tmp_path, "train", ["cell"], [empty]), plain)[0]
+    assert target["masks"].shape == (0, 20, 30) and target["boxes"].shape == (0, 4)
+    boxed = Record(path=tmp_path / "empty.png", file_name="empty.png", image_id=1, width=30, height=20,
+                   boxes=np.array([[2, 2, 9, 9]], np.float32), labels=np.zeros(1, np.int64))
+    config = load_pipeline(mask_rcnn_pipeline(tmp_path))
+    config.data.format = "voc"
+    with pytest.raises(DataError, match="gives boxes but no instance masks.*instance_masks"):
+        get_task("instance").samples(config, Dataset(tmp_path, "train", ["cell"], [empty, boxed]), plain)

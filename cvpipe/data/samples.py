@@ -94,7 +94,10 @@ class InstanceSamples(SplitSamples):
     def item(self, i: int) -> tuple[torch.Tensor, dict]:
         sample = self.dataset.sample(i)
         if "masks" not in sample:
-            raise DataError(f"{sample['path']}: no instance masks (COCO `segmentation` or an instance-mask PNG)")
+            if len(sample["boxes"]):
+                raise DataError(f"{sample['path']}: its objects have no instance masks (every COCO annotation of the "
+                                "image needs a `segmentation`)")
+            sample["masks"] = []  # an image of background only
         height, width = sample["image"].shape[:2]
         if any(m.shape != (height, width) for m in sample["masks"]):
             raise DataError(f"{sample['path']}: an instance mask's size differs from the image's {width}×{height}")

@@ -20,6 +20,7 @@ from cvpipe.data.formats.coco import to_coco
 from cvpipe.data.records import Dataset
 from cvpipe.data.samples import InstanceSamples
 from cvpipe.engine.inference import detect
+from cvpipe.errors import DataError
 from cvpipe.io.images import write_image, write_text
 from cvpipe.metrics.coco import InstanceMetrics, detections_to_results, evaluate_coco
 from cvpipe.tasks import register_task
@@ -92,6 +93,10 @@ class InstanceTask(DetectTask):
         return problems
 
     def samples(self, config: PipelineConfig, dataset: Dataset, transform) -> InstanceSamples:
+        if any(len(r.boxes) for r in dataset.records) and all(r.segmentations is None for r in dataset.records):
+            raise DataError(f"{dataset.root} ({dataset.split}): data.format {config.data.format} gives boxes but no "
+                            "instance masks; instance segmentation needs COCO polygons or RLE (data.format: coco) or "
+                            "instance-mask PNGs (data.format: instance_masks)")
         return InstanceSamples(dataset, transform)
 
     def _found(self, model, images, config: PipelineConfig, device, conf: float = 0.0) -> list[dict]:
