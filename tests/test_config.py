@@ -62,7 +62,7 @@ def test_every_problem_reported_with_file_line_and_path(tmp_path):
     )
     got = problems_of(path)
     assert f"{path}:10: model.backbone.freeze: expected int 0..5, got \"all\"" in got
-    assert f"{path}:4: data.format: expected one of coco | voc | yolo | folders | masks | images, got \"vok\"; did you mean \"voc\"?" in got
+    assert f"{path}:4: data.format: expected one of coco | voc | yolo | folders | masks | instance_masks | images, got \"vok\"; did you mean \"voc\"?" in got
     assert f"{path}:6: data.clases: unknown key \"clases\"; did you mean \"classes\"?" in got
     assert f"{path}:11: model.backbone.out_indices[2]: expected int 0..5, got 9" in got
     assert f"{path}:14: model.head.anchor_sizes[1][0]: expected int >0, got -48" in got

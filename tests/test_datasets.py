@@ -37,9 +37,14 @@ def test_treecrowns_splits_tiles_and_boxes():
 
 @pytest.mark.assets
 def test_instance_mask_datasets_decode():
-    nuclei = read_dataset(fetch_dataset("nuclei", REPO / "data"), "coco", "train")
-    sample = nuclei.sample(0)
-    assert len(sample["masks"]) == len(sample["boxes"]) == 125 and sample["image"].shape == (512, 512, 3)
+    root = fetch_dataset("nuclei", REPO / "data")
+    train, val = (read_dataset(root, "coco", split) for split in ("train", "val"))
+    assert len(train) == 6 and all((r.width, r.height) == (256, 256) for r in train.records)
+    sample = val.sample(0)  # the held-out right quarter: 30 of the 125 nuclei, some cut by the x = 384 line
+    assert len(sample["masks"]) == len(sample["boxes"]) == 30 and sample["image"].shape == (512, 128, 3)
+    for m, (x1, y1, x2, y2) in zip(sample["masks"], sample["boxes"]):
+        ys, xs = np.nonzero(m)
+        assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x1, y1, x2, y2)
     voc = read_dataset(fetch_dataset("voc-sample", REPO / "data"), "coco", "train")
     sample = voc.sample(0)
     assert len(sample["masks"]) == 19 and "person" in voc.classes
