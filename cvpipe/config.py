@@ -307,6 +307,24 @@ class TTAConfig(Strict):
     iou: Annotated[float, Field(gt=0, le=1)] | None = None
 
 
+class TilingConfig(Strict):
+    """Large images in slices (engine/slicing.py): `predict` and `eval` run overlapping slices in batches, map the
+    boxes back and merge them across the seams; training cuts random windows from images larger than a slice."""
+
+    # auto: slice the images whose longer side is more than `auto_above` slices long; always; never
+    mode: Literal["auto", "always", "never"] = "auto"
+    size: Annotated[int, Field(ge=32)] | None = None  # slice side in pixels; None: the head's input size
+    overlap: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.2  # share of a slice its neighbour also covers
+    auto_above: Annotated[float, Field(ge=1.0)] = 4.0
+    batch: Annotated[int, Field(ge=1)] = 8  # slices per forward pass
+    merge: Literal["nms", "nmm", "wbf"] = "nms"  # nmm: non-maximum merging (a box absorbs those it overlaps)
+    # ios (intersection over the smaller box) also merges a box a seam cut with the whole one; iou: classic
+    match: Literal["ios", "iou"] = "ios"
+    iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5  # boxes of one class matching this much are one object
+    min_visible: Annotated[float, Field(ge=0.0, le=1.0)] = 0.4  # training windows: a cut box keeps this share or goes
+    empty_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1  # training windows without objects kept (others redrawn)
+
+
 class VideoConfig(Strict):
     """`cvpipe video`: tracking and how long a dropped live stream is retried."""
 
@@ -327,6 +345,7 @@ class PipelineConfig(Strict):
     output: OutputConfig
     video: VideoConfig = VideoConfig()
     tta: TTAConfig = TTAConfig()
+    tiling: TilingConfig = TilingConfig()
     # where it came from, for FILE:LINE messages about problems found after loading (require_data)
     _source: str = PrivateAttr(default="pipeline")
     _lines: dict = PrivateAttr(default_factory=dict)

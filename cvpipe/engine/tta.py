@@ -22,6 +22,7 @@ from torchvision.transforms.v2 import functional as F
 
 from cvpipe.config import PipelineConfig, TTAConfig
 from cvpipe.engine.inference import detect
+from cvpipe.engine.slicing import detect_sliced, slices_needed
 from cvpipe.errors import ConfigError
 
 # (mirror left-right first, then this many counter-clockwise quarter turns)
@@ -93,11 +94,19 @@ def describe(tta: TTAConfig) -> str:
 
 def detect_pipeline(model: nn.Module, images: list[torch.Tensor], device: torch.device, config: PipelineConfig, *,
                     augment: bool) -> list[dict]:
-    """What `eval` and `predict` run: `detect`, or with `augment` and `tta.enabled` every view fused."""
-    if augment and config.tta.enabled:
-        return detect_augmented(model, images, device, config.tta, amp=config.train.amp,
-                                max_detections=config.model.head.detections_per_img)
-    return detect(model, images, device, amp=config.train.amp)
+    """What `eval` and `predict` run: `detect`, or with `augment` and `tta.enabled` every view fused; an image
+    larger than `tiling:` allows goes through in slices (engine/slicing.py), each slice seen that way."""
+    def run(batch: list[torch.Tensor]) -> list[dict]:
+        if augment and config.tta.enabled:
+            return detect_augmented(model, batch, device, config.tta, amp=config.train.amp,
+                                    max_detections=config.model.head.detections_per_img)
+        return detect(model, batch, device, amp=config.train.amp)
+
+    sizes = [slices_needed(config, *image.shape[-2:]) for image in images]
+    whole = [image for image, size in zip(images, sizes) if size is None]
+    found = iter(run(whole) if whole else [])
+    return [next(found) if size is None else detect_sliced(run, image, size, config.tiling)
+            for image, size in zip(images, sizes)]
 
 
 def detect_augmented(model: nn.Module, images: list[torch.Tensor], device: torch.device, tta: TTAConfig, *,

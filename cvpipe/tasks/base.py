@@ -66,6 +66,7 @@ class Task(ABC):
     eval_files: ClassVar[str] = ""  # what `eval --json` writes beside the metrics, for the console
     description: ClassVar[str]  # "detection": for messages
     tta: ClassVar[bool] = False  # test-time augmentation (`tta:`) applies
+    tiles: ClassVar[bool] = False  # `tiling:` applies (large images in slices, engine/slicing.py)
 
     def settle(self, config: PipelineConfig) -> list[tuple[tuple, str]]:
         """Settle a loaded pipeline's task-dependent defaults (`eval.best: auto` is the first stat) and report what
@@ -77,6 +78,10 @@ class Task(ABC):
             with_tta = " and ".join(task.description for task in tasks().values() if task.tta)
             problems.append((("tta", "enabled"), f"test-time augmentation is for {with_tta} pipelines; this one is "
                              f"{config.task!r}"))
+        if config.tiling.mode == "always" and not self.tiles:
+            with_tiling = " and ".join(task.description for task in tasks().values() if task.tiles)
+            problems.append((("tiling", "mode"), f"slicing large images is for {with_tiling} pipelines; this one is "
+                             f"{config.task!r} (tiling.mode: never or auto)"))
         if config.eval.best == "auto":
             config.eval.best = self.stats[0]
         elif config.eval.best not in self.stats:

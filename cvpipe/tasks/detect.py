@@ -44,14 +44,25 @@ def rounded(boxes: np.ndarray, scores: np.ndarray) -> dict[str, list]:
             "scores": np.round(scores.astype(np.float64), 5).tolist()}
 
 
+ANNOTATED_MAX_SIDE = 4096  # annotated copies of larger images are downscaled to this (a 10,000² PNG helps no one)
+
+
 def _write_annotated(path: Path, image: torch.Tensor, boxes, labels, classes: list[str], scores) -> None:
-    write_image(path, draw_sample(image.permute(1, 2, 0).numpy(), boxes, labels, classes, scores=scores))
+    picture = image.permute(1, 2, 0).numpy()
+    scale = min(1.0, ANNOTATED_MAX_SIDE / max(picture.shape[:2]))
+    if scale < 1.0:
+        import cv2
+
+        picture = cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        boxes = boxes * scale
+    write_image(path, draw_sample(picture, boxes, labels, classes, scores=scores))
 
 
 class DetectTask(Task):
     name = "detect"
     description = "detection"
     tta = True
+    tiles = True
     stats = COCO_STATS
     counted = "detections"
     eval_transform = False  # detectors resize inside the model (SSD and YOLO in uint8 before it)

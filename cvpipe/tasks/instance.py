@@ -77,6 +77,7 @@ class InstanceTask(DetectTask):
     name = "instance"
     description = "instance segmentation"
     tta = False  # views of masks are not fused (yet): `validate` says so where tta.enabled
+    tiles = False  # nor are masks merged across slices (yet): images go through whole
     stats = INSTANCE_STATS
     counted = "instances"
     export_outputs = ("boxes", "scores", "labels", "masks")

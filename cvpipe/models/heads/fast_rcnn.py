@@ -109,4 +109,4 @@ def _neck_problems(model) -> Problems:
 
 
 register_head(HeadSpec("fast_rcnn", FastRCNNHead, _build, neck_problems=_neck_problems, tta_scales=True,
-                       exportable=False, why_not_exportable=NOT_EXPORTABLE))
+                       exportable=False, why_not_exportable=NOT_EXPORTABLE, input_size=lambda head: head.min_size))

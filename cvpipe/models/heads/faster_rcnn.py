@@ -72,4 +72,5 @@ def neck_problems(model) -> Problems:
     return problems
 
 
-register_head(HeadSpec("faster_rcnn", FasterRCNNHead, _build, neck_problems=neck_problems, tta_scales=True))
+register_head(HeadSpec("faster_rcnn", FasterRCNNHead, _build, neck_problems=neck_problems, tta_scales=True,
+                       input_size=lambda head: head.min_size))

@@ -38,4 +38,4 @@ def _build(config, backbone, num_classes: int) -> MaskRCNNDetector:
     return MaskRCNNDetector(build_neck(backbone, config.model.neck), config.model.head, num_classes)
 
 
-register_head(HeadSpec("mask_rcnn", MaskRCNNHead, _build, neck_problems=neck_problems))
+register_head(HeadSpec("mask_rcnn", MaskRCNNHead, _build, neck_problems=neck_problems, input_size=lambda head: head.min_size))

@@ -28,6 +28,8 @@ class HeadSpec:
     tta_scales: bool = False  # takes test-time views at other input sizes
     uses_backbone: bool = True  # false: the head is its own network (fast style transfer)
     why_not_exportable: str = ""
+    # (head settings) → the side of the images it sees, in pixels: the default slice size of `tiling:`
+    input_size: Callable[..., int] | None = None
 
     @property
     def task(self) -> str:

@@ -233,4 +233,5 @@ def _neck_problems(model) -> Problems:
     return problems
 
 
-register_head(HeadSpec("ssd", SSDHead, _build, neck_problems=_neck_problems, compilable=True))
+register_head(HeadSpec("ssd", SSDHead, _build, neck_problems=_neck_problems, compilable=True,
+                       input_size=lambda head: head.size))

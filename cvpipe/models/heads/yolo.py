@@ -190,4 +190,5 @@ def _build(config, backbone, num_classes: int) -> YOLODetector:
     return YOLODetector(build_neck(backbone, config.model.neck), config.model.head, num_classes)
 
 
-register_head(HeadSpec("yolo", YOLOHead, _build, neck_problems=needs_pyramid_or_none, compilable=True))
+register_head(HeadSpec("yolo", YOLOHead, _build, neck_problems=needs_pyramid_or_none, compilable=True,
+                       input_size=lambda head: head.size))

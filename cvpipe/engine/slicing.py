@@ -1,0 +1,139 @@
+"""Sliced inference for large images (`tiling:`): overlapping slices run through the detector in batches, their
+boxes are shifted back into the image and merged across the seams.
+
+A slice holds at most `tiling.batch` slices' pixels at a time besides the image itself, so memory follows the
+slice size, not the image's. Merging: NMS or non-maximum merging (NMM, SAHI's default: the best box absorbs the
+boxes it matches and grows to their union), matched by IoS (intersection over the smaller box, so the part of an
+object a seam cut matches the whole object the next slice saw) or IoU; or weighted boxes fusion (ensemble-boxes,
+IoU only). NMM is written here: torchvision has NMS but no merging, and SAHI's would bring its dependencies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torchvision.ops import batched_nms, box_area, box_iou
+
+from cvpipe.config import PipelineConfig, TilingConfig
+from cvpipe.data.tiling import tile_starts
+from cvpipe.models.heads.registry import head_spec
+
+Detector = Callable[[list[torch.Tensor]], list[dict]]  # uint8 CHW images → their detections (engine.inference)
+
+
+def slice_size(config: PipelineConfig) -> int | None:
+    """The slice side: `tiling.size`, else the head's input size (None where the head has none)."""
+    if config.tiling.size is not None:
+        return config.tiling.size
+    input_size = head_spec(config.model.head.name).input_size
+    return input_size(config.model.head) if input_size else None
+
+
+def slices_needed(config: PipelineConfig, height: int, width: int) -> int | None:
+    """The slice side for an image of this size, or None where it goes through whole."""
+    tiling = config.tiling
+    size = slice_size(config)
+    if tiling.mode == "never" or size is None or max(height, width) <= size:
+        return None
+    if tiling.mode == "auto" and max(height, width) <= tiling.auto_above * size:
+        return None
+    return size
+
+
+def slice_origins(height: int, width: int, size: int, overlap: float) -> list[tuple[int, int]]:
+    """(x0, y0) of every slice: steps of size × (1 − overlap), the last row and column flush with the edges."""
+    step_overlap = min(size - 1, round(size * overlap))
+    return [(x, y) for y in tile_starts(height, size, step_overlap) for x in tile_starts(width, size, step_overlap)]
+
+
+def detect_sliced(detector: Detector, image: torch.Tensor, size: int, tiling: TilingConfig) -> dict:
+    """Detections over the whole image (CHW uint8) from its slices, `tiling.batch` slices per call."""
+    height, width = image.shape[-2:]
+    origins = slice_origins(height, width, size, tiling.overlap)
+    found = []
+    for start in range(0, len(origins), tiling.batch):
+        batch = origins[start:start + tiling.batch]
+        crops = [image[:, y:y + size, x:x + size] for x, y in batch]
+        for (x, y), det in zip(batch, detector(crops)):
+            found.append({**det, "boxes": det["boxes"].reshape(-1, 4) + torch.tensor([x, y, x, y], dtype=torch.float32)})
+    return merge(found, origins, size, tiling, (height, width))
+
+
+def merge(found: list[dict], origins: list[tuple[int, int]], size: int, tiling: TilingConfig,
+          image_size: tuple[int, int]) -> dict:
+    """One detection per object from each slice's detections (boxes in image pixels), best first."""
+    boxes = torch.cat([d["boxes"] for d in found]).reshape(-1, 4)
+    scores = torch.cat([d["scores"] for d in found])
+    labels = torch.cat([d["labels"] for d in found])
+    if tiling.merge == "wbf":
+        return _wbf(boxes, scores, labels, tiling.iou, image_size)
+    if tiling.merge == "nms" and tiling.match == "iou":
+        keep = batched_nms(boxes, scores, labels, tiling.iou)
+        return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+    return _greedy(boxes, scores, labels, _seam_matches(found, origins, size, tiling), tiling.merge == "nmm")
+
+
+def _wbf(boxes, scores, labels, iou: float, image_size: tuple[int, int]) -> dict:
+    """Weighted boxes fusion of all slices' boxes as one set (ensemble-boxes)."""
+    from ensemble_boxes import weighted_boxes_fusion
+
+    height, width = image_size
+    scale = np.array([width, height, width, height], np.float64)
+    fused, fused_scores, fused_labels = weighted_boxes_fusion(
+        [(boxes.double().numpy() / scale).clip(0, 1)], [scores.double().numpy()], [labels.numpy()],
+        iou_thr=iou, skip_box_thr=0.0)
+    order = np.argsort(-fused_scores, kind="stable")
+    return {"boxes": torch.from_numpy(fused[order] * scale).float(),
+            "scores": torch.from_numpy(fused_scores[order]).float(), "labels": torch.from_numpy(fused_labels[order]).long()}
+
+
+def overlap_matrix(a: torch.Tensor, b: torch.Tensor, match: str) -> torch.Tensor:
+    if match == "iou":
+        return box_iou(a, b)
+    lt = torch.max(a[:, None, :2], b[None, :, :2])
+    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(2)
+    smaller = torch.min(box_area(a)[:, None], box_area(b)[None, :]).clamp(min=1e-9)
+    return inter / smaller
+
+
+def _seam_matches(found: list[dict], origins: list[tuple[int, int]], size: int, tiling: TilingConfig) -> list[list[int]]:
+    """For every box (in `found` order), the boxes of the same class in the slices overlapping its own that match it.
+    Only overlapping slices are compared (one slice's own duplicates its detector's NMS removed), so the work and
+    memory follow the number of slices, not its square."""
+    offsets = np.cumsum([0] + [len(d["scores"]) for d in found])
+    matches: list[list[int]] = [[] for _ in range(offsets[-1])]
+    for s, (xs, ys) in enumerate(origins):
+        for t in range(s + 1, len(origins)):
+            xt, yt = origins[t]
+            if abs(xs - xt) >= size or abs(ys - yt) >= size or not len(found[s]["scores"]) or not len(found[t]["scores"]):
+                continue
+            a, b = found[s], found[t]
+            hit = (overlap_matrix(a["boxes"], b["boxes"], tiling.match) >= tiling.iou) & (a["labels"][:, None] == b["labels"][None, :])
+            for i, j in hit.nonzero().tolist():
+                matches[offsets[s] + i].append(offsets[t] + j)
+                matches[offsets[t] + j].append(offsets[s] + i)
+    return matches
+
+
+def _greedy(boxes, scores, labels, matches: list[list[int]], merge_boxes: bool) -> dict:
+    """Best box first; the boxes it matches are dropped (NMS) or merged into it (NMM: its box grows to their
+    union, its score stays the best)."""
+    order = torch.argsort(scores, descending=True, stable=True).tolist()
+    alive = np.ones(len(order), bool)
+    kept, merged = [], []
+    for i in order:
+        if not alive[i]:
+            continue
+        alive[i] = False
+        group = [j for j in matches[i] if alive[j]]
+        alive[group] = False
+        kept.append(i)
+        if merge_boxes:
+            members = boxes[[i, *group]]
+            merged.append(torch.cat([members[:, :2].min(0).values, members[:, 2:].max(0).values]))
+    index = torch.tensor(kept, dtype=torch.long)
+    out = torch.stack(merged) if merged else boxes[index].reshape(-1, 4)
+    return {"boxes": out, "scores": scores[index], "labels": labels[index]}

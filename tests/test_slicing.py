@@ -1,0 +1,150 @@
+"""Sliced inference for large images (`tiling:`, engine/slicing.py): slices cover the image, batches stay within
+`tiling.batch`, objects straddling seams are found exactly once by every merge, and `predict` slices a large
+image by default with the head's input size."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cvpipe.config import TilingConfig
+from cvpipe.engine.inference import detect
+from cvpipe.engine.runtime import inference_model
+from cvpipe.engine.slicing import detect_sliced, merge, slice_origins, slices_needed
+from cvpipe.errors import ConfigError
+from cvpipe.io.images import read_image, write_image
+from cvpipe.loading import load_pipeline
+from cvpipe.pipeline import Pipeline
+
+from .conftest import REPO, shapes_pipeline_file
+from .test_engine import PIPELINE as FASTER_RCNN
+
+
+def test_slices_cover_the_image_with_the_last_row_and_column_flush():
+    origins = slice_origins(1000, 700, 400, 0.2)  # steps of 320
+    assert sorted({x for x, _ in origins}) == [0, 300] and sorted({y for _, y in origins}) == [0, 320, 600]
+    assert len(origins) == 6
+    assert slice_origins(300, 300, 400, 0.2) == [(0, 0)]
+
+
+class OracleDetector:
+    """Sees the true objects: in each slice, the part of every object inside it (boxes cut by the slice edge are
+    what a detector finds there), with the object's own score. Counts the slices per call."""
+
+    def __init__(self, objects: np.ndarray, scores: np.ndarray, origins_of):
+        self.objects, self.scores, self.origins_of, self.calls = objects, scores, origins_of, []
+
+    def __call__(self, crops: list[torch.Tensor]) -> list[dict]:
+        self.calls.append(len(crops))
+        out = []
+        for crop in crops:
+            x, y = self.origins_of(crop)
+            h, w = crop.shape[-2:]
+            shifted = self.objects - np.array([x, y, x, y], np.float32)
+            clipped = np.stack([shifted[:, 0].clip(0, w), shifted[:, 1].clip(0, h), shifted[:, 2].clip(0, w),
+                                shifted[:, 3].clip(0, h)], 1)
+            area = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+            seen = area >= 16  # a sliver of an object is not found
+            out.append({"boxes": torch.from_numpy(clipped[seen]), "scores": torch.from_numpy(self.scores[seen]),
+                        "labels": torch.zeros(int(seen.sum()), dtype=torch.long)})
+        return out
+
+
+def _scene():
+    """A 1000×700 image, slices of 400 (overlap 0.2: seams at x 300–400, y 320–400, 600–720); 20-px objects
+    laid on a grid so that many straddle a seam or sit in a corner where four slices overlap."""
+    objects = np.array([[x, y, x + 20, y + 20] for x in range(5, 680, 37) for y in range(5, 980, 41)], np.float32)
+    scores = np.linspace(0.99, 0.5, len(objects)).astype(np.float32)
+    image = torch.zeros(3, 1000, 700, dtype=torch.uint8)
+    # each crop is a view of the image: its storage offset gives its origin
+    def origins_of(crop):
+        offset = crop.storage_offset()
+        return offset % 700, offset // 700
+    return image, objects, scores, origins_of
+
+
+@pytest.mark.parametrize("merge_by", [("nms", "ios"), ("nmm", "ios")])
+def test_every_object_across_seams_is_found_exactly_once(merge_by):
+    image, objects, scores, origins_of = _scene()
+    detector = OracleDetector(objects, scores, origins_of)
+    tiling = TilingConfig(size=400, overlap=0.2, batch=4, merge=merge_by[0], match=merge_by[1], iou=0.5)
+    found = detect_sliced(detector, image, 400, tiling)
+    assert detector.calls == [4, 2]  # 6 slices, at most 4 a pass
+    assert len(found["boxes"]) == len(objects)
+    ious = _iou(found["boxes"].numpy(), objects)
+    best = ious.argmax(1)
+    assert sorted(best.tolist()) == list(range(len(objects)))  # one box per object, each object once
+    if merge_by[0] != "nms":  # merging restores the whole box from its cut parts
+        assert ious.max(1).min() > 0.99
+
+
+def test_nms_by_iou_keeps_a_seam_cut_part_beside_the_whole_object():
+    """Why IoS is the default: a box cut to 40 % at a seam overlaps the whole object by IoU 0.4."""
+    whole = {"boxes": torch.tensor([[300.0, 10, 350, 60]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}
+    part = {"boxes": torch.tensor([[300.0, 10, 320, 60]]), "scores": torch.tensor([0.6]), "labels": torch.tensor([0])}
+    for match, expected in (("iou", 2), ("ios", 1)):
+        tiling = TilingConfig(merge="nms", match=match, iou=0.5)
+        assert len(merge([whole, part], [(0, 0), (300, 0)], 400, tiling, (400, 800))["boxes"]) == expected
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clip(0).prod(2)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+def test_auto_slices_only_what_is_much_larger_than_the_head_sees(tmp_path):
+    config = load_pipeline(shapes_pipeline_file(tmp_path, FASTER_RCNN))  # faster_rcnn min_size 96
+    assert slices_needed(config, 300, 380) is None  # ≤ 4 × 96
+    assert slices_needed(config, 300, 400) == 96
+    config.tiling.mode = "never"
+    assert slices_needed(config, 3000, 4000) is None
+    config.tiling.mode, config.tiling.size = "always", 128
+    assert slices_needed(config, 100, 120) is None and slices_needed(config, 100, 200) == 128
+
+
+def test_tiling_is_refused_where_the_task_has_no_slices(tmp_path):
+    from .test_classify import colours_pipeline
+
+    with pytest.raises(ConfigError, match="slicing large images is for detection pipelines"):
+        load_pipeline(colours_pipeline(tmp_path), ["tiling.mode=always"])
+
+
+@pytest.mark.assets
+def test_predict_slices_a_mosaic_of_photos_into_the_photos_own_detections(tmp_path, photos, monkeypatch):
+    """Nine real photos at the SSD's 300 px, laid 3 × 3: slices of 300 with no overlap are exactly the photos, so
+    the sliced predict must give each photo's own detections, shifted to its cell; seen whole (900 px shrunk to
+    300) the same model finds fewer."""
+    import cv2
+
+    monkeypatch.chdir(REPO)
+    names = sorted(photos.glob("*.[jp][pn]g"))[:9]
+    cells = [cv2.resize(read_image(p), (300, 300), interpolation=cv2.INTER_AREA) for p in names]
+    cells += [np.zeros((300, 300, 3), np.uint8)] * (9 - len(cells))
+    mosaic = np.concatenate([np.concatenate(cells[r * 3:r * 3 + 3], 1) for r in range(3)], 0)
+    write_image(tmp_path / "big" / "mosaic.png", mosaic)
+    tiling = ["tiling.mode=always", "tiling.size=300", "tiling.overlap=0", "tiling.batch=4"]
+    pipeline = Pipeline.from_yaml("pipelines/coco_ssd_mobilenet_v2.yaml", [f"output.dir={tmp_path}", *tiling])
+    pipeline.predict(tmp_path / "big", tmp_path / "sliced", conf=0.3)
+    sliced = json.loads((tmp_path / "sliced" / "results.json").read_text())
+    model, _ = inference_model(pipeline.config, None, torch.device("cpu"), "pytorch")
+    expected = []
+    for k, cell in enumerate(cells):
+        det = detect(model, [torch.from_numpy(cell).permute(2, 0, 1)], torch.device("cpu"))[0]
+        keep = det["scores"] >= 0.3
+        x, y = (k % 3) * 300, (k // 3) * 300
+        for box, label in zip(det["boxes"][keep].tolist(), det["labels"][keep].tolist()):
+            expected.append((label + 1, box[0] + x, box[1] + y, box[2] + x, box[3] + y))
+    got = [(r["category_id"], r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2], r["bbox"][1] + r["bbox"][3])
+           for r in sliced]
+    assert len(expected) >= 9 and len(got) == len(expected)
+    for label, *box in expected:  # results.json keeps boxes to 0.01 px
+        assert any(g[0] == label and np.abs(np.subtract(g[1:], box)).max() < 0.02 for g in got), (label, box)
+    pipeline.config.tiling.mode = "never"
+    pipeline.predict(tmp_path / "big", tmp_path / "whole", conf=0.3)
+    assert len(json.loads((tmp_path / "whole" / "results.json").read_text())) < len(expected)
