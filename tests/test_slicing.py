@@ -148,3 +148,66 @@ def test_predict_slices_a_mosaic_of_photos_into_the_photos_own_detections(tmp_pa
     pipeline.config.tiling.mode = "never"
     pipeline.predict(tmp_path / "big", tmp_path / "whole", conf=0.3)
     assert len(json.loads((tmp_path / "whole" / "results.json").read_text())) < len(expected)
+
+
+def test_a_scene_of_more_than_100_objects_is_scored_on_all_of_them():
+    """COCO's maxDets 100 would cap recall at 100/150 here; both evaluators agree on the raised cap."""
+    import copy
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from cvpipe.metrics.coco import evaluate_coco
+
+    boxes = [[x * 30.0, y * 30.0, 20.0, 20.0] for x in range(15) for y in range(10)]
+    gt = {"images": [{"id": 1, "width": 450, "height": 300}], "categories": [{"id": 1, "name": "tree"}],
+          "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "bbox": b, "area": 400.0, "iscrowd": 0}
+                          for k, b in enumerate(boxes)]}
+    results = [{"image_id": 1, "category_id": 1, "bbox": b, "score": 1 - k / 1000} for k, b in enumerate(boxes)]
+    for evaluator in ("faster", "pycocotools"):
+        metrics = evaluate_coco(copy.deepcopy(gt), copy.deepcopy(results), ["tree"], evaluator=evaluator)
+        assert metrics.stats["AP50"] == pytest.approx(1.0) and metrics.max_detections == 150
+        assert metrics.as_json()["max_detections"] == 150
+    coco = COCO()
+    coco.dataset = copy.deepcopy(gt)
+    coco.createIndex()
+    capped = COCOeval(coco, coco.loadRes(copy.deepcopy(results)), "bbox")
+    capped.evaluate(), capped.accumulate(), capped.summarize()
+    assert capped.stats[1] < 0.7  # what [1, 10, 100] reports for the same results
+
+
+def test_training_draws_windows_of_large_images_with_their_boxes(tmp_path):
+    from cvpipe.data.augment import build_augment
+    from cvpipe.data.records import Dataset, Record
+    from cvpipe.data.samples import WindowedDetectionSamples
+    from cvpipe.tasks import get_task
+
+    config = load_pipeline(shapes_pipeline_file(tmp_path, FASTER_RCNN), ["tiling.empty_share=0", "augment.train=[]"])
+    boxes = np.array([[x, y, x + 20, y + 20] for x in range(10, 580, 60) for y in range(10, 380, 60)], np.float32)
+    write_image(tmp_path / "big.png", np.full((400, 600, 3), 50, np.uint8))
+    big = Record(path=tmp_path / "big.png", file_name="big.png", image_id=0, width=600, height=400, boxes=boxes,
+                 labels=np.zeros(len(boxes), np.int64))
+    write_image(tmp_path / "small.png", np.full((90, 90, 3), 50, np.uint8))
+    small = Record(path=tmp_path / "small.png", file_name="small.png", image_id=1, width=90, height=90)
+    dataset = Dataset(tmp_path, "train", ["square", "disc"], [big, small])
+
+    def samples(seed):
+        return get_task("detect").samples(config, dataset, build_augment(config.augment, "train", seed=seed), train=True)
+
+    windows = samples(0)
+    assert isinstance(windows, WindowedDetectionSamples)
+    assert len(windows) == round(600 * 400 / 96**2) + 1  # the slices' worth of the big image; the small one whole
+    drawn = [windows[i] for i in range(len(windows) - 1)]
+    for image, target in drawn:
+        assert image.shape == (3, 96, 96) and len(target["boxes"])  # empty_share 0: every window holds objects
+        b = target["boxes"]
+        assert (b >= 0).all() and (b <= 96).all()
+        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        assert (area >= 0.4 * 400 - 1e-3).all()  # min_visible 0.4 of a 20 × 20 box
+    assert windows[len(windows) - 1][0].shape == (3, 90, 90)
+    again = samples(0)
+    assert all(torch.equal(a[1]["boxes"], again[i][1]["boxes"]) for i, a in enumerate(drawn))  # a resumed run replays
+    other = samples(1)
+    assert not all(torch.equal(a[1]["boxes"], other[i][1]["boxes"]) for i, a in enumerate(drawn))
+    plain = build_augment(config.augment, "eval")
+    assert type(get_task("detect").samples(config, dataset, plain, train=False)).__name__ == "DetectionSamples"

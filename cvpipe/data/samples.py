@@ -37,8 +37,12 @@ class SplitSamples(torch.utils.data.Dataset, ABC):
         try:
             return self.item(i)
         except PER_FILE_ERRORS as e:  # one bad file (or an augmentation its geometry breaks) is not the run's end
-            path = self.dataset.records[i].path
+            path = self.dataset.records[self.image_index(i)].path
             return ("skipped", f"{path}: {failure_reason(path, e)}")
+
+    def image_index(self, i: int) -> int:
+        """The dataset record sample `i` comes from."""
+        return i
 
     @abstractmethod
     def item(self, i: int) -> tuple[torch.Tensor, dict]:
@@ -62,7 +66,10 @@ class DetectionSamples(SplitSamples):
         return sample
 
     def item(self, i: int) -> tuple[torch.Tensor, dict]:
-        sample = apply_augment(self.transform, self._sample(i), self.mosaic_partners() if self.mosaic else None)
+        return self._augmented(self._sample(i))
+
+    def _augmented(self, sample: dict) -> tuple[torch.Tensor, dict]:
+        sample = apply_augment(self.transform, sample, self.mosaic_partners() if self.mosaic else None)
         target = {"boxes": torch.from_numpy(sample["boxes"]).reshape(-1, 4),
                   "labels": torch.from_numpy(sample["labels"]), "image_id": sample["image_id"]}
         if "proposals" in sample:
@@ -79,6 +86,55 @@ class DetectionSamples(SplitSamples):
             except PER_FILE_ERRORS:
                 continue
         return partners
+
+
+class WindowedDetectionSamples(DetectionSamples):
+    """Training on large images: each epoch, random `size` windows of them (as many per image as it has slices'
+    worth of pixels), drawn from the transform's seeded generator so a resumed run replays them. A box the window
+    cuts keeps at least `min_visible` of its area or is left out; a window without objects is kept with
+    probability `empty_share`, else drawn again (up to 10 times). Images `windowed` marks False go whole."""
+
+    TRIES = 10
+
+    def __init__(self, dataset: Dataset, transform, proposals=None, *, size: int, config, windowed: list[bool]):
+        super().__init__(dataset, transform, proposals)
+        self.size, self.config = size, config
+        self.windowed = windowed
+        self.windows = [i for i, r in enumerate(dataset.records)
+                        for _ in range(max(1, round(r.width * r.height / size**2)) if windowed[i] else 1)]
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def image_index(self, i: int) -> int:
+        return self.windows[i]
+
+    def item(self, i: int) -> tuple[torch.Tensor, dict]:
+        return self._augmented(self._sample(self.windows[i]))
+
+    def _sample(self, i: int) -> dict:
+        sample = super()._sample(i)
+        return self._window(sample) if self.windowed[i] else sample
+
+    def _window(self, sample: dict) -> dict:
+        from cvpipe.data.tiling import tile_boxes
+
+        rng = self.transform.random_generator
+        height, width = sample["image"].shape[:2]
+        for _ in range(self.TRIES):
+            x0 = int(rng.integers(0, max(width - self.size, 0) + 1))
+            y0 = int(rng.integers(0, max(height - self.size, 0) + 1))
+            boxes, kept = tile_boxes(sample["boxes"].reshape(-1, 4), x0, y0, self.size, self.config.min_visible)
+            if len(boxes) or rng.random() < self.config.empty_share:
+                break
+        crop = sample["image"][y0:y0 + self.size, x0:x0 + self.size]
+        h, w = crop.shape[:2]
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        out = {**sample, "image": np.ascontiguousarray(crop), "boxes": boxes, "labels": sample["labels"][kept]}
+        if "proposals" in sample:
+            out["proposals"] = tile_boxes(sample["proposals"].reshape(-1, 4), x0, y0, self.size, 0.0)[0]
+        return out
 
 
 def _boxes_only(sample: dict) -> dict:

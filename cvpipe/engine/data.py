@@ -65,12 +65,12 @@ def make_loader(config: PipelineConfig, dataset: Dataset, split: str, *, epoch: 
     transform = build_augment(config.augment, split, seed=seed + 7919 * rank if train else config.train.seed)
     generator = torch.Generator().manual_seed(seed)
     workers = loader_workers(config.train.workers)
-    data = get_task(config.task).samples(config, dataset, transform)
+    data = get_task(config.task).samples(config, dataset, transform, train=train)
     sampler = None
     if train and world > 1:
         sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=config.train.seed)
         sampler.set_epoch(epoch)
-    per_rank = len(dataset) // world
+    per_rank = len(data) // world  # samples: a split of large images trains on more windows than it has images
     return DataLoader(
         data, batch_size=config.train.batch_size if train else config.eval.batch_size,
         shuffle=train and sampler is None, sampler=sampler, drop_last=train and per_rank > config.train.batch_size,

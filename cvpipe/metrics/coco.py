@@ -29,9 +29,11 @@ class CocoMetrics:
     recall: np.ndarray = field(repr=False)  # 101 recall thresholds
     precision50: dict[str, np.ndarray] = field(repr=False)  # per class, precision at IoU 0.5 (all areas, 100 dets)
     summary: str = ""  # the evaluator's printed table
+    max_detections: int = 100  # COCOeval's last maxDets (max_detections)
 
     def as_json(self) -> dict:
-        return {**self.stats, "per_class": {name: {"AP": _finite(self.per_class[name]),
+        extra = {} if self.max_detections == 100 else {"max_detections": self.max_detections}
+        return {**self.stats, **extra, "per_class": {name: {"AP": _finite(self.per_class[name]),
                                                    "AP50": _finite(self.per_class_ap50[name])}
                                             for name in self.per_class}}
 
@@ -76,12 +78,25 @@ def coco_from_dict(gt: dict) -> COCO:
     return coco
 
 
-def _pycocotools(gt: dict, results: list[dict], iou_type: str) -> tuple[COCOeval, str]:
+def max_detections(gt: dict, results: list[dict]) -> int:
+    """COCOeval's last maxDets: COCO's 100, unless an image holds more than 100 objects (a whole aerial scene),
+    where 100 would cap recall below the objects' count; then every result of the fullest image counts."""
+    from collections import Counter
+
+    objects = Counter(a["image_id"] for a in gt.get("annotations", []))
+    if not objects or max(objects.values()) <= 100:
+        return 100
+    found = Counter(r["image_id"] for r in results)
+    return max(max(objects.values()), max(found.values(), default=0))
+
+
+def _pycocotools(gt: dict, results: list[dict], iou_type: str, max_dets: int) -> tuple[COCOeval, str]:
     coco_gt = coco_from_dict(gt)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         coco_dt = coco_gt.loadRes(results) if results else COCO()
         evaluator = COCOeval(coco_gt, coco_dt, iou_type)
+        evaluator.params.maxDets = [1, 10, max_dets]
         if not results:
             evaluator.params.imgIds = sorted(coco_gt.getImgIds())
         evaluator.evaluate()
@@ -90,7 +105,7 @@ def _pycocotools(gt: dict, results: list[dict], iou_type: str) -> tuple[COCOeval
     return evaluator, out.getvalue()
 
 
-def _faster(gt: dict, results: list[dict], iou_type: str):
+def _faster(gt: dict, results: list[dict], iou_type: str, max_dets: int):
     from faster_coco_eval import COCO as FasterCOCO
     from faster_coco_eval import COCOeval_faster
 
@@ -101,6 +116,7 @@ def _faster(gt: dict, results: list[dict], iou_type: str):
             result.setdefault("segmentation", [])
     coco_dt = coco_gt.loadRes(results) if results else FasterCOCO()  # adds `area` and `id` to them, as pycocotools
     evaluator = COCOeval_faster(coco_gt, coco_dt, iou_type, print_function=lines.append)
+    evaluator.params.maxDets = [1, 10, max_dets]
     if not results:
         evaluator.params.imgIds = sorted(coco_gt.getImgIds())
     evaluator.evaluate()
@@ -113,8 +129,10 @@ def evaluate_coco(gt: dict, results: list[dict], classes: list[str], *, evaluato
                   iou_type: str = "bbox") -> CocoMetrics:
     """COCOeval (iouType `bbox` or `segm`) on a COCO ground-truth dict and a results list, by `evaluator` (faster |
     pycocotools). Both add fields to the dicts they are given (`area`, `id`, `segmentation` to results; `_ignore`
-    to annotations)."""
-    evaluator, summary = (_faster if evaluator == "faster" else _pycocotools)(gt, results, iou_type)
+    to annotations). COCOeval's maxDets are [1, 10, `max_detections`]: [1, 10, 100] but for images of more than
+    100 objects; `AR100` is recall at that last value."""
+    max_dets = max_detections(gt, results)
+    evaluator, summary = (_faster if evaluator == "faster" else _pycocotools)(gt, results, iou_type, max_dets)
     stats = dict(zip(COCO_STATS, (float(s) for s in evaluator.stats[:12])))
     precision = evaluator.eval["precision"]  # [T iou, R recall, K class, A area, M maxdets]
     per_class, per_class_ap50, precision50 = {}, {}, {}
@@ -125,7 +143,8 @@ def evaluate_coco(gt: dict, results: list[dict], classes: list[str], *, evaluato
         p50 = precision[0, :, k, 0, -1]
         per_class_ap50[name] = float(p50[p50 > -1].mean()) if (p50 > -1).any() else float("nan")
         precision50[name] = np.where(p50 > -1, p50, 0.0)
-    return CocoMetrics(stats, per_class, per_class_ap50, np.asarray(evaluator.params.recThrs), precision50, summary)
+    return CocoMetrics(stats, per_class, per_class_ap50, np.asarray(evaluator.params.recThrs), precision50, summary,
+                       max_dets)
 
 
 @dataclass
@@ -138,7 +157,8 @@ class InstanceMetrics(CocoMetrics):
     @classmethod
     def of(cls, mask: CocoMetrics, box: CocoMetrics) -> InstanceMetrics:
         stats = {**mask.stats, **{f"box_{name}": value for name, value in box.stats.items()}}
-        return cls(stats, mask.per_class, mask.per_class_ap50, mask.recall, mask.precision50, mask.summary, box)
+        return cls(stats, mask.per_class, mask.per_class_ap50, mask.recall, mask.precision50, mask.summary,
+                   mask.max_detections, box)
 
     def as_json(self) -> dict:
         out = super().as_json()

@@ -91,8 +91,8 @@ class Task(ABC):
 
     # ------------------------------------------------------------------ training and evaluation
     @abstractmethod
-    def samples(self, config: PipelineConfig, dataset: Dataset, transform) -> torch.utils.data.Dataset:
-        """A split's samples as (uint8 CHW image, target dict), through `transform`."""
+    def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> torch.utils.data.Dataset:
+        """A split's samples as (uint8 CHW image, target dict), through `transform`; `train`: the training split's."""
 
     @abstractmethod
     def evaluate(self, model: nn.Module, config: PipelineConfig, dataset: Dataset, batches: Batches,

@@ -38,7 +38,7 @@ class ClassifyTask(Task):
     export_outputs = ("logits",)
     eval_files = "val_predictions.csv"
 
-    def samples(self, config: PipelineConfig, dataset: Dataset, transform) -> ImageSamples:
+    def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> ImageSamples:
         return ImageSamples(dataset, transform)
 
     @torch.inference_mode()

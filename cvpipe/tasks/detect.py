@@ -15,8 +15,9 @@ from torch import nn
 from cvpipe.config import COCO_STATS, PipelineConfig
 from cvpipe.data.formats.coco import to_coco
 from cvpipe.data.records import Dataset
-from cvpipe.data.samples import DetectionSamples
+from cvpipe.data.samples import DetectionSamples, WindowedDetectionSamples
 from cvpipe.engine.inference import detect
+from cvpipe.engine.slicing import slice_size, slices_needed
 from cvpipe.engine.tta import detect_pipeline
 from cvpipe.io.images import write_image, write_text
 from cvpipe.metrics.coco import CocoMetrics, detections_to_results, evaluate_coco
@@ -76,8 +77,14 @@ class DetectTask(Task):
             config.tta.iou = config.model.head.nms_thresh
         return super().settle(config)
 
-    def samples(self, config: PipelineConfig, dataset: Dataset, transform) -> DetectionSamples:
-        return DetectionSamples(dataset, transform, proposals_for(config))
+    def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> DetectionSamples:
+        """Training: random windows of the images `tiling:` slices at inference (same scale in both)."""
+        proposals = proposals_for(config)
+        windowed = [slices_needed(config, r.height, r.width) is not None for r in dataset.records]
+        if train and any(windowed):
+            return WindowedDetectionSamples(dataset, transform, proposals, size=slice_size(config),
+                                            config=config.tiling, windowed=windowed)
+        return DetectionSamples(dataset, transform, proposals)
 
     def evaluate(self, model: nn.Module, config: PipelineConfig, dataset: Dataset, batches: Batches,
                  device: torch.device, *, out_dir: Path | None, tta: bool) -> CocoMetrics:

@@ -93,7 +93,7 @@ class InstanceTask(DetectTask):
             problems.append((("augment", "train"), "Mosaic cannot carry instance masks; remove it from this pipeline"))
         return problems
 
-    def samples(self, config: PipelineConfig, dataset: Dataset, transform) -> InstanceSamples:
+    def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> InstanceSamples:
         if any(len(r.boxes) for r in dataset.records) and all(r.segmentations is None for r in dataset.records):
             raise DataError(f"{dataset.root} ({dataset.split}): data.format {config.data.format} gives boxes but no "
                             "instance masks; instance segmentation needs COCO polygons or RLE (data.format: coco) or "

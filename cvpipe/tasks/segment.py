@@ -32,7 +32,7 @@ class SegmentTask(Task):
     stats = SEGMENT_STATS
     export_outputs = ("logits",)
 
-    def samples(self, config: PipelineConfig, dataset: Dataset, transform) -> SegmentationSamples:
+    def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> SegmentationSamples:
         return SegmentationSamples(dataset, transform, config.data.ignore_index)
 
     @torch.inference_mode()

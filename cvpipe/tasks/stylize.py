@@ -29,7 +29,7 @@ class StylizeTask(Task):
     lower_is_better = frozenset(STYLIZE_STATS)
     export_outputs = ("stylized",)
 
-    def samples(self, config: PipelineConfig, dataset: Dataset, transform) -> ImageSamples:
+    def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> ImageSamples:
         return ImageSamples(dataset, transform)
 
     @torch.inference_mode()
