@@ -53,9 +53,9 @@ demo: install
 	$(BIN)/cvpipe predict $(DEMO) --set output.dir=runs/demo --source $(CVPIPE_DATA)/treecrowns/val --out runs/demo/predict
 	@echo "demo outputs (runs/demo/):"
 	@echo "  $$(ls -d runs/demo/treecrowns_faster_rcnn* | tail -1)/  checkpoints, results.csv, loss_curves.png, pr_curve.png, per_class_ap.png"
-	@echo "  eval/metrics.json        the 12 COCO stats + per-class AP with test-time augmentation (val_detections.json beside it)"
-	@echo "  predict/images/          annotated val tiles; predict/results.json, detections.csv"
-	@echo "  augment_preview.png      augmented training tiles with their boxes"
+	@echo "  eval/metrics.json        the 12 COCO stats + per-class AP of the whole val image, sliced, with test-time augmentation"
+	@echo "  predict/images/          the annotated val image; predict/results.json, detections.csv"
+	@echo "  augment_preview.png      augmented training images with their boxes"
 
 video: install
 	$(BIN)/cvpipe data fetch videos
@@ -76,6 +76,7 @@ bench: install  # each prints its table and writes benches/results/NAME.json; th
 	$(BIN)/python benches/transfer.py --budgets 10
 	$(BIN)/python benches/tta.py
 	$(BIN)/python benches/detectors.py --minutes 8
+	$(BIN)/python benches/sliced_predict.py
 	$(BIN)/cvpipe data fetch nuclei && $(BIN)/cvpipe data fetch nuclei-tiles && $(BIN)/cvpipe weights fetch mobilenet_v2.imagenet
 	$(BIN)/cvpipe train pipelines/nuclei_mask_rcnn.yaml && $(BIN)/cvpipe train pipelines/nuclei_fcn.yaml
 	$(BIN)/python benches/mask_rcnn_speed.py

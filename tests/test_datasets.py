@@ -19,20 +19,16 @@ def test_tile_starts_cover_the_axis_flush_with_the_edge():
 
 
 @pytest.mark.assets
-def test_treecrowns_splits_tiles_and_boxes():
+def test_treecrowns_are_whole_images_split_by_image():
     root = fetch_dataset("treecrowns", REPO / "data")
     train = read_dataset(root, "voc", "train", ["Tree"])
     val = read_dataset(root, "voc", "val", ["Tree"])
-    assert len(val) == 6 * 7  # 2299x2472 in 400-px tiles
-    assert len(train) == 2 + 4 * 4  # two 400x400 images + 1249x1035 with overlap 100
-    assert all(r.path.name.startswith("2019_YELL_2_528000_4978000_image_crop2") for r in val.records)
-    assert not check_dataset(train)
-    assert all(not p.fatal for p in check_dataset(val))  # some val tiles are bare ground: warnings only
-    for r in val.records:
-        assert (r.width, r.height) == (400, 400)
-        assert np.all(r.boxes >= 0) and np.all(r.boxes <= 400)
-    # all 574 val crowns appear; a crown on a seam counts once per tile holding >= 40% of it
-    assert 574 <= sum(len(r.boxes) for r in val.records) <= 574 * 1.3
+    assert [(r.path.stem, r.width, r.height, len(r.boxes)) for r in val.records] == [
+        ("2019_YELL_2_528000_4978000_image_crop2", 2299, 2472, 574)]
+    assert sorted((r.width, r.height) for r in train.records) == [(400, 400), (400, 400), (1249, 1035)]
+    assert not check_dataset(train) and not check_dataset(val)
+    for r in [*train.records, *val.records]:
+        assert np.all(r.boxes >= 0) and np.all(r.boxes[:, [0, 2]] <= r.width) and np.all(r.boxes[:, [1, 3]] <= r.height)
 
 
 @pytest.mark.assets

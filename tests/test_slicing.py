@@ -167,6 +167,9 @@ def test_a_scene_of_more_than_100_objects_is_scored_on_all_of_them():
     for evaluator in ("faster", "pycocotools"):
         metrics = evaluate_coco(copy.deepcopy(gt), copy.deepcopy(results), ["tree"], evaluator=evaluator)
         assert metrics.stats["AP50"] == pytest.approx(1.0) and metrics.max_detections == 150
+        assert metrics.stats["AP"] == pytest.approx(1.0)  # pycocotools' own first stat would be -1 here
+        first = next(line for line in metrics.summary.splitlines() if line.startswith(" Average Precision"))
+        assert first.endswith("maxDets=150 ] = 1.000"), first
         assert metrics.as_json()["max_detections"] == 150
     coco = COCO()
     coco.dataset = copy.deepcopy(gt)
@@ -211,3 +214,46 @@ def test_training_draws_windows_of_large_images_with_their_boxes(tmp_path):
     assert not all(torch.equal(a[1]["boxes"], other[i][1]["boxes"]) for i, a in enumerate(drawn))
     plain = build_augment(config.augment, "eval")
     assert type(get_task("detect").samples(config, dataset, plain, train=False)).__name__ == "DetectionSamples"
+
+
+def _geotiff(path, image, *, scale=(0.5, 0.5), tiepoint=(0, 0, 0, 500000.0, 4978000.0, 0), epsg=32612):
+    import tifffile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = [1, 1, 0, 2, 1024, 0, 1, 1, 3072, 0, 1, epsg]  # header, model type projected, ProjectedCSTypeGeoKey
+    tifffile.imwrite(path, image, photometric="rgb", extratags=[
+        (33550, "d", 3, (*scale, 0.0), False), (33922, "d", 6, tiepoint, False), (34735, "H", len(keys), keys, False)])
+
+
+def test_a_geotiff_georeference_maps_boxes_to_map_coordinates(tmp_path):
+    from cvpipe.io.geo import read_georeference
+
+    _geotiff(tmp_path / "scene.tif", np.zeros((40, 60, 3), np.uint8))
+    geo = read_georeference(tmp_path / "scene.tif")
+    assert geo.epsg == 32612 and geo.affine == (0.5, 0.0, 500000.0, 0.0, -0.5, 4978000.0)
+    ring = geo.polygon([10, 20, 30, 40])  # 0.5 m pixels, north up from the top-left tie point
+    assert ring == [[500005.0, 4977990.0], [500015.0, 4977990.0], [500015.0, 4977980.0], [500005.0, 4977980.0],
+                    [500005.0, 4977990.0]]
+    write_image(tmp_path / "plain.png", np.zeros((8, 8, 3), np.uint8))
+    assert read_georeference(tmp_path / "plain.png") is None
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((8, 8, 3), np.uint8), photometric="rgb")
+    assert read_georeference(tmp_path / "plain.tif") is None
+
+
+def test_predict_on_a_geotiff_writes_geojson_in_its_coordinate_system(tmp_path):
+    pipeline = Pipeline.from_yaml(shapes_pipeline_file(tmp_path, FASTER_RCNN), ["model.head.score_thresh=0.0"])
+    weights = pipeline.fit(tensorboard=False).last
+    scene = read_image(sorted((tmp_path / "src" / "val").glob("*.png"))[0])
+    _geotiff(tmp_path / "geo" / "scene.tif", scene, tiepoint=(0, 0, 0, 1000.0, 2000.0, 0), scale=(2.0, 2.0))
+    report = pipeline.predict(tmp_path / "geo", tmp_path / "pred", weights=weights, conf=0.0)
+    assert report.counted > 0 and "detections.geojson (map coordinates)" in report.written
+    collection = json.loads((tmp_path / "pred" / "detections.geojson").read_text())
+    assert collection["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32612"
+    results = json.loads((tmp_path / "pred" / "results.json").read_text())
+    assert len(collection["features"]) == len(results)
+    x, y, w, h = results[0]["bbox"]
+    ring = collection["features"][0]["geometry"]["coordinates"][0]
+    assert ring[0] == pytest.approx([1000.0 + 2 * x, 2000.0 - 2 * y], abs=0.05)
+    assert ring[2] == pytest.approx([1000.0 + 2 * (x + w), 2000.0 - 2 * (y + h)], abs=0.05)

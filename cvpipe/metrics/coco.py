@@ -102,7 +102,14 @@ def _pycocotools(gt: dict, results: list[dict], iou_type: str, max_dets: int) ->
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return evaluator, out.getvalue()
+    summary = out.getvalue()
+    if max_dets != 100:  # pycocotools computes its first stat at a fixed maxDets=100, absent from [1, 10, N]
+        precision = evaluator.eval["precision"][:, :, :, 0, -1]
+        evaluator.stats[0] = float(precision[precision > -1].mean()) if (precision > -1).any() else -1.0
+        first = next(line for line in summary.splitlines() if line.startswith(" Average Precision"))
+        summary = summary.replace(first, first.replace("maxDets=100", f"maxDets={max_dets}")[:-6]
+                                  + f"{evaluator.stats[0]:.3f}", 1)
+    return evaluator, summary
 
 
 def _faster(gt: dict, results: list[dict], iou_type: str, max_dets: int):

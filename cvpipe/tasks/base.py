@@ -35,6 +35,7 @@ class PredictJob:
     save_images: bool
     submit: Callable[..., Future]  # runs a write on the writer thread
     futures: list[Future] = field(default_factory=list)  # the writes a batch waits for before its journal entry
+    root: Path | None = None  # the folder the image names are relative to (files' own metadata: GeoTIFF tags)
     extra: dict[str, Any] = field(default_factory=dict)  # what `prepare_predict` made once per run
 
     def write(self, fn: Callable, *args) -> None:

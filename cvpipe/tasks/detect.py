@@ -19,6 +19,7 @@ from cvpipe.data.samples import DetectionSamples, WindowedDetectionSamples
 from cvpipe.engine.inference import detect
 from cvpipe.engine.slicing import slice_size, slices_needed
 from cvpipe.engine.tta import detect_pipeline
+from cvpipe.io.geo import detections_geojson, read_georeference
 from cvpipe.io.images import write_image, write_text
 from cvpipe.metrics.coco import CocoMetrics, detections_to_results, evaluate_coco
 from cvpipe.models.proposals import proposals_for
@@ -114,8 +115,12 @@ class DetectTask(Task):
             boxes, scores, labels = det["boxes"][keep].numpy(), det["scores"][keep].numpy(), det["labels"][keep].numpy()
             if job.save_images:
                 job.write(_write_annotated, job.out / "images" / name, image, boxes, labels, job.classes, scores)
-            entries.append({"file": name, "width": int(image.shape[2]), "height": int(image.shape[1]),
-                            **rounded(boxes, scores), "labels": labels.tolist()})
+            entry = {"file": name, "width": int(image.shape[2]), "height": int(image.shape[1]),
+                     **rounded(boxes, scores), "labels": labels.tolist()}
+            geo = read_georeference(job.root / name) if job.root is not None else None
+            if geo is not None:  # a GeoTIFF: detections.geojson gets its boxes in map coordinates
+                entry["georeference"] = geo.as_json()
+            entries.append(entry)
         return entries
 
     def count(self, entries: list[dict]) -> int:
@@ -135,7 +140,12 @@ class DetectTask(Task):
         write_text(out / "results.json", json.dumps(results))
         write_text(out / "images.json", json.dumps({"images": images, "categories": categories}))
         write_text(out / "detections.csv", rows.getvalue())
-        return ["results.json (COCO results)", "images.json", "detections.csv"]
+        written = ["results.json (COCO results)", "images.json", "detections.csv"]
+        geojson = detections_geojson([(name, entry) for _, name, entry in finished], classes)
+        if geojson is not None:
+            write_text(out / "detections.geojson", geojson)
+            written.append("detections.geojson (map coordinates)")
+        return written
 
     def frame(self, model: nn.Module, image: np.ndarray, tensor: torch.Tensor, job: FrameJob) -> tuple[np.ndarray, dict]:
         det = detect(model, [tensor], job.device, amp=job.config.train.amp)[0]
