@@ -118,7 +118,7 @@ def test_commands_that_read_the_dataset_need_it_and_the_others_do_not(tmp_path, 
     assert "no dataset: predict, video, export" in capsys.readouterr().out
     assert main(["validate", "treecrowns_faster_rcnn"]) == 2
     err = capsys.readouterr().err
-    assert "treecrowns_faster_rcnn.yaml:10: data.root: neither " in err
+    assert "treecrowns_faster_rcnn.yaml:11: data.root: neither " in err
     assert f"nor {tmp_path / 'empty' / 'treecrowns'} exists; fetch a bundled dataset with `cvpipe data fetch" in err
     for command in (["train", "treecrowns_faster_rcnn"], ["eval", "treecrowns_faster_rcnn"],
                     ["augment", "preview", "treecrowns_faster_rcnn"]):
