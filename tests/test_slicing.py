@@ -111,7 +111,7 @@ def test_auto_slices_only_what_is_much_larger_than_the_head_sees(tmp_path):
 def test_tiling_is_refused_where_the_task_has_no_slices(tmp_path):
     from .test_classify import colours_pipeline
 
-    with pytest.raises(ConfigError, match="slicing large images is for detection pipelines"):
+    with pytest.raises(ConfigError, match="slicing large images is for detection and segmentation pipelines"):
         load_pipeline(colours_pipeline(tmp_path), ["tiling.mode=always"])
 
 
@@ -257,3 +257,62 @@ def test_predict_on_a_geotiff_writes_geojson_in_its_coordinate_system(tmp_path):
     ring = collection["features"][0]["geometry"]["coordinates"][0]
     assert ring[0] == pytest.approx([1000.0 + 2 * x, 2000.0 - 2 * y], abs=0.05)
     assert ring[2] == pytest.approx([1000.0 + 2 * (x + w), 2000.0 - 2 * (y + h)], abs=0.05)
+
+
+def test_a_sliced_label_mask_takes_every_pixel_once_from_the_right_place():
+    from cvpipe.engine.slicing import owned_spans, segment_sliced
+
+    assert owned_spans([0, 300, 600], 400, 1000) == [(0, 350), (350, 650), (650, 1000)]
+    h, w = 530, 470
+    yy, xx = np.mgrid[0:h, 0:w]
+    pattern = torch.from_numpy(((xx // 7 + yy // 5) % 3).astype(np.uint8))
+    image = pattern[None].repeat(3, 1, 1)
+    calls = []
+
+    def segmenter(crops):  # labels each pixel by what it shows: stitching must put it back where it was
+        calls.append(len(crops))
+        return [crop[0].clone() for crop in crops]
+
+    labels = segment_sliced(segmenter, image, 128, TilingConfig(size=128, overlap=0.25, batch=5))
+    assert torch.equal(labels, pattern)
+    assert max(calls) == 5 and sum(calls) == len(slice_origins(h, w, 128, 0.25))
+
+
+def test_fcn_predicts_and_evaluates_large_images_in_slices(tmp_path):
+    from .test_fcn import fcn_pipeline
+
+    path = fcn_pipeline(tmp_path)
+    with pytest.raises(ConfigError, match="tiling.size: head 'fcn' has no input size"):
+        load_pipeline(path, ["tiling.mode=always"])
+    pipeline = Pipeline.from_yaml(path, ["tiling.mode=always", "tiling.size=64"])
+    result = pipeline.fit(tensorboard=False)  # the val images (112 × 96) are larger than a slice: scored sliced
+    assert 0 <= result.metrics.stats["mIoU"] <= 1
+    tiles = [read_image(p) for p in sorted((tmp_path / "src" / "val").glob("*.png"))]
+    write_image(tmp_path / "big" / "big.png", np.concatenate([np.concatenate(tiles, 1)] * 2, 0))
+    pipeline.predict(tmp_path / "big", tmp_path / "pred", weights=result.last)
+    import cv2
+
+    labels = cv2.imread(str(tmp_path / "pred" / "masks" / "big.png"), cv2.IMREAD_UNCHANGED)
+    assert labels.shape == (192, 448) and labels.max() < 3
+
+
+def test_segmentation_trains_on_windows_whose_mask_matches_their_pixels(tmp_path):
+    from cvpipe.data.augment import build_augment
+    from cvpipe.data.samples import WindowedSegmentationSamples
+    from cvpipe.engine.data import load_split
+    from cvpipe.tasks import get_task
+
+    from .test_fcn import fcn_pipeline
+
+    root = tmp_path / "sem"
+    yy, xx = np.mgrid[0:200, 0:300]
+    pixels = ((xx // 9 + yy // 4) % 200).astype(np.uint8)
+    write_image(root / "train" / "images" / "a.png", np.repeat(pixels[..., None], 3, 2))
+    write_image(root / "train" / "masks" / "a.png", (pixels % 2).astype(np.uint8))  # the label follows the pixel
+    config = load_pipeline(fcn_pipeline(tmp_path), ["tiling.mode=always", "tiling.size=64", "tiling.empty_share=0",
+                                                   f"data.root={root}", "data.format=masks", "augment.train=[]"])
+    dataset, _ = load_split(config, "train", config.data.classes)
+    windows = get_task("segment").samples(config, dataset, build_augment(config.augment, "train", seed=0), train=True)
+    assert isinstance(windows, WindowedSegmentationSamples) and len(windows) == round(300 * 200 / 64**2)
+    for image, target in (windows[i] for i in range(len(windows))):
+        assert image.shape == (3, 64, 64) and torch.equal(target["mask"], (image[0] % 2).long())

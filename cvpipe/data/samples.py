@@ -88,19 +88,18 @@ class DetectionSamples(SplitSamples):
         return partners
 
 
-class WindowedDetectionSamples(DetectionSamples):
-    """Training on large images: each epoch, random `size` windows of them (as many per image as it has slices'
-    worth of pixels), drawn from the transform's seeded generator so a resumed run replays them. A box the window
-    cuts keeps at least `min_visible` of its area or is left out; a window without objects is kept with
-    probability `empty_share`, else drawn again (up to 10 times). Images `windowed` marks False go whole."""
+class Windows:
+    """Training on large images (mixed into a samples class with `_sample(i)` and `_augmented(sample)`): each epoch,
+    random `size` windows of them (as many per image as it has slices' worth of pixels), drawn from the transform's
+    seeded generator so a resumed run replays them. A box the window cuts keeps at least `min_visible` of its area
+    or is left out; a window without objects is kept with probability `empty_share`, else drawn again (up to 10
+    times). Images `windowed` marks False go whole."""
 
     TRIES = 10
 
-    def __init__(self, dataset: Dataset, transform, proposals=None, *, size: int, config, windowed: list[bool]):
-        super().__init__(dataset, transform, proposals)
-        self.size, self.config = size, config
-        self.windowed = windowed
-        self.windows = [i for i, r in enumerate(dataset.records)
+    def set_windows(self, size: int, config, windowed: list[bool]) -> None:
+        self.size, self.config, self.windowed = size, config, windowed
+        self.windows = [i for i, r in enumerate(self.dataset.records)
                         for _ in range(max(1, round(r.width * r.height / size**2)) if windowed[i] else 1)]
 
     def __len__(self) -> int:
@@ -125,16 +124,29 @@ class WindowedDetectionSamples(DetectionSamples):
             x0 = int(rng.integers(0, max(width - self.size, 0) + 1))
             y0 = int(rng.integers(0, max(height - self.size, 0) + 1))
             boxes, kept = tile_boxes(sample["boxes"].reshape(-1, 4), x0, y0, self.size, self.config.min_visible)
-            if len(boxes) or rng.random() < self.config.empty_share:
+            window = {**sample, "image": np.ascontiguousarray(sample["image"][y0:y0 + self.size, x0:x0 + self.size]),
+                      "boxes": boxes, "labels": sample["labels"][kept]}
+            if "mask" in sample:
+                window["mask"] = np.ascontiguousarray(sample["mask"][y0:y0 + self.size, x0:x0 + self.size])
+            if self.has_objects(window) or rng.random() < self.config.empty_share:
                 break
-        crop = sample["image"][y0:y0 + self.size, x0:x0 + self.size]
-        h, w = crop.shape[:2]
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-        out = {**sample, "image": np.ascontiguousarray(crop), "boxes": boxes, "labels": sample["labels"][kept]}
+        h, w = window["image"].shape[:2]
+        window["boxes"][:, [0, 2]] = window["boxes"][:, [0, 2]].clip(0, w)
+        window["boxes"][:, [1, 3]] = window["boxes"][:, [1, 3]].clip(0, h)
         if "proposals" in sample:
-            out["proposals"] = tile_boxes(sample["proposals"].reshape(-1, 4), x0, y0, self.size, 0.0)[0]
-        return out
+            window["proposals"] = tile_boxes(sample["proposals"].reshape(-1, 4), x0, y0, self.size, 0.0)[0]
+        return window
+
+    def has_objects(self, window: dict) -> bool:
+        return len(window["boxes"]) > 0
+
+
+class WindowedDetectionSamples(Windows, DetectionSamples):
+    """DetectionSamples of random windows (Windows); Mosaic tiles windows too."""
+
+    def __init__(self, dataset: Dataset, transform, proposals=None, *, size: int, config, windowed: list[bool]):
+        super().__init__(dataset, transform, proposals)
+        self.set_windows(size, config, windowed)
 
 
 def _boxes_only(sample: dict) -> dict:
@@ -200,13 +212,31 @@ class SegmentationSamples(SplitSamples):
         self.ignore_index = ignore_index
 
     def item(self, i: int) -> tuple[torch.Tensor, dict]:
+        return self._augmented(self._sample(i))
+
+    def _sample(self, i: int) -> dict:
         sample = self.dataset.sample(i)
         mask = checked_mask(sample, len(self.dataset.classes), self.ignore_index)
-        sample = {"image": sample["image"], "mask": mask, "image_id": sample["image_id"],
-                  "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}
+        return {"image": sample["image"], "mask": mask, "image_id": sample["image_id"],
+                "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}
+
+    def _augmented(self, sample: dict) -> tuple[torch.Tensor, dict]:
         sample = apply_augment(self.transform, sample)
         return image_tensor(sample["image"]), {"mask": torch.from_numpy(np.ascontiguousarray(sample["mask"])).long(),
                                                "image_id": sample["image_id"]}
+
+
+class WindowedSegmentationSamples(Windows, SegmentationSamples):
+    """SegmentationSamples of random windows (Windows); a window with no pixel of a class other than the
+    background (0) and data.ignore_index counts as empty."""
+
+    def __init__(self, dataset: Dataset, transform, ignore_index: int, *, size: int, config, windowed: list[bool]):
+        super().__init__(dataset, transform, ignore_index)
+        self.set_windows(size, config, windowed)
+
+    def has_objects(self, window: dict) -> bool:
+        mask = window["mask"]
+        return bool(((mask != 0) & (mask != self.ignore_index)).any())
 
 
 def semantic_mask(sample: dict) -> np.ndarray:

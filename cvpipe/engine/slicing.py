@@ -1,8 +1,8 @@
-"""Sliced inference for large images (`tiling:`): overlapping slices run through the detector in batches, their
-boxes are shifted back into the image and merged across the seams.
+"""Sliced inference for large images (`tiling:`): overlapping slices run through the model in batches; a
+detector's boxes are shifted back into the image and merged across the seams, a segmenter's labels are pasted.
 
-A slice holds at most `tiling.batch` slices' pixels at a time besides the image itself, so memory follows the
-slice size, not the image's. Merging: NMS or non-maximum merging (NMM, SAHI's default: the best box absorbs the
+The model sees at most `tiling.batch` slices at a time besides the image itself, so memory follows the slice
+size, not the image's. Merging: NMS or non-maximum merging (NMM, SAHI's default: the best box absorbs the
 boxes it matches and grows to their union), matched by IoS (intersection over the smaller box, so the part of an
 object a seam cut matches the whole object the next slice saw) or IoU; or weighted boxes fusion (ensemble-boxes,
 IoU only). NMM is written here: torchvision has NMS but no merging, and SAHI's would bring its dependencies.
@@ -42,10 +42,14 @@ def slices_needed(config: PipelineConfig, height: int, width: int) -> int | None
     return size
 
 
+def slice_starts(length: int, size: int, overlap: float) -> list[int]:
+    """Slice origins along one axis: steps of size × (1 − overlap), the last slice flush with the edge."""
+    return tile_starts(length, size, min(size - 1, round(size * overlap)))
+
+
 def slice_origins(height: int, width: int, size: int, overlap: float) -> list[tuple[int, int]]:
-    """(x0, y0) of every slice: steps of size × (1 − overlap), the last row and column flush with the edges."""
-    step_overlap = min(size - 1, round(size * overlap))
-    return [(x, y) for y in tile_starts(height, size, step_overlap) for x in tile_starts(width, size, step_overlap)]
+    """(x0, y0) of every slice, row by row."""
+    return [(x, y) for y in slice_starts(height, size, overlap) for x in slice_starts(width, size, overlap)]
 
 
 def detect_sliced(detector: Detector, image: torch.Tensor, size: int, tiling: TilingConfig) -> dict:
@@ -137,3 +141,28 @@ def _greedy(boxes, scores, labels, matches: list[list[int]], merge_boxes: bool) 
     index = torch.tensor(kept, dtype=torch.long)
     out = torch.stack(merged) if merged else boxes[index].reshape(-1, 4)
     return {"boxes": out, "scores": scores[index], "labels": labels[index]}
+
+
+def owned_spans(starts: list[int], size: int, length: int) -> list[tuple[int, int]]:
+    """Along one axis, the part of each slice whose pixels it labels: those nearer its centre than any other
+    slice's, so every pixel is labelled once, by the slice that saw the most context around it."""
+    centres = [s + size / 2 for s in starts]
+    bounds = [0] + [round((a + b) / 2) for a, b in zip(centres, centres[1:])] + [length]
+    return list(zip(bounds, bounds[1:]))
+
+
+def segment_sliced(segmenter: Callable[[list[torch.Tensor]], list[torch.Tensor]], image: torch.Tensor, size: int,
+                   tiling: TilingConfig) -> torch.Tensor:
+    """The label mask (uint8 HW) of a large image from its slices' label masks, `tiling.batch` slices per call;
+    only the uint8 mask of the whole image is kept, never its class scores."""
+    height, width = image.shape[-2:]
+    xs, ys = slice_starts(width, size, tiling.overlap), slice_starts(height, size, tiling.overlap)
+    spans = {"x": dict(zip(xs, owned_spans(xs, size, width))), "y": dict(zip(ys, owned_spans(ys, size, height)))}
+    labels = torch.zeros((height, width), dtype=torch.uint8)
+    origins = [(x, y) for y in ys for x in xs]
+    for start in range(0, len(origins), tiling.batch):
+        batch = origins[start:start + tiling.batch]
+        for (x, y), mask in zip(batch, segmenter([image[:, y:y + size, x:x + size] for x, y in batch])):
+            (x1, x2), (y1, y2) = spans["x"][x], spans["y"][y]
+            labels[y1:y2, x1:x2] = mask[y1 - y:y2 - y, x1 - x:x2 - x]
+    return labels

@@ -72,6 +72,7 @@ class Task(ABC):
     def settle(self, config: PipelineConfig) -> list[tuple[tuple, str]]:
         """Settle a loaded pipeline's task-dependent defaults (`eval.best: auto` is the first stat) and report what
         does not fit the task, as (key path, message)."""
+        from cvpipe.engine.slicing import slice_size
         from cvpipe.tasks import tasks
 
         problems = []
@@ -83,6 +84,9 @@ class Task(ABC):
             with_tiling = " and ".join(task.description for task in tasks().values() if task.tiles)
             problems.append((("tiling", "mode"), f"slicing large images is for {with_tiling} pipelines; this one is "
                              f"{config.task!r} (tiling.mode: never or auto)"))
+        elif config.tiling.mode == "always" and slice_size(config) is None:
+            problems.append((("tiling", "size"), f"head {config.model.head.name!r} has no input size to slice by; "
+                             "give tiling.size (pixels)"))
         if config.eval.best == "auto":
             config.eval.best = self.stats[0]
         elif config.eval.best not in self.stats:

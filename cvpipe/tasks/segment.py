@@ -13,8 +13,9 @@ from torch import nn
 
 from cvpipe.config import SEGMENT_STATS, PipelineConfig
 from cvpipe.data.records import Dataset
-from cvpipe.data.samples import SegmentationSamples
+from cvpipe.data.samples import SegmentationSamples, WindowedSegmentationSamples
 from cvpipe.engine.inference import autocast, segment, to_device
+from cvpipe.engine.slicing import segment_sliced, slice_size, slices_needed
 from cvpipe.io.images import write_image, write_text
 from cvpipe.metrics.segmentation import ConfusionMatrix, SegmentationMetrics, segmentation_metrics
 from cvpipe.tasks import register_task
@@ -31,8 +32,14 @@ class SegmentTask(Task):
     description = "segmentation"
     stats = SEGMENT_STATS
     export_outputs = ("logits",)
+    tiles = True  # with a tiling.size: large images are labelled slice by slice (engine/slicing.py)
 
     def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> SegmentationSamples:
+        """Training: random windows of the images `tiling:` slices at inference (same scale in both)."""
+        windowed = [slices_needed(config, r.height, r.width) is not None for r in dataset.records]
+        if train and any(windowed):
+            return WindowedSegmentationSamples(dataset, transform, config.data.ignore_index, size=slice_size(config),
+                                               config=config.tiling, windowed=windowed)
         return SegmentationSamples(dataset, transform, config.data.ignore_index)
 
     @torch.inference_mode()
@@ -41,10 +48,24 @@ class SegmentTask(Task):
         model.eval()
         confusion = ConfusionMatrix(len(dataset.classes), config.data.ignore_index, device)
         for images, targets in batches:
+            if any(slices_needed(config, *image.shape[-2:]) for image in images):  # whole large images, sliced
+                for labels, target in zip(self._labels(model, images, config, device), targets):
+                    confusion.update(labels[None].to(device).long(), target["mask"][None].to(device))
+                continue
             with autocast(device, config.train.amp):
                 logits = model(to_device(images, device))
             confusion.update(logits.argmax(1), torch.stack([t["mask"] for t in targets]).to(device))
         return segmentation_metrics(confusion.matrix(), dataset.classes)
+
+    def _labels(self, model: nn.Module, images: list[torch.Tensor], config: PipelineConfig, device) -> list[torch.Tensor]:
+        """Each image's label mask: whole, or from its slices where `tiling:` slices it."""
+        def run(batch):
+            return segment(model, batch, device, amp=config.train.amp)
+
+        sizes = [slices_needed(config, *image.shape[-2:]) for image in images]
+        whole = iter(run([image for image, size in zip(images, sizes) if size is None]) if None in sizes else [])
+        return [next(whole) if size is None else segment_sliced(run, image, size, config.tiling)
+                for image, size in zip(images, sizes)]
 
     def output_folders(self, save_images: bool) -> list[str]:
         return ["masks/", *(["overlays/"] if save_images else [])]
@@ -52,7 +73,7 @@ class SegmentTask(Task):
     def predict(self, model: nn.Module, images: list[torch.Tensor], names: list[str], job: PredictJob) -> list[dict]:
         """Label PNGs (class index per pixel) under masks/, colour overlays under overlays/, pixel counts per class."""
         entries = []
-        masks = segment(model, images, job.device, amp=job.config.train.amp) if images else []
+        masks = self._labels(model, images, job.config, job.device) if images else []
         for name, image, mask in zip(names, images, masks):
             labels = mask.numpy()
             stem = Path(name).with_suffix(".png")
