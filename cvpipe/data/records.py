@@ -101,6 +101,27 @@ def decode_segmentations(segmentations: list, height: int, width: int) -> list[n
     return masks
 
 
+def boxes_of_masks(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tight xyxy boxes (pixel edges) of [K, H, W] masks, and which masks have any pixel."""
+    rows, cols = masks.any(2), masks.any(1)
+    keep = rows.any(1)
+    boxes = np.zeros((len(masks), 4), np.float32)
+    for k in np.flatnonzero(keep):
+        ys, xs = np.flatnonzero(rows[k]), np.flatnonzero(cols[k])
+        boxes[k] = xs[0], ys[0], xs[-1] + 1, ys[-1] + 1
+    return boxes, keep
+
+
+def encode_masks(masks: np.ndarray) -> list[dict]:
+    """uint8 [K, H, W] masks → COCO compressed RLE, counts as text (as JSON holds it), via pycocotools."""
+    from pycocotools import mask as mask_utils
+
+    if not len(masks):
+        return []
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    return [{"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in rles]
+
+
 def inside_root(root: Path, candidate: Path, *, where: str) -> Path:
     """Resolve a path named by a dataset and refuse one that escapes the dataset root."""
     resolved = (root / candidate).resolve()

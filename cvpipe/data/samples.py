@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from cvpipe.data.augment import apply_augment, augment_image, uses_mosaic
-from cvpipe.data.records import Dataset
+from cvpipe.data.records import Dataset, boxes_of_masks
 from cvpipe.errors import DataError
 from cvpipe.io.images import PER_FILE_ERRORS, failure_reason
 
@@ -179,17 +179,6 @@ class InstanceSamples(SplitSamples):
 
 def _instances_only(sample: dict) -> dict:
     return {k: v for k, v in sample.items() if k != "mask"}
-
-
-def boxes_of_masks(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Tight xyxy boxes (pixel edges) of [K, H, W] masks, and which masks have any pixel."""
-    rows, cols = masks.any(2), masks.any(1)
-    keep = rows.any(1)
-    boxes = np.zeros((len(masks), 4), np.float32)
-    for k in np.flatnonzero(keep):
-        ys, xs = np.flatnonzero(rows[k]), np.flatnonzero(cols[k])
-        boxes[k] = xs[0], ys[0], xs[-1] + 1, ys[-1] + 1
-    return boxes, keep
 
 
 class ImageSamples(SplitSamples):

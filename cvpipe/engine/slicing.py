@@ -42,6 +42,15 @@ def slices_needed(config: PipelineConfig, height: int, width: int) -> int | None
     return size
 
 
+def whole_or_sliced(images: list[torch.Tensor], config: PipelineConfig, run: Callable[[list[torch.Tensor]], list],
+                    sliced: Callable[[Callable, torch.Tensor, int, TilingConfig], object]) -> list:
+    """`run` on the images that go through whole (one call for all of them), `sliced(run, image, size, tiling)` on
+    each image `tiling:` slices; the results in the images' order."""
+    sizes = [slices_needed(config, *image.shape[-2:]) for image in images]
+    whole = iter(run([image for image, size in zip(images, sizes) if size is None]) if None in sizes else [])
+    return [next(whole) if size is None else sliced(run, image, size, config.tiling) for image, size in zip(images, sizes)]
+
+
 def slice_starts(length: int, size: int, overlap: float) -> list[int]:
     """Slice origins along one axis: steps of size × (1 − overlap), the last slice flush with the edge."""
     return tile_starts(length, size, min(size - 1, round(size * overlap)))

@@ -22,7 +22,7 @@ from torchvision.transforms.v2 import functional as F
 
 from cvpipe.config import PipelineConfig, TTAConfig
 from cvpipe.engine.inference import detect
-from cvpipe.engine.slicing import detect_sliced, slices_needed
+from cvpipe.engine.slicing import detect_sliced, whole_or_sliced
 from cvpipe.errors import ConfigError
 
 # (mirror left-right first, then this many counter-clockwise quarter turns)
@@ -102,11 +102,7 @@ def detect_pipeline(model: nn.Module, images: list[torch.Tensor], device: torch.
                                     max_detections=config.model.head.detections_per_img)
         return detect(model, batch, device, amp=config.train.amp)
 
-    sizes = [slices_needed(config, *image.shape[-2:]) for image in images]
-    whole = [image for image, size in zip(images, sizes) if size is None]
-    found = iter(run(whole) if whole else [])
-    return [next(found) if size is None else detect_sliced(run, image, size, config.tiling)
-            for image, size in zip(images, sizes)]
+    return whole_or_sliced(images, config, run, detect_sliced)
 
 
 def detect_augmented(model: nn.Module, images: list[torch.Tensor], device: torch.device, tta: TTAConfig, *,

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from torch import nn
 
 from cvpipe.config import INSTANCE_STATS, PipelineConfig
 from cvpipe.data.augment import build_augment, uses_mosaic
 from cvpipe.data.formats.coco import to_coco
-from cvpipe.data.records import Dataset
+from cvpipe.data.records import Dataset, decode_segmentations, encode_masks
 from cvpipe.data.samples import InstanceSamples
 from cvpipe.engine.inference import detect
 from cvpipe.errors import DataError
@@ -46,18 +45,9 @@ def binary_masks(det: dict, thresh: float) -> np.ndarray:
     return (det["masks"][:, 0] >= thresh).numpy().astype(np.uint8)
 
 
-def encode(masks: np.ndarray) -> list[dict]:
-    """uint8 [K, H, W] masks → COCO compressed RLE ({size, counts} with counts as text, as JSON holds it)."""
-    if not len(masks):
-        return []
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
-    return [{"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in rles]
-
-
 def decode(rles: list[dict], height: int, width: int) -> np.ndarray:
-    if not rles:
-        return np.zeros((0, height, width), np.uint8)
-    return mask_utils.decode([{**r, "counts": r["counts"].encode("ascii")} for r in rles]).transpose(2, 0, 1)
+    """RLE masks → uint8 [K, H, W]."""
+    return np.asarray(decode_segmentations(rles, height, width), np.uint8).reshape(-1, height, width)
 
 
 def mask_results(entries: list[dict], image_ids: list[int]) -> list[dict]:
@@ -107,7 +97,7 @@ class InstanceTask(DetectTask):
             keep = det["scores"] >= conf
             masks = binary_masks({"masks": det["masks"][keep]}, config.model.head.mask_thresh)
             found.append({"boxes": det["boxes"][keep].numpy(), "scores": det["scores"][keep].numpy(),
-                          "labels": det["labels"][keep].numpy(), "masks": encode(masks),
+                          "labels": det["labels"][keep].numpy(), "masks": encode_masks(masks),
                           "areas": masks.reshape(len(masks), -1).sum(1).tolist()})
         return found
 

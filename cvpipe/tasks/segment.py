@@ -15,7 +15,7 @@ from cvpipe.config import SEGMENT_STATS, PipelineConfig
 from cvpipe.data.records import Dataset
 from cvpipe.data.samples import SegmentationSamples, WindowedSegmentationSamples
 from cvpipe.engine.inference import autocast, segment, to_device
-from cvpipe.engine.slicing import segment_sliced, slice_size, slices_needed
+from cvpipe.engine.slicing import segment_sliced, slice_size, slices_needed, whole_or_sliced
 from cvpipe.io.images import write_image, write_text
 from cvpipe.metrics.segmentation import ConfusionMatrix, SegmentationMetrics, segmentation_metrics
 from cvpipe.tasks import register_task
@@ -62,10 +62,7 @@ class SegmentTask(Task):
         def run(batch):
             return segment(model, batch, device, amp=config.train.amp)
 
-        sizes = [slices_needed(config, *image.shape[-2:]) for image in images]
-        whole = iter(run([image for image, size in zip(images, sizes) if size is None]) if None in sizes else [])
-        return [next(whole) if size is None else segment_sliced(run, image, size, config.tiling)
-                for image, size in zip(images, sizes)]
+        return whole_or_sliced(images, config, run, segment_sliced)
 
     def output_folders(self, save_images: bool) -> list[str]:
         return ["masks/", *(["overlays/"] if save_images else [])]

@@ -15,25 +15,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cvpipe.data.records import Dataset, Problem, Record, inside_root
+from cvpipe.data.records import Dataset, Problem, Record, boxes_of_masks, encode_masks, inside_root
 from cvpipe.errors import DataError
 from cvpipe.io.images import list_images
 
 
 def instances_from_label_image(instances: np.ndarray) -> tuple[np.ndarray, list[dict], list[int]]:
-    """A label image (0 = background, k = instance k) → tight xyxy boxes, COCO RLE masks (pycocotools) and the
-    instance values, in increasing order."""
-    from pycocotools import mask as mask_utils
-
-    boxes, rles, values = [], [], []
-    for k in np.unique(instances)[1:]:
-        m = np.asfortranarray((instances == k).astype(np.uint8))
-        ys, xs = np.nonzero(m)
-        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-        rle = mask_utils.encode(m)
-        rles.append({"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")})
-        values.append(int(k))
-    return np.array(boxes, np.float32).reshape(-1, 4), rles, values
+    """A label image (0 = background, k = instance k) → tight xyxy boxes, COCO RLE masks and the instance values,
+    in increasing order."""
+    values = [int(k) for k in np.unique(instances)[1:]]
+    boxes, rles = np.zeros((len(values), 4), np.float32), []
+    for i, k in enumerate(values):  # one mask at a time: a large label image may hold thousands of instances
+        mask = (instances == k).astype(np.uint8)[None]
+        boxes[i] = boxes_of_masks(mask)[0][0]
+        rles += encode_masks(mask)
+    return boxes, rles, values
 
 
 def _read_png(path: Path) -> np.ndarray | None:
