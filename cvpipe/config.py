@@ -317,7 +317,9 @@ class TilingConfig(Strict):
     overlap: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.2  # share of a slice its neighbour also covers
     auto_above: Annotated[float, Field(ge=1.0)] = 4.0
     batch: Annotated[int, Field(ge=1)] = 8  # slices per forward pass
-    merge: Literal["nms", "nmm", "wbf"] = "nms"  # nmm: non-maximum merging (a box absorbs those it overlaps)
+    # nmm: non-maximum merging (a box absorbs those it overlaps; instance masks: their union); wbf: boxes only;
+    # None: the task's (detection nms, instance segmentation nmm)
+    merge: Literal["nms", "nmm", "wbf"] | None = None
     # ios (intersection over the smaller box) also merges a box a seam cut with the whole one; iou: classic
     match: Literal["ios", "iou"] = "ios"
     iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5  # boxes of one class matching this much are one object

@@ -266,6 +266,8 @@ def test_validate_refuses_what_masks_cannot_do(tmp_path):
         load_pipeline(write_pipeline(tmp_path / "mosaic.yaml", text))
     with pytest.raises(ConfigError, match="head 'mask_rcnn' does not do task 'detect'.*faster_rcnn"):
         load_pipeline(path, ["task=detect"])
+    with pytest.raises(ConfigError, match="tiling.merge: weighted boxes fusion has no masks to fuse; use nms"):
+        load_pipeline(path, ["tiling.merge=wbf"])
 
 
 def test_an_image_of_background_only_is_a_sample_and_boxes_without_masks_are_refused(tmp_path):
@@ -284,3 +286,36 @@ def test_an_image_of_background_only_is_a_sample_and_boxes_without_masks_are_ref
     config.data.format = "voc"
     with pytest.raises(DataError, match="gives boxes but no instance masks.*instance_masks"):
         get_task("instance").samples(config, Dataset(tmp_path, "train", ["cell"], [empty, boxed]), plain)
+
+
+def test_images_larger_than_a_slice_train_on_windows_and_predict_in_slices(tmp_path):
+    """tiling.size 64 on the 112×96 shapes: training windows carry their cut masks with tight boxes; predict's RLE
+    masks cover the whole image and agree with the CSV's areas; eval scores the stitched masks."""
+    from cvpipe.data.augment import build_augment
+    from cvpipe.data.samples import WindowedInstanceSamples
+    from cvpipe.tasks import get_task
+
+    tiling = ["tiling.mode=always", "tiling.size=64", "train.epochs=1"]
+    pipeline = Pipeline.from_yaml(mask_rcnn_pipeline(tmp_path), tiling)
+    config = pipeline.config
+    assert config.tiling.merge == "nmm"  # instance masks' default: a seam-cut mask is joined from its pieces
+    dataset = read_dataset(config.data.root, "coco", "train", config.data.classes)
+    samples = get_task("instance").samples(config, dataset, build_augment(config.augment, "train", seed=0), train=True)
+    assert isinstance(samples, WindowedInstanceSamples) and len(samples) > len(dataset.records)
+    for i in range(4):
+        image, target = samples[i]
+        assert image.shape[-2:] == (64, 64) and target["masks"].shape[-2:] == (64, 64)
+        assert len(target["masks"]) == len(target["boxes"])
+        for mask, box in zip(target["masks"], target["boxes"]):
+            ys, xs = np.nonzero(mask.numpy())
+            assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    result = pipeline.fit(tensorboard=False)
+    assert {"AP", "box_AP"} <= set(result.metrics.stats)
+    report = pipeline.predict(tmp_path / "src" / "val", tmp_path / "pred", conf=0.0)
+    results = json.loads((tmp_path / "pred" / "results.json").read_text())
+    assert report.counted == len(results) > 0
+    rows = list(csv.DictReader((tmp_path / "pred" / "detections.csv").open()))
+    for result_row, row in zip(results, rows):
+        mask = mask_utils.decode({**result_row["segmentation"], "counts": result_row["segmentation"]["counts"].encode()})
+        assert mask.shape == (96, 112) and int(row["mask_area"]) == int(mask.sum())
+    assert len(list((tmp_path / "pred" / "images").glob("*.png"))) == 4

@@ -9,11 +9,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from pycocotools import mask as mask_utils
 
 from cvpipe.config import TilingConfig
+from cvpipe.data.records import PlacedMask
 from cvpipe.engine.inference import detect
 from cvpipe.engine.runtime import inference_model
-from cvpipe.engine.slicing import detect_sliced, merge, slice_origins, slices_needed
+from cvpipe.engine.slicing import detect_sliced, instances_sliced, merge, slice_origins, slices_needed
 from cvpipe.errors import ConfigError
 from cvpipe.io.images import read_image, write_image
 from cvpipe.loading import load_pipeline
@@ -100,6 +102,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_auto_slices_only_what_is_much_larger_than_the_head_sees(tmp_path):
     config = load_pipeline(shapes_pipeline_file(tmp_path, FASTER_RCNN))  # faster_rcnn min_size 96
+    assert config.tiling.merge == "nms"  # detection's default merge
     assert slices_needed(config, 300, 380) is None  # ≤ 4 × 96
     assert slices_needed(config, 300, 400) == 96
     config.tiling.mode = "never"
@@ -111,7 +114,7 @@ def test_auto_slices_only_what_is_much_larger_than_the_head_sees(tmp_path):
 def test_tiling_is_refused_where_the_task_has_no_slices(tmp_path):
     from .test_classify import colours_pipeline
 
-    with pytest.raises(ConfigError, match="slicing large images is for detection and segmentation pipelines"):
+    with pytest.raises(ConfigError, match="slicing large images is for detection, instance segmentation and segmentation pipelines"):
         load_pipeline(colours_pipeline(tmp_path), ["tiling.mode=always"])
 
 
@@ -316,3 +319,89 @@ def test_segmentation_trains_on_windows_whose_mask_matches_their_pixels(tmp_path
     assert isinstance(windows, WindowedSegmentationSamples) and len(windows) == round(300 * 200 / 64**2)
     for image, target in (windows[i] for i in range(len(windows))):
         assert image.shape == (3, 64, 64) and torch.equal(target["mask"], (image[0] % 2).long())
+
+
+class OracleSegmenter:
+    """Sees the true discs (radius 10, centres on _scene's grid): in each slice, the part of each disc inside it as a
+    mask (PlacedMask in the slice's pixels) with its tight box; a part under 16 px is not found."""
+
+    def __init__(self, centres: np.ndarray, scores: np.ndarray, origins_of, radius: float = 10.0):
+        self.centres, self.scores, self.origins_of, self.radius = centres, scores, origins_of, radius
+
+    def disc(self, k: int, x0: int, y0: int, x1: int, y1: int) -> PlacedMask:
+        """Disc k inside the image region [x0, x1) × [y0, y1), placed in image pixels."""
+        cx, cy = self.centres[k]
+        yy, xx = np.mgrid[y0:y1, x0:x1] + 0.5
+        return PlacedMask.of(((xx - cx) ** 2 + (yy - cy) ** 2 <= self.radius**2).astype(np.uint8), x0, y0)
+
+    def __call__(self, crops: list[torch.Tensor]) -> list[dict]:
+        out = []
+        for crop in crops:
+            x, y = self.origins_of(crop)
+            h, w = crop.shape[-2:]
+            boxes, scores, masks = [], [], []
+            for k, (cx, cy) in enumerate(self.centres):
+                x0, y0 = max(x, int(cx - self.radius)), max(y, int(cy - self.radius))
+                x1, y1 = min(x + w, int(cx + self.radius) + 1), min(y + h, int(cy + self.radius) + 1)
+                if x1 <= x0 or y1 <= y0:
+                    continue
+                part = self.disc(k, x0, y0, x1, y1)
+                if part.area < 16:
+                    continue
+                local = PlacedMask(part.x - x, part.y - y, part.crop)
+                boxes.append([local.x, local.y, local.x + local.crop.shape[1], local.y + local.crop.shape[0]])
+                scores.append(self.scores[k])
+                masks.append(local)
+            out.append({"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                        "scores": torch.tensor(scores, dtype=torch.float32),
+                        "labels": torch.zeros(len(scores), dtype=torch.long), "masks": masks})
+        return out
+
+
+def _mask_iou(a: PlacedMask, b: PlacedMask) -> float:
+    both = PlacedMask.union([a, b])
+    canvas = np.zeros((2, *both.crop.shape), np.uint8)
+    for layer, m in zip(canvas, (a, b)):
+        layer[m.y - both.y:m.y - both.y + m.crop.shape[0], m.x - both.x:m.x - both.x + m.crop.shape[1]] = m.crop
+    return float((canvas[0] & canvas[1]).sum() / both.area)
+
+
+@pytest.mark.parametrize("merge_by", ["nms", "nmm"])
+def test_every_instance_across_seams_is_found_once_and_nmm_rejoins_its_mask(merge_by):
+    image, objects, scores, origins_of = _scene()
+    centres = (objects[:, :2] + objects[:, 2:]) / 2
+    segmenter = OracleSegmenter(centres, scores, origins_of)
+    tiling = TilingConfig(size=400, overlap=0.2, batch=4, merge=merge_by, match="ios", iou=0.5)
+    found = instances_sliced(segmenter, image, 400, tiling)
+    assert len(found["masks"]) == len(found["boxes"]) == len(objects)
+    truth = [segmenter.disc(k, 0, 0, 700, 1000) for k in range(len(centres))]
+    best = _iou(found["boxes"].numpy(), objects).argmax(1)
+    assert sorted(best.tolist()) == list(range(len(objects)))
+    ious = np.array([_mask_iou(mask, truth[k]) for mask, k in zip(found["masks"], best)])
+    assert ious.min() > 0.5  # NMS: the best slice's mask, cut or not
+    if merge_by == "nmm":  # the union of the pieces: the whole disc (each seam piece ≥ 16 px was seen)
+        assert ious.min() > 0.97
+        cut = sum(_mask_iou(mask, truth[k]) < 1 for mask, k in zip(found["masks"], best))
+        assert cut <= 2, cut  # only discs whose sliver fell under 16 px in every slice that cut them
+    else:
+        assert (ious < 1).any()  # some seam-cut disc keeps its best slice's (partial) mask
+
+
+def test_placed_masks_encode_to_the_rle_pycocotools_gives_the_whole_mask():
+    from cvpipe.data.records import encode_masks, union_area
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        height, width = (int(v) for v in rng.integers(1, 40, 2))
+        h, w = int(rng.integers(1, height + 1)), int(rng.integers(1, width + 1))
+        y0, x0 = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+        crop = (rng.random((h, w)) < (trial % 4) / 3).astype(np.uint8)  # every fourth empty, some full
+        whole = np.zeros((1, height, width), np.uint8)
+        whole[0, y0:y0 + h, x0:x0 + w] = crop
+        placed = PlacedMask.of(crop, x0, y0)
+        assert placed.rle(height, width) == PlacedMask(x0, y0, crop).rle(height, width) == encode_masks(whole)[0]
+        assert placed.area == int(whole.sum())
+    rles = [PlacedMask.of((rng.random((12, 15)) < 0.5).astype(np.uint8), int(x), int(y)).rle(30, 40)
+            for x, y in rng.integers(0, 18, (5, 2))]
+    masks = [mask_utils.decode({**r, "counts": r["counts"].encode()}) for r in rles]
+    assert union_area(rles) == int(np.any(masks, 0).sum()) and union_area([]) == 0

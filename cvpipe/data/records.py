@@ -122,6 +122,81 @@ def encode_masks(masks: np.ndarray) -> list[dict]:
     return [{"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in rles]
 
 
+def union_area(rles: list[dict]) -> int:
+    """Pixels in the union of COCO compressed RLE masks (counts as text), without decoding them (pycocotools)."""
+    from pycocotools import mask as mask_utils
+
+    if not rles:
+        return 0
+    return int(mask_utils.area(mask_utils.merge([{**rle, "counts": rle["counts"].encode("ascii")} for rle in rles])))
+
+
+@dataclass(frozen=True)
+class PlacedMask:
+    """A binary mask as its tight crop at (x, y) of its image: an instance found in a slice of a 10,000² image
+    costs its own size, not the image's 100 MB."""
+
+    x: int
+    y: int
+    crop: np.ndarray  # uint8 [h, w]
+
+    @classmethod
+    def of(cls, mask: np.ndarray, x: int = 0, y: int = 0) -> PlacedMask:
+        """The tight crop of a mask whose top-left corner is at (x, y) of the image."""
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        if not len(rows):
+            return cls(x, y, np.zeros((0, 0), np.uint8))
+        crop = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        return cls(x + int(cols[0]), y + int(rows[0]), np.ascontiguousarray(crop != 0, dtype=np.uint8))
+
+    @property
+    def area(self) -> int:
+        return int(self.crop.sum())
+
+    @staticmethod
+    def union(masks: list[PlacedMask]) -> PlacedMask:
+        x0, y0 = min(m.x for m in masks), min(m.y for m in masks)
+        x1, y1 = max(m.x + m.crop.shape[1] for m in masks), max(m.y + m.crop.shape[0] for m in masks)
+        crop = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        for m in masks:
+            crop[m.y - y0:m.y - y0 + m.crop.shape[0], m.x - x0:m.x - x0 + m.crop.shape[1]] |= m.crop
+        return PlacedMask(x0, y0, crop)
+
+    def scaled(self, scale: float) -> PlacedMask:
+        """The mask in an image resized by `scale` (nearest neighbour)."""
+        import cv2
+
+        if not self.crop.size:
+            return self
+        h, w = (max(1, round(v * scale)) for v in self.crop.shape)
+        return PlacedMask(round(self.x * scale), round(self.y * scale),
+                          cv2.resize(self.crop, (w, h), interpolation=cv2.INTER_NEAREST))
+
+    def rle(self, height: int, width: int) -> dict:
+        """COCO compressed RLE over the height × width image, without the image-sized mask. The run lengths are
+        counted here, in COCO's column-major order over the columns the crop spans (pycocotools encodes whole
+        masks only); pycocotools compresses them."""
+        from pycocotools import mask as mask_utils
+
+        h, w = self.crop.shape
+        strip = np.zeros((height, w), np.uint8)  # the crop's columns, full height
+        strip[self.y:self.y + h] = self.crop
+        flat = strip.ravel(order="F")
+        edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        counts = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist() if flat.size else []
+        if flat.size and flat[0]:
+            counts.insert(0, 0)  # runs alternate from a run of zeros
+        counts = counts or [0]
+        counts[0] += self.x * height  # the columns left of the crop
+        tail = (width - self.x - w) * height  # and right of it
+        if len(counts) % 2:
+            counts[-1] += tail
+        elif tail:
+            counts.append(tail)
+        rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+        return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
+
+
 def inside_root(root: Path, candidate: Path, *, where: str) -> Path:
     """Resolve a path named by a dataset and refuse one that escapes the dataset root."""
     resolved = (root / candidate).resolve()

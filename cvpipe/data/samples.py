@@ -128,6 +128,9 @@ class Windows:
                       "boxes": boxes, "labels": sample["labels"][kept]}
             if "mask" in sample:
                 window["mask"] = np.ascontiguousarray(sample["mask"][y0:y0 + self.size, x0:x0 + self.size])
+            if "masks" in sample:
+                window["masks"] = [np.ascontiguousarray(sample["masks"][k][y0:y0 + self.size, x0:x0 + self.size])
+                                   for k in kept]
             if self.has_objects(window) or rng.random() < self.config.empty_share:
                 break
         h, w = window["image"].shape[:2]
@@ -160,6 +163,9 @@ class InstanceSamples(SplitSamples):
     is re-drawn tight around its augmented mask (a rotated box would be looser)."""
 
     def item(self, i: int) -> tuple[torch.Tensor, dict]:
+        return self._augmented(self._sample(i))
+
+    def _sample(self, i: int) -> dict:
         sample = self.dataset.sample(i)
         if "masks" not in sample:
             if len(sample["boxes"]):
@@ -169,12 +175,23 @@ class InstanceSamples(SplitSamples):
         height, width = sample["image"].shape[:2]
         if any(m.shape != (height, width) for m in sample["masks"]):
             raise DataError(f"{sample['path']}: an instance mask's size differs from the image's {width}×{height}")
-        sample = apply_augment(self.transform, _instances_only(sample))
+        return _instances_only(sample)
+
+    def _augmented(self, sample: dict) -> tuple[torch.Tensor, dict]:
+        sample = apply_augment(self.transform, sample)
         masks = np.asarray(sample["masks"], np.uint8).reshape(-1, *sample["image"].shape[:2])
         boxes, keep = boxes_of_masks(masks)
         target = {"boxes": torch.from_numpy(boxes[keep]), "labels": torch.from_numpy(sample["labels"][keep]),
                   "masks": torch.from_numpy(np.ascontiguousarray(masks[keep])), "image_id": sample["image_id"]}
         return image_tensor(sample["image"]), target
+
+
+class WindowedInstanceSamples(Windows, InstanceSamples):
+    """InstanceSamples of random windows (Windows): each kept instance's mask is cut with its box."""
+
+    def __init__(self, dataset: Dataset, transform, *, size: int, config, windowed: list[bool]):
+        super().__init__(dataset, transform)
+        self.set_windows(size, config, windowed)
 
 
 def _instances_only(sample: dict) -> dict:

@@ -1,5 +1,6 @@
 """Sliced inference for large images (`tiling:`): overlapping slices run through the model in batches; a
-detector's boxes are shifted back into the image and merged across the seams, a segmenter's labels are pasted.
+detector's boxes (and an instance segmenter's masks) are shifted back into the image and merged across the seams,
+a semantic segmenter's labels are pasted.
 
 The model sees at most `tiling.batch` slices at a time besides the image itself, so memory follows the slice
 size, not the image's. Merging: NMS or non-maximum merging (NMM, SAHI's default: the best box absorbs the
@@ -17,6 +18,7 @@ import torch
 from torchvision.ops import batched_nms, box_area, box_iou
 
 from cvpipe.config import PipelineConfig, TilingConfig
+from cvpipe.data.records import PlacedMask
 from cvpipe.data.tiling import tile_starts
 from cvpipe.models.heads.registry import head_spec
 
@@ -77,15 +79,34 @@ def detect_sliced(detector: Detector, image: torch.Tensor, size: int, tiling: Ti
 def merge(found: list[dict], origins: list[tuple[int, int]], size: int, tiling: TilingConfig,
           image_size: tuple[int, int]) -> dict:
     """One detection per object from each slice's detections (boxes in image pixels), best first."""
-    boxes = torch.cat([d["boxes"] for d in found]).reshape(-1, 4)
-    scores = torch.cat([d["scores"] for d in found])
-    labels = torch.cat([d["labels"] for d in found])
+    boxes, scores, labels = _joined(found)
     if tiling.merge == "wbf":
         return _wbf(boxes, scores, labels, tiling.iou, image_size)
+    groups = merge_groups(found, origins, size, tiling)
+    best = torch.tensor([g[0] for g in groups], dtype=torch.long)
+    if tiling.merge == "nmm":
+        boxes = torch.stack([_union_box(boxes[g]) for g in groups]) if groups else boxes[best]
+    else:
+        boxes = boxes[best]
+    return {"boxes": boxes.reshape(-1, 4), "scores": scores[best], "labels": labels[best]}
+
+
+def merge_groups(found: list[dict], origins: list[tuple[int, int]], size: int, tiling: TilingConfig) -> list[list[int]]:
+    """Every object as its detections' indices among all the slices' (in `found` order), its best first; objects
+    best first."""
+    boxes, scores, labels = _joined(found)
     if tiling.merge == "nms" and tiling.match == "iou":
-        keep = batched_nms(boxes, scores, labels, tiling.iou)
-        return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
-    return _greedy(boxes, scores, labels, _seam_matches(found, origins, size, tiling), tiling.merge == "nmm")
+        return [[i] for i in batched_nms(boxes, scores, labels, tiling.iou).tolist()]
+    return _greedy(scores, _seam_matches(found, origins, size, tiling))
+
+
+def _joined(found: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (torch.cat([d["boxes"] for d in found]).reshape(-1, 4), torch.cat([d["scores"] for d in found]),
+            torch.cat([d["labels"] for d in found]))
+
+
+def _union_box(boxes: torch.Tensor) -> torch.Tensor:
+    return torch.cat([boxes[:, :2].min(0).values, boxes[:, 2:].max(0).values])
 
 
 def _wbf(boxes, scores, labels, iou: float, image_size: tuple[int, int]) -> dict:
@@ -131,25 +152,43 @@ def _seam_matches(found: list[dict], origins: list[tuple[int, int]], size: int, 
     return matches
 
 
-def _greedy(boxes, scores, labels, matches: list[list[int]], merge_boxes: bool) -> dict:
-    """Best box first; the boxes it matches are dropped (NMS) or merged into it (NMM: its box grows to their
-    union, its score stays the best)."""
-    order = torch.argsort(scores, descending=True, stable=True).tolist()
-    alive = np.ones(len(order), bool)
-    kept, merged = [], []
-    for i in order:
+def _greedy(scores: torch.Tensor, matches: list[list[int]]) -> list[list[int]]:
+    """Best detection first, with the detections it matches that no better one took: NMS keeps the first of each
+    group, NMM merges the group."""
+    alive = np.ones(len(scores), bool)
+    groups = []
+    for i in torch.argsort(scores, descending=True, stable=True).tolist():
         if not alive[i]:
             continue
         alive[i] = False
         group = [j for j in matches[i] if alive[j]]
         alive[group] = False
-        kept.append(i)
-        if merge_boxes:
-            members = boxes[[i, *group]]
-            merged.append(torch.cat([members[:, :2].min(0).values, members[:, 2:].max(0).values]))
-    index = torch.tensor(kept, dtype=torch.long)
-    out = torch.stack(merged) if merged else boxes[index].reshape(-1, 4)
-    return {"boxes": out, "scores": scores[index], "labels": labels[index]}
+        groups.append([i, *group])
+    return groups
+
+
+def instances_sliced(segmenter: Callable[[list[torch.Tensor]], list[dict]], image: torch.Tensor, size: int,
+                     tiling: TilingConfig) -> dict:
+    """Instances over the whole image (CHW uint8) from its slices, `tiling.batch` slices per call. `segmenter` gives
+    each image's {boxes, scores, labels, masks: PlacedMask crops}, and so does this (never an image-sized mask per
+    instance). NMS keeps each object's best mask, NMM the union of its masks (and of its boxes)."""
+    height, width = image.shape[-2:]
+    origins = slice_origins(height, width, size, tiling.overlap)
+    found, placed = [], []
+    for start in range(0, len(origins), tiling.batch):
+        batch = origins[start:start + tiling.batch]
+        for (x, y), det in zip(batch, segmenter([image[:, y:y + size, x:x + size] for x, y in batch])):
+            found.append({**det, "boxes": det["boxes"].reshape(-1, 4) + torch.tensor([x, y, x, y], dtype=torch.float32)})
+            placed += [PlacedMask(m.x + x, m.y + y, m.crop) for m in det["masks"]]
+    boxes, scores, labels = _joined(found)
+    groups = merge_groups(found, origins, size, tiling)
+    best = [g[0] for g in groups]
+    if tiling.merge == "nmm":
+        masks = [PlacedMask.union([placed[i] for i in g]) for g in groups]
+        boxes = torch.stack([_union_box(boxes[g]) for g in groups]) if groups else boxes[best]
+    else:
+        masks, boxes = [placed[i] for i in best], boxes[best]
+    return {"boxes": boxes.reshape(-1, 4), "scores": scores[best], "labels": labels[best], "masks": masks}
 
 
 def owned_spans(starts: list[int], size: int, length: int) -> list[tuple[int, int]]:

@@ -81,7 +81,8 @@ class Task(ABC):
             problems.append((("tta", "enabled"), f"test-time augmentation is for {with_tta} pipelines; this one is "
                              f"{config.task!r}"))
         if config.tiling.mode == "always" and not self.tiles:
-            with_tiling = " and ".join(task.description for task in tasks().values() if task.tiles)
+            names = [task.description for task in tasks().values() if task.tiles]
+            with_tiling = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
             problems.append((("tiling", "mode"), f"slicing large images is for {with_tiling} pipelines; this one is "
                              f"{config.task!r} (tiling.mode: never or auto)"))
         elif config.tiling.mode == "always" and slice_size(config) is None:

@@ -14,7 +14,7 @@ from torch import nn
 
 from cvpipe.config import COCO_STATS, PipelineConfig
 from cvpipe.data.formats.coco import to_coco
-from cvpipe.data.records import Dataset
+from cvpipe.data.records import Dataset, PlacedMask
 from cvpipe.data.samples import DetectionSamples, WindowedDetectionSamples
 from cvpipe.engine.inference import detect
 from cvpipe.engine.slicing import slice_size, slices_needed
@@ -49,7 +49,9 @@ def rounded(boxes: np.ndarray, scores: np.ndarray) -> dict[str, list]:
 ANNOTATED_MAX_SIDE = 4096  # annotated copies of larger images are downscaled to this (a 10,000² PNG helps no one)
 
 
-def _write_annotated(path: Path, image: torch.Tensor, boxes, labels, classes: list[str], scores) -> None:
+def write_annotated(path: Path, image: torch.Tensor, boxes, labels, classes: list[str], scores,
+                    masks: list[PlacedMask] | None = None) -> None:
+    """An annotated copy (with instance masks where given), downscaled to ANNOTATED_MAX_SIDE."""
     picture = image.permute(1, 2, 0).numpy()
     scale = min(1.0, ANNOTATED_MAX_SIDE / max(picture.shape[:2]))
     if scale < 1.0:
@@ -57,7 +59,8 @@ def _write_annotated(path: Path, image: torch.Tensor, boxes, labels, classes: li
 
         picture = cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         boxes = boxes * scale
-    write_image(path, draw_sample(picture, boxes, labels, classes, scores=scores))
+        masks = [m.scaled(scale) for m in masks] if masks is not None else None
+    write_image(path, draw_sample(picture, boxes, labels, classes, masks=masks, scores=scores))
 
 
 class DetectTask(Task):
@@ -72,10 +75,13 @@ class DetectTask(Task):
     export_input = "image"
     export_outputs = ("boxes", "scores", "labels")
     eval_files = "detections (COCO results) and ground truth"
+    seam_merge = "nms"  # tiling.merge where the pipeline leaves it unset
 
     def settle(self, config: PipelineConfig) -> list[tuple[tuple, str]]:
         if config.tta.iou is None:  # views are fused at the head's own NMS overlap
             config.tta.iou = config.model.head.nms_thresh
+        if config.tiling.merge is None:
+            config.tiling.merge = self.seam_merge
         return super().settle(config)
 
     def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> DetectionSamples:
@@ -114,7 +120,7 @@ class DetectTask(Task):
             keep = det["scores"] >= job.conf
             boxes, scores, labels = det["boxes"][keep].numpy(), det["scores"][keep].numpy(), det["labels"][keep].numpy()
             if job.save_images:
-                job.write(_write_annotated, job.out / "images" / name, image, boxes, labels, job.classes, scores)
+                job.write(write_annotated, job.out / "images" / name, image, boxes, labels, job.classes, scores)
             entry = {"file": name, "width": int(image.shape[2]), "height": int(image.shape[1]),
                      **rounded(boxes, scores), "labels": labels.tolist()}
             geo = read_georeference(job.root / name) if job.root is not None else None

@@ -16,15 +16,16 @@ from torch import nn
 from cvpipe.config import INSTANCE_STATS, PipelineConfig
 from cvpipe.data.augment import build_augment, uses_mosaic
 from cvpipe.data.formats.coco import to_coco
-from cvpipe.data.records import Dataset, decode_segmentations, encode_masks
-from cvpipe.data.samples import InstanceSamples
+from cvpipe.data.records import Dataset, PlacedMask, union_area
+from cvpipe.data.samples import InstanceSamples, WindowedInstanceSamples
 from cvpipe.engine.inference import detect
+from cvpipe.engine.slicing import instances_sliced, slice_size, slices_needed, whole_or_sliced
 from cvpipe.errors import DataError
-from cvpipe.io.images import write_image, write_text
+from cvpipe.io.images import write_text
 from cvpipe.metrics.coco import InstanceMetrics, detections_to_results, evaluate_coco
 from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob
-from cvpipe.tasks.detect import DetectTask, rounded
+from cvpipe.tasks.detect import DetectTask, rounded, write_annotated
 from cvpipe.viz.draw import draw_sample
 
 
@@ -45,11 +46,6 @@ def binary_masks(det: dict, thresh: float) -> np.ndarray:
     return (det["masks"][:, 0] >= thresh).numpy().astype(np.uint8)
 
 
-def decode(rles: list[dict], height: int, width: int) -> np.ndarray:
-    """RLE masks → uint8 [K, H, W]."""
-    return np.asarray(decode_segmentations(rles, height, width), np.uint8).reshape(-1, height, width)
-
-
 def mask_results(entries: list[dict], image_ids: list[int]) -> list[dict]:
     """Per-image `{masks (RLE), scores, labels}` → COCO segm results (no `bbox`, so the evaluators take each
     result's area from its mask, as detectron2 writes them for segm)."""
@@ -58,20 +54,16 @@ def mask_results(entries: list[dict], image_ids: list[int]) -> list[dict]:
             for rle, s, label in zip(entry["masks"], entry["scores"], entry["labels"])]
 
 
-def _write_overlay(path: Path, image: torch.Tensor, boxes, labels, classes, scores, rles) -> None:
-    masks = list(decode(rles, image.shape[1], image.shape[2]))
-    write_image(path, draw_sample(image.permute(1, 2, 0).numpy(), boxes, labels, classes, masks=masks, scores=scores))
-
-
 class InstanceTask(DetectTask):
     name = "instance"
     description = "instance segmentation"
     tta = False  # views of masks are not fused (yet): `validate` says so where tta.enabled
-    tiles = False  # nor are masks merged across slices (yet): images go through whole
+    tiles = True  # large images in slices, masks merged across the seams (engine/slicing.py)
     stats = INSTANCE_STATS
     counted = "instances"
     export_outputs = ("boxes", "scores", "labels", "masks")
     eval_files = "mask and box results (COCO) and ground truth"
+    seam_merge = "nmm"  # a mask a seam cut is joined again from its pieces (README: nuclei, 0.943 vs 0.790 AP50)
 
     def settle(self, config: PipelineConfig) -> list[tuple[tuple, str]]:
         problems = super().settle(config)
@@ -81,6 +73,9 @@ class InstanceTask(DetectTask):
             mosaic = False
         if mosaic:
             problems.append((("augment", "train"), "Mosaic cannot carry instance masks; remove it from this pipeline"))
+        if config.tiling.merge == "wbf":
+            problems.append((("tiling", "merge"), "weighted boxes fusion has no masks to fuse; use nms (each object's "
+                             "best mask) or nmm (the union of its masks across the seams)"))
         return problems
 
     def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> InstanceSamples:
@@ -88,18 +83,28 @@ class InstanceTask(DetectTask):
             raise DataError(f"{dataset.root} ({dataset.split}): data.format {config.data.format} gives boxes but no "
                             "instance masks; instance segmentation needs COCO polygons or RLE (data.format: coco) or "
                             "instance-mask PNGs (data.format: instance_masks)")
+        windowed = [slices_needed(config, r.height, r.width) is not None for r in dataset.records]
+        if train and any(windowed):  # random windows of the images `tiling:` slices at inference
+            return WindowedInstanceSamples(dataset, transform, size=slice_size(config), config=config.tiling,
+                                           windowed=windowed)
         return InstanceSamples(dataset, transform)
 
     def _found(self, model, images, config: PipelineConfig, device, conf: float = 0.0) -> list[dict]:
-        """Each image's instances scoring at least `conf`: boxes, scores, labels as numpy, masks as RLE."""
-        found = []
-        for det in detect(model, images, device, amp=config.train.amp) if images else []:
-            keep = det["scores"] >= conf
-            masks = binary_masks({"masks": det["masks"][keep]}, config.model.head.mask_thresh)
-            found.append({"boxes": det["boxes"][keep].numpy(), "scores": det["scores"][keep].numpy(),
-                          "labels": det["labels"][keep].numpy(), "masks": encode_masks(masks),
-                          "areas": masks.reshape(len(masks), -1).sum(1).tolist()})
-        return found
+        """Each image's instances scoring at least `conf` (whole, or from its slices where `tiling:` slices it):
+        boxes, scores, labels as numpy, masks as RLE with their areas, and as PlacedMask crops for drawing."""
+        def run(batch):
+            found = []
+            for det in detect(model, batch, device, amp=config.train.amp) if batch else []:
+                keep = det["scores"] >= conf
+                masks = binary_masks({"masks": det["masks"][keep]}, config.model.head.mask_thresh)
+                found.append({"boxes": det["boxes"][keep], "scores": det["scores"][keep], "labels": det["labels"][keep],
+                              "masks": [PlacedMask.of(mask) for mask in masks]})
+            return found
+
+        return [{"boxes": r["boxes"].numpy(), "scores": r["scores"].numpy(), "labels": r["labels"].numpy(),
+                 "masks": [m.rle(*image.shape[-2:]) for m in r["masks"]], "areas": [m.area for m in r["masks"]],
+                 "placed": r["masks"]}
+                for image, r in zip(images, whole_or_sliced(images, config, run, instances_sliced))]
 
     def evaluate(self, model: nn.Module, config: PipelineConfig, dataset: Dataset, batches: Batches,
                  device: torch.device, *, out_dir: Path | None, tta: bool) -> InstanceMetrics:
@@ -126,8 +131,8 @@ class InstanceTask(DetectTask):
         entries = []
         for name, image, det in zip(names, images, self._found(model, images, job.config, job.device, job.conf)):
             if job.save_images:
-                job.write(_write_overlay, job.out / "images" / name, image, det["boxes"], det["labels"], job.classes,
-                          det["scores"], det["masks"])
+                job.write(write_annotated, job.out / "images" / name, image, det["boxes"], det["labels"], job.classes,
+                          det["scores"], det["placed"])
             entries.append({"file": name, "width": int(image.shape[2]), "height": int(image.shape[1]),
                             **rounded(det["boxes"], det["scores"]), "labels": det["labels"].tolist(),
                             "masks": det["masks"], "areas": det["areas"]})
@@ -148,7 +153,7 @@ class InstanceTask(DetectTask):
                                                             entry["areas"]):
                 instances.writerow([name, classes[label], score, x1, y1, x2, y2, area])
             # the union of the masks: overlapping instances count their shared pixels once
-            union = decode(entry["masks"], entry["height"], entry["width"]).any(0).sum() if entry["masks"] else 0
+            union = union_area(entry["masks"])
             summary.writerow([name, len(entry["boxes"]), int(union), round(union / (entry["width"] * entry["height"]), 5)])
         categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
         write_text(out / "results.json", json.dumps(results))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from cvpipe.data.records import PlacedMask
+
 
 def palette(i: int) -> tuple[int, int, int]:
     """A stable, distinct colour per class index (golden-ratio hue steps)."""
@@ -14,14 +16,18 @@ def palette(i: int) -> tuple[int, int, int]:
 
 
 def draw_sample(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, classes: list[str],
-                masks: list[np.ndarray] | None = None, scores: np.ndarray | None = None,
+                masks: list[np.ndarray | PlacedMask] | None = None, scores: np.ndarray | None = None,
                 ids: np.ndarray | None = None) -> np.ndarray:
-    """Boxes (and masks) in their class colours, labelled `name score`; with tracking ids `#id name score`."""
+    """Boxes (and masks: image-sized, or placed crops) in their class colours, labelled `name score`; with tracking
+    ids `#id name score`."""
     out = image.copy()
     for k, mask in enumerate(masks or []):  # a mask takes its box's colour: its track's, else its class's
         color = np.array(palette(int(ids[k]) if ids is not None else int(labels[k]) if k < len(labels) else k), np.float32)
-        sel = mask.astype(bool)
-        out[sel] = (0.55 * out[sel] + 0.45 * color).astype(np.uint8)
+        placed = mask if isinstance(mask, PlacedMask) else PlacedMask(0, 0, mask)
+        h, w = placed.crop.shape
+        region = out[placed.y:placed.y + h, placed.x:placed.x + w]
+        sel = placed.crop[:region.shape[0], :region.shape[1]].astype(bool)
+        region[sel] = (0.55 * region[sel] + 0.45 * color).astype(np.uint8)
     thickness = max(1, round(max(image.shape[:2]) / 400))
     for k, (box, label) in enumerate(zip(boxes, labels)):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
