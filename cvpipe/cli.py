@@ -363,6 +363,7 @@ def cmd_augment_preview(args) -> int:
     from cvpipe.io.images import write_image
     from cvpipe.io.outputs import prepare_file
     from cvpipe.loading import load_pipeline, require_data
+    from cvpipe.tasks import get_task
     from cvpipe.viz.draw import draw_sample, grid
 
     config = load_pipeline(args.pipeline, args.overrides)
@@ -375,11 +376,13 @@ def cmd_augment_preview(args) -> int:
     if not len(dataset):
         raise CvpipeError(f"{config.data.root}/{split}: no images to preview")
     transform = build_augment(config.augment, args.split, seed=args.seed)
+    # the task's samples: training windows of the images `tiling:` slices, as training draws them
+    samples = get_task(config.task).samples(config, dataset, transform, train=args.split == "train")
     rng = np.random.default_rng(args.seed)
     tiles = []
-    for i in rng.integers(0, len(dataset), args.n):
-        partners = [dataset.sample(int(j)) for j in rng.integers(0, len(dataset), 3)] if uses_mosaic(transform) else None
-        s = apply_augment(transform, dataset.sample(int(i)), partners)
+    for i in rng.integers(0, len(samples), args.n):
+        partners = [samples.raw(int(j)) for j in rng.integers(0, len(samples), 3)] if uses_mosaic(transform) else None
+        s = apply_augment(transform, samples.raw(int(i)), partners)
         tiles.append(draw_sample(s["image"], s["boxes"], s["labels"], dataset.classes, s.get("masks")))
     write_image(args.out, grid(tiles))
     console.print(f"{args.n} augmented {args.split} samples → {args.out}")

@@ -65,4 +65,10 @@ def test_cli_preview_writes_grid(shapes, tmp_path):
     assert main(["augment", "preview", str(pipeline), "--n", "4", "--out", str(out)]) == 0
     import cv2
 
-    assert cv2.imread(str(out)).shape == (512, 512, 3)
+    whole = cv2.imread(str(out))
+    assert whole.shape == (512, 512, 3)
+    assert (whole[230:256] == 32).all()  # a 112×96 image letterboxed into its 256-px cell leaves rows of the fill
+    # images `tiling:` slices: training's windows of them (64×64, square: the cell is full)
+    tiling = ["--set", "tiling.mode=always", "tiling.size=64"]
+    assert main(["augment", "preview", str(pipeline), "--n", "4", "--out", str(out), *tiling]) == 0
+    assert not (cv2.imread(str(out))[230:256, :256] == 32).all()

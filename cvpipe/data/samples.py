@@ -44,6 +44,10 @@ class SplitSamples(torch.utils.data.Dataset, ABC):
         """The dataset record sample `i` comes from."""
         return i
 
+    def raw(self, i: int) -> dict:
+        """Sample `i` before its augmentation (what `augment preview` augments and draws)."""
+        return self.dataset.sample(self.image_index(i))
+
     @abstractmethod
     def item(self, i: int) -> tuple[torch.Tensor, dict]:
         """Sample `i` as (image uint8 CHW, target dict); DataError for an unreadable one."""
@@ -109,7 +113,10 @@ class Windows:
         return self.windows[i]
 
     def item(self, i: int) -> tuple[torch.Tensor, dict]:
-        return self._augmented(self._sample(self.windows[i]))
+        return self._augmented(self.raw(i))
+
+    def raw(self, i: int) -> dict:
+        return self._sample(self.windows[i])
 
     def _sample(self, i: int) -> dict:
         sample = super()._sample(i)
