@@ -76,7 +76,7 @@ def main() -> None:
             pipeline = Pipeline.from_yaml(REPO / "pipelines" / f"{name}.yaml", console=Console(quiet=True))
             config = pipeline.config
             weights, source = weights_for(pipeline, Path(tmp))
-            model, classes = inference_model(config, weights, CPU, "pytorch")
+            model, classes, *_ = inference_model(config, weights, CPU, "pytorch")
             runtime = OnnxModel(onnx_bytes(model, config, classes))
             images = [read_image(f) for f in files]
             if config.task != "detect":

@@ -58,7 +58,7 @@ def opencv_runner(engine: int, photos: list[np.ndarray]) -> Callable[[], list[np
 def cvpipe_runner(backend: str, photos: list[np.ndarray]) -> Callable[[], list[dict]]:
     config = load_pipeline(PIPELINE)
     device = torch.device("cpu")
-    model, _ = inference_model(config, None, device, backend)
+    model = inference_model(config, None, device, backend).model
     tensors = [torch.from_numpy(p).permute(2, 0, 1) for p in photos]
     return lambda: [detect(model, [t], device)[0] for t in tensors]
 

@@ -141,9 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=_shard, default=None, metavar="K/N",
                    help="only every N-th image from the K-th (0-based), for N independent jobs on one --out; "
                         "under torchrun the rank picks the shard")
-    p.add_argument("--backend", choices=BACKENDS, default="pytorch",
-                   help="pytorch (eager), compile (torch.compile; ssd, yolo) or onnxruntime (the exported graph; "
-                        "--weights may be a .onnx from `cvpipe export`)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto (the default: the fastest the head declares for the device, taken where its outputs "
+                        "match eager's), pytorch (eager, BatchNorm folded), compile (torch.compile; ssd, yolo) or "
+                        "onnxruntime (the exported graph; --weights may be a .onnx from `cvpipe export`)")
     _add_set(p)
 
     p = sub.add_parser("video", help="run a pipeline over a video file, image folder, webcam or RTSP/HTTP stream")
@@ -158,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=POSITIVE_INT, default=1, help="files and folders: process every Nth frame (default 1)")
     p.add_argument("--conf", type=PROBABILITY, default=0.25, help="keep detections scoring at least this (default 0.25)")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
-    p.add_argument("--backend", choices=BACKENDS, default="pytorch", help="inference backend, as for predict")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend, as for predict")
     p.add_argument("--max-frames", type=POSITIVE_INT, default=None, help="stop after this many processed frames")
     p.add_argument("--duration", type=POSITIVE, default=None, help="stop after this many seconds")
     p.add_argument("--fps", type=POSITIVE, default=None, help="an image folder's frame rate (default 25)")

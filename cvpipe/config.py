@@ -263,7 +263,7 @@ class TrainConfig(Strict):
     patience: Annotated[int, Field(ge=1)] | None = None  # stop after this many epochs without a better eval.best
 
 
-BACKENDS = ("pytorch", "compile", "onnxruntime")  # inference backends (engine/runtime.py)
+BACKENDS = ("auto", "pytorch", "compile", "onnxruntime")  # inference backends (engine/runtime.py)
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 # instance segmentation: the 12 COCO stats of the masks (COCOeval iouType segm), then those of the boxes
 INSTANCE_STATS = COCO_STATS + tuple(f"box_{stat}" for stat in COCO_STATS)
@@ -283,7 +283,7 @@ def loader_workers(setting: int | str) -> int:
 
 
 class EvalConfig(Strict):
-    batch_size: Annotated[int, Field(ge=1)]
+    batch_size: Annotated[int, Field(ge=1)] | None = None  # None: per device and task (tasks/base.py)
     interval: Annotated[int, Field(ge=1)] = 1
     best: Literal[("auto", *INSTANCE_STATS, *CLASSIFY_STATS, "mIoU", "pixel_accuracy", "fwIoU", *STYLIZE_STATS)] = "auto"
     coco: Literal["faster", "pycocotools"] = "faster"  # COCO box and mask mAP by faster-coco-eval, or the pycocotools reference
@@ -316,7 +316,7 @@ class TilingConfig(Strict):
     size: Annotated[int, Field(ge=32)] | None = None  # slice side in pixels; None: the head's input size
     overlap: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.2  # share of a slice its neighbour also covers
     auto_above: Annotated[float, Field(ge=1.0)] = 4.0
-    batch: Annotated[int, Field(ge=1)] = 8  # slices per forward pass
+    batch: Annotated[int, Field(ge=1)] | None = None  # slices per forward pass; None: as eval.batch_size
     # nmm: non-maximum merging (a box absorbs those it overlaps; instance masks: their union); wbf: boxes only;
     # None: the task's (detection nms, instance segmentation nmm)
     merge: Literal["nms", "nmm", "wbf"] | None = None

@@ -92,7 +92,7 @@ class Pipeline:
 
     def predict(self, source: str | Path, out: str | Path | None = None, *, weights: str | Path | None = None,
                 conf: float = 0.25, resume: bool = False, save_images: bool | None = None,
-                backend: str = "pytorch", shard: tuple[int, int] | None = None) -> PredictReport:
+                backend: str = "auto", shard: tuple[int, int] | None = None) -> PredictReport:
         """Detections for every image under `source` (folder, file or glob), written to `out`."""
         from cvpipe.engine.predict import predict
 

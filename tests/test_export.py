@@ -123,8 +123,8 @@ def test_the_coco_ssd_through_onnx_runtime_matches_pytorch_on_real_photos(tmp_pa
     pipeline = Pipeline.from_yaml("pipelines/coco_ssd_mobilenet_v2.yaml", [f"output.dir={tmp_path}"])
     report = pipeline.export(tmp_path / "ssd.onnx")
     assert report.max_abs_difference < 1e-3
-    model, _ = inference_model(pipeline.config, None, CPU, "pytorch")
-    runtime, classes = inference_model(pipeline.config, tmp_path / "ssd.onnx", CPU, "onnxruntime")
+    model = inference_model(pipeline.config, None, CPU, "pytorch").model
+    runtime, classes, *_ = inference_model(pipeline.config, tmp_path / "ssd.onnx", CPU, "onnxruntime")
     assert len(classes) == 80
     matched = 0
     for photo in sorted(photos.glob("*.[jp][pn]g")):

@@ -135,7 +135,7 @@ def test_predict_slices_a_mosaic_of_photos_into_the_photos_own_detections(tmp_pa
     pipeline = Pipeline.from_yaml("pipelines/coco_ssd_mobilenet_v2.yaml", [f"output.dir={tmp_path}", *tiling])
     pipeline.predict(tmp_path / "big", tmp_path / "sliced", conf=0.3)
     sliced = json.loads((tmp_path / "sliced" / "results.json").read_text())
-    model, _ = inference_model(pipeline.config, None, torch.device("cpu"), "pytorch")
+    model = inference_model(pipeline.config, None, torch.device("cpu"), "pytorch").model
     expected = []
     for k, cell in enumerate(cells):
         det = detect(model, [torch.from_numpy(cell).permute(2, 0, 1)], torch.device("cpu"))[0]

@@ -107,7 +107,7 @@ def test_mirrored_photos_give_mirrored_detections(photos, monkeypatch):
     detections must be mirror images too. The COCO SSD on real photos."""
     monkeypatch.chdir(REPO)
     config = Pipeline.from_yaml("pipelines/coco_ssd_mobilenet_v2.yaml").config
-    model, _ = inference_model(config, None, CPU, "pytorch")
+    model = inference_model(config, None, CPU, "pytorch").model
     tta = TTAConfig(flips="hflip", iou=config.tta.iou)
     compared = 0
     for photo in sorted(photos.glob("*.[jp][pn]g")):

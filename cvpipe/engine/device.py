@@ -7,6 +7,17 @@ import torch
 from cvpipe.errors import ConfigError
 
 
+def device_type(name: str) -> str:
+    """The kind of device `train.device` will give (cuda | mps | cpu), without the checks: for settling defaults
+    that depend on it (resolve_device reports an unavailable one when a command runs)."""
+    if name == "auto":
+        return resolve_device(name).type
+    try:
+        return torch.device(name).type
+    except RuntimeError:
+        return "cpu"
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():

@@ -72,7 +72,7 @@ class ImageFiles(torch.utils.data.Dataset):
 
 
 def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path | None, *, conf: float = 0.25,
-            resume: bool = False, save_images: bool | None = None, backend: str = "pytorch",
+            resume: bool = False, save_images: bool | None = None, backend: str = "auto",
             shard: tuple[int, int] | None = None, console: Console | None = None) -> PredictReport:
     """`shard=(k, n)`: only every n-th image from the k-th, into its own journal; the result files are written
     from the journals of all n shards found in `out`. Under torchrun the shard is the process's rank, and rank 0
@@ -89,7 +89,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     out = prepare_dir(out, "--out")  # before the model loads: a bad --out fails in a second
     device = distributed.device_for(rank, resolve_device(config.train.device))
     files, root = discover(source, exclude=out)
-    model, classes = inference_model(config, weights, device, backend)
+    model, classes, backend, why = inference_model(config, weights, device, backend)
     save_images = config.output.save_images if save_images is None else save_images
     journals = journal_paths(out, shards)
     journal_path = journals[k]
@@ -101,6 +101,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
                   + (f", shard {k}/{shards} ({len(todo)} to do)" if shards > 1 else "")
                   + (f", test-time augmentation: {describe(config.tta)}" if config.tta.enabled else "")
                   + f" → {out}")
+    console.print(f"backend: {backend} ({why})")
     task = get_task(config.task)
     transform = build_augment(config.augment, "eval") if task.eval_transform else None
     loader = DataLoader(ImageFiles([files[i] for i in todo], transform), batch_size=config.eval.batch_size,

@@ -1,24 +1,45 @@
-"""Inference backends: PyTorch (eager), `compile` (torch.compile of a fixed-size detector's core) and
-`onnxruntime` (the whole model exported to ONNX, engine/export.py). Measured on a 2-core CPU
-(benches/ssd_vs_opencv.py, benches/export_speed.py): see the README.
+"""Inference backends and the graph work done before any of them runs.
+
+- `pytorch`: eager, with every BatchNorm folded into its convolution (models/fusion.py) and channels-last.
+- `compile`: torch.compile of a fixed-size detector's core (inductor, frozen weights); warm-up is cached in
+  inductor's cache directory under cvpipe's cache, so it is paid once per model and machine.
+- `onnxruntime`: the whole model exported to ONNX (engine/export.py), the export cached by checkpoint.
+- `auto` (the default): the backend the head declares fastest on this kind of device (`HeadSpec.auto_backend`,
+  from benches/inference_speed.py), taken only where its outputs match eager's on the export checks' two
+  inputs within EXPORT_TOLERANCE; else eager. The choice and why are printed.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
+import os
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from cvpipe.config import BACKENDS
+from cvpipe.config import BACKENDS, PipelineConfig
 from cvpipe.errors import ConfigError
 
+EXPORT_TOLERANCE = 1e-3  # largest |backend − eager| accepted (scores, box pixels, mask probabilities), as export checks
 
-def inference_model(config, weights: Path | None, device: torch.device, backend: str = "pytorch"):
-    """(model, classes) ready for `detect` / `classify` / `segment`: a checkpoint (or the pipeline's ready
-    weights) on `backend`, or an exported `.onnx` file (onnxruntime only)."""
+
+class Inference(NamedTuple):
+    model: Any  # an nn.Module, or engine.export.OnnxModel: called alike by detect / classify / segment
+    classes: list[str]
+    backend: str  # what runs: pytorch | compile | onnxruntime
+    why: str  # how it was chosen, for the console
+
+
+def inference_model(config: PipelineConfig, weights: Path | None, device: torch.device,
+                    backend: str = "auto") -> Inference:
+    """A checkpoint (or the pipeline's ready weights) ready for `detect` / `classify` / `segment` on `backend`, or
+    an exported `.onnx` file (onnxruntime)."""
     from cvpipe.engine.checkpoint import check_classes, load_trained
-    from cvpipe.engine.export import OnnxModel, onnx_bytes
+    from cvpipe.engine.export import OnnxModel
     from cvpipe.tasks import check_made_for
 
     if backend not in BACKENDS:
@@ -27,7 +48,7 @@ def inference_model(config, weights: Path | None, device: torch.device, backend:
         raise ConfigError(f"--backend onnxruntime runs on the CPU here; on {device} use pytorch or compile "
                           "(or --set train.device=cpu)")
     if weights is not None and Path(weights).suffix == ".onnx":
-        if backend != "onnxruntime":
+        if backend not in ("auto", "onnxruntime"):
             raise ConfigError(f"--weights {weights}: an ONNX file runs with --backend onnxruntime")
         if not Path(weights).is_file():
             raise ConfigError(f"--weights {weights}: no such file; make it with `cvpipe export PIPELINE --format onnx`")
@@ -35,13 +56,94 @@ def inference_model(config, weights: Path | None, device: torch.device, backend:
         check_made_for(f"--weights {weights}", model.task, config.task)
         if config.data.classes:
             check_classes(weights, model.classes, config.data.classes)
-        return model, model.classes
+        return Inference(model, model.classes, "onnxruntime", "an exported ONNX file")
     model, classes = load_trained(config, weights, device)
+    if backend == "auto":
+        return _auto(model, classes, config, weights, device)
+    return Inference(_on_backend(backend, model, classes, config, weights), classes, backend, "--backend")
+
+
+def _on_backend(backend: str, model: nn.Module, classes: list[str], config: PipelineConfig, weights: Path | None):
+    """The model on `backend`; `model` itself is left as it was (the reference)."""
+    from cvpipe.engine.export import OnnxModel
+
+    if backend == "onnxruntime":
+        return OnnxModel(_cached_onnx(model, classes, config, weights))
+    model = copy.deepcopy(model)
     if backend == "compile":
         compile_core(model, config.model.head.name)
-    elif backend == "onnxruntime":
-        model = OnnxModel(onnx_bytes(model, config, classes))
-    return model, classes
+    else:
+        fold_batchnorm(model, config)
+    return model
+
+
+def _auto(model: nn.Module, classes: list[str], config: PipelineConfig, weights: Path | None,
+          device: torch.device) -> Inference:
+    from cvpipe.engine.export import max_difference
+    from cvpipe.models.heads.registry import head_spec
+
+    head = config.model.head.name
+    choice = head_spec(head).auto_backend.get(device.type, "pytorch")
+    if choice != "pytorch" and config.tta.enabled and any(scale != 1.0 for scale in config.tta.scales):
+        choice, why = "pytorch", "auto: eager, which alone takes tta.scales other than 1"
+    else:
+        why = f"auto: the fastest for {head} on {device.type} (benches/inference_speed.py)"
+    candidate = _on_backend(choice, model, classes, config, weights)
+    if choice != "pytorch":
+        difference = max_difference(model, candidate, config)
+        if not difference <= EXPORT_TOLERANCE:
+            candidate = _on_backend("pytorch", model, classes, config, weights)
+            why = f"auto: eager, as {choice} differed from it by {difference:.2g} on the check inputs"
+            choice = "pytorch"
+        else:
+            why += f"; outputs within {difference:.1e} of eager's"
+    return Inference(candidate, classes, choice, why)
+
+
+def fold_batchnorm(model: nn.Module, config: PipelineConfig) -> int:
+    """Fold BatchNorm into the convolutions (in place), found on one run of the task's export example; heads whose
+    forward needs proposals computed outside it (R-CNN, Fast R-CNN) are left as they are. Returns how many."""
+    from cvpipe.models.fusion import fuse_conv_bn
+    from cvpipe.models.heads.registry import head_spec
+    from cvpipe.tasks import get_task
+
+    if not head_spec(config.model.head.name).exportable:
+        return 0
+    task = get_task(config.task)
+    device = next(model.parameters()).device
+    x = task.example_input(config, model).to(device)
+    return fuse_conv_bn(model.eval(), lambda: task.export_graph(model)(x))
+
+
+def _cached_onnx(model: nn.Module, classes: list[str], config: PipelineConfig, weights: Path | None) -> bytes:
+    """The model's ONNX graph, exported once per (weights file, model section, classes, torch version) and kept in
+    cvpipe's cache (an export takes seconds: a Faster R-CNN's, tens of seconds)."""
+    from cvpipe.engine.export import onnx_bytes
+    from cvpipe.io.images import write_bytes
+    from cvpipe.paths import cache_dir
+
+    key = hashlib.sha256()
+    if weights is not None:
+        stat = Path(weights).stat()
+        key.update(f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    key.update(json.dumps([config.model.model_dump(mode="json"), classes, torch.__version__], sort_keys=True).encode())
+    path = cache_dir() / "onnx" / f"{key.hexdigest()[:24]}.onnx"
+    if path.is_file():
+        return path.read_bytes()
+    graph = onnx_bytes(model, config, classes)
+    try:
+        write_bytes(path, graph)
+    except OSError:  # a read-only cache costs the export next time, nothing more
+        pass
+    return graph
+
+
+def inductor_cache() -> None:
+    """Point inductor's compile cache into cvpipe's cache (where the user has not set it), so a compiled model's
+    warm-up happens once per machine rather than once per /tmp."""
+    from cvpipe.paths import cache_dir
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
 
 
 def compile_core(model: nn.Module, head: str) -> None:
@@ -53,6 +155,7 @@ def compile_core(model: nn.Module, head: str) -> None:
         compilable = sorted(name for name, spec in heads().items() if spec.compilable)
         raise ConfigError(f"--backend compile: available for fixed-size heads ({', '.join(compilable)}); "
                           f"{head} runs with pytorch or onnxruntime")
+    inductor_cache()
     core, plug = model.inference_core()
     core = core.eval()
     plug(None)  # the core is compiled from the eager modules

@@ -112,7 +112,7 @@ def _check_display() -> None:
 
 def run_video(config: PipelineConfig, source: str, weights: Path | None, *, out: Path | None,
               jsonl: Path | None = None, show: bool = False, stride: int = 1, conf: float = 0.25,
-              backend: str = "pytorch", max_frames: int | None = None, duration: float | None = None,
+              backend: str = "auto", max_frames: int | None = None, duration: float | None = None,
               folder_fps: float | None = None, console: Console | None = None) -> VideoReport:
     console = console or make_console()
     jsonl = jsonl if jsonl is not None else (out.with_suffix(".jsonl") if out else None)
@@ -120,7 +120,7 @@ def run_video(config: PipelineConfig, source: str, weights: Path | None, *, out:
         if path is not None:
             prepare_file(path, what)
     device = resolve_device(config.train.device)
-    model, classes = inference_model(config, weights, device, backend)
+    model, classes, backend, why = inference_model(config, weights, device, backend)
     if show:
         _check_display()
     stream: Source = open_source(source, stride=stride, fps=folder_fps,
@@ -132,6 +132,7 @@ def run_video(config: PipelineConfig, source: str, weights: Path | None, *, out:
     console.print(f"video: {stream.name} ({'live, newest frame first' if stream.live else f'{stream.fps:g} fps'}"
                   f"{f', one frame in {stride}' if stride > 1 and not stream.live else ''}) → "
                   f"{out or 'no file'}{' + window' if show else ''}")
+    console.print(f"backend: {backend} ({why})")
     log = None
     if jsonl:
         log = open(jsonl, "w", encoding="utf-8")  # a log: one complete line per frame, flushed as it goes

@@ -19,6 +19,9 @@ from torch import nn
 
 from cvpipe.config import PipelineConfig
 from cvpipe.data.records import Dataset
+from cvpipe.engine.device import device_type
+
+GPU_BATCH = 16  # images (or slices) per forward pass on a GPU where eval.batch_size / tiling.batch are unset
 
 Batches = Iterable[tuple[list[torch.Tensor], list[dict]]]  # (uint8 CHW images, targets) per loader batch
 
@@ -68,6 +71,9 @@ class Task(ABC):
     description: ClassVar[str]  # "detection": for messages
     tta: ClassVar[bool] = False  # test-time augmentation (`tta:`) applies
     tiles: ClassVar[bool] = False  # `tiling:` applies (large images in slices, engine/slicing.py)
+    # images per forward pass on a CPU where eval.batch_size / tiling.batch are unset: the fastest measured by
+    # benches/inference_speed.py (a classifier's or FCN's batch of 4 beats one at a time; a detector's does not)
+    cpu_batch: ClassVar[int] = 4
 
     def settle(self, config: PipelineConfig) -> list[tuple[tuple, str]]:
         """Settle a loaded pipeline's task-dependent defaults (`eval.best: auto` is the first stat) and report what
@@ -88,6 +94,11 @@ class Task(ABC):
         elif config.tiling.mode == "always" and slice_size(config) is None:
             problems.append((("tiling", "size"), f"head {config.model.head.name!r} has no input size to slice by; "
                              "give tiling.size (pixels)"))
+        batch = self.cpu_batch if device_type(config.train.device) == "cpu" else GPU_BATCH
+        if config.eval.batch_size is None:
+            config.eval.batch_size = batch
+        if config.tiling.batch is None:
+            config.tiling.batch = batch
         if config.eval.best == "auto":
             config.eval.best = self.stats[0]
         elif config.eval.best not in self.stats:

@@ -76,6 +76,7 @@ class DetectTask(Task):
     export_outputs = ("boxes", "scores", "labels")
     eval_files = "detections (COCO results) and ground truth"
     seam_merge = "nms"  # tiling.merge where the pipeline leaves it unset
+    cpu_batch = 1  # batching detectors is slower on a CPU (benches/inference_speed.py)
 
     def settle(self, config: PipelineConfig) -> list[tuple[tuple, str]]:
         if config.tta.iou is None:  # views are fused at the head's own NMS overlap

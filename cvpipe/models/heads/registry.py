@@ -30,6 +30,8 @@ class HeadSpec:
     why_not_exportable: str = ""
     # (head settings) → the side of the images it sees, in pixels: the default slice size of `tiling:`
     input_size: Callable[..., int] | None = None
+    # device type → the backend `--backend auto` takes there (measured: benches/inference_speed.py); else pytorch
+    auto_backend: dict[str, str] = field(default_factory=dict)
 
     @property
     def task(self) -> str:

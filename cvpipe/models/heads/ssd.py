@@ -234,4 +234,5 @@ def _neck_problems(model) -> Problems:
 
 
 register_head(HeadSpec("ssd", SSDHead, _build, neck_problems=_neck_problems, compilable=True,
+                       auto_backend={"cpu": "onnxruntime"},
                        input_size=lambda head: head.size))

@@ -191,4 +191,5 @@ def _build(config, backbone, num_classes: int) -> YOLODetector:
 
 
 register_head(HeadSpec("yolo", YOLOHead, _build, neck_problems=needs_pyramid_or_none, compilable=True,
+                       auto_backend={"cpu": "onnxruntime"},
                        input_size=lambda head: head.size))
