@@ -166,7 +166,7 @@ def main() -> None:
                     times[name].append(time.perf_counter() - start)
                 for backend in BACKENDS[head]:
                     out = scratch / f"out_{head}_{backend}_{r}"
-                    console = Console(record=True, file=io.StringIO())
+                    console = Console(record=True, file=io.StringIO(), width=300)
                     pipeline.console = console
                     start = time.perf_counter()
                     report = pipeline.predict(scratch / "tiles", out, weights=weights, save_images=False,

@@ -49,12 +49,16 @@ def _same_detections(ours: list[dict], theirs: list[dict], top: int = 20) -> Non
         assert (distance.min(1).values < 1e-2).all(), distance.min(1).values
 
 
-@pytest.mark.parametrize("head", ["faster_rcnn", "ssd", "yolo"])
-def test_detectors_export_with_their_post_processing(tmp_path, head):
-    path = {"faster_rcnn": lambda: shapes_pipeline_file(tmp_path, FASTER_RCNN, "frcnn.yaml"),
+def detector_pipeline(tmp_path, head: str):
+    """A small shapes pipeline with this detection head, scoring every box (score_thresh 0 where it has one)."""
+    return {"faster_rcnn": lambda: shapes_pipeline_file(tmp_path, FASTER_RCNN, "frcnn.yaml"),
             "ssd": lambda: _tiny_ssd(tmp_path, "score_thresh: 0.0"),
             "yolo": lambda: tiny_yolo(tmp_path, "score_thresh: 0.0")}[head]()
-    config = load_pipeline(path)
+
+
+@pytest.mark.parametrize("head", ["faster_rcnn", "ssd", "yolo"])
+def test_detectors_export_with_their_post_processing(tmp_path, head):
+    config = load_pipeline(detector_pipeline(tmp_path, head))
     torch.manual_seed(0)
     model = build_model(config, 2, pretrained=False).eval()
     runtime = OnnxModel(onnx_bytes(model, config, ["square", "disc"]))

@@ -18,9 +18,8 @@ from cvpipe.models.heads import build_model
 from .conftest import shapes_pipeline_file
 from .test_classify import colours_pipeline
 from .test_engine import PIPELINE as FASTER_RCNN
-from .test_export import _images, _same_detections
+from .test_export import _images, _same_detections, detector_pipeline
 from .test_fcn import fcn_pipeline
-from .test_ssd import _tiny_ssd
 from .test_yolo import tiny_yolo
 
 CPU = torch.device("cpu")
@@ -42,10 +41,7 @@ def _model_with_trained_statistics(config, classes: int) -> torch.nn.Module:
 
 @pytest.mark.parametrize("head", ["faster_rcnn", "ssd", "yolo"])
 def test_folding_batchnorm_keeps_each_detectors_detections(tmp_path, head):
-    path = {"faster_rcnn": lambda: shapes_pipeline_file(tmp_path, FASTER_RCNN, "frcnn.yaml"),
-            "ssd": lambda: _tiny_ssd(tmp_path, "score_thresh: 0.0"),
-            "yolo": lambda: tiny_yolo(tmp_path, "score_thresh: 0.0")}[head]()
-    config = load_pipeline(path)
+    config = load_pipeline(detector_pipeline(tmp_path, head))
     model = _model_with_trained_statistics(config, 2)
     folded = copy.deepcopy(model)
     norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())

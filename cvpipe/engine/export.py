@@ -30,6 +30,7 @@ from cvpipe.errors import ConfigError
 from cvpipe.tasks import get_task
 
 OPSET = 17
+GRAPH_VERSION = 2  # bump when onnx_bytes makes a different graph: runtime's cache of exports is keyed by it
 
 
 def onnx_bytes(model: nn.Module, config: PipelineConfig, classes: list[str]) -> bytes:
@@ -48,8 +49,8 @@ def onnx_bytes(model: nn.Module, config: PipelineConfig, classes: list[str]) -> 
     model = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
     x = task.example_input(config, model)
     name, outputs = task.export_input, list(task.export_outputs)
-    if x.dim() == 3:  # one CHW image (detectors)
-        axes = {name: {1: "height", 2: "width"}}
+    if x.dim() == 3:  # one CHW image (detectors); a fixed-size one's shapes are constants ORT folds away
+        axes = {} if model.fixed_size else {name: {1: "height", 2: "width"}}
     else:
         axes = {name: {0: "batch", 2: "height", 3: "width"}} | {out: {0: "batch"} for out in outputs}
     graph = task.export_graph(model)

@@ -1,8 +1,9 @@
 """Inference backends and the graph work done before any of them runs.
 
 - `pytorch`: eager, with every BatchNorm folded into its convolution (models/fusion.py) and channels-last.
-- `compile`: torch.compile of a fixed-size detector's core (inductor, frozen weights); warm-up is cached in
-  inductor's cache directory under cvpipe's cache, so it is paid once per model and machine.
+- `compile`: torch.compile of a fixed-size detector's folded core (inductor, frozen weights); its kernels are
+  cached in inductor's cache directory, under cvpipe's cache (cvpipe/__init__.py), so a later run compiles for
+  ~10 s rather than the first run's 20–50 s.
 - `onnxruntime`: the whole model exported to ONNX (engine/export.py), the export cached by checkpoint.
 - `auto` (the default): the backend the head declares fastest on this kind of device (`HeadSpec.auto_backend`,
   from benches/inference_speed.py), taken only where its outputs match eager's on the export checks' two
@@ -14,7 +15,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -70,10 +70,9 @@ def _on_backend(backend: str, model: nn.Module, classes: list[str], config: Pipe
     if backend == "onnxruntime":
         return OnnxModel(_cached_onnx(model, classes, config, weights))
     model = copy.deepcopy(model)
+    fold_batchnorm(model, config)
     if backend == "compile":
         compile_core(model, config.model.head.name)
-    else:
-        fold_batchnorm(model, config)
     return model
 
 
@@ -116,9 +115,9 @@ def fold_batchnorm(model: nn.Module, config: PipelineConfig) -> int:
 
 
 def _cached_onnx(model: nn.Module, classes: list[str], config: PipelineConfig, weights: Path | None) -> bytes:
-    """The model's ONNX graph, exported once per (weights file, model section, classes, torch version) and kept in
-    cvpipe's cache (an export takes seconds: a Faster R-CNN's, tens of seconds)."""
-    from cvpipe.engine.export import onnx_bytes
+    """The model's ONNX graph, exported once per (weights file, model section, classes, torch version, graph
+    version) and kept in cvpipe's cache (an export takes seconds: a Faster R-CNN's, tens of seconds)."""
+    from cvpipe.engine.export import GRAPH_VERSION, OPSET, onnx_bytes
     from cvpipe.io.images import write_bytes
     from cvpipe.paths import cache_dir
 
@@ -126,7 +125,8 @@ def _cached_onnx(model: nn.Module, classes: list[str], config: PipelineConfig, w
     if weights is not None:
         stat = Path(weights).stat()
         key.update(f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    key.update(json.dumps([config.model.model_dump(mode="json"), classes, torch.__version__], sort_keys=True).encode())
+    key.update(json.dumps([config.model.model_dump(mode="json"), classes, torch.__version__, OPSET, GRAPH_VERSION],
+                          sort_keys=True).encode())
     path = cache_dir() / "onnx" / f"{key.hexdigest()[:24]}.onnx"
     if path.is_file():
         return path.read_bytes()
@@ -138,14 +138,6 @@ def _cached_onnx(model: nn.Module, classes: list[str], config: PipelineConfig, w
     return graph
 
 
-def inductor_cache() -> None:
-    """Point inductor's compile cache into cvpipe's cache (where the user has not set it), so a compiled model's
-    warm-up happens once per machine rather than once per /tmp."""
-    from cvpipe.paths import cache_dir
-
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
-
-
 def compile_core(model: nn.Module, head: str) -> None:
     """Plug a compiled core into a head that declares one (`compilable`: the fixed-size detectors); pre-processing
     and NMS stay eager."""
@@ -155,17 +147,19 @@ def compile_core(model: nn.Module, head: str) -> None:
         compilable = sorted(name for name, spec in heads().items() if spec.compilable)
         raise ConfigError(f"--backend compile: available for fixed-size heads ({', '.join(compilable)}); "
                           f"{head} runs with pytorch or onnxruntime")
-    inductor_cache()
     core, plug = model.inference_core()
     core = core.eval()
     plug(None)  # the core is compiled from the eager modules
+    with torch.inference_mode():  # one eager pass fills the core's own caches (YOLO's cell centres), so the
+        core(torch.zeros(1, 3, *model.fixed_size, device=next(core.parameters()).device))  # compile sees them full
     plug(CompiledCore(core))
 
 
 class CompiledCore:
-    """`torch.compile` with inductor's freezing, channels-last. Freezing folds BatchNorm into the convolutions and
-    pre-packs the weights: most of the gain on CPU (`options={"freezing": True}` did not give it; the config
-    patch around each call does, and leaves the process's other compiles alone)."""
+    """`torch.compile` (inductor) with weight freezing, channels-last, of a core whose BatchNorms are already
+    folded. Freezing pre-packs the weights: most of compile's gain on CPU for SSD (the config patch around each
+    call gives it and leaves the process's other compiles alone). A frozen graph is not kept whole in inductor's
+    cache, but its compiled kernels are: the first run compiles for ~20–50 s, later runs for ~10 s."""
 
     def __init__(self, module: nn.Module):
         from torch._inductor import config as inductor_config

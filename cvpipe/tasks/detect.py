@@ -46,6 +46,21 @@ def rounded(boxes: np.ndarray, scores: np.ndarray) -> dict[str, list]:
             "scores": np.round(scores.astype(np.float64), 5).tolist()}
 
 
+def matched_difference(ours: dict, theirs: dict) -> tuple[float, torch.Tensor]:
+    """(the largest |score or box coordinate difference| between each detection of `ours` and its nearest of
+    `theirs` with the same label, and which of theirs that is), or infinity when the counts differ. Matched as
+    sets, not by rank: near-equal scores (an untrained head's) may sort differently on two backends."""
+    if len(ours["scores"]) != len(theirs["scores"]):
+        return float("inf"), torch.zeros(0, dtype=torch.long)
+    if not len(ours["scores"]):
+        return 0.0, torch.zeros(0, dtype=torch.long)
+    distance = torch.maximum((ours["boxes"][:, None] - theirs["boxes"][None]).abs().amax(2),
+                             (ours["scores"][:, None] - theirs["scores"][None]).abs())
+    distance[ours["labels"][:, None] != theirs["labels"][None]] = float("inf")
+    nearest = distance.min(1)
+    return max(nearest.values.max().item(), distance.min(0).values.max().item()), nearest.indices
+
+
 ANNOTATED_MAX_SIDE = 4096  # annotated copies of larger images are downscaled to this (a 10,000² PNG helps no one)
 
 
@@ -182,13 +197,7 @@ class DetectTask(Task):
 
     def export_difference(self, model: nn.Module, runtime, x: torch.Tensor) -> float:
         """Scores and boxes compared when both found the same number of boxes, else infinity."""
-        ours, theirs = model([x])[0], runtime([x])[0]
-        if len(ours["scores"]) != len(theirs["scores"]):
-            return float("inf")
-        if not len(ours["scores"]):
-            return 0.0
-        return max((ours["scores"] - theirs["scores"]).abs().max().item(),
-                   (ours["boxes"] - theirs["boxes"]).abs().max().item())
+        return matched_difference(model([x])[0], runtime([x])[0])[0]
 
     def run_exported(self, session_run, images) -> list[dict]:
         detections = []

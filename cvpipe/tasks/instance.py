@@ -25,7 +25,7 @@ from cvpipe.io.images import write_text
 from cvpipe.metrics.coco import InstanceMetrics, detections_to_results, evaluate_coco
 from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob
-from cvpipe.tasks.detect import DetectTask, rounded, write_annotated
+from cvpipe.tasks.detect import DetectTask, matched_difference, rounded, write_annotated
 from cvpipe.viz.draw import draw_sample
 
 
@@ -184,13 +184,12 @@ class InstanceTask(DetectTask):
         return OneImageInstances(model).eval()
 
     def export_difference(self, model: nn.Module, runtime, x: torch.Tensor) -> float:
-        """Scores, boxes and mask probabilities compared when both found the same number of instances, else
-        infinity."""
-        worst = super().export_difference(model, runtime, x)
+        """Scores, boxes and mask probabilities of matched instances (detect.matched_difference)."""
         ours, theirs = model([x])[0], runtime([x])[0]
+        worst, nearest = matched_difference(ours, theirs)
         if worst == float("inf") or not len(ours["scores"]):
             return worst
-        return max(worst, (ours["masks"] - theirs["masks"]).abs().max().item())
+        return max(worst, (ours["masks"] - theirs["masks"][nearest]).abs().max().item())
 
     def run_exported(self, session_run, images) -> list[dict]:
         detections = []
