@@ -69,6 +69,7 @@ bench: install  # each prints its table and writes benches/results/NAME.json; th
 	$(BIN)/python benches/predict_speed.py
 	$(BIN)/python benches/coco_eval.py
 	$(BIN)/python benches/ssd_vs_opencv.py
+	$(BIN)/python benches/inference_speed.py
 	$(BIN)/python benches/export_speed.py
 	$(BIN)/python benches/style_speed.py
 	$(BIN)/python benches/stream.py

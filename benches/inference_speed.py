@@ -14,7 +14,9 @@ PNG to a temporary folder. Every contender runs once per round, alternating, `--
   float32 matmul measured in the same run (torch.mm, 2048², best of the rounds).
 Weights: a checkpoint per pipeline (`--weights yolo=runs/.../best.pt`); without one, the pipeline's ImageNet
 backbone with a fresh head (the COCO SSD has its own), which is what the timing needs: the same graph and NMS.
-Run: `python benches/inference_speed.py [--rounds 3] [--heads yolo ssd faster_rcnn] [--weights HEAD=PATH ...]`.
+- the CPU batch rule: a classifier's and an FCN's bare folded img/s at batch 1, 4 and 16 (random images).
+Run: `python benches/inference_speed.py [--rounds 3] [--heads yolo ssd faster_rcnn] [--weights HEAD=PATH ...]
+[--no-batch-rule]`.
 """
 
 from __future__ import annotations
@@ -125,11 +127,43 @@ def breakdown(model, files: list[Path], classes: list[str]) -> dict[str, float]:
     return per_image
 
 
+BATCH_RULE = {"classify": ("pipelines/faces_classify.yaml", 224), "segment": ("pipelines/nuclei_fcn.yaml", 256)}
+
+
+def batch_rule(rounds: int) -> dict:
+    """img/s of the bare folded classifier and FCN at batch 1, 4 and 16 on random images: what the per-task CPU
+    batch (tasks/base.py `cpu_batch`) rests on, beside the detectors' batch 1 vs 4 above."""
+    from cvpipe.engine.checkpoint import _for_inference
+    from cvpipe.engine.inference import classify, segment
+
+    found = {}
+    for task, (path, side) in BATCH_RULE.items():
+        config = load_pipeline(path)
+        model = _for_inference(build_model(config, 2, pretrained=True), config, CPU)
+        fold_batchnorm(model, config)
+        run = classify if task == "classify" else segment
+        images = [torch.randint(0, 255, (3, side, side), dtype=torch.uint8) for _ in range(16)]
+        times: dict[int, list[float]] = {1: [], 4: [], 16: []}
+        for batch in times:
+            run(model, images[:batch], CPU)
+        for _ in range(rounds):
+            for batch in times:
+                start = time.perf_counter()
+                for i in range(0, len(images), batch):
+                    run(model, images[i:i + batch], CPU)
+                times[batch].append(len(images) / (time.perf_counter() - start))
+        found[task] = {batch: statistics.median(v) for batch, v in times.items()}
+        print(f"{task} ({path}, {side} px, bare folded): "
+              + ", ".join(f"batch {b} {v:.1f} img/s" for b, v in found[task].items()))
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--heads", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
     parser.add_argument("--weights", nargs="*", default=[], metavar="HEAD=PATH")
+    parser.add_argument("--no-batch-rule", action="store_true", help="skip the classifier and FCN batch sizes")
     args = parser.parse_args()
     given = {k: Path(v) for k, v in (item.split("=", 1) for item in args.weights)}
     quiet = Console(quiet=True)
@@ -190,6 +224,8 @@ def main() -> None:
             print(f"  bare folded ÷ bare unfused (batch 1): {ips['bare folded, batch 1'] / ips['bare unfused, batch 1']:.2f}")
             print(f"  GFLOP/s achieved (bare folded): {gflops:.1f} = {gflops / peak:.2f} of the matmul peak")
             print("  ms per image: " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
+    if not args.no_batch_rule:
+        results["batch_rule"] = batch_rule(args.rounds)
     save_results("inference_speed", results)
 
 
