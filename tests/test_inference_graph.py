@@ -98,6 +98,14 @@ def test_auto_stays_eager_where_the_backend_differs_or_the_head_declares_none(tm
     monkeypatch.setattr("cvpipe.engine.export.max_difference", lambda *args: float("inf"))
     fallback = inference_model(config, weights, CPU)
     assert fallback.backend == "pytorch" and "differed from it by inf" in fallback.why
+
+    def broken_export(*args, **kwargs):
+        raise RuntimeError("an operator the exporter does not know")
+
+    monkeypatch.setattr("cvpipe.engine.export.onnx_bytes", broken_export)
+    monkeypatch.setenv("CVPIPE_CACHE", str(tmp_path / "empty_cache"))  # nothing cached: it must export
+    failed = inference_model(config, weights, CPU)
+    assert failed.backend == "pytorch" and "onnxruntime failed on this model (RuntimeError" in failed.why
     frcnn, frcnn_weights = _checkpoint(tmp_path / "f", shapes_pipeline_file(tmp_path, FASTER_RCNN, "frcnn.yaml"))
     chosen = inference_model(frcnn, frcnn_weights, CPU)
     assert chosen.backend == "pytorch" and "fastest for faster_rcnn on cpu" in chosen.why

@@ -87,16 +87,17 @@ def _auto(model: nn.Module, classes: list[str], config: PipelineConfig, weights:
         choice, why = "pytorch", "auto: eager, which alone takes tta.scales other than 1"
     else:
         why = f"auto: the fastest for {head} on {device.type} (benches/inference_speed.py)"
-    candidate = _on_backend(choice, model, classes, config, weights)
     if choice != "pytorch":
-        difference = max_difference(model, candidate, config)
-        if not difference <= EXPORT_TOLERANCE:
-            candidate = _on_backend("pytorch", model, classes, config, weights)
-            why = f"auto: eager, as {choice} differed from it by {difference:.2g} on the check inputs"
-            choice = "pytorch"
+        try:
+            candidate = _on_backend(choice, model, classes, config, weights)
+            difference = max_difference(model, candidate, config)
+        except Exception as e:  # an export or compile this model does not survive: auto still runs, on eager
+            why = f"auto: eager, as {choice} failed on this model ({type(e).__name__}: {str(e)[:120]})"
         else:
-            why += f"; outputs within {difference:.1e} of eager's"
-    return Inference(candidate, classes, choice, why)
+            if difference <= EXPORT_TOLERANCE:
+                return Inference(candidate, classes, choice, f"{why}; outputs within {difference:.1e} of eager's")
+            why = f"auto: eager, as {choice} differed from it by {difference:.2g} on the check inputs"
+    return Inference(_on_backend("pytorch", model, classes, config, weights), classes, "pytorch", why)
 
 
 def fold_batchnorm(model: nn.Module, config: PipelineConfig) -> int:
