@@ -23,7 +23,9 @@ NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d, FrozenBatchNormAct2d)
 
 def conv_norm_pairs(model: nn.Module, run: Callable[[], object]) -> list[tuple[str, str]]:
     """(convolution name, norm name) for every norm in `model` whose input is a convolution's output, as seen when
-    `run()` calls the model once. A convolution whose output feeds more than one module is left alone."""
+    `run()` calls the model once. A convolution whose output feeds more than one module (or is called twice) is
+    left alone. Not seen: a functional op outside any module that also reads the convolution's output (`bn(y) + y`);
+    no backbone cvpipe builds does that, and tests/test_inference_graph.py checks every head's outputs."""
     names = {module: name for name, module in model.named_modules()}
     produced: dict[int, tuple[str, torch.Tensor]] = {}  # id of a convolution's output → (its name, the output)
     consumers: dict[str, list[str]] = {}
