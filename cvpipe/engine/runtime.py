@@ -63,13 +63,15 @@ def inference_model(config: PipelineConfig, weights: Path | None, device: torch.
     return Inference(_on_backend(backend, model, classes, config, weights), classes, backend, "--backend")
 
 
-def _on_backend(backend: str, model: nn.Module, classes: list[str], config: PipelineConfig, weights: Path | None):
-    """The model on `backend`; `model` itself is left as it was (the reference)."""
+def _on_backend(backend: str, model: nn.Module, classes: list[str], config: PipelineConfig, weights: Path | None,
+                *, keep: bool = False):
+    """The model on `backend`; with `keep`, `model` itself is left as it was (auto's reference)."""
     from cvpipe.engine.export import OnnxModel
 
     if backend == "onnxruntime":
         return OnnxModel(_cached_onnx(model, classes, config, weights))
-    model = copy.deepcopy(model)
+    if keep:
+        model = copy.deepcopy(model)
     fold_batchnorm(model, config)
     if backend == "compile":
         compile_core(model, config.model.head.name)
@@ -89,7 +91,7 @@ def _auto(model: nn.Module, classes: list[str], config: PipelineConfig, weights:
         why = f"auto: the fastest for {head} on {device.type} (benches/inference_speed.py)"
     if choice != "pytorch":
         try:
-            candidate = _on_backend(choice, model, classes, config, weights)
+            candidate = _on_backend(choice, model, classes, config, weights, keep=True)
             difference = max_difference(model, candidate, config)
         except Exception as e:  # an export or compile this model does not survive: auto still runs, on eager
             why = f"auto: eager, as {choice} failed on this model ({type(e).__name__}: {str(e)[:120]})"

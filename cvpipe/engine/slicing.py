@@ -11,7 +11,7 @@ IoU only). NMM is written here: torchvision has NMS but no merging, and SAHI's w
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -63,16 +63,24 @@ def slice_origins(height: int, width: int, size: int, overlap: float) -> list[tu
     return [(x, y) for y in slice_starts(height, size, overlap) for x in slice_starts(width, size, overlap)]
 
 
+def through_slices(run: Callable[[list[torch.Tensor]], list], image: torch.Tensor, origins: list[tuple[int, int]],
+                   size: int, batch: int) -> Iterator[tuple[tuple[int, int], object]]:
+    """((x0, y0), what `run` gave for that slice) for every slice of `image`, `batch` slices per call: the model
+    never holds more than that besides the image."""
+    for start in range(0, len(origins), batch):
+        chunk = origins[start:start + batch]
+        yield from zip(chunk, run([image[:, y:y + size, x:x + size] for x, y in chunk]))
+
+
+def _shifted(det: dict, x: int, y: int) -> dict:
+    return {**det, "boxes": det["boxes"].reshape(-1, 4) + torch.tensor([x, y, x, y], dtype=torch.float32)}
+
+
 def detect_sliced(detector: Detector, image: torch.Tensor, size: int, tiling: TilingConfig) -> dict:
     """Detections over the whole image (CHW uint8) from its slices, `tiling.batch` slices per call."""
     height, width = image.shape[-2:]
     origins = slice_origins(height, width, size, tiling.overlap)
-    found = []
-    for start in range(0, len(origins), tiling.batch):
-        batch = origins[start:start + tiling.batch]
-        crops = [image[:, y:y + size, x:x + size] for x, y in batch]
-        for (x, y), det in zip(batch, detector(crops)):
-            found.append({**det, "boxes": det["boxes"].reshape(-1, 4) + torch.tensor([x, y, x, y], dtype=torch.float32)})
+    found = [_shifted(det, x, y) for (x, y), det in through_slices(detector, image, origins, size, tiling.batch)]
     return merge(found, origins, size, tiling, (height, width))
 
 
@@ -83,21 +91,16 @@ def merge(found: list[dict], origins: list[tuple[int, int]], size: int, tiling: 
     if tiling.merge == "wbf":
         return _wbf(boxes, scores, labels, tiling.iou, image_size)
     groups = merge_groups(found, origins, size, tiling)
-    best = torch.tensor([g[0] for g in groups], dtype=torch.long)
-    if tiling.merge == "nmm":
-        boxes = torch.stack([_union_box(boxes[g]) for g in groups]) if groups else boxes[best]
-    else:
-        boxes = boxes[best]
-    return {"boxes": boxes.reshape(-1, 4), "scores": scores[best], "labels": labels[best]}
+    best = [g[0] for g in groups]
+    return {"boxes": _merged_boxes(boxes, groups, tiling), "scores": scores[best], "labels": labels[best]}
 
 
 def merge_groups(found: list[dict], origins: list[tuple[int, int]], size: int, tiling: TilingConfig) -> list[list[int]]:
     """Every object as its detections' indices among all the slices' (in `found` order), its best first; objects
     best first."""
-    boxes, scores, labels = _joined(found)
     if tiling.merge == "nms" and tiling.match == "iou":
-        return [[i] for i in batched_nms(boxes, scores, labels, tiling.iou).tolist()]
-    return _greedy(scores, _seam_matches(found, origins, size, tiling))
+        return [[i] for i in batched_nms(*_joined(found), tiling.iou).tolist()]
+    return _greedy(torch.cat([d["scores"] for d in found]), _seam_matches(found, origins, size, tiling))
 
 
 def _joined(found: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -105,8 +108,11 @@ def _joined(found: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
             torch.cat([d["labels"] for d in found]))
 
 
-def _union_box(boxes: torch.Tensor) -> torch.Tensor:
-    return torch.cat([boxes[:, :2].min(0).values, boxes[:, 2:].max(0).values])
+def _merged_boxes(boxes: torch.Tensor, groups: list[list[int]], tiling: TilingConfig) -> torch.Tensor:
+    """Each object's box: NMM's union of its group's boxes, else (NMS) its best one's."""
+    if tiling.merge == "nmm" and groups:
+        return torch.stack([torch.cat([boxes[g, :2].min(0).values, boxes[g, 2:].max(0).values]) for g in groups])
+    return boxes[[g[0] for g in groups]].reshape(-1, 4)
 
 
 def _wbf(boxes, scores, labels, iou: float, image_size: tuple[int, int]) -> dict:
@@ -175,20 +181,18 @@ def instances_sliced(segmenter: Callable[[list[torch.Tensor]], list[dict]], imag
     height, width = image.shape[-2:]
     origins = slice_origins(height, width, size, tiling.overlap)
     found, placed = [], []
-    for start in range(0, len(origins), tiling.batch):
-        batch = origins[start:start + tiling.batch]
-        for (x, y), det in zip(batch, segmenter([image[:, y:y + size, x:x + size] for x, y in batch])):
-            found.append({**det, "boxes": det["boxes"].reshape(-1, 4) + torch.tensor([x, y, x, y], dtype=torch.float32)})
-            placed += [PlacedMask(m.x + x, m.y + y, m.crop) for m in det["masks"]]
+    for (x, y), det in through_slices(segmenter, image, origins, size, tiling.batch):
+        found.append(_shifted(det, x, y))
+        placed += [PlacedMask(m.x + x, m.y + y, m.crop) for m in det["masks"]]
     boxes, scores, labels = _joined(found)
     groups = merge_groups(found, origins, size, tiling)
     best = [g[0] for g in groups]
     if tiling.merge == "nmm":
         masks = [PlacedMask.union([placed[i] for i in g]) for g in groups]
-        boxes = torch.stack([_union_box(boxes[g]) for g in groups]) if groups else boxes[best]
     else:
-        masks, boxes = [placed[i] for i in best], boxes[best]
-    return {"boxes": boxes.reshape(-1, 4), "scores": scores[best], "labels": labels[best], "masks": masks}
+        masks = [placed[i] for i in best]
+    return {"boxes": _merged_boxes(boxes, groups, tiling), "scores": scores[best], "labels": labels[best],
+            "masks": masks}
 
 
 def owned_spans(starts: list[int], size: int, length: int) -> list[tuple[int, int]]:
@@ -208,9 +212,7 @@ def segment_sliced(segmenter: Callable[[list[torch.Tensor]], list[torch.Tensor]]
     spans = {"x": dict(zip(xs, owned_spans(xs, size, width))), "y": dict(zip(ys, owned_spans(ys, size, height)))}
     labels = torch.zeros((height, width), dtype=torch.uint8)
     origins = [(x, y) for y in ys for x in xs]
-    for start in range(0, len(origins), tiling.batch):
-        batch = origins[start:start + tiling.batch]
-        for (x, y), mask in zip(batch, segmenter([image[:, y:y + size, x:x + size] for x, y in batch])):
-            (x1, x2), (y1, y2) = spans["x"][x], spans["y"][y]
-            labels[y1:y2, x1:x2] = mask[y1 - y:y2 - y, x1 - x:x2 - x]
+    for (x, y), mask in through_slices(segmenter, image, origins, size, tiling.batch):
+        (x1, x2), (y1, y2) = spans["x"][x], spans["y"][y]
+        labels[y1:y2, x1:x2] = mask[y1 - y:y2 - y, x1 - x:x2 - x]
     return labels
