@@ -149,13 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("video", help="run a pipeline over a video file, image folder, webcam or RTSP/HTTP stream")
     p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
-    p.add_argument("--source", required=True,
+    p.add_argument("--source", required=True, nargs="+", action="extend",
                    help="a video file, a folder of images (played in name order), a webcam index (0) or a URL "
-                        "(rtsp://, http://, ...)")
+                        "(rtsp://, http://, ...); several (or --source given again) run together, their frames "
+                        "through the model in one call")
     p.add_argument("--out", type=Path, default=None,
-                   help="annotated MP4 (default: <run>/video/<source>.mp4); JSON lines and a summary beside it")
+                   help="annotated MP4 (default: <run>/video/<source>.mp4); JSON lines and a summary beside it. "
+                        "With several sources: a folder, each source's files named after it")
     p.add_argument("--jsonl", type=Path, default=None, help="per-frame JSON lines (default: beside --out)")
     p.add_argument("--show", action="store_true", help="show a live window (needs a display and OpenCV with GUI)")
+    p.add_argument("--serve", metavar="[HOST:]PORT", default=None,
+                   help="serve a live page of the annotated streams and their figures at http://HOST:PORT/ "
+                        "(host 127.0.0.1 unless given; port 0 picks a free one)")
     p.add_argument("--stride", type=POSITIVE_INT, default=1, help="files and folders: process every Nth frame (default 1)")
     p.add_argument("--conf", type=PROBABILITY, default=0.25, help="keep detections scoring at least this (default 0.25)")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
@@ -471,10 +476,21 @@ def cmd_predict(args) -> int:
 
 
 def cmd_video(args) -> int:
-    report = _pipeline(args).video(args.source, args.out, weights=args.weights, jsonl=args.jsonl, show=args.show,
-                                   stride=args.stride, conf=args.conf, backend=args.backend,
-                                   max_frames=args.max_frames, duration=args.duration, folder_fps=args.fps)
+    sources = args.source if len(args.source) > 1 else args.source[0]
+    reports = _pipeline(args).video(sources, args.out, weights=args.weights, jsonl=args.jsonl, show=args.show,
+                                    serve=args.serve, stride=args.stride, conf=args.conf, backend=args.backend,
+                                    max_frames=args.max_frames, duration=args.duration, folder_fps=args.fps)
+    for report in reports if isinstance(reports, list) else [reports]:
+        _print_video_report(report, several=isinstance(reports, list))
+    return 0
+
+
+def _print_video_report(report, several: bool) -> None:
+    from cvpipe.engine.counting import listed
+
     stats = report.stats
+    if several:
+        console.print(report.source, style="bold", markup=False)
     console.print(f"{report.frames} frames in {report.seconds:.1f}s ({report.fps:.2f} FPS); latency median "
                   f"{report.latency(50):.0f} ms, p95 {report.latency(95):.0f} ms; stopped: {report.stopped}")
     if report.live:
@@ -482,13 +498,17 @@ def cmd_video(args) -> int:
                       f"{stats.drops} drop(s), {stats.reconnects} reconnect(s)")
     if report.track_ids:
         console.print(f"tracks: {len(report.track_ids)} object ids")
+    for name, counts in report.counts.get("lines", {}).items():
+        console.print(f"line {name}: in {listed(counts['in'])}; out {listed(counts['out'])}", markup=False)
+    for name, counts in report.counts.get("zones", {}).items():
+        console.print(f"zone {name}: {listed(counts['objects_seen'])} seen in it, at most {counts['most_at_once']} at "
+                      "once", markup=False)
     if stats.ended:
         console.print(styled("note", "yellow", f" {stats.ended}"))
     for name, reason in stats.bad_files[:5]:
         console.print(styled("skipped", "yellow", f" {name}: {reason}"))
     if report.out:
         console.print(f"→ {report.out}, {report.jsonl}, {report.out.with_name(report.out.stem + '.summary.json')}")
-    return 0
 
 
 def cmd_export(args) -> int:

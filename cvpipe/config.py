@@ -327,13 +327,24 @@ class TilingConfig(Strict):
     empty_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1  # training windows without objects kept (others redrawn)
 
 
+Point = tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]]  # (x, y): pixels, or fractions of the frame
+
+
 class VideoConfig(Strict):
-    """`cvpipe video`: tracking and how long a dropped live stream is retried."""
+    """`cvpipe video`: tracking, counting, and how long a dropped live stream is retried."""
 
     track: bool = False
     track_buffer: Annotated[int, Field(ge=1)] = 30  # frames a lost track is remembered
     track_match: Annotated[float, Field(gt=0, le=1)] = 0.8  # ByteTrack's minimum matching threshold
     reconnect_timeout: Annotated[float, Field(gt=0)] = 30.0  # seconds without a frame before a live run ends
+    # counting (engine/counting.py), on tracked objects: name → the line's two ends / the zone's polygon; in
+    # pixels, or as fractions of the frame's width and height when every coordinate of that line or zone is ≤ 1
+    lines: dict[str, Annotated[list[Point], Field(min_length=2, max_length=2)]] = {}
+    zones: dict[str, Annotated[list[Point], Field(min_length=3)]] = {}
+
+    @property
+    def counts(self) -> bool:
+        return bool(self.lines or self.zones)
 
 
 class PipelineConfig(Strict):

@@ -110,14 +110,23 @@ class Pipeline:
                                      self._output_dir(None) / f"{self.config.name}.onnx")
         return export(self.config, weights, out)
 
-    def video(self, source: str | int, out: str | Path | None = None, *, weights: str | Path | None = None,
-              **options) -> VideoReport:
-        """The pipeline over a video file, image folder, webcam or stream; an annotated MP4 and JSON lines in
-        `out`'s folder (default <run>/video/). Options: see `engine.video.run_video`."""
-        from cvpipe.engine.video import run_video
+    def video(self, source: str | int | list[str], out: str | Path | None = None, *, weights: str | Path | None = None,
+              **options) -> VideoReport | list[VideoReport]:
+        """The pipeline over a video file, image folder, webcam or stream, or a list of them run together; an
+        annotated MP4, JSON lines and a summary per source. One source: `out` is its MP4 (default
+        <run>/video/<source>.mp4) and one report comes back. A list: `out` is a folder (default <run>/video/),
+        each source's files are named after it, and the reports come back in order. Options: see
+        `engine.video.run_video`."""
+        from cvpipe.engine.video import run_video, stream_stem
 
         weights = self._weights(weights)
-        if out is None:
-            stem = Path(str(source)).stem if not str(source).isdigit() and "://" not in str(source) else "stream"
-            out = self._output_dir(weights) / "video" / f"{stem or 'stream'}.mp4"
-        return run_video(self.config, str(source), weights, out=Path(out), console=self.console, **options)
+        sources = [str(s) for s in source] if isinstance(source, (list, tuple)) else [str(source)]
+        if isinstance(source, (list, tuple)):
+            folder = Path(out) if out else self._output_dir(weights) / "video"
+            stems = [stream_stem(s) for s in sources]
+            outs = [folder / (f"{stem}.mp4" if stems.count(stem) == 1 else f"{stem}_{k}.mp4")
+                    for k, stem in enumerate(stems)]
+        else:
+            outs = [Path(out) if out else self._output_dir(weights) / "video" / f"{stream_stem(sources[0])}.mp4"]
+        reports = run_video(self.config, sources, weights, outs=outs, console=self.console, **options)
+        return reports if isinstance(source, (list, tuple)) else reports[0]

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -69,6 +70,19 @@ class RtspServer:
         if self.process:
             self.process.kill()
             self.process.wait()
+
+
+def cut_later(server, *, after: float, down: float) -> threading.Thread:
+    """A started thread that kills `server` (anything with kill() and start()) after `after` s, for `down` s."""
+    def cut() -> None:
+        time.sleep(after)
+        server.kill()
+        time.sleep(down)
+        server.start()
+
+    thread = threading.Thread(target=cut)
+    thread.start()
+    return thread
 
 
 # ----------------------------------------------------------------------------- sources
@@ -220,14 +234,14 @@ def test_segmentation_runs_through_the_same_command(tmp_path):
 def test_show_without_a_display_is_a_clear_error(tmp_path):
     pipeline, weights = segmentation_pipeline(tmp_path)
     with pytest.raises(ConfigError, match="--show"):
-        run_video(pipeline.config, str(tmp_path), weights, out=None, show=True)
+        run_video(pipeline.config, [str(tmp_path)], weights, outs=[None], show=True)
 
 
 def test_tracking_needs_a_detection_pipeline(tmp_path):
     pipeline, weights = segmentation_pipeline(tmp_path, "video.track=true")
     write_image(tmp_path / "frames" / "0.png", np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(ConfigError, match="video.track"):
-        run_video(pipeline.config, str(tmp_path / "frames"), weights, out=None)
+        run_video(pipeline.config, [str(tmp_path / "frames")], weights, outs=[None])
 
 
 @pytest.fixture(scope="module")
@@ -272,16 +286,7 @@ def test_an_rtsp_stream_cut_mid_run_reconnects_and_the_run_goes_on(tmp_path, coc
     server = RtspServer(free_port(), "--size", "320x240")
     server.start()
     pipeline = Pipeline.from_yaml(pipeline_file, [f"output.dir={tmp_path}", "video.reconnect_timeout=15"])
-    import threading
-
-    def cut() -> None:
-        time.sleep(2.5)
-        server.kill()
-        time.sleep(2.0)
-        server.start()
-
-    cutter = threading.Thread(target=cut)
-    cutter.start()
+    cutter = cut_later(server, after=2.5, down=2.0)
     try:
         report = pipeline.video(server.url, tmp_path / "live.mp4", duration=9)
     finally:

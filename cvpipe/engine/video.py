@@ -1,17 +1,22 @@
-"""`cvpipe video`: a pipeline over a video file, an image folder, a webcam or an RTSP/HTTP stream.
+"""`cvpipe video`: a pipeline over video files, image folders, webcams or RTSP/HTTP streams, one or several.
 
-Each frame goes through the pipeline's task (tasks/: detection, with optional tracking; segmentation;
-classification; style transfer), gets an overlay with the processing FPS and the capture-to-display latency, and is written to
-an MP4, shown in a window, and logged as one JSON line. A live stream is read by a capture thread that keeps
-only the newest frame (io/streams.py), so the latency stays bounded however slow the model is.
+Each frame goes through the pipeline's task (tasks/: detection, with optional tracking and counting;
+segmentation; classification; style transfer), gets an overlay with the processing FPS and the
+capture-to-display latency, and is written to an MP4, shown in a window or a local web page (io/live_view.py),
+and logged as one JSON line. Each live stream is read by a capture thread that keeps only its newest frame
+(io/streams.py), so the latency stays bounded however slow the model is; with several sources, the frames ready
+at once go to the model in one call (`Task.frames`), and each stream keeps its own tracker, counts and files.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
@@ -27,7 +32,7 @@ from cvpipe.engine.runtime import inference_model
 from cvpipe.errors import ConfigError
 from cvpipe.io.images import write_text
 from cvpipe.io.outputs import prepare_file
-from cvpipe.io.streams import Frame, Source, SourceStats, open_source
+from cvpipe.io.streams import Frame, Source, SourceStats, StreamMux, open_source
 from cvpipe.io.video_writer import VideoWriter
 from cvpipe.tasks import get_task
 from cvpipe.tasks.base import FrameJob
@@ -48,6 +53,7 @@ class VideoReport:
     track_ids: set[int] = field(default_factory=set)
     stats: SourceStats = field(default_factory=SourceStats)
     stopped: str = "end of source"
+    counts: dict = field(default_factory=dict)  # video.lines / video.zones: engine.counting.Counting.summary()
 
     @property
     def fps(self) -> float:
@@ -67,30 +73,42 @@ class VideoReport:
                 "frames_skipped_live": self.stats.skipped_live, "drops": self.stats.drops,
                 "reconnects": self.stats.reconnects, "tracks": len(self.track_ids),
                 "bad_files": [list(b) for b in self.stats.bad_files], "stopped": self.stopped,
-                "source_note": self.stats.ended, "out": str(self.out) if self.out else None,
+                "source_note": self.stats.ended, "out": str(self.out) if self.out else None, **self.counts,
                 "latencies_ms": [round(v, 2) for v in self.latencies_ms]}
 
 
 class FrameTask:
-    """One frame through the pipeline's task (tasks/): (picture to show, its JSON-line fields)."""
+    """Frames through the pipeline's task (tasks/): for each, (picture to show, its JSON-line fields). One model
+    call takes the frames of several streams; each stream has its own `FrameJob` (tracker, counting)."""
 
-    def __init__(self, config: PipelineConfig, model, classes: list[str], device: torch.device, *, conf: float,
-                 fps: float):
-        self.task, self.model = get_task(config.task), model
+    def __init__(self, config: PipelineConfig, model, classes: list[str], device: torch.device, *, conf: float):
+        self.config, self.model, self.classes, self.device, self.conf = config, model, classes, device, conf
+        self.task = get_task(config.task)
         self.transform = build_augment(config.augment, "eval") if self.task.eval_transform else None
-        tracker = None
-        if config.video.track:
-            if not self.task.tracks:
-                raise ConfigError(f"video.track: tracking follows detected boxes; task {config.task!r} has none")
+        video = config.video
+        self.tracks = video.track or video.counts  # counting follows tracked objects
+        if self.tracks and not self.task.tracks:
+            key = "video.track" if video.track else "video.lines / video.zones"
+            raise ConfigError(f"{key}: tracking and counting follow detected boxes; task {config.task!r} has none")
+
+    def job(self, fps: float) -> FrameJob:
+        """A stream's own state: its tracker and its counts."""
+        tracker = counting = None
+        if self.tracks:
             from cvpipe.engine.tracking import Tracker
 
-            tracker = Tracker(conf=conf, fps=fps, buffer=config.video.track_buffer, match=config.video.track_match)
-        self.job = FrameJob(config, device, classes, conf, tracker)
+            video = self.config.video
+            tracker = Tracker(conf=self.conf, fps=fps, buffer=video.track_buffer, match=video.track_match)
+        if self.config.video.counts:
+            from cvpipe.engine.counting import Counting
 
-    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, dict]:
+            counting = Counting(self.config.video, self.classes)
+        return FrameJob(self.config, self.device, self.classes, self.conf, tracker, counting)
+
+    def __call__(self, images: list[np.ndarray], jobs: list[FrameJob]) -> list[tuple[np.ndarray, dict]]:
         if self.transform is not None:
-            image = augment_image(self.transform, image)
-        return self.task.frame(self.model, image, image_tensor(image), self.job)
+            images = [augment_image(self.transform, image) for image in images]
+        return self.task.frames(self.model, images, [image_tensor(image) for image in images], jobs)
 
 
 def draw_status(image: np.ndarray, fps: float, latency_ms: float) -> np.ndarray:
@@ -107,82 +125,183 @@ def _check_display() -> None:
         cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
     except cv2.error:
         raise ConfigError("--show: this OpenCV has no window support (opencv-python-headless, the build "
-                          "albumentations uses) or there is no display; write --out and play the MP4 instead") from None
+                          "albumentations uses) or there is no display; use --serve PORT to watch in a browser, or "
+                          "write --out and play the MP4") from None
 
 
-def run_video(config: PipelineConfig, source: str, weights: Path | None, *, out: Path | None,
-              jsonl: Path | None = None, show: bool = False, stride: int = 1, conf: float = 0.25,
-              backend: str = "auto", max_frames: int | None = None, duration: float | None = None,
-              folder_fps: float | None = None, console: Console | None = None) -> VideoReport:
+def stream_stem(source: str) -> str:
+    """A file name for a source's outputs: a file's stem, `camera0`, or a URL's host, port and path."""
+    if source.isdigit():
+        return f"camera{source}"
+    if "://" in source:
+        return re.sub(r"[^A-Za-z0-9.-]+", "_", source.split("://", 1)[1]).strip("_") or "stream"
+    return Path(source).stem or "stream"
+
+
+@dataclass
+class StreamRun:
+    """One source in a run: what it reports, its task state, where it writes, and its own FPS meter."""
+
+    source: Source
+    report: VideoReport
+    job: FrameJob
+    writer: VideoWriter | None
+    log: IO | None
+    out_fps: float
+    window: str
+    last_position: float | None = None
+    last_done: float = 0.0
+    fps: float = 0.0  # smoothed processing rate
+
+    def done(self, frame: Frame, shown: np.ndarray, record: dict, wait_ms: float) -> float:
+        """Account for one processed frame: overlay, MP4, JSON line; returns its latency in ms."""
+        now = time.perf_counter()
+        if self.last_done:
+            gap = max(now - self.last_done, 1e-6)
+            self.fps = 1 / gap if not self.fps else 0.9 * self.fps + 0.1 / gap
+        self.last_done = now
+        latency_ms = (now - frame.captured) * 1000
+        draw_status(shown, self.fps, latency_ms)
+        if self.writer:
+            self.writer.write(shown, _copies(frame, self.last_position, self.out_fps) if self.source.live else 1)
+        self.last_position = frame.position
+        report = self.report
+        report.frames += 1
+        report.latencies_ms.append(latency_ms)
+        report.waits_ms.append(wait_ms)
+        report.track_ids.update(record.get("track_id", []))
+        if self.log:
+            self.log.write(json.dumps(_line(frame, latency_ms, wait_ms, record)) + "\n")
+            self.log.flush()
+        return latency_ms
+
+    def figures(self, frame: Frame, record: dict, latency_ms: float, boxes: bool) -> dict:
+        """What the live page shows for this stream."""
+        stats = self.report.stats
+        state = ("reconnecting" if stats.drops > stats.reconnects else "live") if self.source.live else "playing"
+        figures = {"fps": self.fps, "latency_ms": latency_ms, "frame": frame.index,
+                   "health": {"state": state, "read": stats.read, "skipped": stats.skipped_live,
+                              "drops": stats.drops, "reconnects": stats.reconnects}}
+        if boxes:
+            figures["objects"] = dict(sorted(Counter(record.get("labels", [])).items()))
+        return figures | {k: record[k] for k in ("lines", "zones") if k in record}
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+        if self.log:
+            self.log.close()
+        if self.job.counting is not None:
+            self.report.counts = self.job.counting.summary()
+        if self.report.out:
+            out = self.report.out
+            write_text(out.with_name(f"{out.stem}.summary.json"), json.dumps(self.report.as_json(), indent=1))
+
+
+def run_video(config: PipelineConfig, sources: list[str], weights: Path | None, *, outs: list[Path | None],
+              jsonl: Path | None = None, show: bool = False, serve: str | None = None, stride: int = 1,
+              conf: float = 0.25, backend: str = "auto", max_frames: int | None = None,
+              duration: float | None = None, folder_fps: float | None = None,
+              console: Console | None = None) -> list[VideoReport]:
+    """Every source through the pipeline, together; one report per source. `outs[k]` is source k's MP4 (its JSON
+    lines and summary go beside it); `jsonl` names the JSON lines of a single source. `serve` ([HOST:]PORT) puts
+    the live page up; when the sources end by themselves it stays up until Ctrl-C."""
     console = console or make_console()
-    jsonl = jsonl if jsonl is not None else (out.with_suffix(".jsonl") if out else None)
-    for path, what in ((out, "--out"), (jsonl, "--jsonl")):  # before the model loads
-        if path is not None:
-            prepare_file(path, what)
+    if jsonl is not None and len(sources) > 1:
+        raise ConfigError("--jsonl names one file: with several sources each one's JSON lines go beside its MP4")
+    logs = [jsonl if jsonl is not None else (out.with_suffix(".jsonl") if out else None) for out in outs]
+    for paths, what in ((outs, "--out"), (logs, "--jsonl")):  # before the model loads
+        for path in paths:
+            if path is not None:
+                prepare_file(path, what)
     device = resolve_device(config.train.device)
     model, classes, backend, why = inference_model(config, weights, device, backend)
+    task = FrameTask(config, model, classes, device, conf=conf)
     if show:
         _check_display()
-    stream: Source = open_source(source, stride=stride, fps=folder_fps,
-                                 reconnect_timeout=config.video.reconnect_timeout)
-    out_fps = stream.fps / stream.stride
-    task = FrameTask(config, model, classes, device, conf=conf, fps=out_fps)
-    writer = VideoWriter(out, out_fps) if out else None
-    report = VideoReport(str(source), stream.live, out, jsonl, stats=stream.stats)
-    console.print(f"video: {stream.name} ({'live, newest frame first' if stream.live else f'{stream.fps:g} fps'}"
-                  f"{f', one frame in {stride}' if stride > 1 and not stream.live else ''}) → "
-                  f"{out or 'no file'}{' + window' if show else ''}")
-    console.print(f"backend: {backend} ({why})")
-    log = None
-    if jsonl:
-        log = open(jsonl, "w", encoding="utf-8")  # a log: one complete line per frame, flushed as it goes
-    start = last_done = time.perf_counter()
-    last_position, smoothed_fps = None, 0.0
+    opened: list[Source] = []
     try:
-        for frame in stream:
-            wait_ms = (time.perf_counter() - frame.captured) * 1000
-            shown, record = task(frame.image)
-            now = time.perf_counter()
-            gap = now - last_done
-            smoothed_fps = 1 / gap if not smoothed_fps else 0.9 * smoothed_fps + 0.1 / max(gap, 1e-6)
-            last_done = now
-            latency_ms = (now - frame.captured) * 1000
-            draw_status(shown, smoothed_fps, latency_ms)
-            if writer:
-                writer.write(shown, _copies(frame, last_position, out_fps) if stream.live else 1)
-            last_position = frame.position
-            if show:
-                cv2.imshow(WINDOW, cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
-                if cv2.waitKey(1) & 0xFF == ord("q"):
-                    report.stopped = "q pressed"
-                    break
-            report.frames += 1
-            report.latencies_ms.append(latency_ms)
-            report.waits_ms.append(wait_ms)
-            report.track_ids.update(record.get("track_id", []))
-            if log:
-                log.write(json.dumps(_line(frame, latency_ms, wait_ms, record)) + "\n")
-                log.flush()
-            if max_frames is not None and report.frames >= max_frames:
-                report.stopped = f"--max-frames {max_frames}"
-                break
-            if duration is not None and now - start >= duration:
-                report.stopped = f"--duration {duration:g} s"
-                break
+        for source in sources:
+            opened.append(open_source(source, stride=stride, fps=folder_fps,
+                                      reconnect_timeout=config.video.reconnect_timeout))
+    except BaseException:
+        for stream in opened:
+            stream.close()
+        raise
+    runs = []
+    for k, (source, stream, out, log) in enumerate(zip(sources, opened, outs, logs)):
+        out_fps = stream.fps / stream.stride
+        runs.append(StreamRun(stream, VideoReport(str(source), stream.live, out, log, stats=stream.stats),
+                              task.job(out_fps), VideoWriter(out, out_fps) if out else None,
+                              open(log, "w", encoding="utf-8") if log else None,  # flushed line by line
+                              out_fps, WINDOW if len(sources) == 1 else f"{WINDOW} [{k}]"))
+        console.print(f"video: {stream.name} ({'live, newest frame first' if stream.live else f'{stream.fps:g} fps'}"
+                      f"{f', one frame in {stride}' if stride > 1 and not stream.live else ''}) → "
+                      f"{out or 'no file'}{' + window' if show else ''}")
+    console.print(f"backend: {backend} ({why})")
+    view = None
+    if serve is not None:
+        from cvpipe.io.live_view import LiveView
+
+        view = LiveView(serve, [run.source.name for run in runs])
+        console.print(f"live view: {view.url}")
+    mux = StreamMux(opened)
+    start = time.perf_counter()
+    try:
+        _loop(mux, runs, task, view, show, max_frames, duration, start)
     except KeyboardInterrupt:
-        report.stopped = "interrupted"
+        for run in runs:
+            run.report.stopped = "interrupted"
     finally:
-        report.seconds = time.perf_counter() - start
-        stream.close()
-        if writer:
-            writer.close()
-        if log:
-            log.close()
-        if show:
-            cv2.destroyWindow(WINDOW)
-    if out:
-        write_text(out.with_name(f"{out.stem}.summary.json"), json.dumps(report.as_json(), indent=1))
-    return report
+        seconds = time.perf_counter() - start
+        mux.close()
+        for run in runs:
+            run.report.seconds = seconds
+            run.close()
+            if show:
+                cv2.destroyWindow(run.window)
+    if view is not None:
+        _linger(view, [run.report for run in runs], console)
+    return [run.report for run in runs]
+
+
+def _loop(mux: StreamMux, runs: list[StreamRun], task: FrameTask, view, show: bool, max_frames: int | None,
+          duration: float | None, start: float) -> None:
+    for ready in mux:
+        taken = [(k, frame, (time.perf_counter() - frame.captured) * 1000) for k, frame in ready]
+        results = task([frame.image for _, frame, _ in taken], [runs[k].job for k, _, _ in taken])
+        for (k, frame, wait_ms), (shown, record) in zip(taken, results):
+            run = runs[k]
+            latency_ms = run.done(frame, shown, record, wait_ms)
+            if view is not None:
+                view.publish(k, shown, run.figures(frame, record, latency_ms, task.task.tracks))
+            if show:
+                cv2.imshow(run.window, cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+                if cv2.waitKey(1) & 0xFF == ord("q"):
+                    for other in runs:
+                        other.report.stopped = "q pressed"
+                    return
+            if max_frames is not None and run.report.frames >= max_frames:
+                run.report.stopped = f"--max-frames {max_frames}"
+                mux.stop(k)
+        if duration is not None and time.perf_counter() - start >= duration:
+            for run in runs:
+                run.report.stopped = f"--duration {duration:g} s"
+            return
+
+
+def _linger(view, reports: list[VideoReport], console: Console) -> None:
+    """Sources that ended by themselves (a file's end) leave the page up, showing their last frame and figures,
+    until Ctrl-C; a run stopped by a limit, q or Ctrl-C closes it at once."""
+    try:
+        if all(report.stopped == "end of source" for report in reports):
+            console.print(f"the sources ended; the page stays up at {view.url} until Ctrl-C")
+            while not view.closing.wait(0.5):
+                pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        view.close()
 
 
 def _copies(frame: Frame, last_position: float | None, fps: float) -> int:

@@ -142,7 +142,13 @@ class Prefetch:
         self._put(self._DONE)
 
     def __iter__(self) -> Iterator[Frame]:
-        while (item := self.buffer.get()) is not self._DONE:
+        while not self.halt.is_set():
+            try:
+                item = self.buffer.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is self._DONE:
+                return
             if isinstance(item, Exception):
                 raise item
             yield item
@@ -296,3 +302,84 @@ class LiveSource(Source):
         self._thread.join(timeout=READ_TIMEOUT_MS / 1000 + 1)
         if not self._thread.is_alive():  # never release a capture another thread is blocked reading
             self.capture.release()
+
+
+class StreamMux:
+    """Frames of several sources for one model pass. Each source is read on its own thread into a slot: a live
+    source's slot keeps only its newest frame, a file's or folder's holds the next few in order, so files give
+    every frame and a stream that drops (and waits to reconnect) never holds up the others. Each step of the
+    iteration gives one frame of every file that has not ended and the newest of every live source that has one,
+    as (source index, frame), after waiting for at least one; it ends once every source has ended. `stop(k)` stops
+    reading source k."""
+
+    FILE_AHEAD = 1  # frames a file's slot holds (its Prefetch decodes two more ahead)
+
+    def __init__(self, sources: list[Source]):
+        self.sources = sources
+        self.slots: list[list[Frame]] = [[] for _ in sources]
+        self.ended = [False] * len(sources)
+        self.errors: list[Exception] = []
+        self.changed = threading.Condition()
+        self.halt = threading.Event()
+        self.threads = [threading.Thread(target=self._pump, args=(k,), name=f"cvpipe-stream-{k}", daemon=True)
+                        for k in range(len(sources))]
+        for thread in self.threads:
+            thread.start()
+
+    def _pump(self, k: int) -> None:
+        source, slot = self.sources[k], self.slots[k]
+        try:
+            for frame in source:
+                with self.changed:
+                    while not source.live and len(slot) >= self.FILE_AHEAD and not self.halt.is_set():
+                        self.changed.wait(0.1)
+                    if self.halt.is_set() or self.ended[k]:
+                        return
+                    if source.live and slot:  # the model has not taken the last one: the newest replaces it
+                        slot.clear()
+                        source.stats.skipped_live += 1
+                    slot.append(frame)
+                    self.changed.notify_all()
+        except Exception as e:  # raised in the consumer, with its source's name
+            with self.changed:
+                self.errors.append(e)
+        finally:
+            with self.changed:
+                self.ended[k] = True
+                self.changed.notify_all()
+
+    def __iter__(self) -> Iterator[list[tuple[int, Frame]]]:
+        while True:
+            with self.changed:
+                while not self._ready():
+                    self.changed.wait()
+                if self.errors:
+                    raise self.errors[0]
+                ready = [(k, slot.pop(0)) for k, slot in enumerate(self.slots) if slot]
+                self.changed.notify_all()  # a file's reader waits for room
+            if not ready:
+                return
+            yield ready
+
+    def _ready(self) -> bool:
+        if self.errors or all(self.ended):
+            return True
+        file_behind = any(not source.live and not self.ended[k] and not self.slots[k]
+                          for k, source in enumerate(self.sources))  # a file is read in a moment: wait for it
+        return any(self.slots) and not file_behind
+
+    def stop(self, k: int) -> None:
+        """No more frames from source k (it reached --max-frames): its slot is emptied and no longer filled."""
+        with self.changed:
+            self.ended[k] = True
+            self.slots[k].clear()
+            self.changed.notify_all()
+
+    def close(self) -> None:
+        self.halt.set()
+        with self.changed:
+            self.changed.notify_all()
+        for source in self.sources:
+            source.close()
+        for thread in self.threads:
+            thread.join(timeout=READ_TIMEOUT_MS / 1000 + 1)

@@ -53,7 +53,8 @@ class FrameJob:
     device: torch.device
     classes: list[str]
     conf: float
-    tracker: Any = None  # engine.tracking.Tracker where the task tracks (detection with video.track)
+    tracker: Any = None  # engine.tracking.Tracker where the task tracks (detection with video.track or counting)
+    counting: Any = None  # engine.counting.Counting where video.lines / video.zones are set
 
 
 class Task(ABC):
@@ -144,6 +145,12 @@ class Task(ABC):
     @abstractmethod
     def frame(self, model: nn.Module, image: np.ndarray, tensor: torch.Tensor, job: FrameJob) -> tuple[np.ndarray, dict]:
         """(picture to show, the frame's JSON-line fields)."""
+
+    def frames(self, model: nn.Module, images: list[np.ndarray], tensors: list[torch.Tensor], jobs: list[FrameJob]
+               ) -> list[tuple[np.ndarray, dict]]:
+        """Frames of several streams (one each), each with its stream's job; one at a time unless a task
+        overrides it to put them through the model in one call."""
+        return [self.frame(model, image, tensor, job) for image, tensor, job in zip(images, tensors, jobs)]
 
     # ------------------------------------------------------------------ export
     def export_graph(self, model: nn.Module) -> nn.Module:

@@ -28,6 +28,18 @@ from cvpipe.tasks.base import Batches, FrameJob, PredictJob, Task
 from cvpipe.viz.draw import draw_sample
 
 
+def counted(job: FrameJob, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, ids: np.ndarray | None,
+            record: dict, shown: np.ndarray) -> tuple[np.ndarray, dict]:
+    """A video frame's tracked objects in its record (`track_id`) and, with video.lines / video.zones, counted
+    (engine/counting.py): the counts join the record and the picture."""
+    if ids is not None:
+        record["track_id"] = ids.tolist()
+    if job.counting is not None:
+        record |= job.counting.update(image.shape, boxes, labels, ids)
+        shown = job.counting.draw(shown)
+    return shown, record
+
+
 class OneImageDetections(nn.Module):
     """A detector's `[{boxes, scores, labels}]` for one image as a tuple, which ONNX outputs need."""
 
@@ -170,7 +182,17 @@ class DetectTask(Task):
         return written
 
     def frame(self, model: nn.Module, image: np.ndarray, tensor: torch.Tensor, job: FrameJob) -> tuple[np.ndarray, dict]:
-        det = detect(model, [tensor], job.device, amp=job.config.train.amp)[0]
+        return self.frames(model, [image], [tensor], [job])[0]
+
+    def frames(self, model: nn.Module, images: list[np.ndarray], tensors: list[torch.Tensor], jobs: list[FrameJob]
+               ) -> list[tuple[np.ndarray, dict]]:
+        """One `detect` call for every stream's frame (a batch for the fixed-size heads), then each stream's own
+        tracking, counting and drawing."""
+        found = detect(model, tensors, jobs[0].device, amp=jobs[0].config.train.amp)
+        return [self.frame_from(det, image, job) for det, image, job in zip(found, images, jobs)]
+
+    def frame_from(self, det: dict, image: np.ndarray, job: FrameJob) -> tuple[np.ndarray, dict]:
+        """One frame's (picture, JSON-line fields) from its detections."""
         boxes, scores, labels = det["boxes"].numpy(), det["scores"].numpy(), det["labels"].numpy()
         ids = None
         if job.tracker is not None:  # new tracks start at `conf`; a known track may go on with a lower score
@@ -179,9 +201,8 @@ class DetectTask(Task):
             keep = scores >= job.conf
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         record = {**rounded(boxes, scores), "labels": [job.classes[k] for k in labels]}
-        if ids is not None:
-            record["track_id"] = ids.tolist()
-        return draw_sample(image, boxes, labels, job.classes, scores=scores, ids=ids), record
+        return counted(job, image, boxes, labels, ids, record,
+                       draw_sample(image, boxes, labels, job.classes, scores=scores, ids=ids))
 
     def export_graph(self, model: nn.Module) -> nn.Module:
         return OneImageDetections(model).eval()

@@ -25,7 +25,7 @@ from cvpipe.io.images import write_text
 from cvpipe.metrics.coco import InstanceMetrics, detections_to_results, evaluate_coco
 from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob
-from cvpipe.tasks.detect import DetectTask, matched_difference, rounded, write_annotated
+from cvpipe.tasks.detect import DetectTask, counted, matched_difference, rounded, write_annotated
 from cvpipe.viz.draw import draw_sample
 
 
@@ -162,8 +162,7 @@ class InstanceTask(DetectTask):
         write_text(out / "instances.csv", per_image.getvalue())
         return ["results.json (COCO results, RLE masks)", "images.json", "detections.csv", "instances.csv"]
 
-    def frame(self, model: nn.Module, image: np.ndarray, tensor: torch.Tensor, job: FrameJob) -> tuple[np.ndarray, dict]:
-        det = detect(model, [tensor], job.device, amp=job.config.train.amp)[0]
+    def frame_from(self, det: dict, image: np.ndarray, job: FrameJob) -> tuple[np.ndarray, dict]:
         boxes, scores, labels = det["boxes"].numpy(), det["scores"].numpy(), det["labels"].numpy()
         masks = binary_masks(det, job.config.model.head.mask_thresh)
         ids = None
@@ -176,9 +175,8 @@ class InstanceTask(DetectTask):
             boxes, scores, labels, masks = boxes[keep], scores[keep], labels[keep], masks[keep]
         record = {**rounded(boxes, scores), "labels": [job.classes[k] for k in labels],
                   "mask_areas": masks.reshape(len(masks), -1).sum(1).tolist()}
-        if ids is not None:
-            record["track_id"] = ids.tolist()
-        return draw_sample(image, boxes, labels, job.classes, masks=list(masks), scores=scores, ids=ids), record
+        return counted(job, image, boxes, labels, ids, record,
+                       draw_sample(image, boxes, labels, job.classes, masks=list(masks), scores=scores, ids=ids))
 
     def export_graph(self, model: nn.Module) -> nn.Module:
         return OneImageInstances(model).eval()

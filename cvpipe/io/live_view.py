@@ -1,0 +1,216 @@
+"""`cvpipe video --serve [HOST:]PORT`: a local web page showing each stream's annotated frames live, with its
+figures (FPS, latency, objects per class, counts, the stream's health).
+
+The frames go out as MJPEG (`multipart/x-mixed-replace`, which every browser shows in an `<img>` without
+script), served by the standard library's threading HTTP server; the figures are JSON the page polls. The page
+is one self-contained HTML document (no CDN, no external asset), since the machine may be offline.
+
+The model's loop only `publish`es a frame (a reference, no copy, no encoding). Each viewer's thread waits for a
+frame newer than the one it last sent, encodes it once for all viewers (OpenCV releases the GIL) and sends it:
+a viewer that connects late starts at the newest frame, and a slow viewer skips frames instead of queueing them,
+the same newest-frame rule as live capture. Nothing a viewer does blocks the model.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import cv2
+import numpy as np
+
+from cvpipe.errors import CvpipeError
+
+JPEG_QUALITY = 80
+BOUNDARY = "cvpipe-frame"
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """`PORT` or `HOST:PORT` (IPv6 hosts in brackets); the host defaults to 127.0.0.1: nothing is exposed to the
+    network unless asked. Port 0 picks a free one."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or int(port) > 65535:
+        raise CvpipeError(f"--serve {text}: expected PORT or HOST:PORT, e.g. 8000 or 0.0.0.0:8000")
+    return host, int(port)
+
+
+class LatestFrame:
+    """One stream's newest annotated frame, JPEG-encoded at most once, on a viewer's demand."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.seq = 0
+        self.image: np.ndarray | None = None
+        self.jpeg: tuple[int, bytes] = (0, b"")  # (seq, bytes) of the last encoded frame
+
+    def publish(self, image: np.ndarray) -> None:
+        with self.changed:
+            self.image, self.seq = image, self.seq + 1
+            self.changed.notify_all()
+
+    def newer_than(self, seq: int, timeout: float) -> tuple[int, bytes] | None:
+        """The JPEG of the newest frame if it is newer than `seq` (waiting up to `timeout` s for one), else None."""
+        with self.changed:
+            if not self.changed.wait_for(lambda: self.seq > seq, timeout):
+                return None
+            if self.jpeg[0] == self.seq:
+                return self.jpeg
+            seq, image = self.seq, self.image
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        with self.changed:
+            if seq > self.jpeg[0]:
+                self.jpeg = (seq, data.tobytes())
+            return seq, data.tobytes()
+
+
+class LiveView:
+    """The server: `publish(k, frame, figures)` from the model's loop; `close()` stops it."""
+
+    def __init__(self, address: str, names: list[str]):
+        host, port = parse_address(address)
+        self.names = names
+        self.frames = [LatestFrame() for _ in names]
+        self.figures: list[dict] = [{} for _ in names]
+        self.closing = threading.Event()
+        handler = type("Handler", (_Handler,), {"view": self})
+        try:
+            self.server = ThreadingHTTPServer((host, port), handler)
+        except OSError as e:
+            raise CvpipeError(f"--serve {address}: cannot listen there ({e.strerror}); choose another port") from None
+        self.server.daemon_threads = True
+        shown_host = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown_host}:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="cvpipe-live-view", daemon=True)
+        self.thread.start()
+
+    def publish(self, k: int, image: np.ndarray, figures: dict) -> None:
+        self.figures[k] = figures
+        self.frames[k].publish(image)
+
+    def close(self) -> None:
+        self.closing.set()
+        for frame in self.frames:
+            with frame.changed:
+                frame.changed.notify_all()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    view: LiveView
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args) -> None:  # the console belongs to the run's own output
+        pass
+
+    def do_GET(self) -> None:
+        path = self.path.split("?")[0]
+        if path in ("/", "/index.html"):
+            self._send(page(self.view.names).encode(), "text/html; charset=utf-8")
+        elif path == "/stats.json":
+            self._send(json.dumps({"streams": self.view.figures}).encode(), "application/json")
+        elif path.startswith("/stream/") and path.endswith(".mjpg") and self._stream_index(path) is not None:
+            self._mjpeg(self.view.frames[self._stream_index(path)])
+        elif path.startswith("/frame/") and path.endswith(".jpg") and self._stream_index(path) is not None:
+            newest = self.view.frames[self._stream_index(path)].newer_than(0, timeout=5)
+            if newest is None:
+                self.send_error(HTTPStatus.SERVICE_UNAVAILABLE, "no frame yet")
+            else:
+                self._send(newest[1], "image/jpeg")
+        else:
+            self.send_error(HTTPStatus.NOT_FOUND)
+
+    def _stream_index(self, path: str) -> int | None:
+        stem = path.rsplit("/", 1)[1].split(".")[0]
+        return int(stem) if stem.isdigit() and int(stem) < len(self.view.names) else None
+
+    def _send(self, body: bytes, content_type: str) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _mjpeg(self, frames: LatestFrame) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        seq = 0
+        try:
+            # each part is followed at once by the next boundary: a browser shows a part when that arrives, so the
+            # newest frame is on screen now, not one frame later (and an ended stream's last frame shows at all)
+            self.wfile.write(f"--{BOUNDARY}\r\n".encode())
+            while not self.view.closing.is_set():
+                newest = frames.newer_than(seq, timeout=1.0)
+                if newest is None:
+                    continue
+                seq, data = newest
+                self.wfile.write(f"Content-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
+                                 + f"\r\n--{BOUNDARY}\r\n".encode())
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):  # the viewer left
+            pass
+
+
+def page(names: list[str]) -> str:
+    """The viewer page: a grid with one tile per stream (MJPEG image and its figures, polled twice a second)."""
+    tiles = "\n".join(
+        f'<figure><img src="/stream/{k}.mjpg" alt="stream {k}"><figcaption><b>{html.escape(name)}</b>'
+        f'<pre id="stats-{k}">waiting for the first frame…</pre></figcaption></figure>'
+        for k, name in enumerate(names))
+    return PAGE.replace("{tiles}", tiles).replace("{columns}", str(min(len(names), 2)))
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>cvpipe live</title>
+<style>
+body { margin: 0; background: #111; color: #eee; font: 14px system-ui, sans-serif; }
+header { padding: 8px 12px; background: #222; }
+main { display: grid; grid-template-columns: repeat({columns}, 1fr); gap: 8px; padding: 8px; }
+figure { margin: 0; background: #1b1b1b; padding: 6px; }
+img { width: 100%; display: block; background: #000; }
+pre { margin: 4px 0 0; white-space: pre-wrap; font: 12px ui-monospace, monospace; color: #cfc; }
+</style></head>
+<body><header>cvpipe live view <span id="state"></span></header>
+<main>
+{tiles}
+</main>
+<script>
+function lines(s) {
+  const out = [`${s.fps.toFixed(1)} FPS   latency ${s.latency_ms.toFixed(0)} ms   frame ${s.frame}`];
+  const objects = Object.entries(s.objects || {}).map(([c, n]) => `${n} ${c}`).join(", ");
+  out.push(`objects: ${objects || "none"}`);
+  for (const [name, c] of Object.entries(s.lines || {})) {
+    const f = (d) => Object.entries(d).map(([k, n]) => `${n} ${k}`).join(", ") || "0";
+    out.push(`line ${name}: in ${f(c.in)} / out ${f(c.out)}`);
+  }
+  for (const [name, c] of Object.entries(s.zones || {})) {
+    out.push(`zone ${name}: ${Object.entries(c).map(([k, n]) => `${n} ${k}`).join(", ") || "empty"}`);
+  }
+  const h = s.health;
+  out.push(`stream: ${h.state}; ${h.read} read, ${h.skipped} skipped for newer, ${h.drops} drops, ` +
+           `${h.reconnects} reconnects`);
+  return out.join("\\n");
+}
+async function poll() {
+  try {
+    const r = await fetch("/stats.json", {cache: "no-store"});
+    const data = await r.json();
+    data.streams.forEach((s, k) => { if (s.fps !== undefined) document.getElementById(`stats-${k}`).textContent = lines(s); });
+    document.getElementById("state").textContent = "";
+  } catch (e) {
+    document.getElementById("state").textContent = "(the run has ended)";
+  }
+}
+poll(); setInterval(poll, 500);
+</script></body></html>
+"""
