@@ -13,7 +13,10 @@ export CVPIPE_WEIGHTS ?= $(CURDIR)/weights
 # a pip constraint this machine is configured with (e.g. torch capped at its on-disk build) also bounds the lock
 PIP_CONSTRAINT_FILE = $(shell $(BIN)/pip config list 2>/dev/null | sed -n "s/^global.constraint='\(.*\)'/\1/p")
 
-.PHONY: install lock test test-latest demo video bench lint clean
+# `make video-live`: where the live page listens
+LIVE_PORT ?= 8000
+
+.PHONY: install lock test test-latest demo video video-live bench lint clean
 
 install: $(VENV)/.installed
 
@@ -62,6 +65,13 @@ video: install
 	$(BIN)/cvpipe weights fetch ssd_mobilenet_v2.coco
 	$(BIN)/cvpipe video coco_ssd_mobilenet_v2 --source $(CVPIPE_DATA)/videos/bikes.mp4 --out runs/video/bikes.mp4 --set video.track=true
 	@echo "  runs/video/bikes.mp4 (annotated, track ids), bikes.jsonl (per frame), bikes.summary.json"
+
+video-live: install  # the same footage watched live in a browser, objects crossing the middle counted; Ctrl-C ends it
+	$(BIN)/cvpipe data fetch videos
+	$(BIN)/cvpipe weights fetch ssd_mobilenet_v2.coco
+	@echo "open http://127.0.0.1:$(LIVE_PORT)/ in a browser"
+	$(BIN)/cvpipe video coco_ssd_mobilenet_v2 --source $(CVPIPE_DATA)/videos/bikes.mp4 --out runs/video-live/bikes.mp4 \
+		--serve $(LIVE_PORT) --set video.track=true 'video.lines={middle: [[0.5, 0], [0.5, 1]]}'
 
 bench: install  # each prints its table and writes benches/results/NAME.json; the GPU part skips without CUDA
 	$(BIN)/python benches/data_loading.py

@@ -20,6 +20,7 @@ import pytest
 from cvpipe.cli import build_parser
 from cvpipe.config import VideoConfig
 from cvpipe.engine.counting import Counting
+from cvpipe.engine.video import stream_stem
 from cvpipe.errors import ConfigError, CvpipeError, DataError
 from cvpipe.io.live_view import LiveView, parse_address
 from cvpipe.io.streams import open_source
@@ -117,6 +118,11 @@ def test_the_page_serves_the_newest_frame_and_a_viewer_never_holds_up_the_model(
             urllib.request.urlopen(view.url + "stream/7.mjpg", timeout=5)
     finally:
         view.close()
+
+
+def test_each_source_names_its_files():
+    assert stream_stem("rtsp://10.0.0.5:8554/cam/1") == "10.0.0.5_8554_cam_1"
+    assert stream_stem("3") == "camera3" and stream_stem("data/street.mp4") == "street"
 
 
 def test_serve_addresses():
@@ -222,14 +228,6 @@ def test_two_clips_in_one_run_count_a_cat_crossing_each_way_in_one_model_call(tm
     assert lines[-1]["zones"]["right"] == {"cat": 1} and "track_id" in lines[-1]
     for name in ("right", "left"):
         assert int(cv2.VideoCapture(str(tmp_path / "out" / f"{name}.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 100
-
-
-def test_counting_needs_boxes(tmp_path):
-    pipeline, weights = segmentation_pipeline(tmp_path, "video.lines={door: [[0.5, 0], [0.5, 1]]}")
-    (tmp_path / "frames").mkdir()
-    cv2.imwrite(str(tmp_path / "frames" / "0.png"), np.zeros((32, 32, 3), np.uint8))
-    with pytest.raises(ConfigError, match="video.lines / video.zones"):
-        pipeline.video(str(tmp_path / "frames"), tmp_path / "out.mp4", weights=weights)
 
 
 # ----------------------------------------------------------------------------- an HTTP MJPEG camera

@@ -237,11 +237,11 @@ def test_show_without_a_display_is_a_clear_error(tmp_path):
         run_video(pipeline.config, [str(tmp_path)], weights, outs=[None], show=True)
 
 
-def test_tracking_needs_a_detection_pipeline(tmp_path):
-    pipeline, weights = segmentation_pipeline(tmp_path, "video.track=true")
-    write_image(tmp_path / "frames" / "0.png", np.zeros((32, 32, 3), np.uint8))
-    with pytest.raises(ConfigError, match="video.track"):
-        run_video(pipeline.config, [str(tmp_path / "frames")], weights, outs=[None])
+@pytest.mark.parametrize("setting", ["video.track=true", "video.lines={door: [[0.5, 0], [0.5, 1]]}",
+                                     "video.zones={lot: [[0, 0], [1, 0], [1, 1]]}"])
+def test_tracking_and_counting_need_a_detection_pipeline(tmp_path, setting):
+    with pytest.raises(ConfigError, match=rf"{setting.split('=')[0]}.*detection and instance pipelines"):
+        segmentation_pipeline(tmp_path, setting)
 
 
 @pytest.fixture(scope="module")

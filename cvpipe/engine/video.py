@@ -85,11 +85,8 @@ class FrameTask:
         self.config, self.model, self.classes, self.device, self.conf = config, model, classes, device, conf
         self.task = get_task(config.task)
         self.transform = build_augment(config.augment, "eval") if self.task.eval_transform else None
-        video = config.video
-        self.tracks = video.track or video.counts  # counting follows tracked objects
-        if self.tracks and not self.task.tracks:
-            key = "video.track" if video.track else "video.lines / video.zones"
-            raise ConfigError(f"{key}: tracking and counting follow detected boxes; task {config.task!r} has none")
+        self.tracks = config.video.track or config.video.counts  # counting follows tracked objects (a task without
+        # boxes refuses both when the pipeline loads: Task.settle)
 
     def job(self, fps: float) -> FrameJob:
         """A stream's own state: its tracker and its counts."""
@@ -245,7 +242,7 @@ def run_video(config: PipelineConfig, sources: list[str], weights: Path | None, 
 
         view = LiveView(serve, [run.source.name for run in runs])
         console.print(f"live view: {view.url}")
-    mux = StreamMux(opened)
+    mux = StreamMux(opened, realtime=show or view is not None)  # someone watches: files play at their pace
     start = time.perf_counter()
     try:
         _loop(mux, runs, task, view, show, max_frames, duration, start)

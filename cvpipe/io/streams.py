@@ -310,12 +310,14 @@ class StreamMux:
     every frame and a stream that drops (and waits to reconnect) never holds up the others. Each step of the
     iteration gives one frame of every file that has not ended and the newest of every live source that has one,
     as (source index, frame), after waiting for at least one; it ends once every source has ended. `stop(k)` stops
-    reading source k."""
+    reading source k. With `realtime`, files and folders play no faster than their frame rate, as a camera would
+    give them (for a page or window someone watches): each frame is released when it is due, and its latency
+    counts from then."""
 
     FILE_AHEAD = 1  # frames a file's slot holds (its Prefetch decodes two more ahead)
 
-    def __init__(self, sources: list[Source]):
-        self.sources = sources
+    def __init__(self, sources: list[Source], *, realtime: bool = False):
+        self.sources, self.realtime = sources, realtime
         self.slots: list[list[Frame]] = [[] for _ in sources]
         self.ended = [False] * len(sources)
         self.errors: list[Exception] = []
@@ -328,8 +330,14 @@ class StreamMux:
 
     def _pump(self, k: int) -> None:
         source, slot = self.sources[k], self.slots[k]
+        paced = self.realtime and not source.live
         try:
+            started = time.perf_counter()
             for frame in source:
+                if paced:
+                    if self.halt.wait(max(0.0, started + frame.position - time.perf_counter())):
+                        return
+                    frame.captured = time.perf_counter()
                 with self.changed:
                     while not source.live and len(slot) >= self.FILE_AHEAD and not self.halt.is_set():
                         self.changed.wait(0.1)

@@ -95,6 +95,10 @@ class Task(ABC):
         elif config.tiling.mode == "always" and slice_size(config) is None:
             problems.append((("tiling", "size"), f"head {config.model.head.name!r} has no input size to slice by; "
                              "give tiling.size (pixels)"))
+        for key in ("track", "lines", "zones"):
+            if getattr(config.video, key) and not self.tracks:
+                problems.append((("video", key), f"tracking and counting follow detected boxes: they are for "
+                                 f"detection and instance pipelines; this one is {config.task!r}"))
         batch = self.cpu_batch if device_type(config.train.device) == "cpu" else GPU_BATCH
         if config.eval.batch_size is None:
             config.eval.batch_size = batch
