@@ -103,6 +103,8 @@ def test_the_page_serves_the_newest_frame_and_a_viewer_never_holds_up_the_model(
     view = LiveView("0", ["cam a", "cam <b>"])
     try:
         assert view.server.server_address[0] == "127.0.0.1"  # nothing exposed unless a host is given
+        with pytest.raises(CvpipeError, match="cannot listen there"):  # the port is taken: said, not a traceback
+            LiveView(str(view.server.server_address[1]), ["again"])
         page = urllib.request.urlopen(view.url, timeout=5).read().decode()
         assert "/stream/1.mjpg" in page and "cam &lt;b&gt;" in page  # names escaped
         assert "http" not in page.replace(view.url, "").split("<script>")[0].lower()  # no external asset

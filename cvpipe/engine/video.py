@@ -126,6 +126,11 @@ def _check_display() -> None:
                           "write --out and play the MP4") from None
 
 
+def stream_name(source: str) -> str:
+    """How the page names a source: `camera N` for a webcam index, else as given."""
+    return f"camera {source}" if source.isdigit() else source
+
+
 def stream_stem(source: str) -> str:
     """A file name for a source's outputs: a file's stem, `camera0`, or a URL's host, port and path."""
     if source.isdigit():
@@ -216,6 +221,11 @@ def run_video(config: PipelineConfig, sources: list[str], weights: Path | None, 
     task = FrameTask(config, model, classes, device, conf=conf)
     if show:
         _check_display()
+    view = None
+    if serve is not None:  # before the sources open: a busy port fails with nothing to undo
+        from cvpipe.io.live_view import LiveView
+
+        view = LiveView(serve, [stream_name(source) for source in sources])
     opened: list[Source] = []
     try:
         for source in sources:
@@ -224,6 +234,8 @@ def run_video(config: PipelineConfig, sources: list[str], weights: Path | None, 
     except BaseException:
         for stream in opened:
             stream.close()
+        if view is not None:
+            view.close()
         raise
     runs = []
     for k, (source, stream, out, log) in enumerate(zip(sources, opened, outs, logs)):
@@ -236,11 +248,7 @@ def run_video(config: PipelineConfig, sources: list[str], weights: Path | None, 
                       f"{f', one frame in {stride}' if stride > 1 and not stream.live else ''}) → "
                       f"{out or 'no file'}{' + window' if show else ''}")
     console.print(f"backend: {backend} ({why})")
-    view = None
-    if serve is not None:
-        from cvpipe.io.live_view import LiveView
-
-        view = LiveView(serve, [run.source.name for run in runs])
+    if view is not None:
         console.print(f"live view: {view.url}")
     mux = StreamMux(opened, realtime=show or view is not None)  # someone watches: files play at their pace
     start = time.perf_counter()
