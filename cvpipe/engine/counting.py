@@ -4,8 +4,8 @@ per class with supervision's LineZone and PolygonZone, drawn with its annotators
 A line counts an object once its whole box has crossed (LineZone's default: all four corners on the other
 side), so a box that only grazes the line is not counted. "in" is a crossing from the right of the line's
 direction (first point → second) to its left, as supervision defines it (in image coordinates, y down): for a
-line drawn top to bottom, an object moving left to right. A zone holds an object whose box's bottom centre is inside the polygon (where it
-stands). Coordinates are pixels, or fractions of the frame's width and height when every coordinate of that
+line drawn top to bottom, an object moving left to right. A zone holds an object whose box's bottom centre is
+inside the polygon (where it stands). Coordinates are pixels, or fractions of the frame's width and height when every coordinate of that
 line or zone is ≤ 1, settled against each stream's frame size on its first frame.
 """
 
@@ -54,6 +54,10 @@ class Counting:
         for name, polygon in self.video.zones.items():
             self.zones[name] = sv.PolygonZone(polygon=in_pixels(polygon, width, height, f"video.zones.{name}"))
             self.inside[name], self.visitors[name], self.peak[name] = {}, {}, 0
+        orange = sv.Color(r=0, g=160, b=255)  # supervision draws BGR; these frames are RGB
+        self.zone_annotators = [sv.PolygonZoneAnnotator(zone, color=orange, thickness=2, opacity=0.15, text_scale=0.5)
+                                for zone in self.zones.values()]
+        self.line_annotator = sv.LineZoneAnnotator(thickness=2, text_scale=0.5, text_thickness=1)
         self.settled = True
 
     def _named(self, per_class: dict[int, int]) -> dict[str, int]:
@@ -96,14 +100,10 @@ class Counting:
     def draw(self, image: np.ndarray) -> np.ndarray:
         """Zones shaded, lines with their in / out totals (supervision's annotators), and the per-class counts
         listed in the bottom-left corner."""
-        sv = self.sv
-        orange = sv.Color(r=0, g=160, b=255)  # supervision draws BGR; these frames are RGB
-        for zone in self.zones.values():
-            image = sv.PolygonZoneAnnotator(zone, color=orange, thickness=2, opacity=0.15,
-                                            text_scale=0.5).annotate(image)
-        annotator = sv.LineZoneAnnotator(thickness=2, text_scale=0.5, text_thickness=1)
+        for annotator in self.zone_annotators:
+            image = annotator.annotate(image)
         for line in self.lines.values():
-            image = annotator.annotate(image, line)
+            image = self.line_annotator.annotate(image, line)
         rows = [f"{name} in: {listed(c['in'])}  out: {listed(c['out'])}"
                 for name, c in self.counts().get("lines", {}).items()]
         rows += [f"{name}: {listed(now)}" for name, now in self.inside.items()]
