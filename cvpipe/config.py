@@ -287,6 +287,24 @@ class EvalConfig(Strict):
     interval: Annotated[int, Field(ge=1)] = 1
     best: Literal[("auto", *INSTANCE_STATS, *CLASSIFY_STATS, "mIoU", "pixel_accuracy", "fwIoU", *STYLIZE_STATS)] = "auto"
     coco: Literal["faster", "pycocotools"] = "faster"  # COCO box and mask mAP by faster-coco-eval, or the pycocotools reference
+    # detection analysis (metrics/detection_analysis.py): the IoU of the confusion matrix, the best-F1 threshold and
+    # the per-class precision / recall / F1; the confidence of the matrix and the table (auto: the best-F1 one)
+    iou: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    conf: Literal["auto"] | Annotated[float, Field(ge=0, le=1)] = "auto"
+    # custom area ranges (name: [min, max] in px²) evaluated beside COCO's small / medium / large
+    area_ranges: dict[str, tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(gt=0)]]] = {}
+
+    @field_validator("area_ranges")
+    @classmethod
+    def _ranges(cls, ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (low, high) in ranges.items():
+            if name in ("all", "small", "medium", "large"):
+                raise ValueError(f"{name!r} is one of COCO's own ranges (all, small, medium, large); name it otherwise")
+            if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                raise ValueError(f"{name!r}: a range name is letters, digits and _ (it becomes the stat AP_{name})")
+            if low >= high:
+                raise ValueError(f"{name}: [{low}, {high}] must be [min, max] with min < max (px², e.g. tiny: [0, 256])")
+        return ranges
 
 
 class OutputConfig(Strict):

@@ -19,6 +19,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from cvpipe.config import COCO_STATS
+from cvpipe.metrics.detection_analysis import DetectionAnalysis, analyse
 
 
 @dataclass
@@ -30,12 +31,16 @@ class CocoMetrics:
     precision50: dict[str, np.ndarray] = field(repr=False)  # per class, precision at IoU 0.5 (all areas, 100 dets)
     summary: str = ""  # the evaluator's printed table
     max_detections: int = 100  # COCOeval's last maxDets (max_detections)
+    areas: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # class → area range → AP, AP50
+    analysis: DetectionAnalysis | None = field(default=None, repr=False)
 
     def as_json(self) -> dict:
         extra = {} if self.max_detections == 100 else {"max_detections": self.max_detections}
-        return {**self.stats, **extra, "per_class": {name: {"AP": _finite(self.per_class[name]),
-                                                   "AP50": _finite(self.per_class_ap50[name])}
-                                            for name in self.per_class}}
+        per_class = {name: {"AP": _finite(self.per_class[name]), "AP50": _finite(self.per_class_ap50[name]),
+                            "areas": {label: {k: _finite(v) for k, v in figures.items()}
+                                      for label, figures in self.areas.get(name, {}).items()}}
+                     for name in self.per_class}
+        return {**self.stats, **extra, "per_class": per_class, **(self.analysis.as_json() if self.analysis else {})}
 
     def table(self) -> list:
         """What `train` and `eval` print: the evaluator's 12 "Average ..." lines and per-class AP."""
@@ -44,14 +49,27 @@ class CocoMetrics:
         table = Table("class", "AP", "AP50", title="per-class AP")
         for name, ap in self.per_class.items():
             table.add_row(name, f"{ap:.3f}", f"{self.per_class_ap50[name]:.3f}")
-        return ["\n".join(line for line in self.summary.splitlines() if line.startswith(" Average")), table]
+        coco = "\n".join(line for line in self.summary.splitlines() if line.startswith(" Average"))
+        return [coco, table, *self._area_table(), *(self.analysis.tables() if self.analysis else [])]
+
+    def _area_table(self) -> list:
+        """Per-class AP in COCO's and the custom area ranges, where custom ones are set."""
+        from rich.table import Table
+
+        labels = next(iter(self.areas.values()), {})
+        if len(labels) <= 3:
+            return []
+        table = Table("class", *(f"AP {label}" for label in labels), title="per-class AP by object area")
+        for name, figures in self.areas.items():
+            table.add_row(name, *(f"{figures[label]['AP']:.3f}" for label in labels))
+        return [table]
 
     def plots(self, out_dir: Path) -> list[str]:
         from cvpipe.viz import plots
 
         plots.pr_curves(self.recall, self.precision50, self.per_class_ap50, Path(out_dir) / "pr_curve.png")
         plots.per_class_ap(self.per_class, Path(out_dir) / "per_class_ap.png")
-        return ["pr_curve.png", "per_class_ap.png"]
+        return ["pr_curve.png", "per_class_ap.png", *(self.analysis.plots(out_dir) if self.analysis else [])]
 
 
 def _finite(x: float) -> float | None:
@@ -90,13 +108,21 @@ def max_detections(gt: dict, results: list[dict]) -> int:
     return max(max(objects.values()), max(found.values(), default=0))
 
 
-def _pycocotools(gt: dict, results: list[dict], iou_type: str, max_dets: int) -> tuple[COCOeval, str]:
+def _set_params(params, max_dets: int, area_ranges: dict[str, tuple[float, float]]) -> None:
+    """maxDets [1, 10, max_dets], and the custom area ranges after COCO's all / small / medium / large."""
+    params.maxDets = [1, 10, max_dets]
+    params.areaRng = [list(r) for r in params.areaRng] + [list(r) for r in area_ranges.values()]
+    params.areaRngLbl = list(params.areaRngLbl) + list(area_ranges)
+
+
+def _pycocotools(gt: dict, results: list[dict], iou_type: str, max_dets: int,
+                 area_ranges: dict[str, tuple[float, float]]) -> tuple[COCOeval, str]:
     coco_gt = coco_from_dict(gt)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         coco_dt = coco_gt.loadRes(results) if results else COCO()
         evaluator = COCOeval(coco_gt, coco_dt, iou_type)
-        evaluator.params.maxDets = [1, 10, max_dets]
+        _set_params(evaluator.params, max_dets, area_ranges)
         if not results:
             evaluator.params.imgIds = sorted(coco_gt.getImgIds())
         evaluator.evaluate()
@@ -112,7 +138,7 @@ def _pycocotools(gt: dict, results: list[dict], iou_type: str, max_dets: int) ->
     return evaluator, summary
 
 
-def _faster(gt: dict, results: list[dict], iou_type: str, max_dets: int):
+def _faster(gt: dict, results: list[dict], iou_type: str, max_dets: int, area_ranges: dict[str, tuple[float, float]]):
     from faster_coco_eval import COCO as FasterCOCO
     from faster_coco_eval import COCOeval_faster
 
@@ -123,7 +149,7 @@ def _faster(gt: dict, results: list[dict], iou_type: str, max_dets: int):
             result.setdefault("segmentation", [])
     coco_dt = coco_gt.loadRes(results) if results else FasterCOCO()  # adds `area` and `id` to them, as pycocotools
     evaluator = COCOeval_faster(coco_gt, coco_dt, iou_type, print_function=lines.append)
-    evaluator.params.maxDets = [1, 10, max_dets]
+    _set_params(evaluator.params, max_dets, area_ranges)
     if not results:
         evaluator.params.imgIds = sorted(coco_gt.getImgIds())
     evaluator.evaluate()
@@ -132,26 +158,53 @@ def _faster(gt: dict, results: list[dict], iou_type: str, max_dets: int):
     return evaluator, "\n".join(lines)
 
 
+def _standard_stats(evaluator, extra_ranges: int) -> list[float]:
+    """The 12 COCO stats: faster-coco-eval puts the custom area ranges' AP and AR among them (after AP_large and
+    after AR_large), pycocotools leaves them out."""
+    stats = [float(v) for v in evaluator.stats]
+    if extra_ranges and len(stats) > 12:
+        return stats[:6] + stats[6 + extra_ranges:12 + extra_ranges]
+    return stats[:12]
+
+
+def _mean_valid(values: np.ndarray) -> float:
+    return float(values[values > -1].mean()) if (values > -1).any() else float("nan")
+
+
 def evaluate_coco(gt: dict, results: list[dict], classes: list[str], *, evaluator: str = "faster",
-                  iou_type: str = "bbox") -> CocoMetrics:
+                  iou_type: str = "bbox", area_ranges: dict[str, tuple[float, float]] | None = None,
+                  iou: float = 0.5, conf: float | str = "auto") -> CocoMetrics:
     """COCOeval (iouType `bbox` or `segm`) on a COCO ground-truth dict and a results list, by `evaluator` (faster |
-    pycocotools). Both add fields to the dicts they are given (`area`, `id`, `segmentation` to results; `_ignore`
-    to annotations). COCOeval's maxDets are [1, 10, `max_detections`]: [1, 10, 100] but for images of more than
-    100 objects; `AR100` is recall at that last value."""
+    pycocotools), and the analysis (metrics/detection_analysis.py) at `iou` and `conf`. Both evaluators add fields
+    to the dicts they are given (`area`, `id`, `segmentation` to results; `_ignore` to annotations). COCOeval's
+    maxDets are [1, 10, `max_detections`]: [1, 10, 100] but for images of more than 100 objects; `AR100` is recall
+    at that last value. `area_ranges` (name → [min, max] px²) are evaluated beside COCO's: `AP_<name>` and
+    `AR_<name>` in the stats, and per class."""
+    area_ranges = dict(area_ranges or {})
     max_dets = max_detections(gt, results)
-    evaluator, summary = (_faster if evaluator == "faster" else _pycocotools)(gt, results, iou_type, max_dets)
-    stats = dict(zip(COCO_STATS, (float(s) for s in evaluator.stats[:12])))
+    analysis = analyse(gt, results, classes, iou_type=iou_type, max_dets=max_dets, iou=iou, conf=conf)
+    evaluator, summary = (_faster if evaluator == "faster" else _pycocotools)(gt, results, iou_type, max_dets,
+                                                                               area_ranges)
+    stats = dict(zip(COCO_STATS, _standard_stats(evaluator, len(area_ranges))))
     precision = evaluator.eval["precision"]  # [T iou, R recall, K class, A area, M maxdets]
-    per_class, per_class_ap50, precision50 = {}, {}, {}
+    recall = evaluator.eval["recall"]  # [T, K, A, M]
+    labels = list(evaluator.params.areaRngLbl)
+    for name in area_ranges:
+        a = labels.index(name)
+        stats[f"AP_{name}"] = _mean_valid(precision[:, :, :, a, -1])
+        stats[f"AR_{name}"] = _mean_valid(recall[:, :, a, -1])
+    per_class, per_class_ap50, precision50, areas = {}, {}, {}, {}
     for k, cat_id in enumerate(evaluator.params.catIds):
         name = classes[cat_id - 1]
-        p = precision[:, :, k, 0, -1]
-        per_class[name] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
+        per_class[name] = _mean_valid(precision[:, :, k, 0, -1])
+        per_class_ap50[name] = _mean_valid(precision[0, :, k, 0, -1])
         p50 = precision[0, :, k, 0, -1]
-        per_class_ap50[name] = float(p50[p50 > -1].mean()) if (p50 > -1).any() else float("nan")
         precision50[name] = np.where(p50 > -1, p50, 0.0)
+        areas[name] = {label: {"AP": _mean_valid(precision[:, :, k, a, -1]),
+                               "AP50": _mean_valid(precision[0, :, k, a, -1])}
+                       for a, label in enumerate(labels) if label != "all"}
     return CocoMetrics(stats, per_class, per_class_ap50, np.asarray(evaluator.params.recThrs), precision50, summary,
-                       max_dets)
+                       max_dets, areas, analysis)
 
 
 @dataclass
@@ -165,7 +218,7 @@ class InstanceMetrics(CocoMetrics):
     def of(cls, mask: CocoMetrics, box: CocoMetrics) -> InstanceMetrics:
         stats = {**mask.stats, **{f"box_{name}": value for name, value in box.stats.items()}}
         return cls(stats, mask.per_class, mask.per_class_ap50, mask.recall, mask.precision50, mask.summary,
-                   mask.max_detections, box)
+                   mask.max_detections, mask.areas, mask.analysis, box)
 
     def as_json(self) -> dict:
         out = super().as_json()
@@ -182,7 +235,7 @@ class InstanceMetrics(CocoMetrics):
                           f"{self.box.per_class_ap50[name]:.3f}")
         lines = [f"{kind} {line}" for kind, metrics in (("mask", self), ("box ", self.box))
                  for line in metrics.summary.splitlines() if line.startswith(" Average")]
-        return ["\n".join(lines), table]
+        return ["\n".join(lines), table, *self._area_table(), *(self.analysis.tables() if self.analysis else [])]
 
     def plots(self, out_dir: Path) -> list[str]:
         from cvpipe.viz import plots
@@ -193,4 +246,5 @@ class InstanceMetrics(CocoMetrics):
         plots.per_class_ap(self.per_class, out_dir / "per_class_ap.png", metric="mask AP@[.5:.95]")
         plots.pr_curves(self.box.recall, self.box.precision50, self.box.per_class_ap50, out_dir / "box_pr_curve.png",
                         title="box precision–recall at IoU 0.5")
-        return ["pr_curve.png (masks)", "per_class_ap.png (masks)", "box_pr_curve.png"]
+        analysed = [f"{name} (masks)" for name in self.analysis.plots(out_dir)] if self.analysis else []
+        return ["pr_curve.png (masks)", "per_class_ap.png (masks)", "box_pr_curve.png", *analysed]

@@ -40,6 +40,12 @@ def counted(job: FrameJob, image: np.ndarray, boxes: np.ndarray, labels: np.ndar
     return shown, record
 
 
+def coco_options(config: PipelineConfig) -> dict:
+    """`evaluate_coco`'s settings from the pipeline's `eval:`."""
+    settings = config.eval
+    return {"evaluator": settings.coco, "area_ranges": settings.area_ranges, "iou": settings.iou, "conf": settings.conf}
+
+
 class OneImageDetections(nn.Module):
     """A detector's `[{boxes, scores, labels}]` for one image as a tuple, which ONNX outputs need."""
 
@@ -134,7 +140,7 @@ class DetectTask(Task):
         if out_dir is not None:
             write_text(Path(out_dir) / "val_annotations.json", json.dumps(gt))
             write_text(Path(out_dir) / "val_detections.json", json.dumps(results))
-        return evaluate_coco(gt, results, dataset.classes, evaluator=config.eval.coco)
+        return evaluate_coco(gt, results, dataset.classes, **coco_options(config))
 
     def output_folders(self, save_images: bool) -> list[str]:
         return ["images/"] if save_images else []

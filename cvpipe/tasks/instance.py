@@ -25,7 +25,14 @@ from cvpipe.io.images import write_text
 from cvpipe.metrics.coco import InstanceMetrics, detections_to_results, evaluate_coco
 from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob
-from cvpipe.tasks.detect import DetectTask, counted, matched_difference, rounded, write_annotated
+from cvpipe.tasks.detect import (
+    DetectTask,
+    coco_options,
+    counted,
+    matched_difference,
+    rounded,
+    write_annotated,
+)
 from cvpipe.viz.draw import draw_sample
 
 
@@ -122,9 +129,9 @@ class InstanceTask(DetectTask):
             write_text(Path(out_dir) / "val_annotations.json", json.dumps(gt))
             write_text(Path(out_dir) / "val_segmentations.json", json.dumps(masks))
             write_text(Path(out_dir) / "val_detections.json", json.dumps(boxes))
-        mask_metrics = evaluate_coco(json.loads(json.dumps(gt)), masks, dataset.classes, evaluator=config.eval.coco,
-                                     iou_type="segm")
-        return InstanceMetrics.of(mask_metrics, evaluate_coco(gt, boxes, dataset.classes, evaluator=config.eval.coco))
+        mask_metrics = evaluate_coco(json.loads(json.dumps(gt)), masks, dataset.classes, iou_type="segm",
+                                     **coco_options(config))
+        return InstanceMetrics.of(mask_metrics, evaluate_coco(gt, boxes, dataset.classes, **coco_options(config)))
 
     def predict(self, model: nn.Module, images: list[torch.Tensor], names: list[str], job: PredictJob) -> list[dict]:
         """Instances scoring at least `conf`, masks as RLE in the journal; overlays under images/."""

@@ -65,7 +65,8 @@ def per_class_ap(per_class: dict[str, float], path: Path, *, metric: str = "AP@[
     return _save(fig, path)
 
 
-def confusion_matrix(confusion: np.ndarray, classes: list[str], path: Path, *, unit: str = "images") -> Path:
+def confusion_matrix(confusion: np.ndarray, classes: list[str], path: Path, *, unit: str = "images",
+                     title: str | None = None) -> Path:
     """Rows: true class, columns: predicted; colour is the row-normalised share, text the count."""
     shares = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
     size = max(4, 0.5 * len(classes) + 2)
@@ -79,5 +80,41 @@ def confusion_matrix(confusion: np.ndarray, classes: list[str], path: Path, *, u
             for j in ticks:
                 ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if shares[i, j] > 0.5 else "black")
-    ax.set(xlabel="predicted", ylabel="true", title=f"confusion matrix (val {unit})")
+    ax.set(xlabel="predicted", ylabel="true", title=title or f"confusion matrix (val {unit})")
+    return _save(fig, path)
+
+
+def confidence_curves(conf: np.ndarray, curves: dict[float, dict], iou: float, chosen: float, path: Path) -> Path:
+    """Precision, recall and F1 against confidence: per class and all classes pooled at `iou` (solid), all
+    classes at IoU 0.5 (dashed) where `iou` is another; the chosen threshold as a vertical line."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    at = curves[iou]
+    many = len(at["per_class"]) > 10
+    for ax, key in zip(axes, ("precision", "recall", "f1")):
+        for name, curve in at["per_class"].items():
+            ax.plot(conf, curve[key], linewidth=0.8, alpha=0.5 if many else 0.9, label=None if many else name)
+        ax.plot(conf, at["all"][key], color="black", linewidth=2.5, label=f"all classes, IoU {iou:g}")
+        for other, c in curves.items():
+            if other != iou:
+                ax.plot(conf, c["all"][key], color="black", linestyle="--", linewidth=1.5,
+                        label=f"all classes, IoU {other:g}")
+        ax.axvline(chosen, color="tab:red", linestyle=":", label=f"conf {chosen:.3f}")
+        ax.set(xlabel="confidence", ylabel=key if key != "f1" else "F1", xlim=(0, 1), ylim=(0, 1.02),
+               title=f"{key if key != 'f1' else 'F1'} against confidence")
+    axes[2].legend(fontsize=7, loc="lower left")
+    return _save(fig, path)
+
+
+def error_breakdown(delta: dict[str, float], counts: dict[str, int], base: float, path: Path) -> Path:
+    """AP50 gained by fixing each kind of error alone (TIDE), with how many of each there are."""
+    kinds = list(delta)
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    bars = ax.barh(range(len(kinds)), [delta[k] for k in kinds], color="tab:orange")
+    ax.set_yticks(range(len(kinds)), [f"{k} ({counts[k]})" for k in kinds])
+    ax.invert_yaxis()
+    for bar, kind in zip(bars, kinds):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" +{delta[kind]:.3f} → {base + delta[kind]:.3f}",
+                va="center", fontsize=8)
+    ax.set(xlabel="AP50 gained if this kind of error were fixed", title=f"error breakdown (AP50 {base:.3f}, IoU 0.5)",
+           xlim=(0, max(max(delta.values(), default=0) * 1.6, 0.05)))
     return _save(fig, path)
