@@ -59,6 +59,14 @@ def _number(low: float, high: float = math.inf, *, integer: bool = False, low_op
 
 
 PROBABILITY = _number(0.0, 1.0)
+
+
+def CONFIDENCE(text: str) -> float | str:  # noqa: N802 (an argparse type, named like the others)
+    return "auto" if text == "auto" else PROBABILITY(text)
+
+
+CONF_HELP = ("detection: keep boxes scoring at least this, or auto: the best-F1 threshold on val that a trained "
+             "best.pt carries (the default where it has one, else 0.25)")
 POSITIVE_INT = _number(1, integer=True)
 POSITIVE = _number(0.0, low_open=True)
 NON_NEGATIVE = _number(0.0)
@@ -127,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
     p.add_argument("--json", type=Path, default=None,
                    help="write the metrics here, with the detections / predictions beside them (default: print only)")
+    p.add_argument("--report", nargs="?", type=Path, const=True, default=None, metavar="HTML",
+                   help="write one offline HTML page: metrics, plots, error breakdown, worst val images "
+                        "(default file: report.html beside --json, else beside the weights)")
     _add_set(p)
 
     p = sub.add_parser("predict", help="run a pipeline over a folder, file or glob of images: boxes, classes, masks "
@@ -135,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="a folder (searched recursively), an image file or a glob")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <run>/predict)")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
-    p.add_argument("--conf", type=PROBABILITY, default=0.25, help="detection: keep boxes scoring at least this (default 0.25)")
+    p.add_argument("--conf", type=CONFIDENCE, default=None, help=CONF_HELP)
     p.add_argument("--resume", action="store_true", help="skip images an earlier run of this --out finished")
     p.add_argument("--no-images", action="store_true", help="write only the JSON/CSV, no annotated images")
     p.add_argument("--shard", type=_shard, default=None, metavar="K/N",
@@ -162,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve a live page of the annotated streams and their figures at http://HOST:PORT/ "
                         "(host 127.0.0.1 unless given; port 0 picks a free one)")
     p.add_argument("--stride", type=POSITIVE_INT, default=1, help="files and folders: process every Nth frame (default 1)")
-    p.add_argument("--conf", type=PROBABILITY, default=0.25, help="keep detections scoring at least this (default 0.25)")
+    p.add_argument("--conf", type=CONFIDENCE, default=None, help=CONF_HELP)
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend, as for predict")
     p.add_argument("--max-frames", type=POSITIVE_INT, default=None, help="stop after this many processed frames")
@@ -448,7 +459,7 @@ def _print_metrics(metrics) -> None:
 
 def cmd_eval(args) -> int:
     pipeline = _pipeline(args)
-    metrics = pipeline.evaluate(args.weights, json_path=args.json)
+    metrics = pipeline.evaluate(args.weights, json_path=args.json, report=args.report)
     _print_metrics(metrics)
     if args.json:
         from cvpipe.tasks import get_task

@@ -50,12 +50,13 @@ class Pipeline:
         self.last_fit = fit(self.config, resume=resume, console=self.console, tensorboard=tensorboard)
         return self.last_fit
 
-    def evaluate(self, weights: str | Path | None = None, *,
-                 json_path: str | Path | None = None) -> CocoMetrics | ClassificationMetrics:
+    def evaluate(self, weights: str | Path | None = None, *, json_path: str | Path | None = None,
+                 report: str | Path | bool | None = None) -> CocoMetrics | ClassificationMetrics:
         """The task's metrics on the val split, detection with the pipeline's `tta:` views where enabled.
         With `json_path`, the metrics go there and, beside them, detection's `val_detections.json` /
-        `val_annotations.json` (re-checkable with pycocotools alone) or classification's `val_predictions.csv`;
-        without it nothing is written."""
+        `val_annotations.json` (re-checkable with pycocotools alone) or classification's `val_predictions.csv`.
+        With `report` (a path, or True: report.html beside the JSON, else beside the weights), one HTML page of
+        the metrics, plots and worst val images (viz/report.py). Without them nothing is written."""
         from cvpipe.engine.checkpoint import load_trained
         from cvpipe.engine.data import load_split
         from cvpipe.engine.device import resolve_device
@@ -67,6 +68,10 @@ class Pipeline:
         require_data(self.config)
         if json_path:
             prepare_file(Path(json_path), "--json")
+        if report is True:
+            report = (Path(json_path).parent if json_path else self._output_dir(self._weights(weights))) / "report.html"
+        if report:
+            prepare_file(Path(report), "--report")
         weights = self._weights(weights)
         device = resolve_device(self.config.train.device)
         model, classes = load_trained(self.config, weights, device)
@@ -88,10 +93,23 @@ class Pipeline:
             self.console.print(styled("skipped", "yellow", f" {line} (left out of the metrics)"))
         if json_path:
             write_text(Path(json_path), json.dumps(metrics.as_json(), indent=2))
+        if report:
+            from datetime import datetime
+
+            from cvpipe.viz.report import write_report
+
+            facts = [("pipeline", f"{self.config.name} ({self.config.task})"),
+                     ("weights", str(weights) if weights is not None else f"{self.config.model.weights} (ready)"),
+                     ("evaluated", f"{len(dataset)} {dataset.split} images in {dataset.root}"
+                                   + (f", {len(skipped)} unreadable left out" if skipped else "")),
+                     ("written", datetime.now().isoformat(timespec="seconds"))]
+            write_report(Path(report), f"cvpipe eval: {self.config.name}", facts, metrics,
+                         {r.image_id: r for r in dataset.records}, classes)
+            self.console.print(f"report → {report}")
         return metrics
 
     def predict(self, source: str | Path, out: str | Path | None = None, *, weights: str | Path | None = None,
-                conf: float = 0.25, resume: bool = False, save_images: bool | None = None,
+                conf: float | str | None = None, resume: bool = False, save_images: bool | None = None,
                 backend: str = "auto", shard: tuple[int, int] | None = None) -> PredictReport:
         """Detections for every image under `source` (folder, file or glob), written to `out`."""
         from cvpipe.engine.predict import predict

@@ -68,6 +68,12 @@ def test_metrics_hand_computed():
     assert m.stats["mean_class_accuracy"] == pytest.approx((1 / 3 + 1 / 2 + 1) / 3)
     top2 = classification_metrics(logits[:, :2].contiguous(), torch.tensor([0, 0, 0, 1, 1, 1]), ["a", "b"])
     assert top2.per_class["b"] == pytest.approx(2 / 3)
+    # the report's worst images: the mistakes, most confident first (softmax of 3, 2, 1 beats that of 3, 2, 1
+    # only by ties: images 11, 12 and 14 are the three mistakes, each at probability e³ / (e³ + e² + e))
+    mistakes = classification_metrics(logits, labels, classes, [10, 11, 12, 13, 14, 15]).mistakes
+    top = float(np.exp(3) / (np.exp(3) + np.exp(2) + np.exp(1)))
+    assert sorted(m[:3] for m in mistakes) == [(11, 0, 1), (12, 0, 2), (14, 1, 0)]
+    assert [m[3] for m in mistakes] == pytest.approx([top] * 3)
 
 
 def test_head_gives_logits_and_a_loss(tmp_path):
@@ -94,8 +100,11 @@ def test_trains_evaluates_and_predicts_class_folders(tmp_path):
     assert result.metrics.stats["top1"] == 1.0, result.metrics  # flat colours: learnt in 3 epochs
     assert {"confusion_matrix.png", "per_class_accuracy.png"} <= set(result.plots)
     assert all((result.run_dir / name).is_file() for name in result.plots)
-    metrics = pipeline.evaluate(json_path=tmp_path / "eval" / "metrics.json")
+    metrics = pipeline.evaluate(json_path=tmp_path / "eval" / "metrics.json", report=True)
     assert metrics.confusion.sum() == 9 and metrics.confusion.trace() == 9
+    page = (tmp_path / "eval" / "report.html").read_text()  # --report beside --json
+    assert page.count("data:image/png;base64,") == 2 and "per-class accuracy" in page
+    assert "Worst val images" not in page  # every image right: nothing to show
     rows = list(csv.reader((tmp_path / "eval" / "val_predictions.csv").open()))
     assert rows[0] == ["file", "true", "predicted", "score"] and len(rows) == 10
     assert all(row[1] == row[2] for row in rows[1:])

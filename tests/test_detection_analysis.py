@@ -136,3 +136,22 @@ def test_area_ranges_beside_cocos():
     entry = metrics["faster"].as_json()["per_class"][classes[0]]["areas"]
     assert list(entry) == ["small", "medium", "large", "tiny"]
     assert entry["small"]["AP"] == pytest.approx(metrics["pycocotools"].areas[classes[0]]["small"]["AP"], abs=1e-9)
+
+
+def test_worst_images_and_the_conf_a_run_uses(tmp_path):
+    from cvpipe.engine.threshold import DEFAULT_CONF, resolve_conf
+    from cvpipe.errors import ConfigError
+
+    gt, results = known_errors()
+    worst = analyse(gt, results, ["cat", "dog"], conf=0.0).worst(5)
+    # 5 false positives (d1 d2 d3 d4 d6); g1, g3 and g4 not found by a box of their class
+    assert len(worst) == 1 and worst[0]["errors"] == 5 + 3
+    boxes, labels, found = worst[0]["objects"]
+    assert found.tolist() == [True, False, True, False, False]
+    # class by class, each in score order: cat d0 d1 d2 d4, then dog d5 d3 d6
+    assert worst[0]["detections"][3].tolist() == [True, False, False, False, True, False, False]
+    assert boxes[1].tolist() == [200, 0, 300, 100]  # xyxy
+    assert resolve_conf(0.4, None) == (0.4, "--conf")
+    assert resolve_conf(None, None) == (DEFAULT_CONF, "the default")
+    with pytest.raises(ConfigError, match="--conf auto: .* carries no threshold"):
+        resolve_conf("auto", None)

@@ -184,10 +184,23 @@ def test_cli_train_eval_predict(shapes_pipeline, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "4 images" in out and (tmp_path / "pred" / "results.json").exists()
     assert "images/, results.json (COCO results), images.json, detections.csv, skipped.txt" in out
+    # best.pt carries the best-F1 threshold on val: predict's default, said on the console and in images.json
+    carried = torch.load(run_dir / "best.pt", weights_only=True)["metrics"]["threshold"]
+    assert 0 <= carried["conf"] <= 1 and carried["iou"] == 0.5
     assert main(["predict", str(shapes_pipeline), "--source", str(tmp_path / "src" / "val"),
                  "--out", str(tmp_path / "pred2"), "--no-images"]) == 0
     out = capsys.readouterr().out
     assert "→ " in out and "images/" not in out and not (tmp_path / "pred2" / "images").exists()
+    assert f"conf: {carried['conf']:g} (best F1 on val, carried by best.pt)" in out
+    used = json.loads((tmp_path / "pred2" / "images.json").read_text())["conf"]
+    assert used == {"value": carried["conf"], "source": "best F1 on val, carried by best.pt"}
+    kept = json.loads((tmp_path / "pred2" / "results.json").read_text())
+    assert all(r["score"] >= carried["conf"] - 1e-5 for r in kept)
+    # --report: one self-contained page (inline images, nothing fetched) with the analysis' parts
+    assert main(["eval", str(shapes_pipeline), "--report", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 5 and "error breakdown" in page and "square" in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page
     assert main(["predict", str(shapes_pipeline), "--source", str(tmp_path / "nothing_here")]) == 2
     assert "--source" in capsys.readouterr().err
 

@@ -137,7 +137,13 @@ def test_trains_evaluates_and_predicts_instance_masks_as_semantic(tmp_path):
     assert set(stats) == {"mIoU", "pixel_accuracy", "mean_class_accuracy", "fwIoU"}
     assert all(0.0 <= v <= 1.0 for v in stats.values())
     assert {"confusion_matrix.png", "per_class_iou.png"} <= set(result.plots)
-    assert pipeline.evaluate(result.last).stats == pytest.approx(stats, abs=1e-6)  # last.pt: the last evaluation
+    metrics = pipeline.evaluate(result.last, report=tmp_path / "report.html")
+    assert metrics.stats == pytest.approx(stats, abs=1e-6)  # last.pt: the last evaluation
+    # the report's worst images: each val image's own mean IoU, lowest first, under mIoU's own value range
+    scores = [w[0] for w in metrics.worst]
+    assert len(scores) == 4 and scores == sorted(scores) and all(0 <= s <= 1 for s in scores)
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/jpeg;base64,") == 4 and "mean IoU" in page and "per-class IoU" in page
     report = pipeline.predict(tmp_path / "src" / "val", tmp_path / "pred")
     assert report.processed == 4
     masks = sorted((tmp_path / "pred" / "masks").glob("*.png"))

@@ -161,7 +161,7 @@ def test_train_eval_predict_end_to_end_and_eval_equals_pycocotools_on_its_files(
     metrics = pipeline.evaluate(result.last, json_path=tmp_path / "eval" / "metrics.json")
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert written["AP50"] == pytest.approx(metrics.stats["AP50"])
-    assert set(written["per_class"]["square"]) == {"AP", "AP50", "box_AP", "box_AP50"}
+    assert set(written["per_class"]["square"]) == {"AP", "AP50", "box_AP", "box_AP50", "areas"}
     coco = COCO(str(tmp_path / "eval" / "val_annotations.json"))
     for iou_type, results, prefix in (("segm", "val_segmentations.json", ""), ("bbox", "val_detections.json", "box_")):
         found = json.loads((tmp_path / "eval" / results).read_text())

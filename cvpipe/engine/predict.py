@@ -29,6 +29,7 @@ from cvpipe.engine.device import resolve_device
 from cvpipe.engine.journal import journal_paths, open_journal, read_journals
 from cvpipe.engine.progress import LoggedProgress
 from cvpipe.engine.runtime import inference_model
+from cvpipe.engine.threshold import resolve_conf
 from cvpipe.engine.tta import describe
 from cvpipe.errors import CvpipeError
 from cvpipe.io.images import PER_FILE_ERRORS, discover, failure_reason, read_image, write_text
@@ -47,6 +48,8 @@ class PredictReport:
     counted: int = 0  # what the task counts in this run's results (detections), as it goes
     summary: str = ""  # ", 120 detections"
     written: list[str] = field(default_factory=list)  # what this run wrote under `out`, for the summary line
+    conf: float | None = None  # the confidence kept at, where the task keeps by one (engine/threshold.py)
+    conf_source: str = ""
 
     @property
     def images_per_second(self) -> float:
@@ -71,12 +74,13 @@ class ImageFiles(torch.utils.data.Dataset):
             return i, None, failure_reason(self.files[i], e)
 
 
-def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path | None, *, conf: float = 0.25,
+def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path | None, *,
+            conf: float | str | None = None,
             resume: bool = False, save_images: bool | None = None, backend: str = "auto",
             shard: tuple[int, int] | None = None, console: Console | None = None) -> PredictReport:
     """`shard=(k, n)`: only every n-th image from the k-th, into its own journal; the result files are written
     from the journals of all n shards found in `out`. Under torchrun the shard is the process's rank, and rank 0
-    writes the result files once every rank has finished."""
+    writes the result files once every rank has finished. `conf`: engine/threshold.resolve_conf."""
     rank = distributed.setup(config.train.device)
     if shard is None:
         shard = (rank.rank, rank.world)
@@ -103,6 +107,9 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
                   + f" → {out}")
     console.print(f"backend: {backend} ({why})")
     task = get_task(config.task)
+    if task.thresholded:
+        report.conf, report.conf_source = resolve_conf(conf, weights)
+        console.print(f"conf: {report.conf:g} ({report.conf_source})")
     transform = build_augment(config.augment, "eval") if task.eval_transform else None
     loader = DataLoader(ImageFiles([files[i] for i in todo], transform), batch_size=config.eval.batch_size,
                         num_workers=min(loader_workers(config.train.workers), len(todo)), collate_fn=list,
@@ -133,7 +140,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
                 else:
                     images.append(image)
                     kept.append(name)
-            job = PredictJob(config, device, classes, out, conf, save_images, writer.submit, extra=extra, root=root)
+            job = PredictJob(config, device, classes, out, report.conf, save_images, writer.submit, extra=extra, root=root)
             found = task.predict(model, images, kept, job)
             report.counted += task.count(found)
             pending.append((entries + found, job.futures))
@@ -164,6 +171,7 @@ def write_outputs(out: Path, entries: dict[str, dict], names: list[str], classes
             report.skipped.append((name, entry["skipped"]))
         else:
             finished.append((image_id, name, entry))
-    written = task.write_results(out, finished, classes)
+    used = {"conf": {"value": report.conf, "source": report.conf_source}} if report.conf is not None else {}
+    written = task.write_results(out, finished, classes, used)
     write_text(out / "skipped.txt", "".join(f"{name}: {reason}\n" for name, reason in report.skipped))
     return [*written, "skipped.txt"]

@@ -29,6 +29,7 @@ from cvpipe.data.augment import augment_image, build_augment
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine.device import resolve_device
 from cvpipe.engine.runtime import inference_model
+from cvpipe.engine.threshold import resolve_conf
 from cvpipe.errors import ConfigError
 from cvpipe.io.images import write_text
 from cvpipe.io.outputs import prepare_file
@@ -81,7 +82,8 @@ class FrameTask:
     """Frames through the pipeline's task (tasks/): for each, (picture to show, its JSON-line fields). One model
     call takes the frames of several streams; each stream has its own `FrameJob` (tracker, counting)."""
 
-    def __init__(self, config: PipelineConfig, model, classes: list[str], device: torch.device, *, conf: float):
+    def __init__(self, config: PipelineConfig, model, classes: list[str], device: torch.device, *,
+                 conf: float | None):
         self.config, self.model, self.classes, self.device, self.conf = config, model, classes, device, conf
         self.task = get_task(config.task)
         self.transform = build_augment(config.augment, "eval") if self.task.eval_transform else None
@@ -202,12 +204,13 @@ class StreamRun:
 
 def run_video(config: PipelineConfig, sources: list[str], weights: Path | None, *, outs: list[Path | None],
               jsonl: Path | None = None, show: bool = False, serve: str | None = None, stride: int = 1,
-              conf: float = 0.25, backend: str = "auto", max_frames: int | None = None,
+              conf: float | str | None = None, backend: str = "auto", max_frames: int | None = None,
               duration: float | None = None, folder_fps: float | None = None,
               console: Console | None = None) -> list[VideoReport]:
     """Every source through the pipeline, together; one report per source. `outs[k]` is source k's MP4 (its JSON
     lines and summary go beside it); `jsonl` names the JSON lines of a single source. `serve` ([HOST:]PORT) puts
-    the live page up; when the sources end by themselves it stays up until Ctrl-C."""
+    the live page up; when the sources end by themselves it stays up until Ctrl-C. `conf`:
+    engine/threshold.resolve_conf."""
     console = console or make_console()
     if jsonl is not None and len(sources) > 1:
         raise ConfigError("--jsonl names one file: with several sources each one's JSON lines go beside its MP4")
@@ -218,6 +221,7 @@ def run_video(config: PipelineConfig, sources: list[str], weights: Path | None, 
                 prepare_file(path, what)
     device = resolve_device(config.train.device)
     model, classes, backend, why = inference_model(config, weights, device, backend)
+    conf, conf_source = resolve_conf(conf, weights) if get_task(config.task).thresholded else (None, "")
     task = FrameTask(config, model, classes, device, conf=conf)
     if show:
         _check_display()
@@ -247,7 +251,7 @@ def run_video(config: PipelineConfig, sources: list[str], weights: Path | None, 
         console.print(f"video: {stream.name} ({'live, newest frame first' if stream.live else f'{stream.fps:g} fps'}"
                       f"{f', one frame in {stride}' if stride > 1 and not stream.live else ''}) → "
                       f"{out or 'no file'}{' + window' if show else ''}")
-    console.print(f"backend: {backend} ({why})")
+    console.print(f"backend: {backend} ({why})" + (f"; conf {conf:g} ({conf_source})" if conf is not None else ""))
     if view is not None:
         console.print(f"live view: {view.url}")
     mux = StreamMux(opened, realtime=show or view is not None)  # someone watches: files play at their pace

@@ -19,6 +19,8 @@ class ClassificationMetrics:
     per_class: dict[str, float]  # accuracy (recall) per class; NaN where the class has no val image
     confusion: np.ndarray = field(repr=False)  # [true, predicted] counts
     classes: list[str] = field(default_factory=list)
+    # the most confident mistakes, worst first: (image id, true, predicted, its probability)
+    mistakes: list[tuple[int, int, int, float]] = field(default_factory=list, repr=False)
 
     def as_json(self) -> dict:
         return {**self.stats,
@@ -34,6 +36,13 @@ class ClassificationMetrics:
             table.add_row(name, f"{acc:.3f}", str(total))
         return ["  ".join(f"{k} {v:.4f}" for k, v in self.stats.items()), table]
 
+    def examples(self, records: dict, classes: list[str], n: int = 8) -> list[tuple[str, np.ndarray]]:
+        """The report's worst val images: the most confident mistakes. `records`: image id → Record."""
+        from cvpipe.io.images import read_image
+
+        return [(f"{records[i].file_name}: true {classes[t]}, predicted {classes[p]} ({score:.2f})",
+                 read_image(records[i].path)) for i, t, p, score in self.mistakes[:n]]
+
     def plots(self, out_dir: Path) -> list[str]:
         from cvpipe.viz import plots
 
@@ -42,7 +51,9 @@ class ClassificationMetrics:
         return ["confusion_matrix.png", "per_class_accuracy.png"]
 
 
-def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> ClassificationMetrics:
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str],
+                           image_ids: list[int] | None = None, keep: int = 16) -> ClassificationMetrics:
+    """With `image_ids`, the `keep` most confident mistakes are kept for the report."""
     k = len(classes)
     if len(labels) == 0:
         raise ValueError("classification_metrics: no val images were scored")
@@ -55,4 +66,10 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: 
     stats = {"top1": float((predicted == labels).float().mean()),
              "top5": float((top5 == labels[:, None]).any(1).float().mean()),
              "mean_class_accuracy": float(np.nanmean(per_class))}
-    return ClassificationMetrics(stats, dict(zip(classes, per_class.tolist())), confusion, list(classes))
+    mistakes = []
+    if image_ids is not None:
+        probability = logits.softmax(1).max(1).values
+        wrong = torch.nonzero(predicted != labels).flatten()
+        worst = wrong[probability[wrong].argsort(descending=True)][:keep].tolist()
+        mistakes = [(image_ids[i], int(labels[i]), int(predicted[i]), float(probability[i])) for i in worst]
+    return ClassificationMetrics(stats, dict(zip(classes, per_class.tolist())), confusion, list(classes), mistakes)

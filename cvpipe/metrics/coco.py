@@ -19,7 +19,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from cvpipe.config import COCO_STATS
-from cvpipe.metrics.detection_analysis import DetectionAnalysis, analyse
+from cvpipe.metrics.detection_analysis import DetectionAnalysis, advice, analyse
 
 
 @dataclass
@@ -63,6 +63,28 @@ class CocoMetrics:
         for name, figures in self.areas.items():
             table.add_row(name, *(f"{figures[label]['AP']:.3f}" for label in labels))
         return [table]
+
+    def advice(self) -> list[str]:
+        """What to try, from the error breakdown (largest AP50 losses first)."""
+        return advice(self.analysis) if self.analysis is not None else []
+
+    def examples(self, records: dict, classes: list[str], n: int = 8) -> list[tuple[str, np.ndarray]]:
+        """The report's worst val images: most false positives and missed objects at the analysis' IoU and
+        confidence, drawn (viz/draw.draw_judged). `records`: image id → data.records.Record."""
+        from cvpipe.io.images import read_image
+        from cvpipe.viz.draw import draw_judged
+
+        if self.analysis is None:
+            return []
+        shown = []
+        for image in self.analysis.worst(n):
+            record = records[image["image_id"]]
+            missed = int((~image["objects"][2]).sum())
+            caption = (f"{record.file_name}: {image['errors'] - missed} false positives (red), {missed} missed "
+                       f"(yellow), at conf {self.analysis.conf:.3f}")
+            shown.append((caption, draw_judged(read_image(record.path), image["detections"], image["objects"],
+                                               classes)))
+        return shown
 
     def plots(self, out_dir: Path) -> list[str]:
         from cvpipe.viz import plots

@@ -34,11 +34,14 @@ class ImageMatches:
     IoUs, matched at the IoUs asked for."""
 
     image_rank: int  # position in image-id order (COCOeval's concatenation order)
+    image_id: int
     det_labels: np.ndarray
     det_scores: np.ndarray
     gt_labels: np.ndarray
     gt_crowd: np.ndarray  # bool
     ious: np.ndarray  # [D, G]; against a crowd region, the share of the detection inside it (COCO's rule)
+    det_boxes: np.ndarray  # [D, 4] xywh (of the masks, for segm), for pictures
+    gt_boxes: np.ndarray
     matched: dict[float, np.ndarray] = field(default_factory=dict)  # IoU → each detection's object index or −1
 
     def match(self, iou: float) -> np.ndarray:
@@ -103,10 +106,17 @@ def images_for(gt: dict, results: list[dict], iou_type: str, max_dets: int) -> l
             gt_shapes, det_shapes = [g["bbox"] for g in gts], [d["bbox"] for d in dets]
         ious = (np.asarray(mask_utils.iou(det_shapes, gt_shapes, crowd.astype(np.uint8).tolist()), np.float64)
                 .reshape(len(dets), len(gts)) if dets and gts else np.zeros((len(dets), len(gts))))
-        images.append(ImageMatches(rank, np.array([d["category_id"] - 1 for d in dets], np.int64),
+        images.append(ImageMatches(rank, image_id, np.array([d["category_id"] - 1 for d in dets], np.int64),
                                    np.array([d["score"] for d in dets], np.float64),
-                                   np.array([g["category_id"] - 1 for g in gts], np.int64), crowd, ious))
+                                   np.array([g["category_id"] - 1 for g in gts], np.int64), crowd, ious,
+                                   _boxes(det_shapes, iou_type), _boxes([g["bbox"] for g in gts], "bbox")))
     return images
+
+
+def _boxes(shapes: list, iou_type: str) -> np.ndarray:
+    if iou_type == "segm" and shapes:
+        return np.asarray(mask_utils.toBbox(shapes), np.float64).reshape(-1, 4)
+    return np.asarray(shapes, np.float64).reshape(-1, 4)
 
 
 def _rle(segmentation, height: int, width: int) -> dict:
@@ -362,7 +372,26 @@ class DetectionAnalysis:
     at_conf: dict[str, dict[str, float]]  # class → precision, recall, f1, tp, detections, objects at (iou, conf)
     confusion: np.ndarray
     errors: ErrorBreakdown
-    image_errors: list[tuple[int, int]] = field(default_factory=list)  # (image rank, false positives + missed at conf)
+    images: list[ImageMatches] = field(default_factory=list, repr=False)
+
+    def worst(self, n: int) -> list[dict]:
+        """The `n` images with the most false positives and missed objects at (`iou`, `conf`): image id, error
+        count, and boxes (xyxy) with labels and whether each is right — detections found an object, objects were
+        found."""
+        judged = []
+        for image in self.images:
+            tp, ignored = image.outcome(self.iou)
+            kept = (image.det_scores >= self.conf) & ~ignored
+            found = np.zeros(len(image.gt_labels), bool)
+            found[image.match(self.iou)[kept & tp]] = True
+            real = ~image.gt_crowd
+            errors = int((kept & ~tp).sum() + (real & ~found).sum())
+            if errors:
+                judged.append({"image_id": image.image_id, "errors": errors,
+                               "detections": (_xyxy(image.det_boxes[kept]), image.det_labels[kept],
+                                              image.det_scores[kept], tp[kept]),
+                               "objects": (_xyxy(image.gt_boxes[real]), image.gt_labels[real], found[real])})
+        return sorted(judged, key=lambda j: -j["errors"])[:n]
 
     def as_json(self) -> dict:
         def listed(curve: dict) -> dict:
@@ -415,7 +444,11 @@ class DetectionAnalysis:
         for kind, gain in self.errors.delta().items():
             count = sum(per[kind] for per in self.errors.counts.values())
             errors.add_row(kind, str(count), f"{base + gain:.3f}", f"+{gain:.3f}")
-        return ["\n".join(lines), at, errors]
+        return ["\n".join(lines), at, errors, "\n".join(f"try: {line}" for line in advice(self))]
+
+
+def _xyxy(boxes: np.ndarray) -> np.ndarray:
+    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1) if len(boxes) else boxes.reshape(0, 4)
 
 
 def _finite(x: float) -> float | None:
@@ -435,15 +468,27 @@ def analyse(gt: dict, results: list[dict], classes: list[str], *, iou_type: str 
         tp, kept = (int(v[0]) for v in dets.at(np.array([chosen])))
         figures = {key: float(v[0]) for key, v in prf([tp], [kept], dets.objects).items()}
         at_conf[name] = {**figures, "tp": tp, "detections": kept, "objects": dets.objects}
-    image_errors = []
-    for image in images:
-        tp, ignored = image.outcome(iou)
-        kept = image.det_scores >= chosen
-        wrong = int((kept & ~tp & ~ignored).sum())
-        found = set(image.match(iou)[kept & tp].tolist())
-        wrong += sum(1 for g in np.flatnonzero(~image.gt_crowd) if g not in found)
-        image_errors.append((image.image_rank, wrong))
-    image_errors.sort(key=lambda e: -e[1])
     return DetectionAnalysis(list(classes), iou, chosen, source, threshold,
                              {t: curves(dets, classes) for t, dets in at.items()}, at_conf,
-                             confusion_matrix(images, k, iou, chosen), error_breakdown(images, classes), image_errors)
+                             confusion_matrix(images, k, iou, chosen), error_breakdown(images, classes), images)
+
+
+ADVICE = {  # what usually helps with each kind of error (TIDE's reading of them, and the knobs cvpipe has)
+    "localisation": "boxes land near objects but not tightly: train longer, raise model.head.min_size (the input "
+                    "size), and check that the labelled boxes are tight",
+    "class": "objects are found but given the wrong class: the confusion matrix shows which pairs; add examples of "
+             "those classes, or merge them if they cannot be told apart",
+    "both": "boxes near objects of another class: look at those images; often the labels are ambiguous",
+    "duplicate": "several boxes on one object: lower model.head.nms_thresh",
+    "background": "false alarms on background: keep boxes at the best-F1 threshold (--conf auto), add images "
+                  "without objects to train, train longer",
+    "missed": "objects no box found: more training images or epochs; for small objects a larger input "
+              "(model.head.min_size) or tiling (tiling.mode), and compare APs with AP / eval.area_ranges",
+}
+
+
+def advice(analysis: DetectionAnalysis, top: int = 3) -> list[str]:
+    """The error kinds that cost the most AP50, largest first, each with what to try."""
+    gains = sorted(analysis.errors.delta().items(), key=lambda kv: -kv[1])
+    return [f"{kind}: fixing it would add {gain:.3f} AP50. {ADVICE[kind]}." for kind, gain in gains[:top]
+            if gain > 0.0005]

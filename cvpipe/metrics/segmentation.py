@@ -29,6 +29,43 @@ class ConfusionMatrix:
         return self.counts.reshape(self.k, self.k).cpu().numpy()
 
 
+class WorstImages:
+    """The `keep` val images with the lowest mean IoU (over the classes in their labels or prediction), with the
+    picture, labels and prediction at most REPORT_SIDE pixels on a side, for the report."""
+
+    REPORT_SIDE = 512
+
+    def __init__(self, num_classes: int, ignore_index: int, keep: int = 8):
+        self.k, self.ignore_index, self.keep = num_classes, ignore_index, keep
+        self.found: list[tuple[float, int, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def update(self, image_id: int, image: torch.Tensor, predicted: torch.Tensor, target: torch.Tensor) -> None:
+        one = ConfusionMatrix(self.k, self.ignore_index, target.device)
+        one.update(predicted, target)
+        matrix = one.matrix().astype(np.float64)
+        union = matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
+        score = float((np.diag(matrix)[union > 0] / union[union > 0]).mean()) if (union > 0).any() else 1.0
+        if len(self.found) == self.keep and score >= self.found[-1][0]:
+            return
+        import cv2
+
+        picture = image.permute(1, 2, 0).cpu().numpy()
+        scale = min(1.0, self.REPORT_SIDE / max(picture.shape[:2]))
+        size = (max(1, round(picture.shape[1] * scale)), max(1, round(picture.shape[0] * scale)))
+
+        def small(a: np.ndarray, interpolation: int) -> np.ndarray:
+            return cv2.resize(a, size, interpolation=interpolation) if scale < 1 else a
+
+        self.found.append((score, image_id, small(picture, cv2.INTER_AREA),
+                           small(target.cpu().numpy().astype(np.uint8), cv2.INTER_NEAREST),
+                           small(predicted.cpu().numpy().astype(np.uint8), cv2.INTER_NEAREST)))
+        self.found = sorted(self.found, key=lambda f: f[0])[: self.keep]
+
+    def images(self) -> list[tuple[float, int, np.ndarray, np.ndarray, np.ndarray]]:
+        """(mean IoU, image id, picture, labels, prediction), worst first."""
+        return self.found
+
+
 @dataclass
 class SegmentationMetrics:
     stats: dict[str, float]  # mIoU, pixel_accuracy, mean_class_accuracy, fwIoU
@@ -36,6 +73,7 @@ class SegmentationMetrics:
     per_class_accuracy: dict[str, float]
     confusion: np.ndarray = field(repr=False)
     classes: list[str] = field(default_factory=list)
+    worst: list[tuple] = field(default_factory=list, repr=False)  # WorstImages.images()
 
     def as_json(self) -> dict:
         def finite(x: float) -> float | None:
@@ -54,6 +92,14 @@ class SegmentationMetrics:
             table.add_row(name, f"{iou:.3f}", f"{self.per_class_accuracy[name]:.3f}", str(total))
         return ["  ".join(f"{k} {v:.4f}" for k, v in self.stats.items()), table]
 
+    def examples(self, records: dict, classes: list[str], n: int = 8) -> list[tuple[str, np.ndarray]]:
+        """The report's worst val images by mean IoU: the labels, then the prediction, over the picture."""
+        from cvpipe.viz.draw import overlay_mask
+
+        return [(f"{records[i].file_name}: mean IoU {score:.3f} (left: labels, right: prediction)",
+                 np.concatenate([overlay_mask(picture, labels), overlay_mask(picture, predicted)], 1))
+                for score, i, picture, labels, predicted in self.worst[:n]]
+
     def plots(self, out_dir: Path) -> list[str]:
         from cvpipe.viz import plots
 
@@ -62,7 +108,8 @@ class SegmentationMetrics:
         return ["confusion_matrix.png", "per_class_iou.png"]
 
 
-def segmentation_metrics(confusion: np.ndarray, classes: list[str]) -> SegmentationMetrics:
+def segmentation_metrics(confusion: np.ndarray, classes: list[str], worst: list[tuple] | None = None
+                         ) -> SegmentationMetrics:
     confusion = confusion.astype(np.float64)
     true, predicted, hits = confusion.sum(1), confusion.sum(0), np.diag(confusion)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -76,4 +123,4 @@ def segmentation_metrics(confusion: np.ndarray, classes: list[str]) -> Segmentat
              "mean_class_accuracy": float(np.nanmean(accuracy)) if np.isfinite(accuracy).any() else 0.0,
              "fwIoU": float(np.nansum(frequency * iou))}
     return SegmentationMetrics(stats, dict(zip(classes, iou.tolist())), dict(zip(classes, accuracy.tolist())),
-                               confusion.astype(np.int64), list(classes))
+                               confusion.astype(np.int64), list(classes), list(worst or []))

@@ -34,7 +34,7 @@ class PredictJob:
     device: torch.device
     classes: list[str]
     out: Path
-    conf: float
+    conf: float | None  # None where the task keeps every output (not `thresholded`)
     save_images: bool
     submit: Callable[..., Future]  # runs a write on the writer thread
     futures: list[Future] = field(default_factory=list)  # the writes a batch waits for before its journal entry
@@ -65,6 +65,7 @@ class Task(ABC):
     # each image through `augment.eval` first, as evaluation does
     eval_transform: ClassVar[bool] = True
     tracks: ClassVar[bool] = False  # video.track applies (there are boxes to follow)
+    thresholded: ClassVar[bool] = False  # predict and video keep outputs scoring ≥ a confidence (--conf)
     # export: the graph's input name and whether it is one CHW image (detectors) or an NCHW batch
     export_input: ClassVar[str] = "images"
     export_outputs: ClassVar[tuple[str, ...]] = ()
@@ -135,8 +136,10 @@ class Task(ABC):
     def predict(self, model: nn.Module, images: list[torch.Tensor], names: list[str], job: PredictJob) -> list[dict]:
         """One journal entry per image ({"file": name, ...}); per-image files go through `job.write`."""
 
-    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> list[str]:
-        """The run's result files from the journal entries (image id, name, entry); returns what it wrote."""
+    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str],
+                      used: dict[str, Any]) -> list[str]:
+        """The run's result files from the journal entries (image id, name, entry); `used`: the settings the run
+        used that its results should say (the confidence and its source); returns what it wrote."""
         return []
 
     counted: ClassVar[str] = ""  # what `count` counts in a predict run's summary line ("detections"); "": nothing

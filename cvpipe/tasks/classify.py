@@ -53,7 +53,7 @@ class ClassifyTask(Task):
             labels += [int(t["label"]) for t in targets]
             ids += [t["image_id"] for t in targets]
         logits = torch.cat(logits) if logits else torch.zeros(0, len(dataset.classes))
-        metrics = classification_metrics(logits, torch.tensor(labels, dtype=torch.long), dataset.classes)
+        metrics = classification_metrics(logits, torch.tensor(labels, dtype=torch.long), dataset.classes, ids)
         if out_dir is not None:
             names = {r.image_id: r.file_name for r in dataset.records}
             scores, predicted = logits.softmax(1).max(1)
@@ -70,7 +70,8 @@ class ClassifyTask(Task):
         return [{"file": name, "labels": label.tolist(), "scores": np.round(score.numpy().astype(np.float64), 5).tolist()}
                 for name, label, score in zip(names, labels, scores)]
 
-    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> list[str]:
+    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str],
+                      used: dict) -> list[str]:
         rows = io.StringIO()
         writer = csv.writer(rows)
         k = min(TOP_K, len(classes))

@@ -105,6 +105,7 @@ class DetectTask(Task):
     counted = "detections"
     eval_transform = False  # detectors resize inside the model (SSD and YOLO in uint8 before it)
     tracks = True
+    thresholded = True
     export_input = "image"
     export_outputs = ("boxes", "scores", "labels")
     eval_files = "detections (COCO results) and ground truth"
@@ -166,7 +167,8 @@ class DetectTask(Task):
     def count(self, entries: list[dict]) -> int:
         return sum(len(e["boxes"]) for e in entries if "boxes" in e)
 
-    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> list[str]:
+    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str],
+                      used: dict) -> list[str]:
         images, results = [], []
         rows = io.StringIO()
         writer = csv.writer(rows)
@@ -178,7 +180,7 @@ class DetectTask(Task):
                 writer.writerow([name, classes[label], score, x1, y1, x2, y2])
         categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
         write_text(out / "results.json", json.dumps(results))
-        write_text(out / "images.json", json.dumps({"images": images, "categories": categories}))
+        write_text(out / "images.json", json.dumps({"images": images, "categories": categories, **used}))
         write_text(out / "detections.csv", rows.getvalue())
         written = ["results.json (COCO results)", "images.json", "detections.csv"]
         geojson = detections_geojson([(name, entry) for _, name, entry in finished], classes)

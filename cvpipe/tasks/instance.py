@@ -145,7 +145,8 @@ class InstanceTask(DetectTask):
                             "masks": det["masks"], "areas": det["areas"]})
         return entries
 
-    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> list[str]:
+    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str],
+                      used: dict) -> list[str]:
         images, results = [], []
         per_instance, per_image = io.StringIO(), io.StringIO()
         instances, summary = csv.writer(per_instance), csv.writer(per_image)
@@ -164,7 +165,7 @@ class InstanceTask(DetectTask):
             summary.writerow([name, len(entry["boxes"]), int(union), round(union / (entry["width"] * entry["height"]), 5)])
         categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
         write_text(out / "results.json", json.dumps(results))
-        write_text(out / "images.json", json.dumps({"images": images, "categories": categories}))
+        write_text(out / "images.json", json.dumps({"images": images, "categories": categories, **used}))
         write_text(out / "detections.csv", per_instance.getvalue())
         write_text(out / "instances.csv", per_image.getvalue())
         return ["results.json (COCO results, RLE masks)", "images.json", "detections.csv", "instances.csv"]

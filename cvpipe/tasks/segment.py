@@ -17,7 +17,12 @@ from cvpipe.data.samples import SegmentationSamples, WindowedSegmentationSamples
 from cvpipe.engine.inference import autocast, segment, to_device
 from cvpipe.engine.slicing import segment_sliced, slice_size, slices_needed, whole_or_sliced
 from cvpipe.io.images import write_image, write_text
-from cvpipe.metrics.segmentation import ConfusionMatrix, SegmentationMetrics, segmentation_metrics
+from cvpipe.metrics.segmentation import (
+    ConfusionMatrix,
+    SegmentationMetrics,
+    WorstImages,
+    segmentation_metrics,
+)
 from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob, Task
 from cvpipe.viz.draw import overlay_mask
@@ -47,15 +52,18 @@ class SegmentTask(Task):
                  device: torch.device, *, out_dir: Path | None, tta: bool) -> SegmentationMetrics:
         model.eval()
         confusion = ConfusionMatrix(len(dataset.classes), config.data.ignore_index, device)
+        worst = WorstImages(len(dataset.classes), config.data.ignore_index)
         for images, targets in batches:
             if any(slices_needed(config, *image.shape[-2:]) for image in images):  # whole large images, sliced
-                for labels, target in zip(self._labels(model, images, config, device), targets):
-                    confusion.update(labels[None].to(device).long(), target["mask"][None].to(device))
-                continue
-            with autocast(device, config.train.amp):
-                logits = model(to_device(images, device))
-            confusion.update(logits.argmax(1), torch.stack([t["mask"] for t in targets]).to(device))
-        return segmentation_metrics(confusion.matrix(), dataset.classes)
+                predicted = [labels.to(device).long() for labels in self._labels(model, images, config, device)]
+            else:
+                with autocast(device, config.train.amp):
+                    predicted = list(model(to_device(images, device)).argmax(1))
+            for image, labels, target in zip(images, predicted, targets):
+                mask = target["mask"].to(device)
+                confusion.update(labels[None], mask[None])
+                worst.update(target["image_id"], image, labels, mask)
+        return segmentation_metrics(confusion.matrix(), dataset.classes, worst.images())
 
     def _labels(self, model: nn.Module, images: list[torch.Tensor], config: PipelineConfig, device) -> list[torch.Tensor]:
         """Each image's label mask: whole, or from its slices where `tiling:` slices it."""
@@ -80,7 +88,8 @@ class SegmentTask(Task):
             entries.append({"file": name, "pixels": np.bincount(labels.ravel()).tolist()})
         return entries
 
-    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str]) -> list[str]:
+    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str],
+                      used: dict) -> list[str]:
         rows = io.StringIO()
         writer = csv.writer(rows)
         writer.writerow(["file", "mask", *classes])  # the share of the image's pixels given to each class

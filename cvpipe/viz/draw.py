@@ -79,3 +79,26 @@ def grid(images: list[np.ndarray], cell: int = 256, cols: int | None = None) -> 
         r, c = divmod(i, cols)
         canvas[r * cell : r * cell + small.shape[0], c * cell : c * cell + small.shape[1]] = small
     return canvas
+
+
+RIGHT, WRONG, MISSED = (40, 200, 60), (230, 40, 40), (250, 200, 0)
+
+
+def draw_judged(image: np.ndarray, detections: tuple, objects: tuple, classes: list[str]) -> np.ndarray:
+    """An evaluated image: detections that found an object in green, false positives in red (`name score`),
+    objects no detection found in yellow (`missed name`). `detections`: (boxes xyxy, labels, scores, right);
+    `objects`: (boxes xyxy, labels, found)."""
+    out = image.copy()
+    thickness = max(1, round(max(image.shape[:2]) / 400))
+    boxes, labels, found = objects
+    shapes = [(box, MISSED, f"missed {classes[label]}") for box, label, ok in zip(boxes, labels, found) if not ok]
+    boxes, labels, scores, right = detections
+    shapes += [(box, RIGHT if ok else WRONG, f"{classes[label]} {score:.2f}")
+               for box, label, score, ok in zip(boxes, labels, scores, right)]
+    for box, color, text in shapes:
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
+        if color != RIGHT and len(shapes) <= 60:
+            cv2.putText(out, text, label_origin(text, (x1, y1), out.shape), LABEL_FONT, LABEL_SCALE, color, 1,
+                        cv2.LINE_AA)
+    return out
