@@ -290,9 +290,18 @@ class EvalConfig(Strict):
     # detection analysis (metrics/detection_analysis.py): the IoU of the confusion matrix, the best-F1 threshold and
     # the per-class precision / recall / F1; the confidence of the matrix and the table (auto: the best-F1 one)
     iou: Annotated[float, Field(gt=0, lt=1)] = 0.5
-    conf: Literal["auto"] | Annotated[float, Field(ge=0, le=1)] = "auto"
+    conf: float | str = "auto"
     # custom area ranges (name: [min, max] in px²) evaluated beside COCO's small / medium / large
     area_ranges: dict[str, tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(gt=0)]]] = {}
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _conf(cls, value: Any) -> float | str:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"expected auto (the best-F1 confidence) or a number in [0, 1], got {value!r}")
+        return float(value)
 
     @field_validator("area_ranges")
     @classmethod

@@ -54,7 +54,8 @@ class Pipeline:
                  report: str | Path | bool | None = None) -> CocoMetrics | ClassificationMetrics:
         """The task's metrics on the val split, detection with the pipeline's `tta:` views where enabled.
         With `json_path`, the metrics go there and, beside them, detection's `val_detections.json` /
-        `val_annotations.json` (re-checkable with pycocotools alone) or classification's `val_predictions.csv`.
+        `val_annotations.json` (re-checkable with pycocotools alone) or classification's `val_predictions.csv`,
+        and the task's plots.
         With `report` (a path, or True: report.html beside the JSON, else beside the weights), one HTML page of
         the metrics, plots and worst val images (viz/report.py). Without them nothing is written."""
         from cvpipe.engine.checkpoint import load_trained
@@ -93,6 +94,8 @@ class Pipeline:
             self.console.print(styled("skipped", "yellow", f" {line} (left out of the metrics)"))
         if json_path:
             write_text(Path(json_path), json.dumps(metrics.as_json(), indent=2))
+            plots = metrics.plots(Path(json_path).parent)
+            self.console.print(f"plots → {Path(json_path).parent}: {', '.join(plots)}")
         if report:
             from datetime import datetime
 

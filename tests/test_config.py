@@ -174,3 +174,17 @@ def test_every_head_setting_has_one_registered_head_of_its_task():
         assert spec.settings is settings[name] and name in heads_for_task(spec.task)
     assert heads_for_task("detect") == ["fast_rcnn", "faster_rcnn", "rcnn", "ssd", "yolo"]
     assert {spec.task for spec in heads().values()} == set(tasks())  # every task has a head, every head a task
+
+
+def test_the_detection_analysis_settings(tmp_path):
+    cfg = load_pipeline(good(tmp_path), ["eval.conf=0.3", "eval.iou=0.6", "eval.area_ranges={tiny: [0, 256]}"])
+    assert (cfg.eval.conf, cfg.eval.iou, cfg.eval.area_ranges) == (0.3, 0.6, {"tiny": (0.0, 256.0)})
+    assert load_pipeline(good(tmp_path)).eval.conf == "auto"
+    for override, message in (("eval.conf=1.5", "eval.conf: expected auto (the best-F1 confidence) or a number in "
+                                                 "[0, 1], got 1.5"),
+                              ("eval.conf=high", "got 'high'"),
+                              ("eval.area_ranges={small: [0, 1]}", "'small' is one of COCO's own ranges"),
+                              ("eval.area_ranges={tiny: [10, 1]}", "tiny: [10.0, 1.0] must be [min, max]"),
+                              ("eval.area_ranges={a-b: [0, 1]}", "a range name is letters, digits and _")):
+        got = problems_of(good(tmp_path), [override])
+        assert len(got) == 1 and message in got[0], got

@@ -64,7 +64,7 @@ def test_fit_writes_run_and_resume_replays_the_schedule(shapes_pipeline, monkeyp
     straight = Pipeline.from_yaml(shapes_pipeline).fit(tensorboard=False)
     run = straight.run_dir
     for name in ("last.pt", "best.pt", "results.csv", "loss_curves.png", "pr_curve.png", "per_class_ap.png",
-                 "metrics.json", "pipeline.yaml"):
+                 "confusion_matrix.png", "f1_curve.png", "errors.png", "metrics.json", "pipeline.yaml"):
         assert (run / name).is_file(), name
     rows = (run / "results.csv").read_text().splitlines()
     assert len(rows) == 3 and "AP50" in rows[0] and "loss_objectness" in rows[0]
@@ -89,6 +89,8 @@ def test_eval_numbers_equal_pycocotools_on_the_written_files(shapes_pipeline, tm
     metrics = pipeline.evaluate(json_path=tmp_path / "eval" / "metrics.json")
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert list(written)[:12] == list(COCO_STATS) and set(written["per_class"]) == {"square", "disc"}
+    assert {"threshold", "confusion", "curves", "errors"} <= set(written)
+    assert all((tmp_path / "eval" / name).is_file() for name in ("confusion_matrix.png", "f1_curve.png", "errors.png"))
     gt = COCO(str(tmp_path / "eval" / "val_annotations.json"))
     detections = json.loads((tmp_path / "eval" / "val_detections.json").read_text())
     assert detections, "an untrained detector still returns low-score boxes"
@@ -98,6 +100,17 @@ def test_eval_numbers_equal_pycocotools_on_the_written_files(shapes_pipeline, tm
     evaluator.summarize()
     assert [written[k] for k in COCO_STATS] == pytest.approx(list(evaluator.stats), abs=1e-12)
     assert metrics.stats["AP50"] == pytest.approx(evaluator.stats[1], abs=1e-12)
+    # the analysis' counts on the same written files agree with pycocotools' matching (evalImgs at IoU 0.5)
+    from .test_detection_analysis import pycocotools_counts
+
+    gt_dict = json.loads((tmp_path / "eval" / "val_annotations.json").read_text())
+    counts = pycocotools_counts(gt_dict, detections)
+    curves = written["curves"]["0.5"]["per_class"]
+    for c, name in enumerate(["square", "disc"]):
+        tp, fp, fn = counts[c + 1]
+        kinds = written["errors"]["counts"][name]
+        assert sum(kinds[k] for k in ("localisation", "class", "both", "duplicate", "background")) == fp
+        assert kinds["missed"] <= fn and (tp + fn == 0 or curves[name]["recall"][0] == pytest.approx(tp / (tp + fn), abs=1e-4))
 
 
 def test_coco_metrics_hand_computed():

@@ -147,9 +147,12 @@ def test_eval_and_predict_use_tta_and_training_does_not(tmp_path, monkeypatch):
     real = tta_module.detect_augmented
     monkeypatch.setattr(tta_module, "detect_augmented", lambda *a, **k: calls.append(1) or real(*a, **k))
     result = pipeline.fit(tensorboard=False)
-    assert calls == []  # the evaluation after each epoch is plain
+    at_fit_end = len(calls)  # the evaluation after each epoch is plain; once, at the end, best.pt is scored with the
+    calls.clear()            # views, for the threshold predict will use
     metrics = pipeline.evaluate(result.best, json_path=tmp_path / "eval" / "metrics.json")
-    assert calls  # ... `cvpipe eval` is not
+    assert calls and len(calls) == at_fit_end  # ... `cvpipe eval` uses them too: one evaluation's worth each
+    carried = torch.load(result.best, weights_only=True)["metrics"]["threshold"]
+    assert carried["conf"] == metrics.analysis.threshold["conf"] and "test-time augmentation" in carried["source"]
     # the stats are pycocotools' on the written (fused) detections
     gt = COCO(str(tmp_path / "eval" / "val_annotations.json"))
     detections = json.loads((tmp_path / "eval" / "val_detections.json").read_text())

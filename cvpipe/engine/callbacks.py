@@ -143,6 +143,36 @@ class Checkpoints(Callback):
             "callbacks": {c.name: c.state_dict() for c in t.callbacks}})
 
 
+class ThresholdWithViews(Callback):
+    """Detection with `tta.enabled`: training evaluates plainly, but predict and video see the pipeline's views,
+    whose fused scores sit elsewhere. So at the end best.pt's weights are evaluated once with the views, and
+    the best-F1 threshold best.pt carries for `--conf auto` is that one."""
+
+    name = "threshold_with_views"
+
+    def on_fit_end(self, t) -> None:
+        import copy
+
+        from cvpipe.engine.checkpoint import load_checkpoint
+        from cvpipe.engine.tta import describe
+
+        path = t.run_dir / "best.pt"
+        if not path.is_file():
+            return
+        state = load_checkpoint(path)
+        model = copy.deepcopy(t.eval_model)
+        model.load_state_dict(state["model"])
+        metrics = evaluate(model, t.config, t.val_set, t.device, progress=t.progress, tta=True)
+        threshold = metrics.as_json().get("threshold")
+        if threshold is None:
+            return
+        state["metrics"]["threshold"] = {**threshold, "source": f"{threshold['source']}, with test-time "
+                                                                f"augmentation ({describe(t.config.tta)})"}
+        save_checkpoint(path, state)
+        t.console.print(f"best.pt carries conf {threshold['conf']:.3f} for --conf auto: the best F1 on val with the "
+                        f"pipeline's test-time augmentation, as predict and video see it")
+
+
 class Logs(Callback):
     """Per step: TensorBoard scalars. Per epoch: results.csv and the console line. At the end: metrics.json
     (with the stop reason) and the task's plots."""
@@ -183,7 +213,9 @@ def callbacks_for(config) -> list[Callback]:
     found.append(Evaluation())
     if train.patience:
         found.append(EarlyStopping(train.patience))
-    return [*found, Checkpoints(), Logs()]
+    task = get_task(config.task)
+    with_views = [ThresholdWithViews()] if config.tta.enabled and task.tta and task.thresholded else []
+    return [*found, Checkpoints(), *with_views, Logs()]
 
 
 def make_ema(model, config):

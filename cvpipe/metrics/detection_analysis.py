@@ -153,9 +153,6 @@ class ClassDetections:
     ignored: np.ndarray
     objects: int
 
-    def ap(self) -> float:
-        return average_precision(self.scores, self.tp, self.ignored, self.objects)
-
     def at(self, conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(true positives, counted detections) scoring ≥ each confidence of `conf`."""
         counted = ~self.ignored
@@ -166,6 +163,7 @@ class ClassDetections:
 
 
 def by_class(images: list[ImageMatches], iou: float, k: int) -> list[ClassDetections]:
+    """Each of the `k` classes' detections over all images, matched at `iou`."""
     parts: list[list] = [[[], [], [], 0] for _ in range(k)]
     for image in images:
         tp, ignored = image.outcome(iou)
@@ -175,9 +173,8 @@ def by_class(images: list[ImageMatches], iou: float, k: int) -> list[ClassDetect
             parts[label][1].append(tp[rows])
             parts[label][2].append(ignored[rows])
             parts[label][3] += int(((image.gt_labels == label) & ~image.gt_crowd).sum())
-    return [ClassDetections(np.concatenate(s) if s else np.zeros(0), np.concatenate(t).astype(bool) if t else
-                            np.zeros(0, bool), np.concatenate(g).astype(bool) if g else np.zeros(0, bool), n)
-            for s, t, g, n in parts]
+    return [ClassDetections(np.concatenate(s or [np.zeros(0)]), np.concatenate(t or [np.zeros(0, bool)]),
+                            np.concatenate(g or [np.zeros(0, bool)]), n) for s, t, g, n in parts]
 
 
 def prf(tp: np.ndarray, kept: np.ndarray, objects: int) -> dict[str, np.ndarray]:
@@ -433,7 +430,7 @@ class DetectionAnalysis:
 
         t = self.threshold
         lines = [f"threshold: conf {t['conf']:.3f} gives the best F1 {t['f1']:.3f} (precision {t['precision']:.3f}, "
-                 f"recall {t['recall']:.3f}) at IoU {self.iou:g}; best.pt keeps it for --conf auto"]
+                 f"recall {t['recall']:.3f}) at IoU {self.iou:g} (training keeps it in best.pt for --conf auto)"]
         at = Table("class", "precision", "recall", "F1", "TP", "detections", "objects",
                    title=f"at conf {self.conf:.3f} ({self.conf_source}), IoU {self.iou:g}")
         for name, row in self.at_conf.items():
