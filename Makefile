@@ -52,12 +52,14 @@ demo: install
 	$(BIN)/cvpipe data check $(CVPIPE_DATA)/treecrowns --format voc --split val
 	$(BIN)/cvpipe augment preview $(DEMO) --n 16 --out runs/demo/augment_preview.png
 	$(BIN)/cvpipe train $(DEMO) --set output.dir=runs/demo train.time_limit=$(DEMO_MINUTES)
-	$(BIN)/cvpipe eval $(DEMO) --set output.dir=runs/demo --json runs/demo/eval/metrics.json
+	$(BIN)/cvpipe eval $(DEMO) --set output.dir=runs/demo --json runs/demo/eval/metrics.json --report
 	$(BIN)/cvpipe predict $(DEMO) --set output.dir=runs/demo --source $(CVPIPE_DATA)/treecrowns/val --out runs/demo/predict
 	@echo "demo outputs (runs/demo/):"
-	@echo "  $$(ls -d runs/demo/treecrowns_faster_rcnn* | tail -1)/  checkpoints, results.csv, loss_curves.png, pr_curve.png, per_class_ap.png"
-	@echo "  eval/metrics.json        the 12 COCO stats + per-class AP of the whole val image, sliced, with test-time augmentation"
-	@echo "  predict/images/          the annotated val image; predict/results.json, detections.csv"
+	@echo "  $$(ls -d runs/demo/treecrowns_faster_rcnn* | tail -1)/  checkpoints (best.pt carries the best-F1 threshold), results.csv, plots"
+	@echo "  eval/metrics.json        the 12 COCO stats + per-class AP of the whole val image, sliced, with test-time augmentation,"
+	@echo "                           the confusion matrix, P/R/F1 curves and the error breakdown (and their PNGs beside it)"
+	@echo "  eval/report.html         all of it as one offline page, with the worst val image drawn"
+	@echo "  predict/images/          the annotated val image at the carried threshold; predict/results.json, detections.csv"
 	@echo "  augment_preview.png      augmented training images with their boxes"
 
 video: install

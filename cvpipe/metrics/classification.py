@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cvpipe.metrics.base import Metrics
+
 
 @dataclass
-class ClassificationMetrics:
+class ClassificationMetrics(Metrics):
     stats: dict[str, float]  # top1, top5 (top-k with k = min(5, classes)), mean_class_accuracy
     per_class: dict[str, float]  # accuracy (recall) per class; NaN where the class has no val image
     confusion: np.ndarray = field(repr=False)  # [true, predicted] counts

@@ -19,11 +19,12 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from cvpipe.config import COCO_STATS
+from cvpipe.metrics.base import Metrics
 from cvpipe.metrics.detection_analysis import DetectionAnalysis, advice, analyse
 
 
 @dataclass
-class CocoMetrics:
+class CocoMetrics(Metrics):
     stats: dict[str, float]  # the 12 COCOeval stats under COCO_STATS names
     per_class: dict[str, float]  # AP@[.5:.95] per class (NaN where the class has no ground truth)
     per_class_ap50: dict[str, float]

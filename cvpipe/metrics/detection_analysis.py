@@ -430,7 +430,7 @@ class DetectionAnalysis:
 
         t = self.threshold
         lines = [f"threshold: conf {t['conf']:.3f} gives the best F1 {t['f1']:.3f} (precision {t['precision']:.3f}, "
-                 f"recall {t['recall']:.3f}) at IoU {self.iou:g} (training keeps it in best.pt for --conf auto)"]
+                 f"recall {t['recall']:.3f}) at IoU {self.iou:g}"]
         at = Table("class", "precision", "recall", "F1", "TP", "detections", "objects",
                    title=f"at conf {self.conf:.3f} ({self.conf_source}), IoU {self.iou:g}")
         for name, row in self.at_conf.items():

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cvpipe.metrics.base import Metrics
+
 
 class ConfusionMatrix:
     """`[true, predicted]` pixel counts, `update()` per batch on the device; pixels labelled `ignore_index` skipped."""
@@ -67,7 +69,7 @@ class WorstImages:
 
 
 @dataclass
-class SegmentationMetrics:
+class SegmentationMetrics(Metrics):
     stats: dict[str, float]  # mIoU, pixel_accuracy, mean_class_accuracy, fwIoU
     per_class: dict[str, float]  # IoU; NaN for a class in neither the labels nor the predictions
     per_class_accuracy: dict[str, float]

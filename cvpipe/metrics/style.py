@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cvpipe.metrics.base import Metrics
+
 
 @dataclass
-class StylizeMetrics:
+class StylizeMetrics(Metrics):
     stats: dict[str, float]  # perceptual_loss (weighted total), content_loss, style_loss (unweighted), input_style_loss
 
     def as_json(self) -> dict:

@@ -120,8 +120,8 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: nn.Module, config: PipelineConfig, dataset: Dataset, batches: Batches,
                  device: torch.device, *, out_dir: Path | None, tta: bool):
-        """The task's metrics over `batches` of `dataset` (an object with `.stats`, `.as_json()`, `.table()`,
-        `.plots(out_dir)`); with `out_dir`, the files a user can re-check the numbers with."""
+        """The task's metrics over `batches` of `dataset` (a metrics.base.Metrics); with `out_dir`, the files a
+        user can re-check the numbers with."""
 
     # ------------------------------------------------------------------ predict
     def output_folders(self, save_images: bool) -> list[str]:

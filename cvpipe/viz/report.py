@@ -1,7 +1,7 @@
 """`cvpipe eval --report`: one self-contained HTML page of an evaluation, viewable offline (no script, no
 external asset: the plots and pictures are inline PNG / JPEG data). Whatever the task, it is the metrics
 object's own parts: `table()` (rich tables, exported by rich as HTML), `plots()` and `examples()` (the worst val
-images, drawn), plus the advice a detection analysis gives.
+images, drawn) and `advice()` (metrics/base.py).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def render_report(title: str, facts: list[tuple[str, str]], metrics, records: di
     sections = [f"<h1>{html.escape(title)}</h1>", '<table class="facts">'
                 + "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in facts)
                 + "</table>"]
-    advice = getattr(metrics, "advice", lambda: [])()
+    advice = metrics.advice()
     if advice:
         sections.append("<h2>What to try</h2><ul class=\"advice\">"
                         + "".join(f"<li>{html.escape(line)}</li>" for line in advice) + "</ul>")
