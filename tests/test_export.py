@@ -62,11 +62,11 @@ def test_detectors_export_with_their_post_processing(tmp_path, head):
     config = load_pipeline(detector_pipeline(tmp_path, head))
     torch.manual_seed(0)
     model = build_model(config, 2, pretrained=False).eval()
-    graph = onnx_bytes(model, config, ["square", "disc"], conf=0.3125)
+    graph = onnx_bytes(model, config, ["square", "disc"], {"cvpipe_conf": 0.3125, "cvpipe_conf_tta": 0.5})
     runtime = OnnxModel(graph)
     assert runtime.classes == ["square", "disc"] and runtime.task == "detect"
     (tmp_path / "model.onnx").write_bytes(graph)  # the checkpoint's best-F1 threshold rides in the metadata
-    assert carried_conf(tmp_path / "model.onnx") == 0.3125
+    assert carried_conf(tmp_path / "model.onnx") == 0.3125 and carried_conf(tmp_path / "model.onnx", views=True) == 0.5
     for image in _images([(90, 120), (128, 96), (64, 64)]):  # sizes and contents unlike the traced example
         # one at a time: in a PyTorch batch Faster R-CNN pads every image to the largest, which moves its proposals
         _same_detections(detect(model, [image], CPU), detect(runtime, [image], CPU))

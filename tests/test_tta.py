@@ -15,6 +15,7 @@ from torchvision.ops import box_iou
 from cvpipe.config import TTAConfig
 from cvpipe.engine.inference import detect
 from cvpipe.engine.runtime import inference_model
+from cvpipe.engine.threshold import resolve_conf
 from cvpipe.engine.tta import VIEWS, boxes_to_image, detect_augmented, fuse, input_scale, tta_views, view
 from cvpipe.errors import ConfigError
 from cvpipe.io.images import read_image
@@ -151,8 +152,10 @@ def test_eval_and_predict_use_tta_and_training_does_not(tmp_path, monkeypatch):
     calls.clear()            # views, for the threshold predict will use
     metrics = pipeline.evaluate(result.best, json_path=tmp_path / "eval" / "metrics.json")
     assert calls and len(calls) == at_fit_end  # ... `cvpipe eval` uses them too: one evaluation's worth each
-    carried = torch.load(result.best, weights_only=True)["metrics"]["threshold"]
-    assert carried["conf"] == metrics.analysis.threshold["conf"] and "test-time augmentation" in carried["source"]
+    carried = torch.load(result.best, weights_only=True)["metrics"]
+    assert carried["threshold_tta"]["conf"] == metrics.analysis.threshold["conf"]
+    assert "test-time augmentation" in carried["threshold_tta"]["source"]
+    assert "test-time augmentation" not in carried["threshold"]["source"]  # the plain one, for video
     # the stats are pycocotools' on the written (fused) detections
     gt = COCO(str(tmp_path / "eval" / "val_annotations.json"))
     detections = json.loads((tmp_path / "eval" / "val_detections.json").read_text())
@@ -163,4 +166,6 @@ def test_eval_and_predict_use_tta_and_training_does_not(tmp_path, monkeypatch):
     calls.clear()
     report = pipeline.predict(tmp_path / "src" / "val", tmp_path / "predict", weights=result.best, conf=0.0)
     assert calls and report.processed == 4
+    assert resolve_conf("auto", result.best, views=True)[0] == carried["threshold_tta"]["conf"]
+    assert resolve_conf("auto", result.best)[0] == carried["threshold"]["conf"]
     assert json.loads((tmp_path / "predict" / "results.json").read_text())

@@ -144,9 +144,10 @@ class Checkpoints(Callback):
 
 
 class ThresholdWithViews(Callback):
-    """Detection with `tta.enabled`: training evaluates plainly, but predict and video see the pipeline's views,
-    whose fused scores sit elsewhere. So at the end best.pt's weights are evaluated once with the views, and
-    the best-F1 threshold best.pt carries for `--conf auto` is that one."""
+    """Detection with `tta.enabled`: training evaluates plainly, but predict sees the pipeline's views, whose
+    fused scores sit elsewhere. So at the end best.pt's weights are evaluated once with the views, and best.pt
+    carries that best-F1 threshold too (`threshold_tta`), for predict's `--conf auto`; video runs plainly and
+    keeps the plain one."""
 
     name = "threshold_with_views"
 
@@ -166,11 +167,12 @@ class ThresholdWithViews(Callback):
         threshold = metrics.as_json().get("threshold")
         if threshold is None:
             return
-        state["metrics"]["threshold"] = {**threshold, "source": f"{threshold['source']}, with test-time "
-                                                                f"augmentation ({describe(t.config.tta)})"}
+        state["metrics"]["threshold_tta"] = {**threshold, "source": f"{threshold['source']}, with test-time "
+                                                                    f"augmentation ({describe(t.config.tta)})"}
         save_checkpoint(path, state)
-        t.console.print(f"best.pt carries conf {threshold['conf']:.3f} for --conf auto: the best F1 on val with the "
-                        f"pipeline's test-time augmentation, as predict and video see it")
+        t.console.print(f"best.pt carries conf {threshold['conf']:.3f} for predict's --conf auto: the best F1 on val "
+                        f"with the pipeline's test-time augmentation, as predict sees it (video, which runs without "
+                        f"the views, keeps the plain {state['metrics']['threshold']['conf']:.3f})")
 
 
 class Logs(Callback):

@@ -33,12 +33,12 @@ OPSET = 17
 GRAPH_VERSION = 2  # bump when onnx_bytes makes a different graph: runtime's cache of exports is keyed by it
 
 
-def onnx_bytes(model: nn.Module, config: PipelineConfig, classes: list[str], conf: float | None = None) -> bytes:
-    """The eval-mode model traced to ONNX, with cvpipe's metadata (and `conf`, the checkpoint's best-F1
-    threshold, where it has one)."""
+def onnx_bytes(model: nn.Module, config: PipelineConfig, classes: list[str],
+               thresholds: dict[str, float] | None = None) -> bytes:
+    """The eval-mode model traced to ONNX, with cvpipe's metadata (and the checkpoint's best-F1 thresholds,
+    engine/threshold.carried_thresholds, where it has them)."""
     import onnx
 
-    from cvpipe.engine.threshold import ONNX_KEY
     from cvpipe.models.heads.registry import head_spec, heads
 
     spec = head_spec(config.model.head.name)
@@ -65,7 +65,8 @@ def onnx_bytes(model: nn.Module, config: PipelineConfig, classes: list[str], con
     fixed = model.fixed_size
     for key, value in {"cvpipe_task": config.task, "cvpipe_classes": json.dumps(classes),
                        "cvpipe_fixed_size": json.dumps(list(fixed) if fixed else None),
-                       "cvpipe_pipeline": config.name, **({ONNX_KEY: str(conf)} if conf is not None else {})}.items():
+                       "cvpipe_pipeline": config.name,
+                       **{key: str(value) for key, value in (thresholds or {}).items()}}.items():
         proto.metadata_props.add(key=key, value=value)
     return proto.SerializeToString()
 
@@ -120,7 +121,7 @@ class ExportReport:
 def export(config: PipelineConfig, weights: Path | None, out: Path) -> ExportReport:
     """Write the ONNX file atomically and check that ONNX Runtime reproduces PyTorch on the example input."""
     from cvpipe.engine.checkpoint import load_trained
-    from cvpipe.engine.threshold import carried_conf
+    from cvpipe.engine.threshold import carried_thresholds
     from cvpipe.io.images import write_bytes
     from cvpipe.io.outputs import prepare_file
 
@@ -129,7 +130,7 @@ def export(config: PipelineConfig, weights: Path | None, out: Path) -> ExportRep
         raise ConfigError(f"--out {out}: name the file .onnx")
     prepare_file(out, "--out")
     model, classes = load_trained(config, weights, torch.device("cpu"))
-    graph = onnx_bytes(model, config, classes, carried_conf(weights))
+    graph = onnx_bytes(model, config, classes, carried_thresholds(weights))
     write_bytes(out, graph)
     return ExportReport(out, len(graph) / 2**20, max_difference(model, OnnxModel(graph), config))
 

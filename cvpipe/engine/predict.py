@@ -108,7 +108,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     console.print(f"backend: {backend} ({why})")
     task = get_task(config.task)
     if task.thresholded:
-        report.conf, report.conf_source = resolve_conf(conf, weights)
+        report.conf, report.conf_source = resolve_conf(conf, weights, views=config.tta.enabled and task.tta)
         console.print(f"conf: {report.conf:g} ({report.conf_source})")
     transform = build_augment(config.augment, "eval") if task.eval_transform else None
     loader = DataLoader(ImageFiles([files[i] for i in todo], transform), batch_size=config.eval.batch_size,
