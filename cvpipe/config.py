@@ -75,6 +75,10 @@ class ClassifierHead(Strict):
     task: ClassVar[str] = "classify"
     name: Literal["classifier"]
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    # start the output rows of classes the pretrained classifier also has from its rows (models/class_match.py):
+    # auto (where model.backbone.weights carry a classifier the backbone's features fit) | true (or an error) | false
+    reuse_classes: bool | Literal["auto"] = "auto"
+    class_map: dict[str, str] = {}  # my class → the pretrained head's class it is, where the names differ
 
 
 class FasterRCNNHead(Strict):

@@ -131,7 +131,7 @@ class Checkpoints(Callback):
     name = "checkpoints"
 
     def on_epoch_end(self, t, row: dict) -> None:
-        common = {"classes": t.classes, "config": t.config.model_dump(mode="json"), "epoch": t.epoch,
+        common = {"classes": t.classes, "reused": t.reused, "config": t.config.model_dump(mode="json"), "epoch": t.epoch,
                   "epochs": t.epochs, "iteration": t.iteration, "history": t.history,
                   "train_seconds": t.train_seconds, "stop_reason": t.stop_reason}
         if t.improved:
@@ -196,7 +196,8 @@ class Logs(Callback):
 
         t.plots = ["loss_curves.png"]
         if t.metrics is not None:
-            written = t.metrics.as_json() | ({"stop_reason": t.stop_reason} if t.stop_reason else {})
+            written = (t.metrics.as_json() | ({"stop_reason": t.stop_reason} if t.stop_reason else {})
+                       | ({"reused_classes": t.reused} if t.reused else {}))
             write_text(t.run_dir / "metrics.json", json.dumps(written, indent=2))
             t.plots += t.metrics.plots(t.run_dir)
         plots.loss_curves(t.history, t.run_dir / "loss_curves.png")

@@ -58,7 +58,7 @@ def load_trained(config, path: Path | None, device: torch.device):
     from cvpipe.models.heads import build_model
 
     if path is None:
-        return _ready_model(config, device), list(config.data.classes)
+        return _ready_model(config, device)
     state = load_checkpoint(path)
     classes = list(state["classes"])
     if config.data.classes:  # every command that runs a checkpoint refuses one trained for other classes
@@ -78,14 +78,17 @@ def load_trained(config, path: Path | None, device: torch.device):
 
 
 def _ready_model(config, device: torch.device):
+    """(model, classes) of the pipeline's `model.weights`; the classes are `data.classes`, else the label set the
+    weights were trained on (ImageNet-1k's 1,000)."""
     from cvpipe.models.heads import build_model
     from cvpipe.models.weights import WeightsCatalog
 
     entry = WeightsCatalog.load().get(config.model.weights)
-    if entry.num_classes != len(config.data.classes):
-        raise WeightsError(f"model.weights {entry.id} detects {entry.num_classes} classes, data.classes lists "
-                           f"{len(config.data.classes)}; train this pipeline first (`cvpipe train`) or pass --weights")
-    return _for_inference(build_model(config, entry.num_classes), config, device)
+    classes = list(config.data.classes) or entry.class_names()
+    if entry.num_classes != len(classes):
+        raise WeightsError(f"model.weights {entry.id} knows {entry.num_classes} classes, data.classes lists "
+                           f"{len(classes)}; train this pipeline first (`cvpipe train`) or pass --weights")
+    return _for_inference(build_model(config, entry.num_classes), config, device), classes
 
 
 def _for_inference(model, config, device: torch.device):

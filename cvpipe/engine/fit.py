@@ -39,7 +39,7 @@ from cvpipe.metrics.coco import CocoMetrics
 from cvpipe.metrics.segmentation import SegmentationMetrics
 from cvpipe.metrics.style import StylizeMetrics
 from cvpipe.models.backbones import unfreeze_backbone
-from cvpipe.models.heads import build_model
+from cvpipe.models.heads import build_model, reuse_classes
 
 
 @dataclass
@@ -129,7 +129,14 @@ class Trainer:
         self.run_dir = run_dir
 
         torch.manual_seed(config.train.seed)
-        self.model = build_model(config, len(self.classes), pretrained=state is None).to(self.device)
+        self.model = build_model(config, len(self.classes), pretrained=state is None)
+        # output rows of classes the pretrained head also had start from its rows (model.head.reuse_classes)
+        self.reused = reuse_classes(self.model, config, self.classes) if state is None else state.get("reused", {})
+        if self.reused and state is None:
+            shown = ", ".join(f"{mine} ← {theirs!r}" for mine, theirs in list(self.reused.items())[:8])
+            self.console.print(f"reused {len(self.reused)} of {len(self.classes)} output rows from the pretrained "
+                               f"head: {shown}{' ...' if len(self.reused) > 8 else ''} (model.head.reuse_classes)")
+        self.model = self.model.to(self.device)
         if config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.callbacks = callbacks_for(config)

@@ -35,6 +35,17 @@ class Preprocess:
 IMAGENET = Preprocess((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224, 256)  # torchvision's and timm's default
 
 
+def imagenet_labels() -> list[str]:
+    """ImageNet-1k's classes in index order, each as its WordNet synonyms ("tabby, tabby cat"), from timm."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i) for i in range(info.num_classes())]
+
+
+LABEL_SETS = {"ImageNet-1k": imagenet_labels}  # a catalogue entry's `trained_on` → its class names
+
+
 @dataclass
 class WeightsEntry:
     id: str
@@ -52,6 +63,12 @@ class WeightsEntry:
     source: PackageFile | None = None
     convert: str | None = None  # the source is another framework's file, converted by CONVERTERS[convert]
     user: bool = field(default=False, compare=False)  # from the user manifest, not the built-in catalogue
+
+    def class_names(self) -> list[str]:
+        """The names of the classes the weights were trained for, where the label set is known (LABEL_SETS); []
+        otherwise (the pipeline's data.classes must list them)."""
+        labels = LABEL_SETS.get(self.trained_on)
+        return labels() if labels else []
 
     @classmethod
     def from_dict(cls, id_: str, d: dict, *, user: bool = False) -> WeightsEntry:

@@ -43,11 +43,23 @@ def build_model(config: PipelineConfig, num_classes: int, *, catalog: WeightsCat
     model = spec.build(config, backbone, num_classes)
     if whole and pretrained:
         catalog = catalog or WeightsCatalog.load()
-        fresh = load_fitting(model, catalog.state_dict(whole), what=whole)
+        state = catalog.state_dict(whole)
+        fresh = (spec.load_whole(model, state, catalog.get(whole)) if spec.load_whole
+                 else load_fitting(model, state, what=whole))
         if fresh:
             log.info("%s: %d neck/head tensors do not fit this pipeline and start fresh (%s ...)",
                      whole, len(fresh), fresh[0])
     return model
+
+
+def reuse_classes(model: nn.Module, config: PipelineConfig, classes: list[str], *,
+                  catalog: WeightsCatalog | None = None) -> dict[str, str]:
+    """A freshly built model's output rows for the classes its pretrained weights also know, copied from them
+    where the head can (`HeadSpec.reuse_classes`); {class: the pretrained label} of those reused."""
+    spec = head_spec(config.model.head.name)
+    if spec.reuse_classes is None:
+        return {}
+    return spec.reuse_classes(model, config, classes, catalog or WeightsCatalog.load())
 
 
 def load_fitting(model: nn.Module, state: dict[str, torch.Tensor], *, what: str) -> list[str]:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cvpipe.config import ClassifierHead
+from cvpipe.errors import ConfigError, WeightsError
 from cvpipe.models.backbones import Backbone
 from cvpipe.models.heads.base import Head, stack_batch
 from cvpipe.models.heads.registry import HeadSpec, register_head
@@ -42,4 +43,69 @@ def _build(config, backbone, num_classes: int) -> Classifier:
     return Classifier(backbone, config.model.head, num_classes)
 
 
-register_head(HeadSpec("classifier", ClassifierHead, _build))
+def pretrained_linear(model: Classifier, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """An ImageNet classifier file's final linear layer (weight, bias): its tensors after those the backbone takes
+    (loaded in order, as `build_backbone` loads them), where they are one linear layer over the backbone's last
+    features. None where the backbone stops earlier (MobileNetV2 and EfficientNet need `feature_nodes: [bn2]`,
+    the 1280-channel head convolution) or the file has no classifier."""
+    from cvpipe.models.weights import learnt_tensors
+
+    tail = list(learnt_tensors(state).values())[len(learnt_tensors(model.backbone.body.state_dict())):]
+    if len(tail) != 2 or tail[0].ndim != 2 or tail[0].shape[1] != model.fc.in_features:
+        return None
+    return tail[0], tail[1]
+
+
+def load_classifier(model: Classifier, state: dict[str, torch.Tensor], entry) -> list[str]:
+    """A whole ImageNet classifier file (`model.weights`, torchvision's or timm's layout): the backbone tensor by
+    tensor in order, and its final linear layer into `fc`. Returns the tensors left fresh."""
+    from cvpipe.models.weights import load_into
+
+    load_into(model.backbone.body, state, mapping="position", what=entry.id, allow_unused_tail=True)
+    linear = pretrained_linear(model, state)
+    if linear is None:
+        raise WeightsError(f"{entry.id}: after the backbone the file holds no linear layer of {model.fc.in_features} "
+                           "inputs; end the backbone where its classifier starts (model.backbone.feature_nodes, e.g. "
+                           "[bn2])")
+    if linear[0].shape != model.fc.weight.shape:
+        return ["fc.weight", "fc.bias"]
+    with torch.no_grad():
+        model.fc.weight.copy_(linear[0])
+        model.fc.bias.copy_(linear[1])
+    return []
+
+
+def reuse_classifier_rows(model: Classifier, config, classes: list[str], catalog) -> dict[str, str]:
+    """`model.head.reuse_classes`: the output rows (weight row and bias) of the classes the backbone weights'
+    classifier also has start from its rows; the others stay fresh. Returns {class: the pretrained label}."""
+    from cvpipe.models.class_match import match_classes
+
+    head, weights_id = config.model.head, config.model.backbone.weights
+    if head.reuse_classes is False:
+        return {}
+
+    def cannot(why: str) -> dict[str, str]:
+        if head.reuse_classes is True:
+            raise ConfigError(f"model.head.reuse_classes: {why}; set it to auto or false")
+        return {}
+
+    if weights_id is None:
+        return cannot("model.backbone.weights is null, so there is no pretrained classifier")
+    entry = catalog.get(weights_id)
+    labels = entry.class_names()
+    if not labels:
+        return cannot(f"{weights_id} has no known label set (trained on {entry.trained_on or 'unknown'})")
+    linear = pretrained_linear(model, catalog.state_dict(weights_id))
+    if linear is None or linear[0].shape[0] != len(labels):
+        return cannot(f"{weights_id}'s classifier does not read this backbone's last features (end it where the "
+                      "classifier starts: model.backbone.feature_nodes, e.g. [bn2])")
+    rows = match_classes(classes, labels, head.class_map)
+    with torch.no_grad():
+        for i, k in rows.items():
+            model.fc.weight[i] = linear[0][k]
+            model.fc.bias[i] = linear[1][k]
+    return {classes[i]: labels[k] for i, k in rows.items()}
+
+
+register_head(HeadSpec("classifier", ClassifierHead, _build, load_whole=load_classifier,
+                       reuse_classes=reuse_classifier_rows))

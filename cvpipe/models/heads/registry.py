@@ -32,6 +32,12 @@ class HeadSpec:
     input_size: Callable[..., int] | None = None
     # device type → the backend `--backend auto` takes there (measured: benches/inference_speed.py); else pytorch
     auto_backend: dict[str, str] = field(default_factory=dict)
+    # (model, state dict, WeightsEntry) → the tensors left fresh: how `model.weights` (a whole pretrained model)
+    # loads; None: by cvpipe's own tensor names (heads.load_fitting), as converted detectors are stored
+    load_whole: Callable[..., list[str]] | None = None
+    # (model, pipeline config, class names, catalogue) → {class: pretrained label} whose output rows it copied from
+    # the pretrained head (`model.head.reuse_classes`); None: the head cannot
+    reuse_classes: Callable[..., dict[str, str]] | None = None
 
     @property
     def task(self) -> str:

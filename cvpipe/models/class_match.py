@@ -1,0 +1,42 @@
+"""Which of a pretrained head's classes are the target dataset's: names compared case- and separator-insensitively
+over each source label's synonyms (ImageNet's WordNet labels: "tabby, tabby cat"), with an explicit
+`model.head.class_map: {mine: theirs}` first. Hand-written: a dictionary lookup over normalised strings."""
+
+from __future__ import annotations
+
+import re
+
+from cvpipe.errors import ConfigError
+
+
+def normalised(name: str) -> str:
+    """"Traffic_Light", "traffic-light" and "traffic light" alike."""
+    return re.sub(r"[\s_\-/]+", " ", name.strip().lower())
+
+
+def synonyms(label: str) -> list[str]:
+    """A source label's names: an ImageNet description's comma-separated WordNet synonyms, else the label."""
+    return [normalised(part) for part in label.split(", ") if part.strip()]
+
+
+def match_classes(targets: list[str], sources: list[str], class_map: dict[str, str] | None = None
+                  ) -> dict[int, int]:
+    """Target index → source index for every target class that names a source class (through `class_map` where
+    it lists the target). A name two source labels share goes to the first, in index order."""
+    index: dict[str, int] = {}
+    for k, label in enumerate(sources):
+        for name in synonyms(label):
+            index.setdefault(name, k)
+    class_map = class_map or {}
+    for mine, theirs in class_map.items():
+        if mine not in targets:
+            raise ConfigError(f"model.head.class_map: {mine!r} is not one of the data's classes {targets[:10]}")
+        if normalised(theirs) not in index:
+            raise ConfigError(f"model.head.class_map.{mine}: {theirs!r} is not a class of the pretrained head "
+                              f"(its names: {', '.join(sources[:5])}, ...; any synonym of a label is accepted)")
+    found = {}
+    for i, target in enumerate(targets):
+        k = index.get(normalised(class_map.get(target, target)))
+        if k is not None:
+            found[i] = k
+    return found
