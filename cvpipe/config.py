@@ -255,6 +255,9 @@ class TrainConfig(Strict):
     weight_decay: Annotated[float, Field(ge=0)]
     warmup_iters: Annotated[int, Field(ge=0)]
     backbone_lr_mult: Annotated[float, Field(ge=0)]
+    # layer-wise learning-rate decay over the backbone (timm's param_groups_layer_decay): each block below the top
+    # learns at this factor more slowly, times backbone_lr_mult; null: one rate for the whole backbone
+    layer_decay: Annotated[float, Field(gt=0, le=1)] | None = None
     grad_clip: Annotated[float, Field(ge=0)]
     amp: bool
     channels_last: bool = True

@@ -60,6 +60,29 @@ def test_param_groups_split_backbone_and_no_decay(shapes_pipeline):
     assert all(p.ndim > 1 for p in groups["head"]["params"])
 
 
+def test_layer_decay_scales_each_backbone_block(shapes_pipeline):
+    """train.layer_decay: timm's param_groups_layer_decay over the backbone, times backbone_lr_mult; every
+    trainable parameter in exactly one group; the head keeps the full rate."""
+    from cvpipe.models.heads import build_model
+
+    config = load_pipeline(shapes_pipeline, ["train.backbone_lr_mult=0.5", "train.layer_decay=0.8"])
+    model = build_model(config, 2, pretrained=False)
+    groups = param_groups(model, config.train)
+    from cvpipe.models.backbones import Backbone
+
+    layered = [g for g in groups if g["name"].startswith("backbone/layer")]
+    body = next(m for m in model.modules() if isinstance(m, Backbone)).body
+    in_layers = {id(p) for g in layered for p in g["params"]}
+    assert layered and all(id(p) in in_layers for p in body.parameters() if p.requires_grad)
+    scales = sorted({round(g["lr_mult"] / 0.5, 9) for g in layered})
+    assert len(scales) > 3 and all(b / a == pytest.approx(0.8 ** -round(np.log(b / a) / np.log(1 / 0.8)))
+                                   for a, b in zip(scales, scales[1:]))
+    assert max(scales) <= 1.0 and {g["lr_mult"] for g in groups if g["name"].startswith("head")} == {1.0}
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == sum(p.requires_grad for p in model.parameters())
+    assert min(g["lr_mult"] for g in layered) < 0.5 * 0.8 ** 3  # the lowest blocks learn slowest
+
+
 def test_fit_writes_run_and_resume_replays_the_schedule(shapes_pipeline, monkeypatch):
     straight = Pipeline.from_yaml(shapes_pipeline).fit(tensorboard=False)
     run = straight.run_dir

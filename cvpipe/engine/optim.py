@@ -11,16 +11,20 @@ import torch
 from torch import nn
 
 from cvpipe.config import TrainConfig
+from cvpipe.errors import ConfigError
 
 FINAL_LR_RATIO = 0.01  # cosine ends at 1 % of the base rate
 WARMUP_START_RATIO = 0.001
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Backbone parameters at `lr × backbone_lr_mult`; norms and biases (1-d tensors) without weight decay."""
+    """Backbone parameters at `lr × backbone_lr_mult` (and, with `layer_decay`, × each block's layer-wise scale);
+    norms and biases (1-d tensors) without weight decay."""
+    layered = _layer_groups(model, cfg) if cfg.layer_decay else []
+    taken = {id(p) for group in layered for p in group["params"]}
     groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
-        if not param.requires_grad:
+        if not param.requires_grad or id(param) in taken:
             continue
         in_backbone = ".backbone." in f".{name}"
         no_decay = param.ndim <= 1
@@ -30,7 +34,21 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
         out.append({"params": params, "lr_mult": cfg.backbone_lr_mult if in_backbone else 1.0,
                     "weight_decay": 0.0 if no_decay else cfg.weight_decay,
                     "name": f"{'backbone' if in_backbone else 'head'}{'/no_decay' if no_decay else ''}"})
+    for k, group in enumerate(layered):
+        out.append({"params": group["params"], "lr_mult": cfg.backbone_lr_mult * group["lr_scale"],
+                    "weight_decay": group["weight_decay"], "name": f"backbone/layer{k}"})
     return out
+
+
+def _layer_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    from cvpipe.models.backbones import Backbone
+
+    backbone = next((m for m in model.modules() if isinstance(m, Backbone)), None)
+    layered = backbone.layer_groups(cfg.layer_decay, cfg.weight_decay) if backbone is not None else None
+    if layered is None:
+        what = f"backbone {backbone.timm_name!r} declares no layer grouping" if backbone else "this model has no backbone"
+        raise ConfigError(f"train.layer_decay: {what} (timm's group_matcher); use train.backbone_lr_mult instead")
+    return [group for group in layered if group["params"]]
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -19,15 +19,34 @@ from cvpipe.suggest import did_you_mean
 class Backbone(nn.Module):
     """`forward(images) -> [feature maps]`, one per `out_indices` level, with their channels and strides."""
 
-    def __init__(self, body: nn.Module, preprocess: Preprocess):
+    def __init__(self, body: nn.Module, preprocess: Preprocess, timm_name: str = "", timm_args: dict | None = None):
         super().__init__()
         self.body = body
+        self.timm_name, self.timm_args = timm_name, dict(timm_args or {})  # the timm model the body is cut from
         self.out_channels: list[int] = list(body.feature_info.channels())
         self.strides: list[int] = list(body.feature_info.reduction())
         self.preprocess = preprocess
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.body(x)
+
+    def layer_groups(self, decay: float, weight_decay: float) -> list[dict] | None:
+        """timm's `param_groups_layer_decay` over the body: each block's learning-rate scale is `decay` to the
+        power of its depth below the top (BEiT / MAE fine-tuning's layer-wise decay), as `lr_scale`. None where
+        the timm model declares no `group_matcher`."""
+        from timm.optim import param_groups_layer_decay
+
+        with torch.device("meta"):  # only its grouping rules are needed, not its weights
+            whole = timm.create_model(self.timm_name, pretrained=False, **self.timm_args)
+        if not hasattr(whole, "group_matcher"):
+            return None
+        matcher = whole.group_matcher(coarse=False)
+        body = self.body
+        body.group_matcher = lambda coarse=False: matcher  # the cut-out body keeps the whole model's names
+        try:
+            return param_groups_layer_decay(body, weight_decay=weight_decay, layer_decay=decay)
+        finally:
+            del body.group_matcher
 
 
 def build_backbone(cfg: BackboneConfig, *, catalog: WeightsCatalog | None = None) -> Backbone:
@@ -62,7 +81,7 @@ def build_backbone(cfg: BackboneConfig, *, catalog: WeightsCatalog | None = None
     if cfg.frozen_bn:  # batch statistics of a few images per step are noise; keep the pretrained ones
         model = freeze_batch_norm_2d(model)
     body = hooked_features(model, cfg.feature_nodes) if cfg.feature_nodes else model
-    return Backbone(body, preprocess)
+    return Backbone(body, preprocess, cfg.name, cfg.timm_args)
 
 
 def hooked_features(model: nn.Module, nodes: list[str]) -> nn.Module:
