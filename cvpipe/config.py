@@ -69,16 +69,21 @@ class NeckConfig(Strict):
     depthwise: bool = False  # ssd: depthwise-separable extra blocks (SSDLite / TF's MobileNet SSDs)
 
 
-class ClassifierHead(Strict):
-    """Global pooling + dropout + linear layer over the last feature level."""
+class ReusesClasses(Strict):
+    """A head whose output rows of the classes its pretrained weights also know can start from theirs
+    (models/class_match.py): auto (where the weights carry a head that fits) | true (or an error) | false."""
+
+    reuse_classes: bool | Literal["auto"] = "auto"
+    class_map: dict[str, str] = {}  # my class → the pretrained head's class it is, where the names differ
+
+
+class ClassifierHead(ReusesClasses):
+    """Global pooling + dropout + linear layer over the last feature level; `reuse_classes` from the classifier
+    of `model.backbone.weights`."""
 
     task: ClassVar[str] = "classify"
     name: Literal["classifier"]
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    # start the output rows of classes the pretrained classifier also has from its rows (models/class_match.py):
-    # auto (where model.backbone.weights carry a classifier the backbone's features fit) | true (or an error) | false
-    reuse_classes: bool | Literal["auto"] = "auto"
-    class_map: dict[str, str] = {}  # my class → the pretrained head's class it is, where the names differ
 
 
 class FasterRCNNHead(Strict):
@@ -113,9 +118,10 @@ class MaskRCNNHead(FasterRCNNHead):
     mask_thresh: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5  # mask probability a pixel must reach to be in
 
 
-class SSDHead(Strict):
+class SSDHead(ReusesClasses):
     """SSD (Liu et al. 2016) on the levels of an `ssd` neck: per location n + m − 1 default boxes from n sizes
-    and m aspect ratios, IoU matching, hard-negative mining, smooth-L1 + cross-entropy."""
+    and m aspect ratios, IoU matching, hard-negative mining, smooth-L1 + cross-entropy. `reuse_classes` from the
+    class predictors of `model.weights` (a COCO SSD), level by level."""
 
     task: ClassVar[str] = "detect"
     name: Literal["ssd"]

@@ -95,7 +95,7 @@ def test_class_names_match_through_synonyms_separators_and_the_map():
     from cvpipe.models.class_match import match_classes
 
     sources = ["tabby, tabby cat", "tiger cat", "traffic light, traffic signal, stoplight", "crane", "crane"]
-    targets = ["Tabby", "tiger_cat", "Traffic-Light", "stoplight", "crane", "kitty", "bicycle"]
+    targets = ["Tabby", "tiger_cat", "TrafficLight", "stoplight", "crane", "kitty", "bicycle"]
     assert match_classes(targets, sources, {"kitty": "tabby cat"}) == {0: 0, 1: 1, 2: 2, 3: 2, 4: 3, 5: 0}
     with pytest.raises(ConfigError, match="class_map.kitty: 'lion' is not a class"):
         match_classes(targets, sources, {"kitty": "lion"})

@@ -10,13 +10,24 @@ from cvpipe.errors import ConfigError
 
 
 def normalised(name: str) -> str:
-    """"Traffic_Light", "traffic-light" and "traffic light" alike."""
-    return re.sub(r"[\s_\-/]+", " ", name.strip().lower())
+    """"Traffic_Light", "traffic-light", "traffic light" and "trafficlight" alike (VOC's "diningtable" is COCO's
+    "dining table")."""
+    return re.sub(r"[\s_\-/]+", "", name.strip().lower())
 
 
 def synonyms(label: str) -> list[str]:
     """A source label's names: an ImageNet description's comma-separated WordNet synonyms, else the label."""
     return [normalised(part) for part in label.split(", ") if part.strip()]
+
+
+def class_rows(rows: dict[int, int], own: int, source: int, groups: int, *, background: bool
+                ) -> tuple[list[int], list[int]]:
+    """(own rows, source rows) to copy in a predictor whose outputs are `groups` blocks (one per anchor) of `own`
+    / `source` class columns each (with `background`, column 0 is background and class k is column k + 1)."""
+    shift = int(background)
+    pairs = [(0, 0)] if background else []
+    pairs += [(i + shift, k + shift) for i, k in rows.items()]
+    return ([g * own + i for g in range(groups) for i, _ in pairs], [g * source + k for g in range(groups) for _, k in pairs])
 
 
 def match_classes(targets: list[str], sources: list[str], class_map: dict[str, str] | None = None

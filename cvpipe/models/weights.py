@@ -43,7 +43,13 @@ def imagenet_labels() -> list[str]:
     return [info.index_to_description(i) for i in range(info.num_classes())]
 
 
-LABEL_SETS = {"ImageNet-1k": imagenet_labels}  # a catalogue entry's `trained_on` → its class names
+def coco_labels() -> list[str]:
+    """COCO's 80 detection classes in order, as the bundled COCO SSD pipeline lists them (its data.classes)."""
+    path = Path(__file__).parents[1] / "pipelines" / "coco_ssd_mobilenet_v2.yaml"
+    return list(yaml.safe_load(path.read_text())["data"]["classes"])
+
+
+LABEL_SETS = {"imagenet-1k": imagenet_labels, "coco-80": coco_labels}  # a catalogue entry's `labels` → names
 
 
 @dataclass
@@ -58,6 +64,7 @@ class WeightsEntry:
     preprocess: Preprocess
     num_classes: int
     trained_on: str = ""
+    labels: str = ""  # the label set of its classifier or detector (LABEL_SETS), where it is a known one
     license: str = ""
     url: str | None = None
     source: PackageFile | None = None
@@ -65,10 +72,9 @@ class WeightsEntry:
     user: bool = field(default=False, compare=False)  # from the user manifest, not the built-in catalogue
 
     def class_names(self) -> list[str]:
-        """The names of the classes the weights were trained for, where the label set is known (LABEL_SETS); []
-        otherwise (the pipeline's data.classes must list them)."""
-        labels = LABEL_SETS.get(self.trained_on)
-        return labels() if labels else []
+        """The names of the classes the weights were trained for, where the label set is known (`labels`, one of
+        LABEL_SETS); [] otherwise (the pipeline's data.classes must list them)."""
+        return LABEL_SETS[self.labels]() if self.labels else []
 
     @classmethod
     def from_dict(cls, id_: str, d: dict, *, user: bool = False) -> WeightsEntry:
