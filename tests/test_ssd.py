@@ -186,3 +186,44 @@ def test_the_coco_pipeline_predicts_without_a_training_run(photos, tmp_path, mon
     assert report.processed == 1
     rows = (tmp_path / "pred" / "detections.csv").read_text().splitlines()[1:]
     assert {row.split(",")[1] for row in rows} == {"cup", "bowl", "dining table"}
+
+
+@pytest.mark.assets
+def test_reuse_classes_copies_the_coco_predictors_rows_for_shared_classes(photos, tmp_path, monkeypatch):
+    """Fine-tuning the COCO SSD for [person, Dog, tvmonitor, widget] (tvmonitor → COCO's "tv" by class_map): in
+    every level's class predictor, each default box's background and shared-class outputs equal COCO's, and the
+    widget's stay fresh; before any training step the reused model finds the astronaut as a person."""
+    from cvpipe.errors import ConfigError
+    from cvpipe.models.heads import reuse_classes
+    from cvpipe.models.weights import WeightsCatalog
+
+    monkeypatch.chdir(REPO)
+    classes = ["person", "Dog", "tvmonitor", "widget"]
+    config = load_pipeline("coco_ssd_mobilenet_v2", [f"data.classes=[{', '.join(classes)}]",
+                                                     "model.head.class_map={tvmonitor: tv}"])
+    catalog = WeightsCatalog.load()
+    torch.manual_seed(0)
+    model = build_model(config, len(classes), catalog=catalog)
+    torch.manual_seed(0)
+    fresh = build_model(config, len(classes), catalog=catalog)
+    assert reuse_classes(model, config, classes, catalog=catalog) == {"person": "person", "Dog": "dog",
+                                                                       "tvmonitor": "tv"}
+    coco = catalog.get("ssd_mobilenet_v2.coco").class_names()
+    source, own, untouched = catalog.state_dict("ssd_mobilenet_v2.coco"), model.state_dict(), fresh.state_dict()
+    levels = [k for k in own if ".classification_head." in k and k.endswith("weight")]
+    assert len(levels) == 6
+    for name in levels:
+        anchors = own[name].shape[0] // 5
+        for a in range(anchors):
+            for mine, theirs in ((0, 0), (1, coco.index("person") + 1), (2, coco.index("dog") + 1),
+                                 (3, coco.index("tv") + 1)):
+                torch.testing.assert_close(own[name][a * 5 + mine], source[name][a * 81 + theirs], rtol=0, atol=0)
+            torch.testing.assert_close(own[name][a * 5 + 4], untouched[name][a * 5 + 4], rtol=0, atol=0)
+    # before any step, the reused rows already find the astronaut as a person, as the COCO model does
+    found = detect(model.eval(), [torch.from_numpy(read_image(photos / "astronaut.png")).permute(2, 0, 1)],
+                   torch.device("cpu"))[0]
+    assert (found["scores"][found["labels"] == 0] > 0.5).any()
+    with pytest.raises(ConfigError, match="class_map.tvmonitor: 'telly' is not a class"):
+        bad = load_pipeline("coco_ssd_mobilenet_v2", [f"data.classes=[{', '.join(classes)}]",
+                                                      "model.head.class_map={tvmonitor: telly}"])
+        reuse_classes(fresh, bad, classes, catalog=catalog)
