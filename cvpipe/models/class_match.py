@@ -20,6 +20,13 @@ def synonyms(label: str) -> list[str]:
     return [normalised(part) for part in label.split(", ") if part.strip()]
 
 
+def cannot_reuse(head, why: str) -> dict[str, str]:
+    """What a head's `reuse_classes` does when it cannot reuse: nothing under auto, an error under true."""
+    if head.reuse_classes is True:
+        raise ConfigError(f"model.head.reuse_classes: {why}; set it to auto or false")
+    return {}
+
+
 def class_rows(rows: dict[int, int], own: int, source: int, groups: int, *, background: bool
                 ) -> tuple[list[int], list[int]]:
     """(own rows, source rows) to copy in a predictor whose outputs are `groups` blocks (one per anchor) of `own`

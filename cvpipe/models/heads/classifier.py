@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cvpipe.config import ClassifierHead
-from cvpipe.errors import ConfigError, WeightsError
+from cvpipe.errors import WeightsError
 from cvpipe.models.backbones import Backbone
 from cvpipe.models.heads.base import Head, stack_batch
 from cvpipe.models.heads.registry import HeadSpec, register_head
@@ -78,26 +78,20 @@ def load_classifier(model: Classifier, state: dict[str, torch.Tensor], entry) ->
 def reuse_classifier_rows(model: Classifier, config, classes: list[str], catalog) -> dict[str, str]:
     """`model.head.reuse_classes`: the output rows (weight row and bias) of the classes the backbone weights'
     classifier also has start from its rows; the others stay fresh. Returns {class: the pretrained label}."""
-    from cvpipe.models.class_match import match_classes
+    from cvpipe.models.class_match import cannot_reuse, match_classes
 
     head, weights_id = config.model.head, config.model.backbone.weights
     if head.reuse_classes is False:
         return {}
-
-    def cannot(why: str) -> dict[str, str]:
-        if head.reuse_classes is True:
-            raise ConfigError(f"model.head.reuse_classes: {why}; set it to auto or false")
-        return {}
-
     if weights_id is None:
-        return cannot("model.backbone.weights is null, so there is no pretrained classifier")
+        return cannot_reuse(head, "model.backbone.weights is null, so there is no pretrained classifier")
     entry = catalog.get(weights_id)
     labels = entry.class_names()
     if not labels:
-        return cannot(f"{weights_id} has no known label set (trained on {entry.trained_on or 'unknown'})")
+        return cannot_reuse(head, f"{weights_id} has no known label set (trained on {entry.trained_on or 'unknown'})")
     linear = pretrained_linear(model, catalog.state_dict(weights_id))
     if linear is None or linear[0].shape[0] != len(labels):
-        return cannot(f"{weights_id}'s classifier does not read this backbone's last features (end it where the "
+        return cannot_reuse(head, f"{weights_id}'s classifier does not read this backbone's last features (end it where the "
                       "classifier starts: model.backbone.feature_nodes, e.g. [bn2])")
     rows = match_classes(classes, labels, head.class_map)
     with torch.no_grad():

@@ -21,7 +21,6 @@ from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from cvpipe.config import SSDHead, backbone_levels
-from cvpipe.errors import ConfigError
 from cvpipe.models.heads.base import TorchvisionDetector
 from cvpipe.models.heads.registry import HeadSpec, Problems, register_head
 from cvpipe.models.necks import SSDFeatures, build_neck
@@ -221,22 +220,16 @@ def reuse_ssd_rows(model: SSDDetector, config, classes: list[str], catalog) -> d
     """`model.head.reuse_classes` from `model.weights` (a pretrained SSD of the same shape but other classes):
     in every level's class predictor, each default box's background output and the outputs of the classes the
     weights also know start from theirs. Returns {class: the pretrained label}."""
-    from cvpipe.models.class_match import class_rows, match_classes
+    from cvpipe.models.class_match import cannot_reuse, class_rows, match_classes
 
     head, weights_id = config.model.head, config.model.weights
     if head.reuse_classes is False:
         return {}
-
-    def cannot(why: str) -> dict[str, str]:
-        if head.reuse_classes is True:
-            raise ConfigError(f"model.head.reuse_classes: {why}; set it to auto or false")
-        return {}
-
     if weights_id is None:
-        return cannot("model.weights is null, so there is no pretrained SSD to take class predictors from")
+        return cannot_reuse(head, "model.weights is null, so there is no pretrained SSD to take class predictors from")
     labels = catalog.get(weights_id).class_names()
     if not labels:
-        return cannot(f"{weights_id} has no known label set")
+        return cannot_reuse(head, f"{weights_id} has no known label set")
     state, own = catalog.state_dict(weights_id), model.state_dict()
     k_own, k_source = len(classes) + 1, len(labels) + 1
     predictors = [name for name in own if ".classification_head." in name and name in state
@@ -244,7 +237,7 @@ def reuse_ssd_rows(model: SSDDetector, config, classes: list[str], catalog) -> d
                   and own[name].shape[0] // k_own == state[name].shape[0] // k_source
                   and own[name].shape[1:] == state[name].shape[1:] and own[name].shape != state[name].shape]
     if not predictors:
-        return cannot(f"{weights_id}'s class predictors do not fit this SSD's levels")
+        return cannot_reuse(head, f"{weights_id}'s class predictors do not fit this SSD's levels")
     rows = match_classes(classes, labels, head.class_map)
     with torch.no_grad():
         for name in predictors:
