@@ -16,7 +16,7 @@ PIP_CONSTRAINT_FILE = $(shell $(BIN)/pip config list 2>/dev/null | sed -n "s/^gl
 # `make video-live`: where the live page listens
 LIVE_PORT ?= 8000
 
-.PHONY: install lock test test-latest demo video video-live bench lint clean
+.PHONY: install lock test test-latest demo video video-live bench lint clean reference
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,9 @@ lock:  # re-resolve the newest releases pyproject.toml allows, for every platfor
 
 test: install
 	$(BIN)/python -m pytest
+
+reference: install  # docs/reference/cli.md and config.md from the argparse parser and the pydantic schema
+	$(BIN)/python -m cvpipe.reference docs/reference
 
 test-latest:  # the suite on the newest releases (no lock) in .venv-latest: what breaks next, before users see it
 	$(PYTHON) -m venv .venv-latest

@@ -1,0 +1,153 @@
+"""The CLI and pipeline-schema references as Markdown, generated from the argparse parser and the pydantic schema
+(with the comments of defaults.yaml), so that they are never written by hand a second time.
+
+`python -m cvpipe.reference docs/reference` writes `cli.md` and `config.md` there; tests/test_reference.py checks
+that the committed files are current and name every flag and key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import types
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from cvpipe.config import DEFAULTS_FILE, PipelineConfig
+
+
+def _subcommands(parser: argparse.ArgumentParser, prefix: str = "cvpipe") -> list[tuple[str, argparse.ArgumentParser, str]]:
+    """(command line, parser, help) of every command that runs something, depth first."""
+    found = []
+    for action in parser._actions:  # argparse has no public walk over sub-commands
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                line = f"{prefix} {name}"
+                nested = _subcommands(sub, line)
+                found += nested or [(line, sub, helps.get(name) or "")]
+    return found
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def cli_reference() -> str:
+    from cvpipe.cli import build_parser
+
+    lines = ["# CLI reference", "", "Generated from cvpipe's argparse parser (`python -m cvpipe.reference`).", ""]
+    for line, parser, help_text in _subcommands(build_parser()):
+        lines += [f"## `{line}`", "", _cell(help_text), "", "| argument | default | what it does |", "| --- | --- | --- |"]
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            names = ", ".join(action.option_strings) or action.dest
+            shown = "" if action.default in (None, False, argparse.SUPPRESS, []) else f"`{action.default}`"
+            lines.append(f"| `{names}` | {_cell(shown)} | {_cell(action.help or '')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _default_comments() -> dict[str, str]:
+    """`section.key` → the comment beside it in defaults.yaml, with the comment lines aligned under it."""
+    comments: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    last, column = None, None
+    for raw in DEFAULTS_FILE.read_text().splitlines():
+        match = re.match(r"^(\s*)([A-Za-z_]\w*):\s*([^#]*?)\s*(?:#\s?(.*))?$", raw)
+        if match:
+            indent, key, comment = len(match[1]), match[2], match[4]
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            stack.append((indent, key))
+            last = ".".join(k for _, k in stack)
+            column = raw.index("#") if comment else None
+            if comment:
+                comments[last] = comment.strip()
+        elif column is not None and raw.strip().startswith("#") and raw.index("#") == column:
+            comments[last] += " " + raw.strip().lstrip("#").strip()
+        else:
+            column = None
+    return comments
+
+
+def _type_name(annotation) -> str:
+    """A field's type as a reader writes it: `int`, `list[str]`, `'sgd' | 'adamw'`, `float | null`."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(a) for a in args)}]"
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _models_of(annotation) -> list[type[BaseModel]]:
+    """The pydantic models an annotation holds (a section, or each head of the head union)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_of(arg)]
+
+
+def config_keys(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key path, type, default, head) of every setting; a head's settings carry the head's name."""
+    rows = []
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        nested = _models_of(info.annotation)
+        if len(nested) > 1:  # the head union: each head's own settings
+            for head in nested:
+                head_name = typing.get_args(head.model_fields["name"].annotation)[0]
+                rows += [(p, t, d, head_name) for p, t, d, _ in config_keys(head, f"{path}.") if p != f"{path}.name"]
+            rows.append((f"{path}.name", " | ".join(typing.get_args(m.model_fields["name"].annotation)[0]
+                                                    for m in nested), "", ""))
+        elif nested:
+            rows += config_keys(nested[0], f"{path}.")
+        else:
+            default = "" if info.is_required() else repr(info.default)
+            rows.append((path, _type_name(info.annotation), default, ""))
+    return rows
+
+
+def config_reference() -> str:
+    comments = _default_comments()
+    lines = ["# Pipeline YAML reference", "",
+             "Generated from the pydantic schema (`cvpipe/config.py`) and the comments of `cvpipe/defaults.yaml` "
+             "(`python -m cvpipe.reference`). A key without a default here takes defaults.yaml's.", ""]
+    section = None
+    for path, kind, default, head in config_keys():
+        top = path.split(".")[0] if not head else f"model.head ({head})"
+        if top != section:
+            section = top
+            lines += ["", f"## `{top}`" if not head else f"## `model.head`, `name: {head}`", "",
+                      "| key | type | default | what it is |", "| --- | --- | --- | --- |"]
+        shown = f"`{_cell(default)}`" if default else ""
+        lines.append(f"| `{path}` | {_cell(kind)} | {shown} | {_cell(comments.get(path, ''))} |")
+    return "\n".join(lines) + "\n"
+
+
+def documents() -> dict[str, str]:
+    """File name → Markdown, as `write` writes them."""
+    return {name: text if text.endswith("\n") else text + "\n"
+            for name, text in (("cli.md", cli_reference()), ("config.md", config_reference()))}
+
+
+def write(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in documents().items():
+        (folder / name).write_text(text)
+    return [folder / name for name in documents()]
+
+
+if __name__ == "__main__":
+    for path in write(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/reference")):
+        print(path)
