@@ -16,32 +16,37 @@ KEYS = {False: "threshold", True: "threshold_tta"}  # a checkpoint's metrics ent
 ONNX_KEYS = {False: "cvpipe_conf", True: "cvpipe_conf_tta"}  # an exported graph's metadata entries
 
 
-def carried_conf(weights: Path | None, views: bool = False) -> float | None:
-    """The best-F1 confidence on val that a checkpoint's metrics, or an exported graph's metadata, carry; with
-    `views`, the one measured with test-time augmentation where there is one."""
+def carried(weights: Path | None) -> dict[bool, float]:
+    """The best-F1 confidences on val that a checkpoint's metrics, or an exported graph's metadata, carry: under
+    False the plain one, under True the one measured with test-time augmentation; each where it has it."""
     if weights is None or not Path(weights).is_file():
-        return None
+        return {}
     if Path(weights).suffix == ".onnx":
         import onnx
 
         meta = {p.key: p.value for p in onnx.load(str(weights), load_external_data=False).metadata_props}
-        key = next((ONNX_KEYS[v] for v in (views, False) if ONNX_KEYS[v] in meta), None)
-        return float(meta[key]) if key else None
+        return {views: float(meta[key]) for views, key in ONNX_KEYS.items() if key in meta}
     try:  # memory-mapped: only the metrics are read, not the weights
         state = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # not a zip checkpoint: loading it for the model reports what is wrong
-        return None
+        return {}
     metrics = (state.get("metrics") or {}) if isinstance(state, dict) else {}
-    threshold = metrics.get(KEYS[views]) or metrics.get(KEYS[False])
-    return float(threshold["conf"]) if threshold else None
+    return {views: float(metrics[key]["conf"]) for views, key in KEYS.items() if metrics.get(key)}
+
+
+def carried_conf(weights: Path | None, views: bool = False) -> float | None:
+    """The carried confidence; with `views`, the one with test-time augmentation where there is one."""
+    found = carried(weights)
+    return found.get(views, found.get(False))
 
 
 def carried_thresholds(weights: Path | None) -> dict[str, float]:
-    """An exported graph's metadata entries for a checkpoint's thresholds."""
-    found = {ONNX_KEYS[v]: carried_conf(weights, v) for v in (False, True)}
-    if found[ONNX_KEYS[True]] == found[ONNX_KEYS[False]]:
-        del found[ONNX_KEYS[True]]
-    return {key: value for key, value in found.items() if value is not None}
+    """An exported graph's metadata entries for a checkpoint's thresholds (the one with the views where it
+    differs from the plain one)."""
+    found = carried(weights)
+    if found.get(True) == found.get(False):
+        found.pop(True, None)
+    return {ONNX_KEYS[views]: value for views, value in found.items()}
 
 
 def resolve_conf(conf: float | str | None, weights: Path | None, views: bool = False) -> tuple[float, str]:
@@ -50,10 +55,11 @@ def resolve_conf(conf: float | str | None, weights: Path | None, views: bool = F
     where there is one, else DEFAULT_CONF."""
     if conf is not None and conf != "auto":
         return float(conf), "--conf"
-    carried = carried_conf(weights, views)
-    if carried is not None:
-        how = " with test-time augmentation" if views and carried != carried_conf(weights) else ""
-        return carried, f"best F1 on val{how}, carried by {Path(weights).name}"
+    found = carried(weights)
+    value = found.get(views, found.get(False))
+    if value is not None:
+        how = " with test-time augmentation" if views and value != found.get(False) else ""
+        return value, f"best F1 on val{how}, carried by {Path(weights).name}"
     if conf == "auto":
         where = f"{weights}" if weights is not None else "the pipeline's ready model.weights"
         raise ConfigError(f"--conf auto: {where} carries no threshold (only checkpoints from `cvpipe train`, since "

@@ -7,6 +7,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def finite(x: float) -> float | None:
+    """A metric for JSON: NaN (nothing to score) as null."""
+    return None if np.isnan(x) else float(x)
+
+
 class Metrics:
     def examples(self, records: dict, classes: list[str], n: int = 8) -> list[tuple[str, np.ndarray]]:
         """(caption, RGB picture) of up to `n` of the worst val images; `records`: image id → Record."""

@@ -19,7 +19,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from cvpipe.config import COCO_STATS
-from cvpipe.metrics.base import Metrics
+from cvpipe.metrics.base import Metrics, finite
 from cvpipe.metrics.detection_analysis import DetectionAnalysis, advice, analyse
 
 
@@ -37,8 +37,8 @@ class CocoMetrics(Metrics):
 
     def as_json(self) -> dict:
         extra = {} if self.max_detections == 100 else {"max_detections": self.max_detections}
-        per_class = {name: {"AP": _finite(self.per_class[name]), "AP50": _finite(self.per_class_ap50[name]),
-                            "areas": {label: {k: _finite(v) for k, v in figures.items()}
+        per_class = {name: {"AP": finite(self.per_class[name]), "AP50": finite(self.per_class_ap50[name]),
+                            "areas": {label: {k: finite(v) for k, v in figures.items()}
                                       for label, figures in self.areas.get(name, {}).items()}}
                      for name in self.per_class}
         return {**self.stats, **extra, "per_class": per_class, **(self.analysis.as_json() if self.analysis else {})}
@@ -93,10 +93,6 @@ class CocoMetrics(Metrics):
         plots.pr_curves(self.recall, self.precision50, self.per_class_ap50, Path(out_dir) / "pr_curve.png")
         plots.per_class_ap(self.per_class, Path(out_dir) / "per_class_ap.png")
         return ["pr_curve.png", "per_class_ap.png", *(self.analysis.plots(out_dir) if self.analysis else [])]
-
-
-def _finite(x: float) -> float | None:
-    return None if np.isnan(x) else float(x)
 
 
 def detections_to_results(detections: list[dict], image_ids: list[int]) -> list[dict]:
@@ -246,7 +242,7 @@ class InstanceMetrics(CocoMetrics):
     def as_json(self) -> dict:
         out = super().as_json()
         for name, entry in out["per_class"].items():
-            entry |= {"box_AP": _finite(self.box.per_class[name]), "box_AP50": _finite(self.box.per_class_ap50[name])}
+            entry |= {"box_AP": finite(self.box.per_class[name]), "box_AP50": finite(self.box.per_class_ap50[name])}
         return out
 
     def table(self) -> list:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from cvpipe.metrics.base import finite
+
 FOREGROUND_IOU = 0.5  # TIDE's t_f: a detection at this IoU or more with an object of its class finds it
 BACKGROUND_IOU = 0.1  # TIDE's t_b: below this IoU with every object a detection is a background false alarm
 ERRORS = ("localisation", "class", "both", "duplicate", "background", "missed")
@@ -203,8 +205,8 @@ def best_f1(classes_at: list[ClassDetections]) -> dict[str, float]:
     scores = np.unique(np.concatenate([d.scores[~d.ignored] for d in classes_at] or [np.zeros(0)]))[::-1]
     if not len(scores):
         return {"conf": 0.25, "f1": 0.0, "precision": 0.0, "recall": 0.0}
-    tp = sum(d.at(scores)[0] for d in classes_at)
-    kept = sum(d.at(scores)[1] for d in classes_at)
+    counts = [d.at(scores) for d in classes_at]
+    tp, kept = sum(c[0] for c in counts), sum(c[1] for c in counts)
     figures = prf(tp, kept, sum(d.objects for d in classes_at))
     best = int(np.argmax(figures["f1"]))
     below = scores[best + 1] if best + 1 < len(scores) else 0.0
@@ -403,9 +405,9 @@ class DetectionAnalysis:
                                   "per_class": {n: listed(v) for n, v in c["per_class"].items()}}
                        for iou, c in self.curves.items()},
             "errors": {"iou": FOREGROUND_IOU, "background_iou": BACKGROUND_IOU, "counts": self.errors.counts,
-                       "AP50": _finite(self.errors.mean(self.errors.ap50)),
-                       "AP50_fixed": {kind: _finite(self.errors.mean(self.errors.fixed[kind])) for kind in ERRORS},
-                       "per_class_AP50_fixed": {kind: {n: _finite(v) for n, v in per.items()}
+                       "AP50": finite(self.errors.mean(self.errors.ap50)),
+                       "AP50_fixed": {kind: finite(self.errors.mean(self.errors.fixed[kind])) for kind in ERRORS},
+                       "per_class_AP50_fixed": {kind: {n: finite(v) for n, v in per.items()}
                                                 for kind, per in self.errors.fixed.items()}},
         }
 
@@ -446,10 +448,6 @@ class DetectionAnalysis:
 
 def _xyxy(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1) if len(boxes) else boxes.reshape(0, 4)
-
-
-def _finite(x: float) -> float | None:
-    return None if np.isnan(x) else round(float(x), 6)
 
 
 def analyse(gt: dict, results: list[dict], classes: list[str], *, iou_type: str = "bbox", max_dets: int = 100,

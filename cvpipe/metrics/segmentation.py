@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cvpipe.metrics.base import Metrics
+from cvpipe.metrics.base import Metrics, finite
 
 
 class ConfusionMatrix:
@@ -31,6 +31,15 @@ class ConfusionMatrix:
         return self.counts.reshape(self.k, self.k).cpu().numpy()
 
 
+def class_iou(confusion: np.ndarray) -> np.ndarray:
+    """Per-class IoU of a [true, predicted] matrix; NaN for a class in neither the labels nor the predictions."""
+    confusion = confusion.astype(np.float64)
+    hits = np.diag(confusion)
+    union = confusion.sum(1) + confusion.sum(0) - hits
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, hits / union, np.nan)
+
+
 class WorstImages:
     """The `keep` val images with the lowest mean IoU (over the classes in their labels or prediction), with the
     picture, labels and prediction at most REPORT_SIDE pixels on a side, for the report."""
@@ -44,9 +53,8 @@ class WorstImages:
     def update(self, image_id: int, image: torch.Tensor, predicted: torch.Tensor, target: torch.Tensor) -> None:
         one = ConfusionMatrix(self.k, self.ignore_index, target.device)
         one.update(predicted, target)
-        matrix = one.matrix().astype(np.float64)
-        union = matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
-        score = float((np.diag(matrix)[union > 0] / union[union > 0]).mean()) if (union > 0).any() else 1.0
+        iou = class_iou(one.matrix())
+        score = float(np.nanmean(iou)) if np.isfinite(iou).any() else 1.0  # nothing scored: not among the worst
         if len(self.found) == self.keep and score >= self.found[-1][0]:
             return
         import cv2
@@ -78,9 +86,6 @@ class SegmentationMetrics(Metrics):
     worst: list[tuple] = field(default_factory=list, repr=False)  # WorstImages.images()
 
     def as_json(self) -> dict:
-        def finite(x: float) -> float | None:
-            return None if np.isnan(x) else float(x)
-
         return {**self.stats, "per_class": {name: {"IoU": finite(iou), "accuracy": finite(self.per_class_accuracy[name])}
                                             for name, iou in self.per_class.items()},
                 "confusion": self.confusion.tolist(), "classes": self.classes}
@@ -113,11 +118,10 @@ class SegmentationMetrics(Metrics):
 def segmentation_metrics(confusion: np.ndarray, classes: list[str], worst: list[tuple] | None = None
                          ) -> SegmentationMetrics:
     confusion = confusion.astype(np.float64)
-    true, predicted, hits = confusion.sum(1), confusion.sum(0), np.diag(confusion)
+    true, hits = confusion.sum(1), np.diag(confusion)
     with np.errstate(invalid="ignore", divide="ignore"):
         accuracy = np.where(true > 0, hits / true, np.nan)
-        union = true + predicted - hits
-        iou = np.where(union > 0, hits / union, np.nan)
+    iou = class_iou(confusion)
     total = confusion.sum()
     frequency = true / total if total else true
     stats = {"mIoU": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
