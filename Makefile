@@ -16,7 +16,7 @@ PIP_CONSTRAINT_FILE = $(shell $(BIN)/pip config list 2>/dev/null | sed -n "s/^gl
 # `make video-live`: where the live page listens
 LIVE_PORT ?= 8000
 
-.PHONY: install lock test test-latest demo video video-live bench lint clean reference
+.PHONY: install lock test test-latest demo video video-live bench lint clean reference docs docs-serve pictures
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,16 @@ test: install
 
 reference: install  # docs/reference/cli.md and config.md from the argparse parser and the pydantic schema
 	$(BIN)/python -m cvpipe.reference docs/reference
+
+docs: install  # the site (MkDocs Material) into site/, offline; any warning (a broken link, a missing page) fails it
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: install  # the site at http://127.0.0.1:8001/, rebuilt on every edit
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
+pictures: install  # docs/img/ from real runs: make demo's outputs (made first when missing), then short runs of the rest
+	test -f runs/demo/eval/report.html || $(MAKE) demo
+	$(BIN)/python docs/pictures.py runs/demo
 
 test-latest:  # the suite on the newest releases (no lock) in .venv-latest: what breaks next, before users see it
 	$(PYTHON) -m venv .venv-latest
@@ -103,4 +113,4 @@ lint: install
 	$(BIN)/ruff check cvpipe tests benches
 
 clean:
-	rm -rf $(VENV) .venv-latest runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-latest runs site .pytest_cache .ruff_cache

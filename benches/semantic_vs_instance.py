@@ -9,7 +9,7 @@ Both are scored on the same 128×512 region (x ≥ 384) against stardist's insta
 - touching pairs separated: of the true nuclei pairs whose masks touch (one dilated by a 3×3 square overlaps the
   other), those where both nuclei are matched, each to its own predicted instance.
 It writes the picture (true / FCN / Mask R-CNN instances, each in its own colour, touching pairs' nuclei outlined)
-to docs/nuclei_semantic_vs_instance.png. The FCN's image is its 128-px tiles' input in one pass (it is fully
+to docs/img/nuclei_semantic_vs_instance.png. The FCN's image is its 128-px tiles' input in one pass (it is fully
 convolutional). Run: `python benches/semantic_vs_instance.py [--fcn CKPT] [--mask-rcnn CKPT] [--conf 0.5]`.
 """
 
@@ -35,7 +35,7 @@ from cvpipe.loading import load_pipeline
 from cvpipe.viz.draw import palette
 
 REPO = Path(__file__).resolve().parents[1]
-PICTURE = REPO / "docs" / "nuclei_semantic_vs_instance.png"
+PICTURE = REPO / "docs" / "img" / "nuclei_semantic_vs_instance.png"
 CPU = torch.device("cpu")
 
 

@@ -73,6 +73,7 @@ class ReusesClasses(Strict):
     """A head whose output rows of the classes its pretrained weights also know can start from theirs
     (models/class_match.py): auto (where the weights carry a head that fits) | true (or an error) | false."""
 
+    # auto | true (an error where it cannot) | false: start the rows of shared classes from the weights'
     reuse_classes: bool | Literal["auto"] = "auto"
     class_map: dict[str, str] = {}  # my class → the pretrained head's class it is, where the names differ
 
@@ -83,7 +84,7 @@ class ClassifierHead(ReusesClasses):
 
     task: ClassVar[str] = "classify"
     name: Literal["classifier"]
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # dropout before the linear layer
 
 
 class FasterRCNNHead(Strict):
@@ -93,6 +94,7 @@ class FasterRCNNHead(Strict):
     name: Literal["faster_rcnn"]
     # one list per feature level; null = torchvision's progression, 32 px at the first level doubling per level
     anchor_sizes: list[list[Annotated[int, Field(gt=0)]]] | None = None
+    # anchor height ÷ width, at every size
     aspect_ratios: list[Annotated[float, Field(gt=0)]] = [0.5, 1.0, 2.0]
     min_size: Annotated[int, Field(gt=0)] = 800  # short side the images are resized to (eval; train too)
     max_size: Annotated[int, Field(gt=0)] = 1333  # ... unless the long side would exceed this
@@ -102,8 +104,11 @@ class FasterRCNNHead(Strict):
     roi_batch_size: Annotated[int, Field(gt=0)] = 512  # RoIs sampled per image for the box head's loss
     roi_sampling_ratio: Annotated[int, Field(ge=0)] = 2  # RoIAlign points per bin side (0 = adaptive)
     box_head_dim: Annotated[int, Field(gt=0)] = 1024  # width of the two fully connected layers after RoIAlign
+    # detections scoring less are dropped before NMS
     score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    # per-class NMS: boxes overlapping a better one this much (IoU) go
     nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    # at most this many detections per image, best first
     detections_per_img: Annotated[int, Field(gt=0)] = 100
 
 
@@ -137,8 +142,11 @@ class SSDHead(ReusesClasses):
     box_weights: list[Annotated[float, Field(gt=0.0)]] = [10.0, 10.0, 5.0, 5.0]  # box coder scales x, y, w, h
     iou_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5  # a default box matching a ground truth this well is positive
     neg_pos_ratio: Annotated[float, Field(gt=0.0)] = 3.0  # hard negatives kept per positive
+    # detections scoring less are dropped before NMS
     score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    # per-class NMS: boxes overlapping a better one this much (IoU) go
     nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.45
+    # at most this many detections per image, best first
     detections_per_img: Annotated[int, Field(gt=0)] = 200
     topk_candidates: Annotated[int, Field(gt=0)] = 400  # best boxes per class that go into NMS
 
@@ -152,13 +160,17 @@ class YOLOHead(Strict):
     size: Annotated[int, Field(gt=0)] = 640  # images are resized to size × size (a multiple of the largest stride)
     channels: Annotated[int, Field(gt=0)] = 64  # width of the classification and box branches
     topk: Annotated[int, Field(gt=0)] = 10  # cells assigned per ground truth, by alignment score^alpha · IoU^beta
+    # alignment score^alpha · IoU^beta: weight of the class score
     alpha: Annotated[float, Field(ge=0.0)] = 1.0
-    beta: Annotated[float, Field(ge=0.0)] = 6.0
-    box_loss: Literal["giou", "ciou"] = "ciou"
-    box_weight: Annotated[float, Field(ge=0.0)] = 7.5
-    cls_weight: Annotated[float, Field(ge=0.0)] = 0.5
+    beta: Annotated[float, Field(ge=0.0)] = 6.0  # ... and of the IoU
+    box_loss: Literal["giou", "ciou"] = "ciou"  # IoU-family box loss (torchvision's)
+    box_weight: Annotated[float, Field(ge=0.0)] = 7.5  # weight of the box loss
+    cls_weight: Annotated[float, Field(ge=0.0)] = 0.5  # weight of the classification loss
+    # detections scoring less are dropped before NMS
     score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    # per-class NMS: boxes overlapping a better one this much (IoU) go
     nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6
+    # at most this many detections per image, best first
     detections_per_img: Annotated[int, Field(gt=0)] = 300
     topk_candidates: Annotated[int, Field(gt=0)] = 1000  # best (cell, class) pairs that go into NMS
 
@@ -168,6 +180,7 @@ class ProposalsConfig(Strict):
 
     max: Annotated[int, Field(gt=0)] = 2000  # proposals per image, best ranked first (~2,000 as published)
     scales: list[Annotated[int, Field(gt=0)]] = [50, 100]  # Felzenszwalb's k: larger gives larger regions
+    # colour spaces the segmentation runs in (one strategy each per scale)
     colour_spaces: list[Literal["hsv", "lab", "rgb"]] = ["hsv", "lab"]
     sigma: Annotated[float, Field(ge=0.0)] = 0.8  # Gaussian smoothing before segmentation
     min_size: Annotated[int, Field(gt=0)] = 10  # proposals narrower or shorter than this (pixels) are dropped
@@ -189,7 +202,9 @@ class RCNNHead(Strict):
     regression_iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6  # proposals this close to a box train the regressor
     crops_per_pass: Annotated[int, Field(gt=0)] = 256  # inference: warped crops per CNN forward pass
     score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01  # on sigmoid(SVM margin)
+    # per-class NMS: boxes overlapping a better one this much (IoU) go
     nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3
+    # at most this many detections per image, best first
     detections_per_img: Annotated[int, Field(gt=0)] = 100
 
 
@@ -201,15 +216,19 @@ class FastRCNNHead(Strict):
     name: Literal["fast_rcnn"]
     proposals: ProposalsConfig = ProposalsConfig()
     min_size: Annotated[int, Field(gt=0)] = 600  # short side the images are resized to (the paper's scale)
-    max_size: Annotated[int, Field(gt=0)] = 1000
+    max_size: Annotated[int, Field(gt=0)] = 1000  # ... unless the long side would exceed this
     train_sizes: list[Annotated[int, Field(gt=0)]] = []  # multi-scale training: short sides picked at random
     pool_level: Annotated[int, Field(ge=0)] = 0  # which neck level the RoIs are pooled from (0 = finest)
     pool_size: list[Annotated[int, Field(gt=0)]] = [7, 7]  # RoI max pooling bins (height, width)
     roi_batch_size: Annotated[int, Field(gt=0)] = 64  # RoIs sampled per image (the paper: 128 per 2 images)
     positive_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25  # of them with IoU ≥ 0.5
+    # width of the two fully connected layers after RoI pooling
     box_head_dim: Annotated[int, Field(gt=0)] = 1024
+    # detections scoring less are dropped before NMS
     score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    # per-class NMS: boxes overlapping a better one this much (IoU) go
     nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3
+    # at most this many detections per image, best first
     detections_per_img: Annotated[int, Field(gt=0)] = 100
 
 
@@ -233,10 +252,11 @@ class FastStyleHead(Strict):
     style_size: Annotated[int, Field(gt=0)] = 256  # long side the style image is resized to
     loss_weights: str = "vgg16_hed.bsds"  # VGG-16 trunk of the loss network, from the weights catalogue
     channels: Annotated[int, Field(gt=0)] = 32  # width of the first layer (doubles twice)
+    # residual blocks between the down- and up-sampling convolutions
     residual_blocks: Annotated[int, Field(ge=0)] = 5
-    content_weight: Annotated[float, Field(ge=0)] = 1.0
-    style_weight: Annotated[float, Field(ge=0)] = 1e5
-    tv_weight: Annotated[float, Field(ge=0)] = 1e-4
+    content_weight: Annotated[float, Field(ge=0)] = 1.0  # weight of the content loss (VGG relu2_2 features)
+    style_weight: Annotated[float, Field(ge=0)] = 1e5  # weight of the style loss (Gram matrices)
+    tv_weight: Annotated[float, Field(ge=0)] = 1e-4  # weight of the total-variation smoothing
 
 
 HeadConfig = Annotated[ClassifierHead | FasterRCNNHead | MaskRCNNHead | SSDHead | YOLOHead | RCNNHead | FastRCNNHead | FCNHead

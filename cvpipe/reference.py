@@ -8,6 +8,7 @@ that the committed files are current and name every flag and key.
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
 import sys
 import types
@@ -75,6 +76,27 @@ def _default_comments() -> dict[str, str]:
     return comments
 
 
+def _field_comments(model: type[BaseModel]) -> dict[str, str]:
+    """field → the comment beside it, or on the lines just above it, in the source of the model and its bases
+    (the head settings' descriptions live in config.py, beside the fields)."""
+    comments: dict[str, str] = {}
+    for cls in reversed([c for c in model.__mro__ if issubclass(c, BaseModel) and c.__module__ == model.__module__]):
+        above: list[str] = []
+        for raw in inspect.getsource(cls).splitlines()[1:]:
+            line = raw.strip()
+            if line.startswith("#"):
+                above.append(line.lstrip("#").strip())
+                continue
+            match = re.match(r"^(\w+):[^#]*(?:#\s*(.*))?$", line)
+            if match and (above or match[2]):
+                comments[match[1]] = " ".join([*above, match[2] or ""]).strip()
+            above = []
+    for name, info in model.model_fields.items():  # nested sections (the proposals of the R-CNNs)
+        for nested in _models_of(info.annotation):
+            comments |= {f"{name}.{key}": said for key, said in _field_comments(nested).items()}
+    return comments
+
+
 def _type_name(annotation) -> str:
     """A field's type as a reader writes it: `int`, `list[str]`, `'sgd' | 'adamw'`, `float | null`."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
@@ -118,20 +140,41 @@ def config_keys(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> li
     return rows
 
 
+def head_settings() -> dict[str, type[BaseModel]]:
+    """head name → its settings class, in the order of the schema's head union."""
+    union = PipelineConfig.model_fields["model"].annotation.model_fields["head"].annotation
+    return {typing.get_args(m.model_fields["name"].annotation)[0]: m for m in _models_of(union)}
+
+
 def config_reference() -> str:
+    """Every key, section by section. Each head's table sits between snippet markers (`--8<-- [start:HEAD]`), so
+    the head's page in the docs site includes it from here instead of repeating it."""
     comments = _default_comments()
+    heads = head_settings()
     lines = ["# Pipeline YAML reference", "",
-             "Generated from the pydantic schema (`cvpipe/config.py`) and the comments of `cvpipe/defaults.yaml` "
-             "(`python -m cvpipe.reference`). A key without a default here takes defaults.yaml's.", ""]
-    section = None
+             "Generated from the pydantic schema (`cvpipe/config.py`, with the comments beside its fields) and the "
+             "comments of `cvpipe/defaults.yaml` (`python -m cvpipe.reference`). A key without a default here "
+             "takes defaults.yaml's.", ""]
+    section, head_comments = None, {}
     for path, kind, default, head in config_keys():
-        top = path.split(".")[0] if not head else f"model.head ({head})"
+        top = head or path.split(".")[0]
         if top != section:
+            if section in heads:
+                lines += ["", f"<!-- --8<-- [end:{section}] -->"]
             section = top
-            lines += ["", f"## `{top}`" if not head else f"## `model.head`, `name: {head}`", "",
-                      "| key | type | default | what it is |", "| --- | --- | --- | --- |"]
+            if head:
+                intro = " ".join((heads[head].__doc__ or "").split())
+                lines += ["", f"## `model.head`, `name: {head}`", "", f"<!-- --8<-- [start:{head}] -->", "",
+                          _cell(intro)]
+                head_comments = _field_comments(heads[head])
+            else:
+                lines += ["", f"## `{top}`"]
+            lines += ["", "| key | type | default | what it is |", "| --- | --- | --- | --- |"]
         shown = f"`{_cell(default)}`" if default else ""
-        lines.append(f"| `{path}` | {_cell(kind)} | {shown} | {_cell(comments.get(path, ''))} |")
+        said = head_comments.get(path.removeprefix("model.head."), "") if head else comments.get(path, "")
+        lines.append(f"| `{path}` | {_cell(kind)} | {shown} | {_cell(said)} |")
+    if section in heads:
+        lines += ["", f"<!-- --8<-- [end:{section}] -->"]
     return "\n".join(lines) + "\n"
 
 

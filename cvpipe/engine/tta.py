@@ -4,7 +4,7 @@ fused by weighted boxes fusion (ensemble-boxes, Solovyev et al. 2021) or by NMS.
 
 WBF averages the coordinates of the boxes the views agree on and scales a fused box's score by the share of
 views that found it, so a box seen once ranks below one seen everywhere. On the tree-crown val split six views
-lift AP50 from 0.26 to 0.45 (README, "Tree crowns, measured"): most errors there are boxes off by a few pixels,
+lift AP50 from 0.26 to 0.45 (docs/heads/faster_rcnn.md, "Tree crowns, measured"): most errors there are boxes off by a few pixels,
 which averaging corrects, and one-view false positives, which the score scaling sinks.
 """
 

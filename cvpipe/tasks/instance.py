@@ -70,7 +70,7 @@ class InstanceTask(DetectTask):
     counted = "instances"
     export_outputs = ("boxes", "scores", "labels", "masks")
     eval_files = "mask and box results (COCO) and ground truth"
-    seam_merge = "nmm"  # a mask a seam cut is joined again from its pieces (README: nuclei, 0.943 vs 0.790 AP50)
+    seam_merge = "nmm"  # a mask a seam cut is joined again from its pieces (docs/guide/large-images.md: nuclei, 0.943 vs 0.790 AP50)
 
     def settle(self, config: PipelineConfig) -> list[tuple[tuple, str]]:
         problems = super().settle(config)
