@@ -88,6 +88,9 @@ def main() -> None:
     parser.add_argument("--fcn", type=Path, help="nuclei_fcn checkpoint (default: its latest run's)")
     parser.add_argument("--mask-rcnn", type=Path, help="nuclei_mask_rcnn checkpoint (default: its latest run's)")
     parser.add_argument("--conf", type=float, default=0.5, help="Mask R-CNN instances scoring at least this")
+    parser.add_argument("--picture-only", action="store_true",
+                        help="write the picture, not benches/results (docs/pictures.py: its short runs are not the "
+                             "measured ones)")
     args = parser.parse_args()
     fcn_config = load_pipeline(REPO / "pipelines" / "nuclei_fcn.yaml")
     mask_config = load_pipeline(REPO / "pipelines" / "nuclei_mask_rcnn.yaml")
@@ -128,6 +131,9 @@ def main() -> None:
         cv2.putText(picture, title, (k * (record.width + 8) + 4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255),
                     1, cv2.LINE_AA)
     write_image(PICTURE, picture)
+    if args.picture_only:
+        print(f"→ {PICTURE}")
+        return
     path = save_results("semantic_vs_instance", {"rows": rows, "ratio_separated": ratio, "conf": args.conf})
     print(f"→ {path}, {PICTURE}")
 

@@ -1,10 +1,11 @@
 """The docs site's pictures, made from real runs of the cvpipe commands (`make pictures`), never drawn by hand.
 
-`python docs/pictures.py [DEMO_RUN]` reads what `make demo` left in DEMO_RUN (default runs/demo: the evaluation's
+`python docs/pictures.py [DEMO_RUN] [STEP ...]` reads what `make demo` left in DEMO_RUN (default runs/demo: the evaluation's
 plots and report, the annotated val image), runs the rest itself under runs/pictures/ (the COCO SSD on the sample
 photos and on the street video, short FCN and Mask R-CNN fine-tunes on the nuclei, Gatys style transfer, an
 augmentation preview, the live page in headless Chromium) and writes the pictures to docs/img/. Each step prints
-the command it runs; one that fails stops the script with its output.
+the command it runs; one that fails stops the script with its output. STEP names some of the steps (augment,
+coco, video, live, style, nuclei, demo) to make only their pictures again.
 """
 
 from __future__ import annotations
@@ -98,7 +99,6 @@ def video_pictures() -> None:
     if not ok:
         sys.exit(f"cannot read frame 110 of {out}")
     save("video_tracks.jpg", frame)
-    live_view()
 
 
 def live_view() -> None:
@@ -121,7 +121,7 @@ def live_view() -> None:
                 pass
             time.sleep(0.2)
         time.sleep(6)  # a few seconds of footage, so that tracks and the line count have started
-        screenshot(url, IMG / "live_view.png", (900, 460))
+        screenshot(url, IMG / "live_view.png", (900, 600))
     finally:
         run.terminate()
         run.wait(timeout=60)
@@ -141,11 +141,12 @@ def nuclei_pictures() -> None:
     save("fcn_overlay.png", row([read(tile) for tile in tiles], 256))
     cvpipe("predict", "nuclei_mask_rcnn", "--weights", str(mask_rcnn), "--source", "data/nuclei/val", "--out",
            str(WORK / "mask_rcnn"))
-    overlay = read(next((WORK / "mask_rcnn" / "images").iterdir()))
-    save("mask_rcnn_overlay.png", cv2.rotate(overlay, cv2.ROTATE_90_COUNTERCLOCKWISE))
+    overlay = read(next((WORK / "mask_rcnn" / "images").iterdir()))  # the 128×512 quarter: four squares in a row
+    squares = [overlay[top:top + overlay.shape[1]] for top in range(0, overlay.shape[0], overlay.shape[1])]
+    save("mask_rcnn_overlay.png", row(squares, 2 * overlay.shape[1]))
     print("+ python benches/semantic_vs_instance.py", flush=True)
     subprocess.run([sys.executable, "benches/semantic_vs_instance.py", "--fcn", str(fcn), "--mask-rcnn",
-                    str(mask_rcnn)], cwd=REPO, check=True, capture_output=True)
+                    str(mask_rcnn), "--picture-only"], cwd=REPO, check=True, capture_output=True)
 
 
 def style_picture() -> None:
@@ -167,16 +168,21 @@ def screenshot(url: str, path: Path, size: tuple[int, int]) -> None:
 
 
 def main() -> None:
-    demo = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "runs" / "demo"
+    args = sys.argv[1:]
+    demo = (Path(args.pop(0)) if args and args[0] not in STEPS else REPO / "runs" / "demo").resolve()
+    steps = {**STEPS, "demo": lambda: demo_pictures(demo)}
+    unknown = [name for name in args if name not in steps]
+    if unknown:
+        sys.exit(f"unknown step {unknown[0]!r}; the steps: {', '.join(steps)}")
     IMG.mkdir(parents=True, exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
-    augment_picture()
-    coco_pictures()
-    video_pictures()
-    style_picture()
-    nuclei_pictures()
-    demo_pictures(demo)
+    for name, step in steps.items():
+        if not args or name in args:
+            step()
 
+
+STEPS = {"augment": augment_picture, "coco": coco_pictures, "video": video_pictures, "live": live_view,
+         "style": style_picture, "nuclei": nuclei_pictures, "demo": None}  # demo: main() gives it the run folder
 
 if __name__ == "__main__":
     main()
