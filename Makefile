@@ -28,10 +28,10 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(BIN)/python -c "import torchvision.ops, timm; torchvision.ops.nms"  # fails fast on a broken torch/torchvision pair
 	touch $@
 
-lock:  # re-resolve the newest releases pyproject.toml allows, for every platform and Python ≥ 3.10
+lock:  # re-resolve the newest releases pyproject.toml allows (dev and ray extras), for every platform and Python ≥ 3.10
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q uv
-	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.10 \
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra ray --universal --python-version 3.10 \
 		$(if $(PIP_CONSTRAINT_FILE),-c $(PIP_CONSTRAINT_FILE)) -o $(LOCK)
 
 test: install

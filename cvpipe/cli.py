@@ -156,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (the default: the fastest the head declares for the device, taken where its outputs "
                         "match eager's), pytorch (eager, BatchNorm folded), compile (torch.compile; ssd, yolo) or "
                         "onnxruntime (the exported graph; --weights may be a .onnx from `cvpipe export`)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (the default: this process, or torchrun's) or ray (Ray Data on a Ray cluster: "
+                        "pip install 'cvpipe[ray]')")
+    p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                   help="--engine ray: the cluster to join (default: start Ray on this machine for the run)")
+    p.add_argument("--actors", type=int, default=None, metavar="N",
+                   help="--engine ray: model actors (default: one per GPU, else the cluster's CPUs less one)")
     _add_set(p)
 
     p = sub.add_parser("video", help="run a pipeline over a video file, image folder, webcam or RTSP/HTTP stream")
@@ -473,7 +480,7 @@ def cmd_predict(args) -> int:
     pipeline = _pipeline(args)
     report = pipeline.predict(args.source, args.out, weights=args.weights, conf=args.conf, resume=args.resume,
                               save_images=False if args.no_images else None, backend=args.backend,
-                              shard=args.shard)
+                              shard=args.shard, engine=args.engine, address=args.address, actors=args.actors)
     if _other_rank():
         return 0
     console.print(f"{report.processed} images in {report.seconds:.1f}s ({report.images_per_second:.2f} img/s)"

@@ -13,6 +13,7 @@ from cvpipe.engine.export import ExportReport
 from cvpipe.engine.fit import FitResult
 from cvpipe.engine.predict import PredictReport
 from cvpipe.engine.video import VideoReport
+from cvpipe.errors import CvpipeError
 from cvpipe.loading import load_pipeline, require_data
 from cvpipe.metrics.classification import ClassificationMetrics
 from cvpipe.metrics.coco import CocoMetrics
@@ -113,12 +114,24 @@ class Pipeline:
 
     def predict(self, source: str | Path, out: str | Path | None = None, *, weights: str | Path | None = None,
                 conf: float | str | None = None, resume: bool = False, save_images: bool | None = None,
-                backend: str = "auto", shard: tuple[int, int] | None = None) -> PredictReport:
-        """Detections for every image under `source` (folder, file or glob), written to `out`."""
+                backend: str = "auto", shard: tuple[int, int] | None = None, engine: str = "local",
+                address: str | None = None, actors: int | None = None) -> PredictReport:
+        """Detections for every image under `source` (folder, file or glob), written to `out`. `engine="ray"`
+        runs it on a Ray cluster (`address`, `actors`: engine/predict_ray.py) with the same results."""
         from cvpipe.engine.predict import predict
 
         weights = self._weights(weights)
         out = Path(out) if out else self._output_dir(weights) / "predict"
+        if engine == "ray":
+            from cvpipe.engine.predict_ray import predict_on_ray
+
+            if shard is not None:
+                raise CvpipeError("--shard is for --engine local; Ray shares the images out itself")
+            return predict_on_ray(self.config, source, out, weights, conf=conf, resume=resume,
+                                  save_images=save_images, backend=backend, address=address, actors=actors,
+                                  console=self.console)
+        if address is not None or actors is not None:
+            raise CvpipeError("--address and --actors are for --engine ray")
         return predict(self.config, source, out, weights, conf=conf, resume=resume, save_images=save_images,
                        backend=backend, shard=shard, console=self.console)
 

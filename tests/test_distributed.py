@@ -30,13 +30,19 @@ def _run(args: list[str], tmp_path, *, torchrun: bool) -> subprocess.CompletedPr
     return result
 
 
-def test_sharded_predict_merges_into_the_single_process_output(tmp_path):
+def detector_and_photos(tmp_path):
+    """A seeded, untrained tiny Faster R-CNN pipeline (frcnn.yaml, model.pt) and 7 photos in two sub-folders."""
     path = shapes_pipeline_file(tmp_path, PIPELINE, "frcnn.yaml")
     torch.manual_seed(0)
     model = build_model(load_pipeline(path), 2, pretrained=False)
     save_checkpoint(tmp_path / "model.pt", {"model": model.state_dict(), "classes": ["square", "disc"]})
     make_shapes(tmp_path / "photos", "a", n=4, seed=3)
-    make_shapes(tmp_path / "photos", "b", n=3, seed=4)  # 7 images in two sub-folders
+    make_shapes(tmp_path / "photos", "b", n=3, seed=4)
+    return path
+
+
+def test_sharded_predict_merges_into_the_single_process_output(tmp_path):
+    path = detector_and_photos(tmp_path)
     common = ["predict", str(path), "--weights", str(tmp_path / "model.pt"), "--source", str(tmp_path / "photos"),
               "--conf", "0.05", "--set", "eval.batch_size=1"]
     _run([*common, "--out", str(tmp_path / "single")], tmp_path, torchrun=False)

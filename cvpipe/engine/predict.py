@@ -132,20 +132,13 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
           ThreadPoolExecutor(max_workers=1) as writer):
         bar = progress.add_task("predict", total=len(todo), info="")
         for batch in loader:
-            entries, images, kept = [], [], []
-            for k, image, error in batch:
-                name = names[todo[k]]
-                if error is not None:
-                    entries.append({"file": name, "skipped": error})
-                else:
-                    images.append(image)
-                    kept.append(name)
             job = PredictJob(config, device, classes, out, report.conf, save_images, writer.submit, extra=extra, root=root)
-            found = task.predict(model, images, kept, job)
+            entries, found = predict_items(task, model, [(names[todo[k]], image, error) for k, image, error in batch],
+                                           job)
             report.counted += task.count(found)
-            pending.append((entries + found, job.futures))
+            pending.append((entries, job.futures))
             settle(journal, keep=1)
-            report.processed += len(kept)
+            report.processed += len(found)
             progress.update(bar, advance=len(batch), info=f"{report.processed / (time.perf_counter() - start):.1f} img/s")
         settle(journal, keep=0)
     report.seconds = time.perf_counter() - start
@@ -156,6 +149,16 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
             out, read_journals(journals), names, classes, report, task)
     distributed.teardown(rank)
     return report
+
+
+def predict_items(task: Task, model, items: list[tuple[str, torch.Tensor | None, str | None]],
+                  job: PredictJob) -> tuple[list[dict], list[dict]]:
+    """One batch: (name, image tensor or None, why it could not be read or None) → (every journal entry, the
+    entries of the images the model saw). Shared by the local loop and the Ray actors (engine/predict_ray.py)."""
+    skipped = [{"file": name, "skipped": error} for name, _, error in items if error is not None]
+    kept = [(name, image) for name, image, error in items if error is None]
+    found = task.predict(model, [image for _, image in kept], [name for name, _ in kept], job)
+    return skipped + found, found
 
 
 def write_outputs(out: Path, entries: dict[str, dict], names: list[str], classes: list[str], report: PredictReport,

@@ -73,6 +73,11 @@ def read_image(path: Path) -> np.ndarray:
         buf = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode copes with non-ASCII paths
     except OSError as e:
         raise DataError(f"{path}: cannot read image ({e.strerror or e})") from None
+    return decode_image(buf, path)
+
+
+def decode_image(buf: np.ndarray, path: Path) -> np.ndarray:
+    """HWC uint8 RGB from a file's bytes (`path` names it in errors). An undecodable one raises DataError."""
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     except cv2.error as e:  # a decoder assertion: the pixel limit, a malformed header
