@@ -5,11 +5,13 @@ plots and report, the annotated val image), runs the rest itself under runs/pict
 photos and on the street video, short FCN and Mask R-CNN fine-tunes on the nuclei, Gatys style transfer, an
 augmentation preview, the live page in headless Chromium) and writes the pictures to docs/img/. Each step prints
 the command it runs; one that fails stops the script with its output. STEP names some of the steps (augment,
-coco, video, live, style, nuclei, demo) to make only their pictures again.
+coco, video, live, style, nuclei, demo, site) to make only their pictures again; `site` screenshots the built
+site's quickstart and a task page, last, so that they show the new pictures.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -157,6 +159,16 @@ def style_picture() -> None:
     save("style_side_by_side.jpg", read(out / "chelsea_side_by_side.png"))
 
 
+def site_pictures() -> None:
+    """The built site itself, in headless Chromium: the predict quickstart and the instance task page."""
+    site = WORK / "site"
+    print("+ mkdocs build --strict", flush=True)
+    subprocess.run([str(BIN / "mkdocs"), "build", "--strict", "--site-dir", str(site)], cwd=REPO, check=True,
+                   capture_output=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    for page, name in (("quickstart/predict", "site_quickstart.png"), ("tasks/instance", "site_task.png")):
+        screenshot((site / page / "index.html").as_uri(), IMG / name, (1280, 1500))
+
+
 def screenshot(url: str, path: Path, size: tuple[int, int]) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -181,8 +193,9 @@ def main() -> None:
             step()
 
 
+# in this order; "demo" is filled in by main() with the run folder
 STEPS = {"augment": augment_picture, "coco": coco_pictures, "video": video_pictures, "live": live_view,
-         "style": style_picture, "nuclei": nuclei_pictures, "demo": None}  # demo: main() gives it the run folder
+         "style": style_picture, "nuclei": nuclei_pictures, "demo": None, "site": site_pictures}
 
 if __name__ == "__main__":
     main()

@@ -32,7 +32,7 @@ from cvpipe.engine.runtime import inference_model
 from cvpipe.engine.threshold import resolve_conf
 from cvpipe.engine.tta import describe
 from cvpipe.errors import CvpipeError
-from cvpipe.io.images import PER_FILE_ERRORS, discover, failure_reason, read_image, write_text
+from cvpipe.io.images import PER_FILE_ERRORS, discover, failure_reason, image_name, read_image, write_text
 from cvpipe.io.outputs import prepare_dir
 from cvpipe.tasks import get_task
 from cvpipe.tasks.base import PredictJob, Task
@@ -98,7 +98,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     journals = journal_paths(out, shards)
     journal_path = journals[k]
     done = read_journals(journals) if resume else {}
-    names = [str(f.relative_to(root)) if f.is_relative_to(root) else f.name for f in files]
+    names = [image_name(f, root) for f in files]
     todo = [i for i, name in enumerate(names) if i % shards == k and name not in done]
     report = PredictReport(out, 0, len(done))
     console.print(f"predict: {len(files)} images from {source}" + (f", {len(done)} already done" if done else "")

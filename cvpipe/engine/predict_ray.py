@@ -42,6 +42,7 @@ from cvpipe.io.images import (
     decode_image,
     discover,
     failure_reason,
+    image_name,
     write_bytes,
 )
 from cvpipe.io.outputs import prepare_dir
@@ -58,11 +59,6 @@ def _ray():
     except ImportError:
         raise CvpipeError(f"--engine ray needs Ray Data, which is not installed: {INSTALL}") from None
     return ray
-
-
-def _name(path: str, base: str) -> str:
-    """An image's name in the results: its path under the source's folder (a local run's rule)."""
-    return str(Path(path).relative_to(base)) if Path(path).is_relative_to(base) else Path(path).name
 
 
 def _listing(source: str, out: Path) -> tuple[list[str], str, object]:
@@ -90,7 +86,7 @@ def _decode(batch: dict, *, base: str, transform) -> dict:
     it cannot be decoded."""
     images, errors, kept = [], [], []
     for data, path in zip(batch["bytes"], batch["path"]):
-        name = _name(path, base)
+        name = image_name(path, base)
         try:
             image = decode_image(np.frombuffer(data, np.uint8), Path(name))
             images.append(augment_image(transform, image) if transform is not None else image)
@@ -186,7 +182,7 @@ def predict_on_ray(config: PipelineConfig, source: str | Path, out: Path, weight
     out = prepare_dir(out, "--out").resolve()  # the actors' working folders are not this one
     weights = Path(weights).resolve() if weights is not None else None
     paths, base, filesystem = _listing(str(source), out)
-    names = [_name(path, base) for path in paths]
+    names = [image_name(path, base) for path in paths]
     root = None if filesystem is not None else Path(base)  # where the tasks read files' own metadata (GeoTIFF)
     save_images = config.output.save_images if save_images is None else save_images
     journal_path = journal_paths(out, 1)[0]

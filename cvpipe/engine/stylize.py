@@ -21,7 +21,15 @@ from rich.console import Console
 from cvpipe.console import make_console
 from cvpipe.engine.device import resolve_device
 from cvpipe.errors import DataError
-from cvpipe.io.images import PER_FILE_ERRORS, discover, failure_reason, read_image, write_image, write_text
+from cvpipe.io.images import (
+    PER_FILE_ERRORS,
+    discover,
+    failure_reason,
+    image_name,
+    read_image,
+    write_image,
+    write_text,
+)
 from cvpipe.io.outputs import prepare_dir
 from cvpipe.models.style import (
     GatysLoss,
@@ -66,7 +74,7 @@ def stylize(source: str | Path, style: str | Path, out: Path, *, steps: int = 10
     style_tensor = to_tensor(style_image, device)
     report = StylizeReport(out)
     for path in files:
-        name = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+        name = image_name(path, root)
         try:
             content = resize_long_side(read_image(path), size)
         except PER_FILE_ERRORS as e:

@@ -67,6 +67,13 @@ def discover(source: str | Path, *, exclude: Path | None = None) -> tuple[list[P
     return files, root
 
 
+def image_name(path: str | Path, root: str | Path) -> str:
+    """An image's name in a run's results: its path under the source folder `discover` returned, else its file
+    name (a file given alone)."""
+    path = Path(path)
+    return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+
+
 def read_image(path: Path) -> np.ndarray:
     """HWC uint8 RGB. A missing or undecodable file raises DataError naming it."""
     try:
