@@ -208,14 +208,18 @@ def predict_on_ray(config: PipelineConfig, source: str | Path, out: Path, weight
                       + (f", {len(done)} already done" if done else "")
                       + f", {count} actor(s) × {resources} on {ray.cluster_resources().get('CPU', 0):g} CPUs, "
                       f"{ray.cluster_resources().get('GPU', 0):g} GPUs → {out}")
-        console.print(f"backend: {backend_used} ({why})")
+        console.print(f"backend: {backend_used} ({why})" + (", on the CPU; each actor picks for its device"
+                                                            if backend == "auto" else ""))
         if report.conf is not None:
             console.print(f"conf: {report.conf:g} ({report.conf_source})")
         start = time.perf_counter()
         if todo:
             try:
-                _run(ray, config, [paths[i] for i in todo], base, filesystem, weights,
-                     backend_used, report, out, save_images, root, count, resources, journal_path, resume, console)
+                # the backend as asked: with auto, each actor picks for its own device (a GPU actor's is not the CPU's)
+                actor = {"config": config, "weights": weights, "backend": backend, "conf": report.conf,
+                         "out": out, "save_images": save_images, "root": root}
+                results = _dataset(ray, config, [paths[i] for i in todo], base, filesystem, actor, count, resources)
+                _collect(results, task, len(todo), journal_path, resume, report, console)
             except Exception as e:  # Ray wraps what failed on the cluster; a cvpipe error in it says what to do
                 raise _cause(ray, e) from None
         report.seconds = time.perf_counter() - start
@@ -228,8 +232,9 @@ def predict_on_ray(config: PipelineConfig, source: str | Path, out: Path, weight
     return report
 
 
-def _run(ray, config, paths, base, filesystem, weights, backend, report, out, save_images, root, count,
-         resources, journal_path, resume, console) -> None:
+def _dataset(ray, config: PipelineConfig, paths: list[str], base: str, filesystem, actor: dict, count: int,
+             resources: dict):
+    """The Ray Data pipeline: read → decode → the model actors, giving one `entry` (JSON) per image."""
     task = get_task(config.task)
     transform = build_augment(config.augment, "eval") if task.eval_transform else None
     # reading is I/O: at no CPU, so the reads run beside actors that hold every CPU (Ray Data's backpressure bounds
@@ -239,23 +244,24 @@ def _run(ray, config, paths, base, filesystem, weights, backend, report, out, sa
         data = ray.data.read_binary_files(paths, include_paths=True, filesystem=filesystem,
                                           ray_remote_args={"num_cpus": 0})
     decoded = data.map_batches(_decode, fn_kwargs={"base": base, "transform": transform}, batch_format="numpy")
-    threads = resources.get("num_cpus", 1)
-    with warnings.catch_warnings():  # (**resources is num_cpus or num_gpus: named parameters, no warning)
-        results = decoded.map_batches(
-            _Predictor, batch_size=config.eval.batch_size, batch_format="numpy", concurrency=count,
-            fn_constructor_kwargs={"config": config, "weights": weights, "backend": backend, "conf": report.conf,
-                                   "out": out, "save_images": save_images, "root": root, "threads": threads},
-            **resources)
+    return decoded.map_batches(_Predictor, batch_size=config.eval.batch_size, batch_format="numpy",
+                               concurrency=count, fn_constructor_kwargs={**actor, "threads": resources.get("num_cpus", 1)},
+                               **resources)
+
+
+def _collect(results, task, total: int, journal_path: Path, resume: bool, report: PredictReport,
+             console: Console) -> None:
+    """The entries as they arrive: appended to the journal (so a killed driver resumes), counted, shown."""
     start = time.perf_counter()
     with open_journal(journal_path, resume=resume) as journal, LoggedProgress(console) as progress:
-        bar = progress.add_task("predict", total=len(paths), info="")
+        bar = progress.add_task("predict", total=total, info="")
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
             lines = list(batch["entry"])
             journal.write("".join(line + "\n" for line in lines))
             journal.flush()
-            found = [json.loads(line) for line in lines]
-            report.processed += sum("skipped" not in e for e in found)
-            report.counted += task.count([e for e in found if "skipped" not in e])
+            found = [e for e in map(json.loads, lines) if "skipped" not in e]
+            report.processed += len(found)
+            report.counted += task.count(found)
             progress.update(bar, advance=len(lines),
                             info=f"{report.processed / (time.perf_counter() - start):.1f} img/s")
 
