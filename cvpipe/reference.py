@@ -120,6 +120,11 @@ def _models_of(annotation) -> list[type[BaseModel]]:
     return [m for arg in typing.get_args(annotation) for m in _models_of(arg)]
 
 
+def _head_name(settings: type[BaseModel]) -> str:
+    """The `name` a head's settings class answers to (its `Literal`)."""
+    return typing.get_args(settings.model_fields["name"].annotation)[0]
+
+
 def config_keys(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:
     """(key path, type, default, head) of every setting; a head's settings carry the head's name."""
     rows = []
@@ -128,10 +133,9 @@ def config_keys(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> li
         nested = _models_of(info.annotation)
         if len(nested) > 1:  # the head union: each head's own settings
             for head in nested:
-                head_name = typing.get_args(head.model_fields["name"].annotation)[0]
-                rows += [(p, t, d, head_name) for p, t, d, _ in config_keys(head, f"{path}.") if p != f"{path}.name"]
-            rows.append((f"{path}.name", " | ".join(typing.get_args(m.model_fields["name"].annotation)[0]
-                                                    for m in nested), "", ""))
+                rows += [(p, t, d, _head_name(head)) for p, t, d, _ in config_keys(head, f"{path}.")
+                         if p != f"{path}.name"]
+            rows.append((f"{path}.name", " | ".join(_head_name(m) for m in nested), "", ""))
         elif nested:
             rows += config_keys(nested[0], f"{path}.")
         else:
@@ -143,7 +147,7 @@ def config_keys(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> li
 def head_settings() -> dict[str, type[BaseModel]]:
     """head name → its settings class, in the order of the schema's head union."""
     union = PipelineConfig.model_fields["model"].annotation.model_fields["head"].annotation
-    return {typing.get_args(m.model_fields["name"].annotation)[0]: m for m in _models_of(union)}
+    return {_head_name(m): m for m in _models_of(union)}
 
 
 def config_reference() -> str:
@@ -186,9 +190,11 @@ def documents() -> dict[str, str]:
 
 def write(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
+    written = []
     for name, text in documents().items():
         (folder / name).write_text(text)
-    return [folder / name for name in documents()]
+        written.append(folder / name)
+    return written
 
 
 if __name__ == "__main__":

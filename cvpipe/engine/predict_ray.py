@@ -109,7 +109,7 @@ class _Predictor:
         self.task = get_task(config.task)
         self.config, self.conf, self.out, self.save_images, self.root = config, conf, out, save_images, root
         self.extra = self.task.prepare_predict(config, save_images)
-        self.writer = ThreadPoolExecutor(max_workers=1)
+        self.writer = ThreadPoolExecutor(max_workers=1)  # PredictJob's writes are futures; each batch awaits its own
 
     def __call__(self, batch: dict) -> dict:
         items = [(name, None, error) if error else (name, image_tensor(image), None)
