@@ -14,6 +14,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -23,8 +24,11 @@ import torch
 
 from cvpipe.cli import main
 from cvpipe.data.synthetic import make_shapes
-from cvpipe.engine.journal import open_journal, read_journal
-from cvpipe.io.images import write_image
+from cvpipe.engine.journal import Finished, JournalIndex, open_journal
+from cvpipe.engine.predict import PredictReport, write_outputs
+from cvpipe.io.images import JsonArray, atomic_open, write_image
+from cvpipe.metrics.coco import detections_to_results
+from cvpipe.tasks import get_task
 
 from .conftest import shapes_pipeline_file
 
@@ -150,13 +154,79 @@ def test_a_journal_cut_at_every_byte_of_its_last_line_loses_and_duplicates_nothi
     for cut in range(last_start, len(whole) + 1):  # every byte of the last line, its newline included
         path = tmp_path / f"journal_{cut}.jsonl"
         path.write_bytes(whole[:cut])
-        done = read_journal(path)
+        done = JournalIndex([path])
         with open_journal(path, resume=True) as journal:  # what --resume does: redo what is not done
             for entry in entries:
                 if entry["file"] not in done:
                     journal.write(json.dumps(entry) + "\n")
-        assert read_journal(path) == {e["file"]: e for e in entries}, f"cut at byte {cut}"
+        names = [e["file"] for e in entries]
+        assert list(JournalIndex([path]).entries(names)) == list(zip(names, entries)), f"cut at byte {cut}"
         assert path.read_bytes().count(b"\n") == 3  # one line each: nothing redone twice
+
+
+def test_the_journal_index_keeps_each_images_last_entry_across_shards(tmp_path):
+    first, second = tmp_path / ".journal.shard0of2.jsonl", tmp_path / ".journal.shard1of2.jsonl"
+    first.write_text('{"file": "a.jpg", "skipped": "corrupt"}\n{"file": "b.jpg", "labels": [0]}\n'
+                     '{"file": "a.jpg", "labels": [1]}\n{"file": "c.jpg", "skipped": "too large"}\n')
+    second.write_text('{"file": "b.jpg", "labels": [2]}\nnot json\n{"file": "d.jpg", "labels": [3]}\n[1, 2]\n')
+    index = JournalIndex([first, second, tmp_path / "missing.jsonl"])
+    assert len(index) == 4 and "a.jpg" in index and "e.jpg" not in index
+    assert index.skipped == {"c.jpg": "too large"}  # a.jpg was redone after it was skipped
+    order = ["d.jpg", "e.jpg", "c.jpg", "b.jpg", "a.jpg"]
+    assert list(index.entries(order)) == [("d.jpg", {"file": "d.jpg", "labels": [3]}), ("e.jpg", None),
+                                          ("c.jpg", {"file": "c.jpg", "skipped": "too large"}),
+                                          ("b.jpg", {"file": "b.jpg", "labels": [2]}),
+                                          ("a.jpg", {"file": "a.jpg", "labels": [1]})]
+    finished = Finished(index, order)
+    assert [(k, name) for k, name, _ in finished] == [(1, "d.jpg"), (4, "b.jpg"), (5, "a.jpg")]
+    assert list(finished) == list(finished)  # a task may read it twice
+
+
+def test_result_files_are_written_from_the_journal_one_entry_at_a_time(tmp_path):
+    """The merge at the end of a run holds an index, not the entries: its peak allocations are a small part of
+    what the parsed journal takes, and the files are those the held entries give."""
+    rng = np.random.default_rng(0)
+    names = [f"part{i // 500}/{i:05d}.jpg" for i in range(4000)]
+    entries = {name: {"file": name, "width": 640, "height": 480, "boxes": rng.uniform(0, 400, (5, 4)).round(2).tolist(),
+                      "scores": rng.uniform(0, 1, 5).round(5).tolist(), "labels": rng.integers(0, 3, 5).tolist()}
+               for name in names}
+    entries[names[7]] = {"file": names[7], "skipped": "corrupt JPEG"}
+    (tmp_path / ".journal.jsonl").write_text("".join(json.dumps(entries[n]) + "\n" for n in reversed(names)))
+    classes, task = ["a", "b", "c"], get_task("detect")
+    tracemalloc.start()
+    held = [json.loads(line) for line in (tmp_path / ".journal.jsonl").read_text().splitlines()]
+    held_bytes = tracemalloc.get_traced_memory()[0]
+    del held
+    tracemalloc.stop()
+    tracemalloc.start()
+    report = PredictReport(tmp_path, 0, 0, conf=0.5, conf_source="test")
+    written = write_outputs(tmp_path, JournalIndex([tmp_path / ".journal.jsonl"]), names, classes, report, task)
+    streamed_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert written == ["results.json (COCO results)", "images.json", "detections.csv", "skipped.txt"]
+    assert streamed_peak < 0.25 * held_bytes, (streamed_peak, held_bytes)
+    kept = [(k, n, entries[n]) for k, n in enumerate(names, start=1) if k != 8]
+    assert (tmp_path / "results.json").read_text() == json.dumps(
+        detections_to_results([e for _, _, e in kept], [k for k, _, _ in kept]))
+    images = json.loads((tmp_path / "images.json").read_text())
+    assert [i["id"] for i in images["images"]] == [k for k, _, _ in kept] and images["conf"]["value"] == 0.5
+    assert (tmp_path / "skipped.txt").read_text() == f"{names[7]}: corrupt JPEG\n"
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_a_streamed_file_is_atomic_and_byte_for_byte_json(tmp_path):
+    path = tmp_path / "results.json"
+    items = [{"a": 1.5, "b": [1, 2]}, "x", None]
+    with atomic_open(path) as f:
+        array = JsonArray(f)
+        array.extend(items)
+        array.close()
+    assert path.read_text() == json.dumps(items)
+    with pytest.raises(OSError) as failed, atomic_open(path) as f:  # the disk fills mid-way: the old file stays
+        f.write("[")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert failed.value.filename == str(path)  # the error names the file, for describe_os_error
+    assert path.read_text() == json.dumps(items) and not list(tmp_path.glob(".*.part"))
 
 
 def test_predict_resume_after_a_cut_journal_rebuilds_every_result(capsys, trained, tmp_path):
@@ -170,7 +240,7 @@ def test_predict_resume_after_a_cut_journal_rebuilds_every_result(capsys, traine
     code, text = cli(capsys, "predict", pipeline, "--source", source, "--out", out, "--conf", "0", "--resume")
     assert code == 0 and "3 done earlier" in text
     assert json.loads((out / "images.json").read_text()) == first
-    assert len(read_journal(journal)) == 4 and journal.read_bytes().count(b"\n") == 4
+    assert len(JournalIndex([journal])) == 4 and journal.read_bytes().count(b"\n") == 4
 
 
 # ----------------------------------------------------------------------------- 3. output folders

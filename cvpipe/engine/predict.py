@@ -26,7 +26,7 @@ from cvpipe.data.augment import augment_image, build_augment
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine import distributed
 from cvpipe.engine.device import resolve_device
-from cvpipe.engine.journal import journal_paths, open_journal, read_journals
+from cvpipe.engine.journal import Finished, JournalIndex, journal_paths, open_journal
 from cvpipe.engine.progress import LoggedProgress
 from cvpipe.engine.runtime import inference_model
 from cvpipe.engine.threshold import resolve_conf
@@ -97,7 +97,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     save_images = config.output.save_images if save_images is None else save_images
     journals = journal_paths(out, shards)
     journal_path = journals[k]
-    done = read_journals(journals) if resume else {}
+    done = JournalIndex(journals if resume else [])
     names = [image_name(f, root) for f in files]
     todo = [i for i, name in enumerate(names) if i % shards == k and name not in done]
     report = PredictReport(out, 0, len(done))
@@ -146,7 +146,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     distributed.barrier(rank)  # every shard's journal is complete
     if rank.main:
         report.written = task.output_folders(save_images) + write_outputs(
-            out, read_journals(journals), names, classes, report, task)
+            out, JournalIndex(journals), names, classes, report, task)
     distributed.teardown(rank)
     return report
 
@@ -161,20 +161,12 @@ def predict_items(task: Task, model, items: list[tuple[str, torch.Tensor | None,
     return skipped + found, found
 
 
-def write_outputs(out: Path, entries: dict[str, dict], names: list[str], classes: list[str], report: PredictReport,
+def write_outputs(out: Path, index: JournalIndex, names: list[str], classes: list[str], report: PredictReport,
                   task: Task) -> list[str]:
-    """From the journal, in discovery order: the task's result files (`Task.write_results`) and skipped.txt.
+    """From the journals, in discovery order: the task's result files (`Task.write_results`) and skipped.txt.
     Returns the names written."""
-    finished = []  # (image id, name, entry)
-    for image_id, name in enumerate(names, start=1):
-        entry = entries.get(name)
-        if entry is None:
-            continue
-        if "skipped" in entry:
-            report.skipped.append((name, entry["skipped"]))
-        else:
-            finished.append((image_id, name, entry))
+    report.skipped = [(name, index.skipped[name]) for name in names if name in index.skipped]
     used = {"conf": {"value": report.conf, "source": report.conf_source}} if report.conf is not None else {}
-    written = task.write_results(out, finished, classes, used)
+    written = task.write_results(out, Finished(index, names), classes, used)
     write_text(out / "skipped.txt", "".join(f"{name}: {reason}\n" for name, reason in report.skipped))
     return [*written, "skipped.txt"]

@@ -13,6 +13,7 @@ run gives the same files as a local one and `--resume` skips what the journal ha
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import socket
@@ -30,7 +31,7 @@ from cvpipe.console import make_console
 from cvpipe.data.augment import augment_image, build_augment
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine.device import resolve_device
-from cvpipe.engine.journal import journal_paths, open_journal, read_journals
+from cvpipe.engine.journal import JournalIndex, journal_paths, open_journal
 from cvpipe.engine.predict import PredictReport, predict_items, write_outputs
 from cvpipe.engine.progress import LoggedProgress
 from cvpipe.engine.runtime import inference_model
@@ -39,11 +40,11 @@ from cvpipe.errors import CvpipeError
 from cvpipe.io.images import (
     IMAGE_SUFFIXES,
     PER_FILE_ERRORS,
+    atomic_open,
     decode_image,
     discover,
     failure_reason,
     image_name,
-    write_bytes,
 )
 from cvpipe.io.outputs import prepare_dir
 from cvpipe.tasks import get_task
@@ -186,7 +187,7 @@ def predict_on_ray(config: PipelineConfig, source: str | Path, out: Path, weight
     root = None if filesystem is not None else Path(base)  # where the tasks read files' own metadata (GeoTIFF)
     save_images = config.output.save_images if save_images is None else save_images
     journal_path = journal_paths(out, 1)[0]
-    done = read_journals([journal_path]) if resume else {}
+    done = JournalIndex([journal_path] if resume else [])
     todo = [i for i, name in enumerate(names) if name not in done]
     task = get_task(config.task)
     _, classes, backend_used, why = inference_model(config, weights, torch.device("cpu"), backend)
@@ -226,9 +227,9 @@ def predict_on_ray(config: PipelineConfig, source: str | Path, out: Path, weight
     finally:
         ray.shutdown()
     report.summary = f", {report.counted} {task.counted}" if task.counted else ""
-    entries = read_journals([journal_path])
-    report.written = task.output_folders(save_images) + write_outputs(out, entries, names, classes, report, task)
-    report.written.append(_write_parquet(out / "results.parquet", entries, names))
+    index = JournalIndex([journal_path])
+    report.written = task.output_folders(save_images) + write_outputs(out, index, names, classes, report, task)
+    report.written.append(_write_parquet(out / "results.parquet", index, names))
     return report
 
 
@@ -266,14 +267,19 @@ def _collect(results, task, total: int, journal_path: Path, resume: bool, report
                             info=f"{report.processed / (time.perf_counter() - start):.1f} img/s")
 
 
-def _write_parquet(path: Path, entries: dict[str, dict], names: list[str]) -> str:
+PARQUET_ROWS = 65536  # rows per row group: how many entries the driver holds at once while writing the file
+
+
+def _write_parquet(path: Path, index: JournalIndex, names: list[str]) -> str:
     """One row per image in discovery order: file, the reason it was skipped (or null), its result as JSON."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [(name, entries[name].get("skipped"), json.dumps(entries[name])) for name in names if name in entries]
-    table = pa.table({"file": [r[0] for r in rows], "skipped": [r[1] for r in rows], "result": [r[2] for r in rows]})
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    write_bytes(path, sink.getvalue().to_pybytes())
+    schema = pa.schema([("file", pa.string()), ("skipped", pa.string()), ("result", pa.string())])
+    entries = ((name, entry) for name, entry in index.entries(names) if entry is not None)
+    with atomic_open(path, "wb") as f, pq.ParquetWriter(f, schema) as writer:
+        while rows := list(itertools.islice(entries, PARQUET_ROWS)):
+            writer.write_table(pa.table({"file": [name for name, _ in rows],
+                                         "skipped": [entry.get("skipped") for _, entry in rows],
+                                         "result": [json.dumps(entry) for _, entry in rows]}, schema=schema))
     return path.name

@@ -8,9 +8,13 @@ and skips that file whatever the cause.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
@@ -132,10 +136,21 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 def _replace(path: Path, data: bytes) -> None:
-    """Write beside `path`, then rename over it; a failed write (disk full) leaves no partial file behind."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+@contextmanager
+def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
+    """A file to write `path` through, for results too big to build in memory first: written beside `path` and
+    renamed over it when the block ends; a failed write (disk full) or an exception leaves no partial file.
+    Text is UTF-8 with no newline translation (the csv module writes its own line ends)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
     try:
-        tmp.write_bytes(data)
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+            yield f
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -145,6 +160,26 @@ def _replace(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class JsonArray:
+    """A JSON array written item by item into an open file: byte for byte what `json.dumps(list)` writes, without
+    the list. `close()` writes the closing bracket."""
+
+    def __init__(self, f: IO[str]):
+        self.f, self.empty = f, True
+        f.write("[")
+
+    def add(self, item) -> None:
+        self.f.write(("" if self.empty else ", ") + json.dumps(item))
+        self.empty = False
+
+    def extend(self, items: Iterable) -> None:
+        for item in items:
+            self.add(item)
+
+    def close(self) -> None:
+        self.f.write("]")
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -136,10 +136,12 @@ class Task(ABC):
     def predict(self, model: nn.Module, images: list[torch.Tensor], names: list[str], job: PredictJob) -> list[dict]:
         """One journal entry per image ({"file": name, ...}); per-image files go through `job.write`."""
 
-    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str],
+    def write_results(self, out: Path, finished: Iterable[tuple[int, str, dict]], classes: list[str],
                       used: dict[str, Any]) -> list[str]:
-        """The run's result files from the journal entries (image id, name, entry); `used`: the settings the run
-        used that its results should say (the confidence and its source); returns what it wrote."""
+        """The run's result files from the journal entries (image id, name, entry), in discovery order; `used`:
+        the settings the run used that its results should say (the confidence and its source); returns what it
+        wrote. `finished` is read from the journals as it is iterated (a run may have millions of images): write
+        each entry as it comes (`io.images.atomic_open`, `JsonArray`) rather than building the files in memory."""
         return []
 
     counted: ClassVar[str] = ""  # what `count` counts in a predict run's summary line ("detections"); "": nothing

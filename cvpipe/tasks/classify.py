@@ -4,7 +4,7 @@ classes; the top class written on video frames; an NCHW → logits graph."""
 from __future__ import annotations
 
 import csv
-import io
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -16,7 +16,7 @@ from cvpipe.config import CLASSIFY_STATS, PipelineConfig
 from cvpipe.data.records import Dataset
 from cvpipe.data.samples import ImageSamples
 from cvpipe.engine.inference import autocast, classify, to_device
-from cvpipe.io.images import write_text
+from cvpipe.io.images import atomic_open, write_text
 from cvpipe.metrics.classification import ClassificationMetrics, classification_metrics
 from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob, Task
@@ -70,16 +70,15 @@ class ClassifyTask(Task):
         return [{"file": name, "labels": label.tolist(), "scores": np.round(score.numpy().astype(np.float64), 5).tolist()}
                 for name, label, score in zip(names, labels, scores)]
 
-    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str],
+    def write_results(self, out: Path, finished: Iterable[tuple[int, str, dict]], classes: list[str],
                       used: dict) -> list[str]:
-        rows = io.StringIO()
-        writer = csv.writer(rows)
         k = min(TOP_K, len(classes))
-        writer.writerow(["file", *(f"{field}{i}" for i in range(1, k + 1) for field in ("class", "score"))])
-        for _, name, entry in finished:
-            writer.writerow([name, *(v for label, score in zip(entry["labels"], entry["scores"])
-                                     for v in (classes[label], score))])
-        write_text(out / "predictions.csv", rows.getvalue())
+        with atomic_open(out / "predictions.csv") as rows:
+            writer = csv.writer(rows)
+            writer.writerow(["file", *(f"{field}{i}" for i in range(1, k + 1) for field in ("class", "score"))])
+            for _, name, entry in finished:
+                writer.writerow([name, *(v for label, score in zip(entry["labels"], entry["scores"])
+                                         for v in (classes[label], score))])
         return [f"predictions.csv (top-{k} classes and scores)"]
 
     def frame(self, model: nn.Module, image: np.ndarray, tensor: torch.Tensor, job: FrameJob) -> tuple[np.ndarray, dict]:

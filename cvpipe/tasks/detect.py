@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from cvpipe.engine.inference import detect
 from cvpipe.engine.slicing import slice_size, slices_needed
 from cvpipe.engine.tta import detect_pipeline
 from cvpipe.io.geo import detections_geojson, read_georeference
-from cvpipe.io.images import write_image, write_text
+from cvpipe.io.images import JsonArray, atomic_open, write_image, write_text
 from cvpipe.metrics.coco import CocoMetrics, detections_to_results, evaluate_coco
 from cvpipe.models.proposals import proposals_for
 from cvpipe.tasks import register_task
@@ -96,6 +97,23 @@ def write_annotated(path: Path, image: torch.Tensor, boxes, labels, classes: lis
     write_image(path, draw_sample(picture, boxes, labels, classes, masks=masks, scores=scores))
 
 
+def image_record(image_id: int, name: str, entry: dict) -> dict:
+    """An image of images.json, as COCO lists it."""
+    return {"id": image_id, "file_name": name, "width": entry["width"], "height": entry["height"]}
+
+
+@contextmanager
+def image_index(out: Path, classes: list[str], used: dict) -> Iterator[JsonArray]:
+    """images.json (`{"images": [...], "categories": [...], **used}`), its images added one at a time."""
+    with atomic_open(out / "images.json") as f:
+        f.write('{"images": ')
+        images = JsonArray(f)
+        yield images
+        images.close()
+        categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
+        f.write(", " + json.dumps({"categories": categories, **used})[1:])  # the object's other members
+
+
 class DetectTask(Task):
     name = "detect"
     description = "detection"
@@ -167,23 +185,23 @@ class DetectTask(Task):
     def count(self, entries: list[dict]) -> int:
         return sum(len(e["boxes"]) for e in entries if "boxes" in e)
 
-    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str],
+    def write_results(self, out: Path, finished: Iterable[tuple[int, str, dict]], classes: list[str],
                       used: dict) -> list[str]:
-        images, results = [], []
-        rows = io.StringIO()
-        writer = csv.writer(rows)
-        writer.writerow(["file", "class", "score", "x1", "y1", "x2", "y2"])
-        for image_id, name, entry in finished:
-            images.append({"id": image_id, "file_name": name, "width": entry["width"], "height": entry["height"]})
-            results += detections_to_results([entry], [image_id])
-            for (x1, y1, x2, y2), score, label in zip(entry["boxes"], entry["scores"], entry["labels"]):
-                writer.writerow([name, classes[label], score, x1, y1, x2, y2])
-        categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
-        write_text(out / "results.json", json.dumps(results))
-        write_text(out / "images.json", json.dumps({"images": images, "categories": categories, **used}))
-        write_text(out / "detections.csv", rows.getvalue())
+        georeferenced = []  # (name, entry) of the GeoTIFFs, for detections.geojson
+        with (atomic_open(out / "results.json") as results_file, image_index(out, classes, used) as images,
+              atomic_open(out / "detections.csv") as rows_file):
+            results, rows = JsonArray(results_file), csv.writer(rows_file)
+            rows.writerow(["file", "class", "score", "x1", "y1", "x2", "y2"])
+            for image_id, name, entry in finished:
+                images.add(image_record(image_id, name, entry))
+                results.extend(detections_to_results([entry], [image_id]))
+                for (x1, y1, x2, y2), score, label in zip(entry["boxes"], entry["scores"], entry["labels"]):
+                    rows.writerow([name, classes[label], score, x1, y1, x2, y2])
+                if "georeference" in entry:
+                    georeferenced.append((name, entry))
+            results.close()
         written = ["results.json (COCO results)", "images.json", "detections.csv"]
-        geojson = detections_geojson([(name, entry) for _, name, entry in finished], classes)
+        geojson = detections_geojson(georeferenced, classes)
         if geojson is not None:
             write_text(out / "detections.geojson", geojson)
             written.append("detections.geojson (map coordinates)")

@@ -5,8 +5,8 @@ video with track ids; a one-image ONNX graph with a masks output."""
 from __future__ import annotations
 
 import csv
-import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from cvpipe.data.samples import InstanceSamples, WindowedInstanceSamples
 from cvpipe.engine.inference import detect
 from cvpipe.engine.slicing import instances_sliced, slice_size, slices_needed, whole_or_sliced
 from cvpipe.errors import DataError
-from cvpipe.io.images import write_text
+from cvpipe.io.images import JsonArray, atomic_open, write_text
 from cvpipe.metrics.coco import InstanceMetrics, detections_to_results, evaluate_coco
 from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob
@@ -29,6 +29,8 @@ from cvpipe.tasks.detect import (
     DetectTask,
     coco_options,
     counted,
+    image_index,
+    image_record,
     matched_difference,
     rounded,
     write_annotated,
@@ -145,29 +147,26 @@ class InstanceTask(DetectTask):
                             "masks": det["masks"], "areas": det["areas"]})
         return entries
 
-    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str],
+    def write_results(self, out: Path, finished: Iterable[tuple[int, str, dict]], classes: list[str],
                       used: dict) -> list[str]:
-        images, results = [], []
-        per_instance, per_image = io.StringIO(), io.StringIO()
-        instances, summary = csv.writer(per_instance), csv.writer(per_image)
-        instances.writerow(["file", "class", "score", "x1", "y1", "x2", "y2", "mask_area"])
-        summary.writerow(["file", "instances", "mask_area", "mask_fraction"])
-        for image_id, name, entry in finished:
-            images.append({"id": image_id, "file_name": name, "width": entry["width"], "height": entry["height"]})
-            boxes = detections_to_results([entry], [image_id])
-            for box, segm in zip(boxes, mask_results([entry], [image_id])):
-                results.append({**box, "segmentation": segm["segmentation"]})
-            for (x1, y1, x2, y2), score, label, area in zip(entry["boxes"], entry["scores"], entry["labels"],
-                                                            entry["areas"]):
-                instances.writerow([name, classes[label], score, x1, y1, x2, y2, area])
-            # the union of the masks: overlapping instances count their shared pixels once
-            union = union_area(entry["masks"])
-            summary.writerow([name, len(entry["boxes"]), int(union), round(union / (entry["width"] * entry["height"]), 5)])
-        categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
-        write_text(out / "results.json", json.dumps(results))
-        write_text(out / "images.json", json.dumps({"images": images, "categories": categories, **used}))
-        write_text(out / "detections.csv", per_instance.getvalue())
-        write_text(out / "instances.csv", per_image.getvalue())
+        with (atomic_open(out / "results.json") as results_file, image_index(out, classes, used) as images,
+              atomic_open(out / "detections.csv") as per_instance, atomic_open(out / "instances.csv") as per_image):
+            results, instances, summary = JsonArray(results_file), csv.writer(per_instance), csv.writer(per_image)
+            instances.writerow(["file", "class", "score", "x1", "y1", "x2", "y2", "mask_area"])
+            summary.writerow(["file", "instances", "mask_area", "mask_fraction"])
+            for image_id, name, entry in finished:
+                images.add(image_record(image_id, name, entry))
+                boxes = detections_to_results([entry], [image_id])
+                for box, segm in zip(boxes, mask_results([entry], [image_id])):
+                    results.add({**box, "segmentation": segm["segmentation"]})
+                for (x1, y1, x2, y2), score, label, area in zip(entry["boxes"], entry["scores"], entry["labels"],
+                                                                entry["areas"]):
+                    instances.writerow([name, classes[label], score, x1, y1, x2, y2, area])
+                # the union of the masks: overlapping instances count their shared pixels once
+                union = union_area(entry["masks"])
+                summary.writerow([name, len(entry["boxes"]), int(union),
+                                  round(union / (entry["width"] * entry["height"]), 5)])
+            results.close()
         return ["results.json (COCO results, RLE masks)", "images.json", "detections.csv", "instances.csv"]
 
     def frame_from(self, det: dict, image: np.ndarray, job: FrameJob) -> tuple[np.ndarray, dict]:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import csv
-import io
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from cvpipe.data.records import Dataset
 from cvpipe.data.samples import SegmentationSamples, WindowedSegmentationSamples
 from cvpipe.engine.inference import autocast, segment, to_device
 from cvpipe.engine.slicing import segment_sliced, slice_size, slices_needed, whole_or_sliced
-from cvpipe.io.images import write_image, write_text
+from cvpipe.io.images import atomic_open, write_image
 from cvpipe.metrics.segmentation import (
     ConfusionMatrix,
     SegmentationMetrics,
@@ -88,17 +88,17 @@ class SegmentTask(Task):
             entries.append({"file": name, "pixels": np.bincount(labels.ravel()).tolist()})
         return entries
 
-    def write_results(self, out: Path, finished: list[tuple[int, str, dict]], classes: list[str],
+    def write_results(self, out: Path, finished: Iterable[tuple[int, str, dict]], classes: list[str],
                       used: dict) -> list[str]:
-        rows = io.StringIO()
-        writer = csv.writer(rows)
-        writer.writerow(["file", "mask", *classes])  # the share of the image's pixels given to each class
-        for _, name, entry in finished:
-            counts = np.zeros(len(classes))
-            counts[: len(entry["pixels"])] = entry["pixels"][: len(classes)]
-            shares = counts / max(counts.sum(), 1)
-            writer.writerow([name, str(Path("masks") / Path(name).with_suffix(".png")), *np.round(shares, 5).tolist()])
-        write_text(out / "segmentation.csv", rows.getvalue())
+        with atomic_open(out / "segmentation.csv") as rows:
+            writer = csv.writer(rows)
+            writer.writerow(["file", "mask", *classes])  # the share of the image's pixels given to each class
+            for _, name, entry in finished:
+                counts = np.zeros(len(classes))
+                counts[: len(entry["pixels"])] = entry["pixels"][: len(classes)]
+                shares = counts / max(counts.sum(), 1)
+                writer.writerow([name, str(Path("masks") / Path(name).with_suffix(".png")),
+                                 *np.round(shares, 5).tolist()])
         return ["segmentation.csv (class shares)"]
 
     def frame(self, model: nn.Module, image: np.ndarray, tensor: torch.Tensor, job: FrameJob) -> tuple[np.ndarray, dict]:
