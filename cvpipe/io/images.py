@@ -116,12 +116,11 @@ def write_image(path: Path, image_rgb: np.ndarray) -> None:
     """Encode by the file's suffix and replace `path` atomically. A 2-D array is written as one grey channel
     (label masks keep their class indices)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     pixels = image_rgb if image_rgb.ndim == 2 else cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(path.suffix or ".png", pixels)
     if not ok:
         raise DataError(f"{path}: OpenCV cannot encode an image with suffix {path.suffix!r}")
-    _replace(path, encoded.tobytes())
+    write_bytes(path, encoded.tobytes())
 
 
 def write_text(path: Path, text: str) -> None:
@@ -130,12 +129,6 @@ def write_text(path: Path, text: str) -> None:
 
 def write_bytes(path: Path, data: bytes) -> None:
     """Replace `path` atomically: a reader sees the old file or the new one, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _replace(path, data)
-
-
-def _replace(path: Path, data: bytes) -> None:
     with atomic_open(path, "wb") as f:
         f.write(data)
 
