@@ -215,12 +215,13 @@ def test_result_files_are_written_from_the_journal_one_entry_at_a_time(tmp_path)
 
 
 def test_a_streamed_file_is_atomic_and_byte_for_byte_json(tmp_path):
+    with atomic_open(tmp_path / "empty.json") as f, JsonArray(f):
+        pass
+    assert (tmp_path / "empty.json").read_text() == "[]"
     path = tmp_path / "results.json"
     items = [{"a": 1.5, "b": [1, 2]}, "x", None]
-    with atomic_open(path) as f:
-        array = JsonArray(f)
+    with atomic_open(path) as f, JsonArray(f) as array:
         array.extend(items)
-        array.close()
     assert path.read_text() == json.dumps(items)
     with pytest.raises(OSError) as failed, atomic_open(path) as f:  # the disk fills mid-way: the old file stays
         f.write("[")

@@ -156,12 +156,19 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
 
 
 class JsonArray:
-    """A JSON array written item by item into an open file: byte for byte what `json.dumps(list)` writes, without
-    the list. `close()` writes the closing bracket."""
+    """A JSON array written item by item into an open file, byte for byte what `json.dumps(list)` writes, without
+    the list: `with JsonArray(f) as array: array.add(item)`; the closing bracket is written when the block ends."""
 
     def __init__(self, f: IO[str]):
         self.f, self.empty = f, True
-        f.write("[")
+
+    def __enter__(self) -> JsonArray:
+        self.f.write("[")
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is None:
+            self.f.write("]")
 
     def add(self, item) -> None:
         self.f.write(("" if self.empty else ", ") + json.dumps(item))
@@ -170,9 +177,6 @@ class JsonArray:
     def extend(self, items: Iterable) -> None:
         for item in items:
             self.add(item)
-
-    def close(self) -> None:
-        self.f.write("]")
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -107,9 +107,8 @@ def image_index(out: Path, classes: list[str], used: dict) -> Iterator[JsonArray
     """images.json (`{"images": [...], "categories": [...], **used}`), its images added one at a time."""
     with atomic_open(out / "images.json") as f:
         f.write('{"images": ')
-        images = JsonArray(f)
-        yield images
-        images.close()
+        with JsonArray(f) as images:
+            yield images
         categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
         f.write(", " + json.dumps({"categories": categories, **used})[1:])  # the object's other members
 
@@ -188,9 +187,9 @@ class DetectTask(Task):
     def write_results(self, out: Path, finished: Iterable[tuple[int, str, dict]], classes: list[str],
                       used: dict) -> list[str]:
         georeferenced = []  # (name, entry) of the GeoTIFFs, for detections.geojson
-        with (atomic_open(out / "results.json") as results_file, image_index(out, classes, used) as images,
-              atomic_open(out / "detections.csv") as rows_file):
-            results, rows = JsonArray(results_file), csv.writer(rows_file)
+        with (atomic_open(out / "results.json") as results_file, JsonArray(results_file) as results,
+              image_index(out, classes, used) as images, atomic_open(out / "detections.csv") as rows_file):
+            rows = csv.writer(rows_file)
             rows.writerow(["file", "class", "score", "x1", "y1", "x2", "y2"])
             for image_id, name, entry in finished:
                 images.add(image_record(image_id, name, entry))
@@ -199,7 +198,6 @@ class DetectTask(Task):
                     rows.writerow([name, classes[label], score, x1, y1, x2, y2])
                 if "georeference" in entry:
                     georeferenced.append((name, entry))
-            results.close()
         written = ["results.json (COCO results)", "images.json", "detections.csv"]
         geojson = detections_geojson(georeferenced, classes)
         if geojson is not None:

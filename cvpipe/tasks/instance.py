@@ -149,9 +149,10 @@ class InstanceTask(DetectTask):
 
     def write_results(self, out: Path, finished: Iterable[tuple[int, str, dict]], classes: list[str],
                       used: dict) -> list[str]:
-        with (atomic_open(out / "results.json") as results_file, image_index(out, classes, used) as images,
-              atomic_open(out / "detections.csv") as per_instance, atomic_open(out / "instances.csv") as per_image):
-            results, instances, summary = JsonArray(results_file), csv.writer(per_instance), csv.writer(per_image)
+        with (atomic_open(out / "results.json") as results_file, JsonArray(results_file) as results,
+              image_index(out, classes, used) as images, atomic_open(out / "detections.csv") as per_instance,
+              atomic_open(out / "instances.csv") as per_image):
+            instances, summary = csv.writer(per_instance), csv.writer(per_image)
             instances.writerow(["file", "class", "score", "x1", "y1", "x2", "y2", "mask_area"])
             summary.writerow(["file", "instances", "mask_area", "mask_fraction"])
             for image_id, name, entry in finished:
@@ -166,7 +167,6 @@ class InstanceTask(DetectTask):
                 union = union_area(entry["masks"])
                 summary.writerow([name, len(entry["boxes"]), int(union),
                                   round(union / (entry["width"] * entry["height"]), 5)])
-            results.close()
         return ["results.json (COCO results, RLE masks)", "images.json", "detections.csv", "instances.csv"]
 
     def frame_from(self, det: dict, image: np.ndarray, job: FrameJob) -> tuple[np.ndarray, dict]:
