@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import typing
 from pathlib import Path
 
@@ -27,6 +30,8 @@ def _add_set(p: argparse.ArgumentParser) -> None:
 
 def _shard(text: str) -> tuple[int, int]:
     try:
+        if not text.isascii():
+            raise ValueError
         k, n = (int(v) for v in text.split("/"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected K/N, e.g. 0/4, got {text!r}") from None
@@ -35,7 +40,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 def _input_shape(text: str) -> tuple[int, ...]:
     try:
-        shape = tuple(int(v) for v in text.lower().split("x"))
+        shape = tuple(int(v) for v in text.lower().split("x")) if text.isascii() and len(text) < 40 else ()
     except ValueError:
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
@@ -47,8 +52,8 @@ def _number(low: float, high: float = math.inf, *, integer: bool = False, low_op
     """An argparse type: a finite number in [low, high] ((low, high] with `low_open`); anything else exits 2 naming
     the range, before any work (`--conf 2` or `--conf nan` would otherwise keep nothing and exit 0)."""
     def parse(text: str):
-        try:
-            value = int(text) if integer else float(text)
+        try:  # ASCII only: Python's int() and float() also read '٣' and '²'-like digits of other scripts
+            value = (int(text) if integer else float(text)) if text.isascii() and len(text) < 40 else None
         except ValueError:
             value = None
         if value is None or not math.isfinite(value) or value > high or (value <= low if low_open else value < low):
@@ -59,6 +64,17 @@ def _number(low: float, high: float = math.inf, *, integer: bool = False, low_op
 
 
 PROBABILITY = _number(0.0, 1.0)
+
+
+def _serve_address(text: str) -> str:
+    """--serve checked before any work (the page itself parses it again when it starts)."""
+    from cvpipe.io.live_view import parse_address
+
+    try:
+        parse_address(text)
+    except CvpipeError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(f"--serve {text}: ")) from None
+    return text
 
 
 def CONFIDENCE(text: str) -> float | str:  # noqa: N802 (an argparse type, named like the others)
@@ -161,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "pip install 'cvpipe[ray]')")
     p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
                    help="--engine ray: the cluster to join (default: start Ray on this machine for the run)")
-    p.add_argument("--actors", type=int, default=None, metavar="N",
+    p.add_argument("--actors", type=POSITIVE_INT, default=None, metavar="N",
                    help="--engine ray: model actors (default: one per GPU, else the cluster's CPUs less one)")
     _add_set(p)
 
@@ -176,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "With several sources: a folder, each source's files named after it")
     p.add_argument("--jsonl", type=Path, default=None, help="per-frame JSON lines (default: beside --out)")
     p.add_argument("--show", action="store_true", help="show a live window (needs a display and OpenCV with GUI)")
-    p.add_argument("--serve", metavar="[HOST:]PORT", default=None,
+    p.add_argument("--serve", metavar="[HOST:]PORT", default=None, type=_serve_address,
                    help="serve a live page of the annotated streams and their figures at http://HOST:PORT/ "
                         "(host 127.0.0.1 unless given; port 0 picks a free one)")
     p.add_argument("--stride", type=POSITIVE_INT, default=1, help="files and folders: process every Nth frame (default 1)")
@@ -311,13 +327,24 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_data_check(args) -> int:
-    from cvpipe.data.check import check_dataset, summarize, write_fixed
-    from cvpipe.data.formats import discover_splits, read_dataset
-    from cvpipe.io.outputs import new_dataset_dir
+    from cvpipe.data.formats import discover_splits
 
     splits = args.split or discover_splits(args.root, args.format) or ["."]
-    if args.fix:
-        new_dataset_dir(args.fix, args.root, "--fix")
+    if not args.fix:
+        return _check_splits(args, splits, None)
+    from cvpipe.io.outputs import new_dataset_dir
+
+    with new_dataset_dir(args.fix, args.root, "--fix") as building:
+        code = _check_splits(args, splits, building)
+    console.print(f"cleaned copy → {args.fix}")
+    return code
+
+
+def _check_splits(args, splits: list[str], fix_into: Path | None) -> int:
+    """`data check`'s report for each split; with `fix_into`, its cleaned copy written there."""
+    from cvpipe.data.check import check_dataset, summarize, write_fixed
+    from cvpipe.data.formats import read_dataset
+
     fatal_total = 0
     for split in splits:
         dataset = read_dataset(args.root, args.format, split, args.classes)
@@ -330,12 +357,12 @@ def cmd_data_check(args) -> int:
         for kind, count, fatal, examples in summarize(problems, args.examples):
             console.print(styled("  error" if fatal else "  warning", "red" if fatal else "yellow", f" {kind}: {count}"))
             for ex in examples:
-                console.print(f"      {ex}")
+                console.print(f"      {ex}", markup=False)
         fatal_total += sum(p.fatal for p in problems)
-        if args.fix:
-            counts = write_fixed(dataset, problems, args.fix, args.format if args.format in ("coco", "voc", "yolo") else "coco")
-            console.print(f"  cleaned copy → {args.fix} ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
-    if fatal_total and not args.fix:
+        if fix_into is not None:
+            counts = write_fixed(dataset, problems, fix_into, args.format if args.format in ("coco", "voc", "yolo") else "coco")
+            console.print(f"  {split}: {', '.join(f'{k}: {v}' for k, v in counts.items())}")
+    if fatal_total and fix_into is None:
         console.print(styled(f"{fatal_total} problem(s) would break training", "red", "; `--fix OUT` writes a cleaned copy"))
     return 1 if fatal_total else 0
 
@@ -347,20 +374,20 @@ def cmd_data_convert(args) -> int:
     splits = args.split or discover_splits(args.src, args.src_format)
     if not splits:
         raise CvpipeError(f"{args.src}: no train/val/test split found for format {args.src_format}; name one with --split")
-    new_dataset_dir(args.out, args.src, "--out")
-    for split in splits:
-        dataset = read_dataset(args.src, args.src_format, split)
-        left_out = [p for p in dataset.problems if p.skipped]
-        if left_out:
-            console.print(styled("warning", "yellow", f" {split}: {len(left_out)} {left_out[0].kind}(s) left out, e.g. "
-                                                      f"{left_out[0]} (`cvpipe data check` lists all)"))
-        bad = [p for p in dataset.problems if p.fatal and not p.skipped]
-        if bad:
-            raise CvpipeError(f"{args.src} split {split}: {len(bad)} problem(s); run `cvpipe data check` first",
-                              [str(p) for p in bad[:5]])
-        write_dataset(dataset, args.out, args.dst_format, split)
-        console.print(f"{split}: {len(dataset)} images, {sum(len(r.boxes) for r in dataset.records)} boxes "
-                      f"→ {args.out} ({args.dst_format})")
+    with new_dataset_dir(args.out, args.src, "--out") as building:
+        for split in splits:
+            dataset = read_dataset(args.src, args.src_format, split)
+            left_out = [p for p in dataset.problems if p.skipped]
+            if left_out:
+                console.print(styled("warning", "yellow", f" {split}: {len(left_out)} {left_out[0].kind}(s) left out, "
+                                                          f"e.g. {left_out[0]} (`cvpipe data check` lists all)"))
+            bad = [p for p in dataset.problems if p.fatal and not p.skipped]
+            if bad:
+                raise CvpipeError(f"{args.src} split {split}: {len(bad)} problem(s); run `cvpipe data check` first",
+                                  [str(p) for p in bad[:5]])
+            write_dataset(dataset, building, args.dst_format, split)
+            console.print(f"{split}: {len(dataset)} images, {sum(len(r.boxes) for r in dataset.records)} boxes "
+                          f"→ {args.out} ({args.dst_format})")
     return 0
 
 
@@ -549,7 +576,30 @@ def cmd_stylize(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """SIGTERM (`docker stop`, systemd, `kill`) ends a command as Ctrl-C does: a video's MP4 is finished, a
+    journal flushed, a dataset copy's temporary folder removed; the handler before is put back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def main(argv: list[str] | None = None) -> int:
+    with terminate_as_interrupt():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {
         "validate": cmd_validate, "pipelines": cmd_pipelines, "inspect": cmd_inspect, "weights": cmd_weights,

@@ -42,6 +42,14 @@ class DataConfig(Strict):
     # segment: the mask value of pixels no loss or metric counts (unlabelled, object borders)
     ignore_index: Annotated[int, Field(ge=0, le=255)] = 255
 
+    @field_validator("train", "val")
+    @classmethod
+    def _inside_root(cls, split: str | None) -> str | None:
+        """A split is read (and copied) inside data.root, never beside it."""
+        if split is not None and (split.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", split)):
+            raise ValueError(f"{json.dumps(split)}: a split is a folder inside data.root (no '..', no absolute path)")
+        return split
+
 
 class AugmentConfig(Strict):
     train: list[str | dict[str, dict[str, Any] | None]]
@@ -401,6 +409,14 @@ class VideoConfig(Strict):
     # pixels, or as fractions of the frame's width and height when every coordinate of that line or zone is ≤ 1
     lines: dict[str, Annotated[list[Point], Field(min_length=2, max_length=2)]] = {}
     zones: dict[str, Annotated[list[Point], Field(min_length=3)]] = {}
+
+    @field_validator("lines")
+    @classmethod
+    def _two_ends(cls, lines: dict) -> dict:
+        for name, (start, end) in lines.items():
+            if start == end:
+                raise ValueError(f"{name}: its two ends are the same point {list(start)}; a line needs two points")
+        return lines
 
     @property
     def counts(self) -> bool:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from cvpipe.config import DEFAULTS_FILE, HeadConfig, PipelineConfig, models_in
 from cvpipe.errors import ConfigError
 from cvpipe.paths import find_pipeline, resolve_input
+from cvpipe.safe_yaml import check_yaml_size
 from cvpipe.suggest import did_you_mean
 
 # ----------------------------------------------------------------------------- YAML with line numbers
@@ -50,6 +51,7 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read: {e}") from None
     try:
+        check_yaml_size(text, str(path))
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -99,6 +101,8 @@ def parse_override(item: str) -> tuple[tuple, Any]:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
     path = tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
     try:
+        if raw.strip():
+            check_yaml_size(raw, f"--set {key.strip()}")
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw

@@ -151,15 +151,13 @@ class Pipeline:
         <run>/video/<source>.mp4) and one report comes back. A list: `out` is a folder (default <run>/video/),
         each source's files are named after it, and the reports come back in order. Options: see
         `engine.video.run_video`."""
-        from cvpipe.engine.video import run_video, stream_stem
+        from cvpipe.engine.video import run_video, stream_stem, unique_stems
 
         weights = self._weights(weights)
         sources = [str(s) for s in source] if isinstance(source, (list, tuple)) else [str(source)]
         if isinstance(source, (list, tuple)):
             folder = Path(out) if out else self._output_dir(weights) / "video"
-            stems = [stream_stem(s) for s in sources]
-            outs = [folder / (f"{stem}.mp4" if stems.count(stem) == 1 else f"{stem}_{k}.mp4")
-                    for k, stem in enumerate(stems)]
+            outs = [folder / f"{stem}.mp4" for stem in unique_stems(sources)]
         else:
             outs = [Path(out) if out else self._output_dir(weights) / "video" / f"{stream_stem(sources[0])}.mp4"]
         reports = run_video(self.config, sources, weights, outs=outs, console=self.console, **options)

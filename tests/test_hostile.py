@@ -155,7 +155,7 @@ def test_a_journal_cut_at_every_byte_of_its_last_line_loses_and_duplicates_nothi
         path = tmp_path / f"journal_{cut}.jsonl"
         path.write_bytes(whole[:cut])
         done = JournalIndex([path])
-        with open_journal(path, resume=True) as journal:  # what --resume does: redo what is not done
+        with open_journal(path, resume=True, made_by={}) as journal:  # what --resume does: redo what is not done
             for entry in entries:
                 if entry["file"] not in done:
                     journal.write(json.dumps(entry) + "\n")
@@ -241,7 +241,7 @@ def test_predict_resume_after_a_cut_journal_rebuilds_every_result(capsys, traine
     code, text = cli(capsys, "predict", pipeline, "--source", source, "--out", out, "--conf", "0", "--resume")
     assert code == 0 and "3 done earlier" in text
     assert json.loads((out / "images.json").read_text()) == first
-    assert len(JournalIndex([journal])) == 4 and journal.read_bytes().count(b"\n") == 4
+    assert len(JournalIndex([journal])) == 4 and journal.read_bytes().count(b"\n") == 5  # what made it, then 4
 
 
 # ----------------------------------------------------------------------------- 3. output folders
@@ -542,3 +542,588 @@ def test_write_image_leaves_no_partial_file_when_the_disk_is_full(tmp_path):
         write_image(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
     assert err.value.errno == errno.ENOSPC
     assert not (tmp_path / "a.png").exists() and not (tmp_path / ".a.png.part").exists()
+
+
+# ============================================================================= the second round: the newer surfaces
+# (numbers, geometry, injection, paths, YAML, resume, memory, video names, signals, the live page, caches)
+
+
+def _get(port: int, path: str, host: str | None = None, address: str = "127.0.0.1") -> tuple[int, bytes]:
+    """One GET to the live page with the Host header given (default: its own address), answered in full."""
+    import http.client
+    from urllib.parse import quote
+
+    conn = http.client.HTTPConnection(address, port, timeout=10)
+    conn.putrequest("GET", quote(path), skip_host=True)  # as a browser sends it: percent-encoded
+    conn.putheader("Host", host if host is not None else f"{address}:{port}")
+    conn.endheaders()
+    response = conn.getresponse()
+    body = response.read(2048) if response.status != 200 or not path.endswith(".mjpg") else b""
+    conn.close()
+    return response.status, body
+
+
+@pytest.fixture
+def live_view():
+    from cvpipe.io.live_view import LiveView
+
+    view = LiveView("127.0.0.1:0", ["<b>a</b>", "b"])
+    view.publish(0, np.zeros((32, 48, 3), np.uint8), {"fps": 1.0})
+    yield view, int(view.url.rsplit(":", 1)[1].strip("/"))
+    view.close()
+
+
+# ----------------------------------------------------------------------------- numbers from users and URLs
+
+
+@pytest.mark.parametrize("args, words", [
+    (["video", "{p}", "--source", "²"], "webcam index"),
+    (["video", "{p}", "--source", "٣"], "webcam index"),
+    (["video", "{p}", "--source", "9" * 4000], "webcam index"),
+    (["video", "{p}", "--source", "2147483648"], "webcam index"),
+    (["video", "{p}", "--source", "{src}", "--serve", "²"], "--serve"),
+    (["video", "{p}", "--source", "{src}", "--serve", "1" * 5000], "--serve"),
+    (["video", "{p}", "--source", "{src}", "--serve", "::1:8000"], "brackets"),
+    (["video", "{p}", "--source", "{src}", "--serve", "127.0.0.1:65536"], "--serve"),
+    (["predict", "{p}", "--source", "{src}", "--actors", "٣", "--engine", "ray"], "--actors"),
+    (["predict", "{p}", "--source", "{src}", "--address", "127.0.0.1:²", "--engine", "ray"], "--address"),
+    (["predict", "{p}", "--source", "{src}", "--shard", "٠/٢"], "--shard"),
+    (["predict", "{p}", "--source", "{src}", "--conf", "٠.٥"], "--conf"),
+    (["inspect", "lenet5", "--input", "1x" + "3" * 5000 + "x32"], "--input"),
+])
+def test_numbers_are_ascii_digits_within_bounds(capsys, trained, tmp_path, args, words):
+    pipeline, _, val = trained
+    code, text = cli(capsys, *(a.format(p=pipeline, src=val) for a in args))
+    assert code == 2 and words in text, text
+
+
+def test_the_live_page_refuses_odd_stream_numbers(live_view):
+    view, port = live_view
+    for path in ("/stream/².mjpg", "/stream/٣.jpg", "/frame/" + "9" * 5000 + ".jpg", "/frame/2.jpg", "/frame/-1.jpg"):
+        assert _get(port, path)[0] == 404, path
+    assert _get(port, "/frame/0.jpg")[0] == 200
+
+
+# ----------------------------------------------------------------------------- degenerate geometry
+
+
+def test_a_counting_line_of_one_point_is_refused_where_it_is_declared(capsys, trained, tmp_path):
+    from cvpipe.config import VideoConfig
+    from cvpipe.engine.counting import Counting
+    from cvpipe.errors import ConfigError
+
+    pipeline, _, _ = trained
+    code, text = cli(capsys, "validate", pipeline, "--set", "video.lines.gate=[[10, 10], [10, 10]]", "video.track=true")
+    assert code == 2 and "video.lines" in text and "same point" in text
+    # fractions a pixel apart on a small frame round onto one pixel: refused when the frame size is known
+    counting = Counting(VideoConfig(track=True, lines={"gate": [(0.5, 0.5), (0.501, 0.5)]},
+                                    zones={"flat": [(0.1, 0.1), (0.2, 0.2), (0.3, 0.3)]}), ["a"])
+    with pytest.raises(ConfigError, match="same pixel"):
+        counting._settle(100, 100)
+    counting = Counting(VideoConfig(track=True, zones={"flat": [(0.1, 0.1), (0.2, 0.2), (0.3, 0.3)]}), ["a"])
+    with pytest.raises(ConfigError, match="encloses no area"):
+        counting._settle(100, 100)
+
+
+def test_thin_images_are_skipped_by_name_and_the_rest_predicted(capsys, trained, tmp_path):
+    pipeline, _, val = trained
+    folder = tmp_path / "thin"
+    shutil.copytree(val, folder)
+    write_image(folder / "strip_1x300.png", np.full((1, 300, 3), 128, np.uint8))
+    write_image(folder / "strip_5000x2.png", np.full((5000, 2, 3), 128, np.uint8))
+    out = tmp_path / "pred"
+    code, text = cli(capsys, "predict", pipeline, "--source", folder, "--out", out, "--conf", "0")
+    assert code == 0
+    skipped = (out / "skipped.txt").read_text()
+    assert "strip_1x300.png: a 300×1 image" in skipped and "strip_5000x2.png: a 2×5000 image" in skipped
+    assert len(json.loads((out / "images.json").read_text())["images"]) == 4
+
+
+def _geotiff(path: Path, image: np.ndarray, scale, tiepoint) -> None:
+    import tifffile
+
+    tags = [(33550, "d", len(scale), tuple(scale), False)] if scale is not None else []
+    tags += [(33922, "d", len(tiepoint), tuple(tiepoint), False)]
+    tifffile.imwrite(path, image, photometric="rgb", extratags=tags)
+
+
+def test_a_broken_georeference_is_skipped_by_name_and_the_geojson_stays_json(capsys, trained, tmp_path):
+    from cvpipe.io.images import read_image
+
+    pipeline, _, val = trained
+    image = read_image(sorted(val.glob("*.png"))[0])
+    folder = tmp_path / "geo"
+    folder.mkdir()
+    _geotiff(folder / "good.tif", image, (0.5, 0.5, 0.0), (0, 0, 0, 500000.0, 4000000.0, 0))
+    _geotiff(folder / "one_scale.tif", image, (0.5,), (0, 0, 0, 500000.0, 4000000.0, 0))
+    _geotiff(folder / "nan_scale.tif", image, (float("nan"), 0.5, 0.0), (0, 0, 0, 500000.0, 4000000.0, 0))
+    _geotiff(folder / "short_tiepoint.tif", image, (0.5, 0.5, 0.0), (0, 0, 0))
+    _geotiff(folder / "zero_scale.tif", image, (0.0, 0.5, 0.0), (0, 0, 0, 500000.0, 4000000.0, 0))
+    out = tmp_path / "pred"
+    code, text = cli(capsys, "predict", pipeline, "--source", folder, "--out", out, "--conf", "0")
+    assert code == 0
+    skipped = dict(line.split(": ", 1) for line in (out / "skipped.txt").read_text().splitlines())
+    assert set(skipped) == {"one_scale.tif", "nan_scale.tif", "short_tiepoint.tif", "zero_scale.tif"}
+    assert "ModelPixelScaleTag" in skipped["nan_scale.tif"] and "ModelTiepointTag" in skipped["short_tiepoint.tif"]
+
+    def no_constant(name):
+        raise AssertionError(f"{name} in detections.geojson")
+
+    collection = json.loads((out / "detections.geojson").read_text(), parse_constant=no_constant)
+    assert {f["properties"]["file"] for f in collection["features"]} == {"good.tif"}
+
+
+def test_instance_masks_of_another_size_than_their_image_are_left_out_by_name(capsys, tmp_path):
+    src = tmp_path / "masks"
+    for k, (h, w) in enumerate([(40, 50), (40, 50)]):
+        write_image(src / "train" / "images" / f"img{k}.png", np.full((h, w, 3), 90, np.uint8))
+        instances = np.zeros((h, w) if k == 0 else (h + 3, w), np.uint8)
+        instances[5:20, 5:25] = 1
+        write_image(src / "train" / "instances" / f"img{k}.png", instances)
+    code, text = cli(capsys, "data", "convert", src, "--from", "instance_masks", "--to", "coco", "--out",
+                     tmp_path / "coco", "--split", "train")
+    assert code == 0 and "img1.png" in text and "50×43" in text and "40" in text
+    data = json.loads((tmp_path / "coco" / "train" / "annotations.json").read_text())
+    assert [image["file_name"] for image in data["images"]] == ["img0.png"]
+
+
+def test_rle_counts_that_do_not_decode_to_the_image_are_reported(capsys, tmp_path):
+    from pycocotools import mask as mask_utils
+
+    from cvpipe.data.formats import write_dataset
+
+    root = tmp_path / "coco"
+    write_dataset(make_shapes(tmp_path / "src", "train", n=2), root, "coco", "train")
+    path = root / "train" / "annotations.json"
+    data = json.loads(path.read_text())
+    image = data["images"][0]
+    h, w = image["height"], image["width"]
+    good = mask_utils.encode(np.asfortranarray(np.ones((h, w), np.uint8)))
+    ann = {**data["annotations"][0], "image_id": image["id"]}
+    cases = {201: {"size": [h, w], "counts": good["counts"].decode()},  # fine
+             202: {"size": [h, w], "counts": "zzzz"},  # runs that add up to another size
+             203: {"size": [h, w], "counts": "\x01\x02"},  # outside the alphabet
+             204: {"size": [h + 1, w], "counts": good["counts"].decode()},  # not the image's size
+             205: {"size": [h, w], "counts": [h * w + 5]}}  # past the mask: pycocotools would write beyond it
+    for ann_id, rle in cases.items():
+        data["annotations"].append({**ann, "id": ann_id, "segmentation": rle})
+    path.write_text(json.dumps(data))
+    code, text = cli(capsys, "data", "check", root, "--format", "coco", "--split", "train", "--examples", "10")
+    assert code == 1 and "malformed annotation: 4" in text
+    for ann_id, words in ((202, "do not decode"), (203, "do not decode"), (204, "not the image's"), (205, "add up")):
+        assert words in next(line for line in text.splitlines() if f"annotation {ann_id}:" in line)
+
+
+# ----------------------------------------------------------------------------- injection into what cvpipe writes
+
+
+def test_csv_cells_that_start_a_formula_are_neutralised():
+    import csv
+    import io
+
+    from cvpipe.io.tables import csv_writer
+
+    buffer = io.StringIO()
+    writer = csv_writer(buffer)
+    writer.writerow(["=HYPERLINK(\"http://x\")", "+1", "-cmd", "@SUM(A1)", "\tx", "plain, with comma", -0.5, 3])
+    assert next(csv.reader(io.StringIO(buffer.getvalue()))) == [
+        "'=HYPERLINK(\"http://x\")", "'+1", "'-cmd", "'@SUM(A1)", "'\tx", "plain, with comma", "-0.5", "3"]
+
+
+def test_file_names_cannot_inject_formulas_or_forge_skipped_lines(capsys, trained, tmp_path):
+    import csv
+
+    pipeline, _, val = trained
+    folder = tmp_path / "names"
+    folder.mkdir()
+    good = sorted(val.glob("*.png"))
+    for name, source in zip(["=1+2.png", "@cmd.png", "+x.png", "-y.png"], good):
+        shutil.copy(source, folder / name)
+    (folder / "evil\nforged.png: fake reason.png").write_bytes(b"not an image")
+    out = tmp_path / "pred"
+    code, _ = cli(capsys, "predict", pipeline, "--source", folder, "--out", out, "--conf", "0")
+    assert code == 0
+    rows = list(csv.reader((out / "detections.csv").open(newline="")))
+    assert {row[0] for row in rows[1:]} == {"'=1+2.png", "'@cmd.png", "'+x.png", "'-y.png"}
+    skipped = (out / "skipped.txt").read_text().splitlines()
+    assert len(skipped) == 1 and skipped[0].startswith("evil\\nforged.png: fake reason.png: ")
+
+
+COLOUR_CLASSES = {"red, dark": (200, 30, 30), "=green": (30, 200, 30), "[link=javascript:alert(1)]blue": (30, 30, 200),
+                  "@yellow": (200, 200, 30)}
+
+
+def test_class_names_with_commas_formulas_and_markup_stay_data(capsys, tmp_path):
+    import csv
+
+    from .test_classify import PIPELINE as CLASSIFY
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name, rgb in COLOUR_CLASSES.items():
+            for i in range(3):
+                image = np.clip(np.array(rgb) + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+                write_image(tmp_path / "colours" / split / name / f"{i}.png", image)
+    pipeline = tmp_path / "colours.yaml"
+    pipeline.write_text(CLASSIFY.format(root=tmp_path / "colours", out=tmp_path / "runs", eval="")
+                        .replace("epochs: 3", "epochs: 1"))
+    assert cli(capsys, "train", pipeline, "--no-tensorboard")[0] == 0
+    code, _ = cli(capsys, "eval", pipeline, "--json", tmp_path / "eval" / "metrics.json", "--report")
+    assert code == 0
+    rows = list(csv.reader((tmp_path / "eval" / "val_predictions.csv").open(newline="")))
+    assert all(len(row) == 4 for row in rows) and len(rows) == 13
+    shown = {"'" + name if name[0] in "=@" else name for name in COLOUR_CLASSES}
+    assert {row[1] for row in rows[1:]} == shown
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert "javascript:" not in page.replace("[link=javascript:alert(1)]blue", "")
+    assert "[link=javascript:alert(1)]blue" in page and 'href="javascript' not in page
+
+
+def test_report_tables_show_markup_in_data_as_text():
+    from rich.table import Table
+
+    from cvpipe.viz.report import _tables_html
+
+    table = Table("class", "AP")
+    for name in ("[/x]", "[link=javascript:alert(1)]a[/link]", "<script>alert(1)</script>", "[bold]b"):
+        table.add_row(name, "0.5")
+    page = _tables_html([table])
+    assert "[/x]" in page and "[link=javascript:alert(1)]a[/link]" in page and "[bold]b" in page
+    assert "<script>" not in page and "&lt;script&gt;" in page and "href" not in page
+
+
+def test_the_live_page_answers_only_its_own_host(live_view):
+    view, port = live_view
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.1", f"LOCALHOST:{port}"):
+        assert _get(port, "/stats.json", host)[0] == 200, host
+    for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}", ""):
+        status, body = _get(port, "/stats.json", host)
+        assert status == 421 and b"fps" not in body, host
+    assert _get(port, "/", "attacker.test")[0] == 421
+    status, body = _get(port, "/")
+    assert status == 200 and b"&lt;b&gt;a&lt;/b&gt;" in body or b"<b>a</b>" not in body
+
+
+def test_host_rules_for_wildcard_and_named_addresses():
+    from cvpipe.io.live_view import allowed_hosts, host_allowed
+
+    wildcard = allowed_hosts("0.0.0.0", 8000)
+    assert host_allowed("192.168.1.20:8000", wildcard, True) and host_allowed("[fe80::1]:8000", wildcard, True)
+    assert host_allowed("localhost:8000", wildcard, True)
+    assert not host_allowed("rebind.attacker.test:8000", wildcard, True)
+    named = allowed_hosts("camera-box.local", 8000)
+    assert host_allowed("camera-box.local:8000", named, False) and not host_allowed("127.0.0.2:8000", named, False)
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/x", "a/b", "..", ".hidden", "x" * 300, "ok\nname"])
+def test_weights_import_names_are_plain_names(capsys, tmp_path, monkeypatch, name):
+    monkeypatch.setenv("CVPIPE_WEIGHTS", str(tmp_path / "weights"))
+    (tmp_path / "model.pth").write_bytes(b"x")
+    code, text = cli(capsys, "weights", "import", tmp_path / "model.pth", "--arch", "timm.resnet10t", "--name", name)
+    assert code == 2 and "plain name" in text
+    assert not any(p.is_file() for p in tmp_path.rglob("*") if p.name != "model.pth")
+
+
+@pytest.mark.parametrize("command", ["check", "convert"])
+def test_a_split_cannot_lead_a_dataset_copy_out_of_its_root(capsys, tmp_path, command):
+    from cvpipe.data.formats import write_dataset
+
+    source = tmp_path / "other"
+    write_dataset(make_shapes(tmp_path / "src", "train", n=2), source, "coco", "train")
+    before = {p: p.read_bytes() for p in source.rglob("*") if p.is_file()}
+    split = "train/../../other/train"
+    args = (["check", tmp_path / "other", "--format", "coco", "--fix", tmp_path / "fixed"] if command == "check"
+            else ["convert", tmp_path / "other", "--from", "coco", "--to", "coco", "--out", tmp_path / "fixed"])
+    code, text = cli(capsys, "data", *args, "--split", split)
+    assert code == 2 and "no '..'" in text
+    assert {p: p.read_bytes() for p in source.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "fixed").exists() and not list(tmp_path.glob(".fixed*"))
+
+
+def test_undecodable_and_longest_file_names_are_handled(capsys, trained, tmp_path):
+    import os
+
+    pipeline, _, val = trained
+    folder = tmp_path / "names"
+    folder.mkdir()
+    good = sorted(val.glob("*.png"))
+    longest = "a" * 251 + ".png"  # 255 bytes: the file system's limit
+    shutil.copy(good[0], folder / longest)
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.png"), "wb") as f:  # Latin-1, not UTF-8
+        f.write(good[1].read_bytes())
+    out = tmp_path / "pred"
+    code, text = cli(capsys, "predict", pipeline, "--source", folder, "--out", out, "--conf", "0")
+    assert code == 0 and "caf\\xe9.png" in text
+    skipped = (out / "skipped.txt").read_text()
+    assert skipped.startswith("caf\\xe9.png: ") and "not valid UTF-8" in skipped
+    assert [i["file_name"] for i in json.loads((out / "images.json").read_text())["images"]] == [longest]
+    assert (out / "images" / longest).is_file()
+
+
+# ----------------------------------------------------------------------------- YAML that never ends
+
+
+def _laughs(levels: int = 9) -> str:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text, words", [
+    (_laughs(), "once its aliases are expanded"),
+    ("a: " + "[" * 3000 + "]" * 3000 + "\n", "nested more than"),
+    ("a: " + "{b: " * 500 + "1" + "}" * 500 + "\n", "nested more than"),
+    ("a: &a [1, *a]\n", "contains it"),
+    ("a: &a {b: *a}\n", "contains it"),
+    ("".join(f"k{i}: &k{i} 1\n" for i in range(300)) + "l: [" + ", ".join(f"*k{i}" for i in range(300)) + "]\n",
+     "aliases"),
+])
+def test_yaml_that_would_never_end_is_refused_quickly(capsys, tmp_path, text, words):
+    import time
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text)
+    start = time.perf_counter()
+    code, out = cli(capsys, "validate", path)
+    assert code == 2 and words in out and str(path) in out
+    assert time.perf_counter() - start < 5
+    code, out = cli(capsys, "validate", path, "--set", f"name={_laughs().splitlines()[-1].split(': ', 1)[1]}")
+    assert code == 2
+
+
+def test_a_yolo_data_yaml_that_never_ends_is_a_data_error(capsys, tmp_path):
+    root = tmp_path / "yolo"
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "data.yaml").write_text(_laughs())
+    code, text = cli(capsys, "data", "check", root, "--format", "yolo", "--split", "train")
+    assert code == 2 and "data.yaml" in text and "aliases are expanded" in text
+
+
+def test_aliases_within_bounds_still_load(tmp_path):
+    from cvpipe.safe_yaml import load_yaml
+
+    assert load_yaml("size: &s 320\nmin: *s\nmax: *s\nlist: &l [1, 2]\nagain: *l\n", "x") == {
+        "size": 320, "min": 320, "max": 320, "list": [1, 2], "again": [1, 2]}
+
+
+# ----------------------------------------------------------------------------- resume into another run's folder
+
+
+def test_resume_into_a_folder_another_model_wrote_is_refused(capsys, trained, tmp_path):
+    pipeline, best, val = trained
+    out = tmp_path / "pred"
+    assert cli(capsys, "predict", pipeline, "--source", val, "--out", out, "--conf", "0")[0] == 0
+    before = (out / "detections.csv").read_bytes()
+    last = best.with_name("last.pt")
+    code, text = cli(capsys, "predict", pipeline, "--source", val, "--out", out, "--weights", last, "--resume")
+    assert code == 2 and "another model" in text and "weights" in text and "last.pt" in text
+    code, text = cli(capsys, "predict", pipeline, "--source", val, "--out", out, "--resume", "--set", "name=other")
+    assert code == 2 and "pipeline" in text
+    assert (out / "detections.csv").read_bytes() == before
+    code, text = cli(capsys, "predict", pipeline, "--source", val, "--out", out, "--resume", "--conf", "0")
+    assert code == 0 and "4 done earlier" in text  # the same model resumes
+
+
+# ----------------------------------------------------------------------------- memory that grows with the classes
+
+
+def test_plots_of_a_thousand_classes_stay_small(tmp_path):
+    from PIL import Image
+
+    from cvpipe.viz import plots
+
+    rng = np.random.default_rng(0)
+    confusion = rng.integers(0, 2, (1000, 1000)) * (rng.random((1000, 1000)) < 0.001)
+    np.fill_diagonal(confusion, 5)
+    confusion[7, 993] = 40  # the most confused pair must be shown
+    tracemalloc.start()
+    plots.confusion_matrix(confusion, [f"class {k}" for k in range(1000)], tmp_path / "confusion.png")
+    plots.per_class_ap({f"class {k}": k / 1000 for k in range(1000)}, tmp_path / "per_class.png")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 300 << 20
+    for name in ("confusion.png", "per_class.png"):
+        width, height = Image.open(tmp_path / name).size
+        assert width * height < 4000 * 4000, name
+    assert set(plots.most_confused(confusion)[:2]) <= set(plots.most_confused(confusion)) and \
+        {7, 993} <= set(plots.most_confused(confusion).tolist())
+
+
+# ----------------------------------------------------------------------------- video outputs whose names collide
+
+
+def test_several_sources_whose_names_collide_get_one_file_each(capsys, trained, tmp_path):
+    from cvpipe.engine.video import unique_stems
+
+    assert unique_stems(["a/x.mp4", "b/x.mp4", "x_2.mp4", "X.mp4"]) == ["x", "x_2", "x_2_2", "X_3"]
+    pipeline, _, val = trained
+    sources = [tmp_path / "a" / "x", tmp_path / "b" / "x", tmp_path / "x_2"]
+    for source in sources:
+        shutil.copytree(val, source)
+    out = tmp_path / "video"
+    code, text = cli(capsys, "video", pipeline, "--source", *sources, "--out", out, "--max-frames", "2")
+    assert code == 0
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["x.mp4", "x_2.mp4", "x_2_2.mp4"]
+    assert all(json.loads(p.read_text())["frames"] == 2 for p in out.glob("*.summary.json"))
+
+
+# ----------------------------------------------------------------------------- signals and kills
+
+
+def test_sigterm_is_handled_as_ctrl_c():
+    import os
+    import signal
+
+    from cvpipe.cli import terminate_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), terminate_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between bytecodes
+            pass
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_sigterm_during_video_keeps_the_recording(trained, tmp_path):
+    import os
+    import signal
+    import time
+
+    import cv2
+
+    pipeline, _, val = trained
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    images = sorted(val.glob("*.png"))
+    for k in range(400):
+        shutil.copy(images[k % len(images)], folder / f"{k:04d}.png")
+    out = tmp_path / "video" / "frames.mp4"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen([sys.executable, "-m", "cvpipe", "video", str(pipeline), "--source", str(folder),
+                                "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    jsonl = out.with_suffix(".jsonl")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not jsonl.exists() or jsonl.read_text().count("\n") < 3):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert b"Traceback" not in stderr, stderr.decode()[-2000:]
+    summary = json.loads(out.with_name("frames.summary.json").read_text())
+    assert summary["stopped"] == "interrupted" and 3 <= summary["frames"] < 400
+    capture = cv2.VideoCapture(str(out))
+    assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == summary["frames"]
+    assert not list(out.parent.glob(".*part*"))
+
+
+def test_a_dataset_copy_that_fails_half_way_leaves_nothing(capsys, tmp_path, monkeypatch):
+    from cvpipe.data.formats import write_dataset
+
+    source = tmp_path / "coco"
+    for split in ("train", "val"):
+        write_dataset(make_shapes(tmp_path / "src", split, n=2), source, "coco", split)
+    import cvpipe.data.formats as formats
+
+    real = formats.write_dataset
+
+    def killed_on_val(dataset, out, fmt, split, **kw):
+        if split == "val":
+            raise KeyboardInterrupt  # what SIGTERM becomes
+        return real(dataset, out, fmt, split, **kw)
+
+    monkeypatch.setattr(formats, "write_dataset", killed_on_val)
+    code, text = cli(capsys, "data", "convert", source, "--from", "coco", "--to", "yolo", "--out", tmp_path / "yolo")
+    assert code == 130
+    assert not (tmp_path / "yolo").exists() and not list(tmp_path.glob(".yolo*"))
+    monkeypatch.setattr(formats, "write_dataset", real)
+    code, text = cli(capsys, "data", "convert", source, "--from", "coco", "--to", "yolo", "--out", tmp_path / "yolo")
+    assert code == 0 and (tmp_path / "yolo" / "data.yaml").is_file()
+
+
+# ----------------------------------------------------------------------------- the live page under viewers
+
+
+def test_a_frame_is_encoded_once_however_many_wait_for_it():
+    import threading
+
+    from cvpipe.io.live_view import LatestFrame
+
+    frame = LatestFrame()
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(frame.newer_than(0, timeout=10))) for _ in range(30)]
+    for thread in threads:
+        thread.start()
+    frame.publish(np.zeros((480, 640, 3), np.uint8))
+    for thread in threads:
+        thread.join()
+    assert frame.encoded == 1 and len({seq for seq, _ in got}) == 1 and all(data for _, data in got)
+
+
+def test_viewers_past_the_cap_are_turned_away_and_come_back(live_view, monkeypatch):
+    import socket
+    import threading
+
+    import cvpipe.io.live_view as live
+
+    view, port = live_view
+    view.viewers = threading.BoundedSemaphore(2)
+    streams = []
+    for _ in range(2):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(f"GET /stream/0.mjpg HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        assert s.recv(64).startswith(b"HTTP/1.1 200")
+        streams.append(s)
+    assert _get(port, "/stream/0.mjpg")[0] == 503
+    assert _get(port, "/stats.json")[0] == 200  # the page itself still answers
+    for s in streams:
+        s.close()
+    view.publish(0, np.zeros((32, 48, 3), np.uint8), {"fps": 1.0})  # the viewers' threads notice they left
+    deadline = __import__("time").monotonic() + 10
+    while _get(port, "/stream/0.mjpg")[0] != 200:
+        assert __import__("time").monotonic() < deadline
+    assert live.MAX_VIEWERS >= 10
+
+
+def test_the_page_serves_on_ipv6_loopback():
+    import socket
+
+    from cvpipe.io.live_view import LiveView
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        view = LiveView("[::1]:0", ["a"])
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"IPv6 loopback unavailable: {e}")
+    try:
+        port = int(view.url.rsplit(":", 1)[1].strip("/"))
+        assert view.url.startswith("http://[::1]:")
+        assert _get(port, "/stats.json", f"[::1]:{port}", address="::1")[0] == 200
+    finally:
+        view.close()
+
+
+# ----------------------------------------------------------------------------- caches that lie
+
+
+def test_a_garbage_or_half_written_onnx_cache_entry_is_rebuilt(tmp_path, monkeypatch):
+    import cvpipe.engine.export as export
+    from cvpipe.engine.runtime import _cached_onnx
+    from cvpipe.loading import load_pipeline
+
+    monkeypatch.setenv("CVPIPE_CACHE", str(tmp_path / "cache"))
+    made = []
+    monkeypatch.setattr(export, "onnx_bytes", lambda model, config, classes: made.append(1) or b"graph")
+    config = load_pipeline(shapes_pipeline_file(tmp_path, PIPELINE))
+    assert _cached_onnx(None, ["a"], config, None) == b"graph" and len(made) == 1
+    assert _cached_onnx(None, ["a"], config, None) == b"graph" and len(made) == 1  # from the cache
+    (entry,) = (tmp_path / "cache" / "onnx").glob("*.onnx")
+    for damage in (b"garbage", b"gra", b""):
+        entry.write_bytes(damage)
+        assert _cached_onnx(None, ["a"], config, None) == b"graph"
+        assert entry.read_bytes() == b"graph"
+    assert len(made) == 4
+    entry.with_suffix(".sha256").unlink()  # an entry without its digest (cut between the two writes)
+    assert _cached_onnx(None, ["a"], config, None) == b"graph" and len(made) == 5

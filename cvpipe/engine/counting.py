@@ -50,9 +50,17 @@ class Counting:
         sv = self.sv
         for name, ends in self.video.lines.items():
             (x1, y1), (x2, y2) = in_pixels(ends, width, height, f"video.lines.{name}")
+            if (x1, y1) == (x2, y2):  # supervision divides by the line's length
+                raise ConfigError(f"video.lines.{name}: its two ends fall on the same pixel ({x1}, {y1}) of this "
+                                  f"stream's {width}×{height} frame; give two points at least a pixel apart")
             self.lines[name] = sv.LineZone(start=sv.Point(x1, y1), end=sv.Point(x2, y2))
         for name, polygon in self.video.zones.items():
-            self.zones[name] = sv.PolygonZone(polygon=in_pixels(polygon, width, height, f"video.zones.{name}"))
+            pixels = in_pixels(polygon, width, height, f"video.zones.{name}")
+            if cv2.contourArea(pixels.astype(np.float32)) < 1:
+                raise ConfigError(f"video.zones.{name}: the polygon encloses no area on this stream's {width}×"
+                                  f"{height} frame (its points coincide or lie on one line); give at least three "
+                                  "points around an area")
+            self.zones[name] = sv.PolygonZone(polygon=pixels)
             self.inside[name], self.visitors[name], self.peak[name] = {}, {}, 0
         orange = sv.Color(r=0, g=160, b=255)  # supervision draws BGR; these frames are RGB
         self.zone_annotators = [sv.PolygonZoneAnnotator(zone, color=orange, thickness=2, opacity=0.15, text_scale=0.5)

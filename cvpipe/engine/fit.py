@@ -32,7 +32,7 @@ from cvpipe.engine.optim import build_optimizer, lr_factor, set_lr
 from cvpipe.engine.progress import LoggedProgress
 from cvpipe.engine.runs import latest_run_dir, new_run_dir
 from cvpipe.errors import CvpipeError, WeightsError
-from cvpipe.io.images import write_text
+from cvpipe.io.images import write_skipped, write_text
 from cvpipe.io.outputs import prepare_dir
 from cvpipe.metrics.classification import ClassificationMetrics
 from cvpipe.metrics.coco import CocoMetrics
@@ -225,7 +225,7 @@ class Trainer:
                 for callback in main_only:
                     callback.on_epoch_end(self, row)
                 if self.skips_unsaved:  # once an epoch, not once per skipped file
-                    write_text(self.run_dir / "skipped.txt", "".join(f"{line}\n" for line in self.skipped))
+                    write_skipped(self.run_dir / "skipped.txt", self.skipped)
                     self.skips_unsaved = False
                 distributed.barrier(rank)
                 if config.train.patience:  # early stopping on rank 0 ends every rank's schedule

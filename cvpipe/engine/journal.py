@@ -6,6 +6,9 @@ line (an entry cut short is redone), so a new entry never lands on the end of a 
 whole but lost only its newline is kept and terminated. Reading keeps the last entry per file, so an image
 redone after a kill is neither lost nor counted twice.
 
+A journal's first line says what made it (`{"made_by": {pipeline, task, classes, weights}}`); resuming with
+anything else is refused, since the entries of another model would be written out as this one's.
+
 Reading indexes the journals rather than holding them: where each image's last entry lies, and why it was
 skipped where it was. That is about 200 bytes an image where the parsed entries of a detector are several KB,
 so the result files of a run of millions of images are written one entry at a time.
@@ -18,6 +21,8 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
+
+from cvpipe.errors import CvpipeError
 
 JOURNAL = ".journal.jsonl"
 
@@ -127,8 +132,41 @@ def repair(path: Path) -> None:
             f.truncate(start)
 
 
-def open_journal(path: Path, *, resume: bool) -> IO[str]:
-    """The journal to append to (resuming) or a new one."""
+def made_by(path: Path) -> dict | None:
+    """What a journal's first line says made it, or None (no journal, or one from before journals said)."""
+    try:
+        with open(path, "rb") as f:
+            first = json.loads(f.readline(1 << 20))
+    except (OSError, ValueError):
+        return None
+    return first.get("made_by") if isinstance(first, dict) and isinstance(first.get("made_by"), dict) else None
+
+
+def check_made_by(paths: list[Path], wanted: dict) -> None:
+    """Refuse to add to journals that another pipeline, task, class list or set of weights made."""
+    for path in paths:
+        found = made_by(path)
+        if found is None:
+            continue
+        differ = [f"{key}: {_short(found.get(key))} there, {_short(wanted.get(key))} now" for key in wanted
+                  if found.get(key) != wanted.get(key)]
+        if differ:
+            raise CvpipeError(f"--out {path.parent}: an earlier run of another model wrote this folder; its results "
+                              "would be mixed with this one's. Choose a new --out (or run without --resume to "
+                              "start over there)", differ)
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+def open_journal(path: Path, *, resume: bool, made_by: dict) -> IO[str]:
+    """The journal to append to (resuming) or a new one, whose first line says what made it."""
     if resume:
         repair(path)
-    return open(path, "a" if resume else "w", encoding="utf-8")
+    f = open(path, "a" if resume else "w", encoding="utf-8")
+    if f.tell() == 0:
+        f.write(json.dumps({"made_by": made_by}) + "\n")
+        f.flush()
+    return f

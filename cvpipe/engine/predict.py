@@ -26,13 +26,13 @@ from cvpipe.data.augment import augment_image, build_augment
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine import distributed
 from cvpipe.engine.device import resolve_device
-from cvpipe.engine.journal import Finished, JournalIndex, journal_paths, open_journal
+from cvpipe.engine.journal import Finished, JournalIndex, check_made_by, journal_paths, open_journal
 from cvpipe.engine.progress import LoggedProgress
 from cvpipe.engine.runtime import inference_model
 from cvpipe.engine.threshold import resolve_conf
 from cvpipe.engine.tta import describe
 from cvpipe.errors import CvpipeError
-from cvpipe.io.images import PER_FILE_ERRORS, discover, failure_reason, image_name, read_image, write_text
+from cvpipe.io.images import PER_FILE_ERRORS, discover, failure_reason, image_name, read_image, write_skipped
 from cvpipe.io.outputs import prepare_dir
 from cvpipe.tasks import get_task
 from cvpipe.tasks.base import PredictJob, Task
@@ -97,6 +97,8 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     save_images = config.output.save_images if save_images is None else save_images
     journals = journal_paths(out, shards)
     journal_path = journals[k]
+    identity = journal_identity(config, classes, weights)
+    check_made_by(journals if resume else [p for p in journals if p != journal_path], identity)
     done = JournalIndex(journals if resume else [])
     names = [image_name(f, root) for f in files]
     todo = [i for i, name in enumerate(names) if i % shards == k and name not in done]
@@ -128,7 +130,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
             journal.flush()
 
     extra = task.prepare_predict(config, save_images)
-    with (open_journal(journal_path, resume=resume) as journal, LoggedProgress(console) as progress,
+    with (open_journal(journal_path, resume=resume, made_by=identity) as journal, LoggedProgress(console) as progress,
           ThreadPoolExecutor(max_workers=1) as writer):
         bar = progress.add_task("predict", total=len(todo), info="")
         for batch in loader:
@@ -151,6 +153,12 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     return report
 
 
+def journal_identity(config: PipelineConfig, classes: list[str], weights: Path | None) -> dict:
+    """What makes a run's entries: a resume into a folder another of these wrote is refused (engine/journal.py)."""
+    return {"pipeline": config.name, "task": config.task, "classes": list(classes),
+            "weights": str(Path(weights).resolve()) if weights is not None else config.model.backbone.weights}
+
+
 def predict_items(task: Task, model, items: list[tuple[str, torch.Tensor | None, str | None]],
                   job: PredictJob) -> tuple[list[dict], list[dict]]:
     """One batch: (name, image tensor or None, why it could not be read or None) → (every journal entry, the
@@ -168,5 +176,5 @@ def write_outputs(out: Path, index: JournalIndex, names: list[str], classes: lis
     report.skipped = [(name, index.skipped[name]) for name in names if name in index.skipped]
     used = {"conf": {"value": report.conf, "source": report.conf_source}} if report.conf is not None else {}
     written = task.write_results(out, Finished(index, names), classes, used)
-    write_text(out / "skipped.txt", "".join(f"{name}: {reason}\n" for name, reason in report.skipped))
+    write_skipped(out / "skipped.txt", (f"{name}: {reason}" for name, reason in report.skipped))
     return [*written, "skipped.txt"]

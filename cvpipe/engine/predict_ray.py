@@ -31,8 +31,8 @@ from cvpipe.console import make_console
 from cvpipe.data.augment import augment_image, build_augment
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine.device import resolve_device
-from cvpipe.engine.journal import JournalIndex, journal_paths, open_journal
-from cvpipe.engine.predict import PredictReport, predict_items, write_outputs
+from cvpipe.engine.journal import JournalIndex, check_made_by, journal_paths, open_journal
+from cvpipe.engine.predict import PredictReport, journal_identity, predict_items, write_outputs
 from cvpipe.engine.progress import LoggedProgress
 from cvpipe.engine.runtime import inference_model
 from cvpipe.engine.threshold import resolve_conf
@@ -47,6 +47,7 @@ from cvpipe.io.images import (
     image_name,
 )
 from cvpipe.io.outputs import prepare_dir
+from cvpipe.numbers import is_int
 from cvpipe.tasks import get_task
 from cvpipe.tasks.base import PredictJob
 
@@ -123,10 +124,21 @@ class _Predictor:
         return {"entry": np.array([json.dumps(e) for e in entries], dtype=object)}
 
 
+def _split_address(address: str | None) -> tuple[str, str]:
+    """(host, port) of --address HOST:PORT; ("", "") for None and auto. Anything else is refused before Ray starts."""
+    if address is None or address == "auto":
+        return "", ""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not is_int(port, 0, 65535):
+        raise CvpipeError(f"--address {address}: expected auto or HOST:PORT with a port from 0 to 65535, e.g. "
+                          "127.0.0.1:6379")
+    return host, port
+
+
 def _check_reachable(address: str | None) -> None:
     """A HOST:PORT that nothing listens on fails in seconds here; Ray itself retries it for minutes."""
-    host, _, port = (address or "").removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
+    host, port = _split_address(address)
+    if not host:
         return  # None (a Ray of this run's own) or "auto": Ray answers those at once
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
@@ -176,6 +188,7 @@ def predict_on_ray(config: PipelineConfig, source: str | Path, out: Path, weight
     """`address`: a running cluster (`auto`, `HOST:PORT`, `ray://HOST:PORT`); None starts Ray on this machine
     for the run. The driver loads the model once too, so that a bad checkpoint or backend fails here, with the
     same message as a local run, before the cluster does any work."""
+    _split_address(address)
     ray = _ray()
     if actors is not None and actors < 1:
         raise CvpipeError(f"--actors {actors}: expected 1 or more")
@@ -187,10 +200,13 @@ def predict_on_ray(config: PipelineConfig, source: str | Path, out: Path, weight
     root = None if filesystem is not None else Path(base)  # where the tasks read files' own metadata (GeoTIFF)
     save_images = config.output.save_images if save_images is None else save_images
     journal_path = journal_paths(out, 1)[0]
-    done = JournalIndex([journal_path] if resume else [])
-    todo = [i for i, name in enumerate(names) if name not in done]
     task = get_task(config.task)
     _, classes, backend_used, why = inference_model(config, weights, torch.device("cpu"), backend)
+    identity = journal_identity(config, classes, weights)
+    if resume:
+        check_made_by([journal_path], identity)
+    done = JournalIndex([journal_path] if resume else [])
+    todo = [i for i, name in enumerate(names) if name not in done]
     report = PredictReport(out, 0, len(done))
     if task.thresholded:
         report.conf, report.conf_source = resolve_conf(conf, weights, views=config.tta.enabled and task.tta)
@@ -220,7 +236,7 @@ def predict_on_ray(config: PipelineConfig, source: str | Path, out: Path, weight
                 actor = {"config": config, "weights": weights, "backend": backend, "conf": report.conf,
                          "out": out, "save_images": save_images, "root": root}
                 results = _dataset(ray, config, [paths[i] for i in todo], base, filesystem, actor, count, resources)
-                _collect(results, task, len(todo), journal_path, resume, report, console)
+                _collect(results, task, len(todo), journal_path, resume, report, console, identity)
             except Exception as e:  # Ray wraps what failed on the cluster; a cvpipe error in it says what to do
                 raise _cause(ray, e) from None
         report.seconds = time.perf_counter() - start
@@ -251,10 +267,10 @@ def _dataset(ray, config: PipelineConfig, paths: list[str], base: str, filesyste
 
 
 def _collect(results, task, total: int, journal_path: Path, resume: bool, report: PredictReport,
-             console: Console) -> None:
+             console: Console, made_by: dict) -> None:
     """The entries as they arrive: appended to the journal (so a killed driver resumes), counted, shown."""
     start = time.perf_counter()
-    with open_journal(journal_path, resume=resume) as journal, LoggedProgress(console) as progress:
+    with open_journal(journal_path, resume=resume, made_by=made_by) as journal, LoggedProgress(console) as progress:
         bar = progress.add_task("predict", total=total, info="")
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
             lines = list(batch["entry"])

@@ -121,7 +121,7 @@ def _cached_onnx(model: nn.Module, classes: list[str], config: PipelineConfig, w
     """The model's ONNX graph, exported once per (weights file, model section, classes, torch version, graph
     version) and kept in cvpipe's cache (an export takes seconds: a Faster R-CNN's, tens of seconds)."""
     from cvpipe.engine.export import GRAPH_VERSION, OPSET, onnx_bytes
-    from cvpipe.io.images import write_bytes
+    from cvpipe.io.images import write_bytes, write_text
     from cvpipe.paths import cache_dir
 
     key = hashlib.sha256()
@@ -131,11 +131,17 @@ def _cached_onnx(model: nn.Module, classes: list[str], config: PipelineConfig, w
     key.update(json.dumps([config.model.model_dump(mode="json"), classes, torch.__version__, OPSET, GRAPH_VERSION],
                           sort_keys=True).encode())
     path = cache_dir() / "onnx" / f"{key.hexdigest()[:24]}.onnx"
-    if path.is_file():
-        return path.read_bytes()
-    graph = onnx_bytes(model, config, classes)
+    digest = path.with_suffix(".sha256")  # written after the graph: an entry is used only when the two agree
+    try:
+        if path.is_file() and digest.is_file() and digest.read_text().strip() == hashlib.sha256(
+                graph := path.read_bytes()).hexdigest():
+            return graph
+    except OSError:  # unreadable: rebuilt below
+        pass
+    graph = onnx_bytes(model, config, classes)  # a missing, half-written or garbage entry is made again
     try:
         write_bytes(path, graph)
+        write_text(digest, hashlib.sha256(graph).hexdigest() + "\n")
     except OSError:  # a read-only cache costs the export next time, nothing more
         pass
     return graph

@@ -7,7 +7,6 @@ unreadable image is listed in `skipped.txt` and the run goes on.
 
 from __future__ import annotations
 
-import csv
 import io
 import time
 from dataclasses import dataclass, field
@@ -28,9 +27,11 @@ from cvpipe.io.images import (
     image_name,
     read_image,
     write_image,
+    write_skipped,
     write_text,
 )
 from cvpipe.io.outputs import prepare_dir
+from cvpipe.io.tables import csv_dict_writer
 from cvpipe.models.style import (
     GatysLoss,
     LayerOutputs,
@@ -98,10 +99,10 @@ def stylize(source: str | Path, style: str | Path, out: Path, *, steps: int = 10
         console.print(f"{name}: {seconds:.1f}s, style loss {before.style:.4g} → {after.style:.4g}, "
                       f"content loss {before.content:.4g} → {after.content:.4g}")
     rows = io.StringIO()
-    writer = csv.DictWriter(rows, ["file", "height", "width", "seconds", "content_before", "content_after",
+    writer = csv_dict_writer(rows, ["file", "height", "width", "seconds", "content_before", "content_after",
                                    "style_before", "style_after"])
     writer.writeheader()
     writer.writerows(report.rows)
     write_text(out / "stylize.csv", rows.getvalue())
-    write_text(out / "skipped.txt", "".join(f"{n}: {reason}\n" for n, reason in report.skipped))
+    write_skipped(out / "skipped.txt", (f"{n}: {reason}" for n, reason in report.skipped))
     return report

@@ -33,7 +33,7 @@ from cvpipe.engine.threshold import resolve_conf
 from cvpipe.errors import ConfigError
 from cvpipe.io.images import write_text
 from cvpipe.io.outputs import prepare_file
-from cvpipe.io.streams import Frame, Source, SourceStats, StreamMux, open_source
+from cvpipe.io.streams import Frame, Source, SourceStats, StreamMux, open_source, webcam_index
 from cvpipe.io.video_writer import VideoWriter
 from cvpipe.tasks import get_task
 from cvpipe.tasks.base import FrameJob
@@ -130,16 +130,33 @@ def _check_display() -> None:
 
 def stream_name(source: str) -> str:
     """How the page names a source: `camera N` for a webcam index, else as given."""
-    return f"camera {source}" if source.isdigit() else source
+    index = webcam_index(source)
+    return source if index is None else f"camera {index}"
 
 
 def stream_stem(source: str) -> str:
     """A file name for a source's outputs: a file's stem, `camera0`, or a URL's host, port and path."""
-    if source.isdigit():
-        return f"camera{source}"
+    if webcam_index(source) is not None:
+        return f"camera{webcam_index(source)}"
     if "://" in source:
         return re.sub(r"[^A-Za-z0-9.-]+", "_", source.split("://", 1)[1]).strip("_") or "stream"
     return Path(source).stem or "stream"
+
+
+def unique_stems(sources: list[str]) -> list[str]:
+    """Each source's output name, made unique before any file opens (`a/x.mp4`, `b/x.mp4` and `x_2.mp4` become
+    x, x_2 and x_2_2), compared without case: a case-insensitive file system would merge X and x."""
+    taken: set[str] = set()
+    stems = []
+    for source in sources:
+        stem = name = stream_stem(source)
+        n = 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{stem}_{n}"
+        taken.add(name.lower())
+        stems.append(name)
+    return stems
 
 
 @dataclass

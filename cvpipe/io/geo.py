@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cvpipe.errors import DataError
+
 SCALE, TIEPOINT, TRANSFORMATION, GEOKEYS = 33550, 33922, 34264, 34735
 PROJECTED_CRS, GEOGRAPHIC_CRS = 3072, 2048  # GeoKey ids holding the EPSG code
 
@@ -42,7 +44,9 @@ class Georeference:
 
 
 def read_georeference(path: Path) -> Georeference | None:
-    """The file's georeference, or None (not a TIFF, or a TIFF without one)."""
+    """The file's georeference, or None (not a TIFF, or a TIFF without one). Tags that are there but cannot be a
+    georeference (a wrong count of values, text, NaN or infinite numbers, a zero pixel size) raise DataError
+    naming the file and the tag: a wrong map position is worse than none."""
     if Path(path).suffix.lower() not in (".tif", ".tiff"):
         return None
     import tifffile
@@ -50,28 +54,53 @@ def read_georeference(path: Path) -> Georeference | None:
     try:
         with tifffile.TiffFile(path) as tif:
             tags = {tag.code: tag.value for tag in tif.pages[0].tags.values()}
-    except (OSError, ValueError, tifffile.TiffFileError):
+    except (OSError, ValueError, IndexError, tifffile.TiffFileError):
         return None
     if TRANSFORMATION in tags:
-        m = [float(v) for v in tags[TRANSFORMATION]]
+        m = _numbers(tags[TRANSFORMATION], path, "ModelTransformationTag", exactly=16)
         affine = (m[0], m[1], m[3], m[4], m[5], m[7])
     elif SCALE in tags and TIEPOINT in tags:
-        sx, sy = (float(v) for v in tags[SCALE][:2])
-        i, j, _, x, y, _ = (float(v) for v in tags[TIEPOINT][:6])
+        sx, sy = _numbers(tags[SCALE], path, "ModelPixelScaleTag", at_least=2)[:2]
+        i, j, _, x, y, _ = _numbers(tags[TIEPOINT], path, "ModelTiepointTag", at_least=6)[:6]
+        if sx == 0 or sy == 0:
+            raise DataError(f"{path}: GeoTIFF ModelPixelScaleTag: a pixel size of 0; fix the file's georeference "
+                            "(e.g. gdal_edit.py -a_ullr) or remove it")
         affine = (sx, 0.0, x - i * sx, 0.0, -sy, y + j * sy)
     else:
         return None
     return Georeference(affine, _epsg(tags.get(GEOKEYS)))
 
 
+def _numbers(value, path: Path, tag: str, *, exactly: int | None = None, at_least: int = 0) -> list[float]:
+    """A tag's values as finite floats, their count checked."""
+    values = list(value) if isinstance(value, (tuple, list, np.ndarray)) else [value]
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        numbers = None
+    count_ok = numbers is not None and (len(numbers) == exactly if exactly is not None else len(numbers) >= at_least)
+    if not count_ok or not all(np.isfinite(numbers)):
+        wanted = f"{exactly}" if exactly is not None else f"at least {at_least}"
+        raise DataError(f"{path}: GeoTIFF {tag}: expected {wanted} finite numbers, got {_shown(values)}; fix the "
+                        "file's georeference (e.g. with gdal_edit.py) or remove it")
+    return numbers
+
+
+def _shown(values: list) -> str:
+    text = repr(values)
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
 def _epsg(keys) -> int | None:
-    """The EPSG code from a GeoKeyDirectory (header of 4 shorts, then 4 per key: id, location, count, value)."""
-    if keys is None:
+    """The EPSG code from a GeoKeyDirectory (header of 4 shorts, then 4 per key: id, location, count, value); a
+    malformed directory names none."""
+    try:
+        keys = [int(v) for v in (keys if isinstance(keys, (tuple, list, np.ndarray)) else [])]
+    except (TypeError, ValueError):
         return None
-    keys = [int(v) for v in keys]
     found = {keys[k]: keys[k + 3] for k in range(4, len(keys) - 3, 4) if keys[k + 1] == 0}
     code = found.get(PROJECTED_CRS) or found.get(GEOGRAPHIC_CRS)
-    return code if code and code != 32767 else None  # 32767: user-defined
+    return code if code and 0 < code < 1_000_000 and code != 32767 else None  # 32767: user-defined
 
 
 def detections_geojson(entries: list[tuple[str, dict]], classes: list[str]) -> str | None:

@@ -25,6 +25,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 # OpenCV refuses to decode an image of more pixels than this, whatever memory there is; the header reader
 # (PIL) is held to the same limit, so both agree on what is too large.
 MAX_IMAGE_PIXELS = int(os.environ.get("CV_IO_MAX_IMAGE_PIXELS", 1 << 30))
+MIN_IMAGE_SIDE = 4  # pixels: a thinner image (a 1×N strip) has nothing to find, and resizing it cannot keep its shape
 
 
 # What one file's decode or per-file transform can raise; a folder run reports these per file and goes on.
@@ -73,13 +74,36 @@ def discover(source: str | Path, *, exclude: Path | None = None) -> tuple[list[P
 
 def image_name(path: str | Path, root: str | Path) -> str:
     """An image's name in a run's results: its path under the source folder `discover` returned, else its file
-    name (a file given alone)."""
+    name (a file given alone); printable (`shown_name`)."""
     path = Path(path)
-    return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+    return shown_name(str(path.relative_to(root)) if path.is_relative_to(root) else path.name)
+
+
+def shown_name(name: str) -> str:
+    """A file name as UTF-8 text: bytes that are not UTF-8 (Python keeps them as surrogates) become `\\xNN`, so
+    the name can go into JSON, CSV and the console."""
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks escaped, for line-per-entry files (skipped.txt) that a name must not forge."""
+    return text.replace("\n", "\\n").replace("\r", "\\r")
+
+
+def write_skipped(path: Path, lines: Iterable[str]) -> None:
+    """skipped.txt: one line per skipped file, whatever its name holds."""
+    write_text(path, "".join(f"{one_line(line)}\n" for line in lines))
 
 
 def read_image(path: Path) -> np.ndarray:
-    """HWC uint8 RGB. A missing or undecodable file raises DataError naming it."""
+    """HWC uint8 RGB. A missing or undecodable file raises DataError naming it, and so does a name that is not
+    UTF-8 (no result could name it faithfully)."""
+    if shown_name(str(path)) != str(path):
+        raise DataError(f"{shown_name(str(path))}: the file name is not valid UTF-8 (shown with \\x escapes); "
+                        "rename the file")
     try:
         buf = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode copes with non-ASCII paths
     except OSError as e:
@@ -97,7 +121,18 @@ def decode_image(buf: np.ndarray, path: Path) -> np.ndarray:
         raise DataError(f"{path}: not enough memory to decode this image") from None
     if image is None:
         raise DataError(f"{path}: not a decodable image (corrupt, truncated or another format); remove or re-export it")
+    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+        raise DataError(f"{path}: a {image.shape[1]}×{image.shape[0]} image; each side must be at least "
+                        f"{MIN_IMAGE_SIDE} pixels")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def scaled(image: np.ndarray, scale: float) -> np.ndarray:
+    """`image` resized by `scale` (area interpolation when shrinking), each side at least one pixel: OpenCV's own
+    `fx`/`fy` fail on a side that rounds to zero."""
+    height, width = image.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
 def _decode_failure(path: Path, error: cv2.error) -> str:
@@ -140,7 +175,8 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
     Text is UTF-8 with no newline translation (the csv module writes its own line ends)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
+    # at most 200 bytes of the name: `.NAME.part` of a legal 255-byte NAME would pass the file system's limit
+    tmp = path.with_name(f".{os.fsdecode(os.fsencode(path.name)[:200])}.part")
     try:
         with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
             yield f

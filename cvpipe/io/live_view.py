@@ -6,36 +6,86 @@ script), served by the standard library's threading HTTP server; the figures are
 is one self-contained HTML document (no CDN, no external asset), since the machine may be offline.
 
 The model's loop only `publish`es a frame (a reference, no copy, no encoding). Each viewer's thread waits for a
-frame newer than the one it last sent, encodes it once for all viewers (OpenCV releases the GIL) and sends it:
-a viewer that connects late starts at the newest frame, and a slow viewer skips frames instead of queueing them,
-the same newest-frame rule as live capture. Nothing a viewer does blocks the model.
+frame newer than the one it last sent; the first to want a frame encodes it (OpenCV releases the GIL) while the
+others wait for that JPEG, so a frame is encoded once however many watch. A viewer that connects late starts at
+the newest frame, and a slow viewer skips frames instead of queueing them, the same newest-frame rule as live
+capture; one that stops reading for `SEND_TIMEOUT` seconds is dropped. Connections are capped
+(`MAX_CONNECTIONS`, `MAX_VIEWERS` streams), so a crowd costs the model almost nothing (benches/live_viewers.py).
+
+The page answers only requests whose Host is the address it is bound to (or a name the user gave in --serve,
+localhost on a loopback or wildcard address): another site's page cannot read the stream through DNS rebinding.
 """
 
 from __future__ import annotations
 
 import html
+import ipaddress
 import json
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
 from cvpipe.errors import CvpipeError
+from cvpipe.numbers import is_int
 
 JPEG_QUALITY = 80
 BOUNDARY = "cvpipe-frame"
+MAX_CONNECTIONS = 64  # requests served at once; more are answered 503 at once
+MAX_VIEWERS = 32  # MJPEG streams open at once, all streams together
+SEND_TIMEOUT = 10.0  # seconds a viewer may leave a frame unread before it is dropped
 
 
 def parse_address(text: str) -> tuple[str, int]:
-    """`PORT` or `HOST:PORT` (IPv6 hosts in brackets); the host defaults to 127.0.0.1: nothing is exposed to the
-    network unless asked. Port 0 picks a free one."""
-    host, _, port = text.rpartition(":")
+    """`PORT` or `HOST:PORT` (IPv6 hosts in brackets, `[::1]:8000`); the host defaults to 127.0.0.1: nothing is
+    exposed to the network unless asked. Port 0 picks a free one."""
+    host, colon, port = text.rpartition(":")
+    if host.startswith("[") != host.endswith("]") or (":" in host.strip("[]") and not host.startswith("[")):
+        raise CvpipeError(f"--serve {text}: write an IPv6 host in brackets, e.g. [::1]:8000")
     host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or int(port) > 65535:
-        raise CvpipeError(f"--serve {text}: expected PORT or HOST:PORT, e.g. 8000 or 0.0.0.0:8000")
+    if not is_int(port, 0, 65535):
+        raise CvpipeError(f"--serve {text}: expected PORT or HOST:PORT with a port from 0 to 65535, e.g. 8000, "
+                          "0.0.0.0:8000 or [::1]:8000")
     return host, int(port)
+
+
+def allowed_hosts(host: str, port: int) -> set[str]:
+    """The Host header values the page answers: the bound address (and what names it), with and without the port."""
+    names = {host}
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a name the user gave
+        address = None
+    if address is not None and (address.is_loopback or address.is_unspecified):
+        names |= {"localhost", "127.0.0.1", "::1"}
+    if address is not None and address.is_unspecified:  # every interface: the machine's own names
+        names |= {socket.gethostname(), socket.getfqdn()}
+    hosts = set()
+    for name in names:
+        shown = f"[{name}]" if ":" in name else name
+        hosts |= {shown.lower(), f"{shown}:{port}".lower()}
+    return hosts
+
+
+def host_allowed(header: str | None, allowed: set[str], wildcard: bool) -> bool:
+    """Whether a request's Host names this server. Bound to every interface, any IP literal is fine too (a
+    rebinding attack needs a DNS name)."""
+    if not header:
+        return False
+    header = header.strip().lower()
+    if header in allowed:
+        return True
+    if wildcard:
+        try:
+            host = urlsplit(f"//{header}").hostname or ""
+        except ValueError:
+            return False
+        return _is_ip(host)
+    return False
 
 
 class LatestFrame:
@@ -52,19 +102,31 @@ class LatestFrame:
             self.image, self.seq = image, self.seq + 1
             self.changed.notify_all()
 
+        self.encoding = False  # a viewer's thread is encoding the newest frame; the others wait for its JPEG
+        self.encoded = 0  # frames encoded, for tests and the benchmark
+
     def newer_than(self, seq: int, timeout: float) -> tuple[int, bytes] | None:
         """The JPEG of the newest frame if it is newer than `seq` (waiting up to `timeout` s for one), else None."""
         with self.changed:
             if not self.changed.wait_for(lambda: self.seq > seq, timeout):
                 return None
-            if self.jpeg[0] == self.seq:
+            if not self.changed.wait_for(lambda: self.jpeg[0] > seq or not self.encoding, timeout):
+                return None
+            if self.jpeg[0] > seq:  # encoded already (or by the viewer we waited for)
                 return self.jpeg
-            seq, image = self.seq, self.image
-        ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            self.encoding, newest, image = True, self.seq, self.image
+        try:
+            ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        finally:
+            with self.changed:
+                self.encoding = False
+                self.changed.notify_all()
         with self.changed:
-            if seq > self.jpeg[0]:
-                self.jpeg = (seq, data.tobytes())
-            return seq, data.tobytes()
+            self.encoded += 1
+            if newest > self.jpeg[0]:
+                self.jpeg = (newest, data.tobytes())
+            return self.jpeg
 
 
 class LiveView:
@@ -76,14 +138,20 @@ class LiveView:
         self.frames = [LatestFrame() for _ in names]
         self.figures: list[dict] = [{} for _ in names]
         self.closing = threading.Event()
+        self.viewers = threading.BoundedSemaphore(MAX_VIEWERS)
         handler = type("Handler", (_Handler,), {"view": self})
+        server_class = _IPv6Server if ":" in host else _Server
         try:
-            self.server = ThreadingHTTPServer((host, port), handler)
-        except OSError as e:
-            raise CvpipeError(f"--serve {address}: cannot listen there ({e.strerror}); choose another port") from None
-        self.server.daemon_threads = True
+            self.server = server_class((host, port), handler)
+        except (OSError, OverflowError) as e:
+            reason = getattr(e, "strerror", None) or str(e)
+            raise CvpipeError(f"--serve {address}: cannot listen there ({reason}); choose another address or "
+                              "port") from None
+        port = self.server.server_address[1]
+        self.wildcard = ipaddress.ip_address(host).is_unspecified if _is_ip(host) else False
+        self.allowed = allowed_hosts(host, port)
         shown_host = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown_host}:{self.server.server_address[1]}/"
+        self.url = f"http://{shown_host}:{port}/"
         self.thread = threading.Thread(target=self.server.serve_forever, name="cvpipe-live-view", daemon=True)
         self.thread.start()
 
@@ -101,21 +169,71 @@ class LiveView:
         self.thread.join()
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class _Server(ThreadingHTTPServer):
+    """At most MAX_CONNECTIONS requests at once; the next is answered 503 and closed without a thread."""
+
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, *args, **kwargs):
+        self.active = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        if not self.active.acquire(blocking=False):
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.active.release()
+
+
+class _IPv6Server(_Server):
+    address_family = socket.AF_INET6
+
+
 class _Handler(BaseHTTPRequestHandler):
     view: LiveView
     protocol_version = "HTTP/1.1"
+    timeout = SEND_TIMEOUT  # a viewer that stops reading (or never sends its request) is dropped
 
     def log_message(self, format, *args) -> None:  # the console belongs to the run's own output
         pass
 
     def do_GET(self) -> None:
+        if not host_allowed(self.headers.get("Host"), self.view.allowed, self.view.wildcard):
+            self.send_error(HTTPStatus.MISDIRECTED_REQUEST, "this page answers only its own address; open the "
+                                                           "URL cvpipe printed")
+            return
         path = self.path.split("?")[0]
         if path in ("/", "/index.html"):
             self._send(page(self.view.names).encode(), "text/html; charset=utf-8")
         elif path == "/stats.json":
             self._send(json.dumps({"streams": self.view.figures}).encode(), "application/json")
         elif path.startswith("/stream/") and path.endswith(".mjpg") and self._stream_index(path) is not None:
-            self._mjpeg(self.view.frames[self._stream_index(path)])
+            if not self.view.viewers.acquire(blocking=False):
+                self.send_error(HTTPStatus.SERVICE_UNAVAILABLE, f"{MAX_VIEWERS} viewers already; try again later")
+                return
+            try:
+                self._mjpeg(self.view.frames[self._stream_index(path)])
+            finally:
+                self.view.viewers.release()
         elif path.startswith("/frame/") and path.endswith(".jpg") and self._stream_index(path) is not None:
             newest = self.view.frames[self._stream_index(path)].newer_than(0, timeout=5)
             if newest is None:
@@ -127,7 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream_index(self, path: str) -> int | None:
         stem = path.rsplit("/", 1)[1].split(".")[0]
-        return int(stem) if stem.isdigit() and int(stem) < len(self.view.names) else None
+        return int(stem) if is_int(stem, 0, len(self.view.names) - 1) else None
 
     def _send(self, body: bytes, content_type: str) -> None:
         self.send_response(HTTPStatus.OK)
@@ -157,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(f"Content-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
                                  + f"\r\n--{BOUNDARY}\r\n".encode())
                 self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):  # the viewer left
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):  # the viewer left, or stopped reading
             pass
 
 

@@ -7,6 +7,8 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cvpipe.errors import CvpipeError
@@ -71,11 +73,25 @@ def refuse_inside_or_over(out: Path | str, root: Path | str, what: str) -> None:
         raise CvpipeError(f"{what} {out}: inside or over the dataset {root}; write the copy to a folder outside it")
 
 
-def new_dataset_dir(out: Path | str, source_root: Path | str, what: str) -> Path:
-    """A folder a command writes a dataset copy into: never the source, nor inside it (the copy would be read as
-    part of the dataset next time), nor over an existing non-empty folder."""
+@contextmanager
+def new_dataset_dir(out: Path | str, source_root: Path | str, what: str) -> Iterator[Path]:
+    """The folder a command builds a dataset copy in: never the source, nor inside it (the copy would be read as
+    part of the dataset next time), nor over an existing non-empty folder. The copy is built in a hidden folder
+    beside `out` and renamed to `out` whole when the block ends, so a run killed half-way leaves no images
+    without their labels (a hidden folder left by `kill -9` is removed by the next run)."""
     out = Path(out)
     refuse_inside_or_over(out, source_root, what)
     if out.is_dir() and any(out.iterdir()):
         raise CvpipeError(f"{what} {out}: the folder exists and is not empty; choose a new folder or remove it first")
-    return prepare_dir(out, what)
+    prepare_dir(out.parent if out.parent != Path("") else Path("."), what)
+    building = out.with_name(f".{out.name}.part")
+    shutil.rmtree(building, ignore_errors=True)
+    prepare_dir(building, what)
+    try:
+        yield building
+        if out.is_dir():
+            out.rmdir()  # empty, checked above
+        os.replace(building, out)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise

@@ -22,6 +22,7 @@ import numpy as np
 
 from cvpipe.errors import CvpipeError, DataError
 from cvpipe.io.images import IMAGE_SUFFIXES, PER_FILE_ERRORS, failure_reason, list_images, read_image
+from cvpipe.numbers import parse_int
 
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 OPEN_TIMEOUT_MS = 5000  # FFmpeg's own defaults wait far longer on a dead RTSP server
@@ -82,8 +83,9 @@ def open_source(source: str | int, *, stride: int = 1, fps: float | None = None,
     text = str(source)
     if stride < 1:
         raise CvpipeError(f"--stride: expected an integer ≥ 1, got {stride}")
-    if text.isdigit():
-        return LiveSource(int(text), f"camera {text}", reconnect_timeout)
+    if webcam_index(text) is not None:
+        index = webcam_index(text)
+        return LiveSource(index, f"camera {index}", reconnect_timeout)
     if text.lower().startswith(LIVE_SCHEMES):
         return LiveSource(text, text, reconnect_timeout)
     path = Path(text)
@@ -95,6 +97,23 @@ def open_source(source: str | int, *, stride: int = 1, fps: float | None = None,
         return FileSource(path, stride=stride)
     raise CvpipeError(f"--source {text}: no such file or folder, and not a webcam index or a URL "
                       f"({', '.join(s.rstrip(':/') for s in LIVE_SCHEMES)})")
+
+
+MAX_WEBCAM_INDEX = 9999  # OpenCV takes a C int; /dev/video indices are small
+
+
+def webcam_index(source: str) -> int | None:
+    """A webcam index for a source written as digits (of any script, so that '²' is refused by name rather than
+    read as a file), else None. Digits that are not a plain 0..9999 raise CvpipeError."""
+    text = str(source).strip()
+    if not text.isdigit():
+        return None
+    try:
+        if Path(text).exists():  # a file named 0 in this folder
+            return None
+    except OSError:  # a name too long to be a file
+        pass
+    return parse_int(text, "--source: a webcam index", 0, MAX_WEBCAM_INDEX)
 
 
 def _capture(target: Path | str | int) -> cv2.VideoCapture:

@@ -125,7 +125,12 @@ class WeightsCatalog:
         return self.entries[weights_id]
 
     def local_path(self, entry: WeightsEntry) -> Path:
-        return self.root / entry.file
+        """Where the entry's file is kept: inside the weights folder, whatever a (user-edited) manifest says."""
+        path = self.root / entry.file
+        if Path(entry.file).is_absolute() or not path.resolve().is_relative_to(self.root.resolve()):
+            raise WeightsError(f"weights {entry.id}: its file {entry.file!r} is outside the weights folder "
+                               f"{self.root}; give a plain file name")
+        return path
 
     def is_fetched(self, entry: WeightsEntry) -> bool:
         return self.local_path(entry).exists()
@@ -175,8 +180,15 @@ class WeightsCatalog:
                     preprocess: Preprocess | None = None) -> WeightsEntry:
         """Check that `file` loads into `arch`, copy it into the weights dir and add it to the user manifest."""
         file = Path(file)
-        if not file.exists():
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", name) or ".." in name:
+            raise WeightsError(f"--name {name!r}: a weights id is a plain name of letters, digits, '_', '.' and '-' "
+                               "(no folders), e.g. my_resnet.birds")
+        if name in self.entries and not self.entries[name].user:
+            raise WeightsError(f"--name {name}: the catalogue has weights of that id already; choose another name")
+        if not file.is_file():
             raise WeightsError(f"{file}: no such file")
+        if file.suffix.lower() not in (".pth", ".pt", ".bin", ".safetensors"):
+            raise WeightsError(f"{file}: expected a .pth, .pt, .bin or .safetensors file")
         fmt = "safetensors" if file.suffix == ".safetensors" else "torch"
         if fmt == "safetensors" and mapping == "position":
             raise WeightsError(f"{file}: safetensors files sort their tensors by name, so they load by name only; "

@@ -3,7 +3,6 @@ classes; the top class written on video frames; an NCHW → logits graph."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,7 +15,8 @@ from cvpipe.config import CLASSIFY_STATS, PipelineConfig
 from cvpipe.data.records import Dataset
 from cvpipe.data.samples import ImageSamples
 from cvpipe.engine.inference import autocast, classify, to_device
-from cvpipe.io.images import atomic_open, write_text
+from cvpipe.io.images import atomic_open
+from cvpipe.io.tables import csv_writer
 from cvpipe.metrics.classification import ClassificationMetrics, classification_metrics
 from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob, Task
@@ -57,10 +57,11 @@ class ClassifyTask(Task):
         if out_dir is not None:
             names = {r.image_id: r.file_name for r in dataset.records}
             scores, predicted = logits.softmax(1).max(1)
-            rows = ["file,true,predicted,score"] + [
-                f"{names[i]},{dataset.classes[t]},{dataset.classes[p]},{s:.5f}"
-                for i, t, p, s in zip(ids, labels, predicted.tolist(), scores.tolist())]
-            write_text(Path(out_dir) / "val_predictions.csv", "\n".join(rows) + "\n")
+            with atomic_open(Path(out_dir) / "val_predictions.csv") as f:
+                writer = csv_writer(f)
+                writer.writerow(["file", "true", "predicted", "score"])
+                writer.writerows([names[i], dataset.classes[t], dataset.classes[p], round(s, 5)]
+                                 for i, t, p, s in zip(ids, labels, predicted.tolist(), scores.tolist()))
         return metrics
 
     def predict(self, model: nn.Module, images: list[torch.Tensor], names: list[str], job: PredictJob) -> list[dict]:
@@ -74,7 +75,7 @@ class ClassifyTask(Task):
                       used: dict) -> list[str]:
         k = min(TOP_K, len(classes))
         with atomic_open(out / "predictions.csv") as rows:
-            writer = csv.writer(rows)
+            writer = csv_writer(rows)
             writer.writerow(["file", *(f"{field}{i}" for i in range(1, k + 1) for field in ("class", "score"))])
             for _, name, entry in finished:
                 writer.writerow([name, *(v for label, score in zip(entry["labels"], entry["scores"])

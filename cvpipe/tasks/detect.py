@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -20,8 +19,10 @@ from cvpipe.data.samples import DetectionSamples, WindowedDetectionSamples
 from cvpipe.engine.inference import detect
 from cvpipe.engine.slicing import slice_size, slices_needed
 from cvpipe.engine.tta import detect_pipeline
+from cvpipe.errors import DataError
 from cvpipe.io.geo import detections_geojson, read_georeference
-from cvpipe.io.images import JsonArray, atomic_open, write_image, write_text
+from cvpipe.io.images import JsonArray, atomic_open, failure_reason, scaled, write_image, write_text
+from cvpipe.io.tables import csv_writer
 from cvpipe.metrics.coco import CocoMetrics, detections_to_results, evaluate_coco
 from cvpipe.models.proposals import proposals_for
 from cvpipe.tasks import register_task
@@ -89,9 +90,7 @@ def write_annotated(path: Path, image: torch.Tensor, boxes, labels, classes: lis
     picture = image.permute(1, 2, 0).numpy()
     scale = min(1.0, ANNOTATED_MAX_SIDE / max(picture.shape[:2]))
     if scale < 1.0:
-        import cv2
-
-        picture = cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        picture = scaled(picture, scale)
         boxes = boxes * scale
         masks = [m.scaled(scale) for m in masks] if masks is not None else None
     write_image(path, draw_sample(picture, boxes, labels, classes, masks=masks, scores=scores))
@@ -175,7 +174,11 @@ class DetectTask(Task):
                 job.write(write_annotated, job.out / "images" / name, image, boxes, labels, job.classes, scores)
             entry = {"file": name, "width": int(image.shape[2]), "height": int(image.shape[1]),
                      **rounded(boxes, scores), "labels": labels.tolist()}
-            geo = read_georeference(job.root / name) if job.root is not None else None
+            try:
+                geo = read_georeference(job.root / name) if job.root is not None else None
+            except DataError as e:  # a broken georeference: this image is reported and skipped, the others go on
+                entries.append({"file": name, "skipped": failure_reason(job.root / name, e)})
+                continue
             if geo is not None:  # a GeoTIFF: detections.geojson gets its boxes in map coordinates
                 entry["georeference"] = geo.as_json()
             entries.append(entry)
@@ -189,7 +192,7 @@ class DetectTask(Task):
         georeferenced = []  # (name, entry) of the GeoTIFFs, for detections.geojson
         with (atomic_open(out / "results.json") as results_file, JsonArray(results_file) as results,
               image_index(out, classes, used) as images, atomic_open(out / "detections.csv") as rows_file):
-            rows = csv.writer(rows_file)
+            rows = csv_writer(rows_file)
             rows.writerow(["file", "class", "score", "x1", "y1", "x2", "y2"])
             for image_id, name, entry in finished:
                 images.add(image_record(image_id, name, entry))

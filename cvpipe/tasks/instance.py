@@ -4,7 +4,6 @@ video with track ids; a one-image ONNX graph with a masks output."""
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,6 +21,7 @@ from cvpipe.engine.inference import detect
 from cvpipe.engine.slicing import instances_sliced, slice_size, slices_needed, whole_or_sliced
 from cvpipe.errors import DataError
 from cvpipe.io.images import JsonArray, atomic_open, write_text
+from cvpipe.io.tables import csv_writer
 from cvpipe.metrics.coco import InstanceMetrics, detections_to_results, evaluate_coco
 from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob
@@ -152,7 +152,7 @@ class InstanceTask(DetectTask):
         with (atomic_open(out / "results.json") as results_file, JsonArray(results_file) as results,
               image_index(out, classes, used) as images, atomic_open(out / "detections.csv") as per_instance,
               atomic_open(out / "instances.csv") as per_image):
-            instances, summary = csv.writer(per_instance), csv.writer(per_image)
+            instances, summary = csv_writer(per_instance), csv_writer(per_image)
             instances.writerow(["file", "class", "score", "x1", "y1", "x2", "y2", "mask_area"])
             summary.writerow(["file", "instances", "mask_area", "mask_fraction"])
             for image_id, name, entry in finished:

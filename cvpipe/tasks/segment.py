@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from cvpipe.data.samples import SegmentationSamples, WindowedSegmentationSamples
 from cvpipe.engine.inference import autocast, segment, to_device
 from cvpipe.engine.slicing import segment_sliced, slice_size, slices_needed, whole_or_sliced
 from cvpipe.io.images import atomic_open, write_image
+from cvpipe.io.tables import csv_writer
 from cvpipe.metrics.segmentation import (
     ConfusionMatrix,
     SegmentationMetrics,
@@ -91,7 +91,7 @@ class SegmentTask(Task):
     def write_results(self, out: Path, finished: Iterable[tuple[int, str, dict]], classes: list[str],
                       used: dict) -> list[str]:
         with atomic_open(out / "segmentation.csv") as rows:
-            writer = csv.writer(rows)
+            writer = csv_writer(rows)
             writer.writerow(["file", "mask", *classes])  # the share of the image's pixels given to each class
             for _, name, entry in finished:
                 counts = np.zeros(len(classes))

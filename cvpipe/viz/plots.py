@@ -48,27 +48,65 @@ def loss_curves(history: list[dict], path: Path) -> Path:
 def pr_curves(recall: np.ndarray, precision: dict[str, np.ndarray], ap50: dict[str, float], path: Path, *,
               title: str = "precision–recall at IoU 0.5") -> Path:
     fig, ax = plt.subplots(figsize=(6, 5))
+    many = len(precision) > 20  # a legend of every class would outgrow the figure
     for name, p in precision.items():
-        ax.plot(recall, p, label=f"{name} AP50 {ap50[name]:.3f}")
-    ax.set(xlabel="recall", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(fontsize=8)
+        ax.plot(recall, p, linewidth=0.8 if many else 1.5, label=None if many else f"{name} AP50 {ap50[name]:.3f}")
+    ax.set(xlabel="recall", ylabel="precision", title=title + (f" ({len(precision)} classes)" if many else ""),
+           xlim=(0, 1), ylim=(0, 1.01))
+    if not many:
+        ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+MAX_PLOTTED_CLASSES = 40  # past this, a figure shows the classes that matter, so its size stays bounded
 
 
 def per_class_ap(per_class: dict[str, float], path: Path, *, metric: str = "AP@[.5:.95]") -> Path:
-    names = list(per_class)
-    values = [0.0 if np.isnan(v) else v for v in per_class.values()]
+    """A bar per class; with more than MAX_PLOTTED_CLASSES, the lowest ones (the JSON keeps them all)."""
+    items = [(name, 0.0 if np.isnan(v) else v) for name, v in per_class.items()]
+    title = f"per-class {metric}"
+    if len(items) > MAX_PLOTTED_CLASSES:
+        title += f": the {MAX_PLOTTED_CLASSES} lowest of {len(items)} classes"
+        items = sorted(items, key=lambda item: item[1])[:MAX_PLOTTED_CLASSES]
+    names, values = [name for name, _ in items], [v for _, v in items]
     fig, ax = plt.subplots(figsize=(max(5, 0.4 * len(names) + 2), 4))
     ax.bar(range(len(names)), values)
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
-    ax.set(ylabel=metric, title=f"per-class {metric}", ylim=(0, 1))
+    ax.set(ylabel=metric, title=title, ylim=(0, 1))
     return _save(fig, path)
+
+
+def most_confused(confusion: np.ndarray, limit: int = MAX_PLOTTED_CLASSES) -> np.ndarray:
+    """Indices of at most `limit` classes, those of the largest off-diagonal counts (the most confused pairs),
+    in class order; the classes with most examples fill in where there are few mistakes."""
+    off = confusion.astype(np.float64).copy()
+    np.fill_diagonal(off, 0)
+    chosen: list[int] = []
+    for flat in np.argsort(off, axis=None)[::-1]:
+        i, j = np.unravel_index(flat, off.shape)
+        if off[i, j] <= 0 or len(chosen) >= limit:
+            break
+        for k in (int(i), int(j)):
+            if k not in chosen and len(chosen) < limit:
+                chosen.append(k)
+    for k in np.argsort(confusion.sum(1))[::-1]:
+        if len(chosen) >= limit:
+            break
+        if int(k) not in chosen:
+            chosen.append(int(k))
+    return np.array(sorted(chosen))
 
 
 def confusion_matrix(confusion: np.ndarray, classes: list[str], path: Path, *, unit: str = "images",
                      title: str | None = None) -> Path:
-    """Rows: true class, columns: predicted; colour is the row-normalised share, text the count."""
+    """Rows: true class, columns: predicted; colour is the row-normalised share, text the count. With more than
+    MAX_PLOTTED_CLASSES classes, only the most confused ones (`most_confused`); the JSON keeps the whole matrix."""
     shares = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    title = title or f"confusion matrix (val {unit})"
+    if len(classes) > MAX_PLOTTED_CLASSES:
+        keep = most_confused(confusion)
+        title += f": the {len(keep)} most confused of {len(classes)} classes"
+        confusion, shares, classes = confusion[np.ix_(keep, keep)], shares[np.ix_(keep, keep)], [classes[k] for k in keep]
     size = max(4, 0.5 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
@@ -80,7 +118,7 @@ def confusion_matrix(confusion: np.ndarray, classes: list[str], path: Path, *, u
             for j in ticks:
                 ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if shares[i, j] > 0.5 else "black")
-    ax.set(xlabel="predicted", ylabel="true", title=title or f"confusion matrix (val {unit})")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
     return _save(fig, path)
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rich.console import Console
 
-from cvpipe.io.images import write_text
+from cvpipe.console import make_console
+from cvpipe.io.images import scaled, write_text
 
 EXAMPLE_SIDE = 900  # pictures are downscaled to this many pixels on their long side
 
@@ -39,13 +39,14 @@ def _png_data(path: Path) -> str:
 def _jpeg_data(rgb: np.ndarray) -> str:
     scale = min(1.0, EXAMPLE_SIDE / max(rgb.shape[:2]))
     if scale < 1:
-        rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        rgb = scaled(rgb, scale)
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
     return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode()
 
 
 def _tables_html(parts: list) -> str:
-    console = Console(record=True, width=130, file=io.StringIO(), color_system="truecolor")
+    # markup off: a class name such as `[link=javascript:…]x` or `[/x]` is data, shown as it is (and escaped below)
+    console = make_console(record=True, width=130, file=io.StringIO(), color_system="truecolor")
     for part in parts:
         console.print(part)
     return console.export_html(inline_styles=True, code_format='<pre class="rich">{code}</pre>')

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from cvpipe.data.formats.coco import read_coco, write_coco
 from cvpipe.data.formats.folders import read_class_folders, read_images, read_semantic_masks
@@ -18,7 +18,20 @@ READERS = {"coco": read_coco, "voc": read_voc, "yolo": read_yolo, "folders": rea
 WRITERS = {"coco": write_coco, "voc": write_voc, "yolo": write_yolo}
 
 
+def check_split(split: str) -> str:
+    """A split names a folder (or file stem) inside the dataset root: a relative path without `..`, so neither
+    reading nor a copy written under another root (`data convert`, `check --fix`) can leave its root."""
+    parts = PurePosixPath(str(split).replace("\\", "/")).parts
+    if str(split) == ".":  # the root itself (a dataset without splits)
+        return split
+    if not parts or parts[0] == "/" or ".." in parts or "\0" in str(split) or ":" in parts[0]:
+        raise DataError(f"split {split!r}: expected a folder name inside the dataset root, e.g. train or val "
+                        "(no '..', no absolute path)")
+    return split
+
+
 def read_dataset(root: Path, fmt: str, split: str, classes: list[str] | None = None) -> Dataset:
+    check_split(split)
     if fmt not in READERS:
         raise DataError(f"unknown dataset format {fmt!r}; expected one of {', '.join(READERS)}")
     root = Path(root)
@@ -33,6 +46,7 @@ def image_dest(out: Path, fmt: str, split: str, file_name: str) -> Path:
 
 def write_dataset(dataset: Dataset, out: Path, fmt: str, split: str, *, copy_images: bool = True) -> None:
     """Write annotations in `fmt` under OUT, copying each image to where that format expects it."""
+    check_split(split)
     if fmt not in WRITERS:
         raise DataError(f"cannot write format {fmt!r}; expected one of {', '.join(WRITERS)}")
     if copy_images:

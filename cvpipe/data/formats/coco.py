@@ -86,7 +86,7 @@ def read_coco(root: Path, split: str, classes: list[str]) -> Dataset:
         cid = ann.get("category_id")
         if cid not in label_of:
             problems.append(Problem("unknown class", where, f"category_id {cid} is not among the categories"))
-        geometry = _geometry_problem(ann)
+        geometry = _geometry_problem(ann, records[image_id])
         if geometry:
             problems.append(malformed(where, geometry))
             continue
@@ -128,7 +128,7 @@ def _image_problem(img: dict) -> str:
     return ""
 
 
-def _geometry_problem(ann: dict) -> str:
+def _geometry_problem(ann: dict, image: Record) -> str:
     """What is wrong with an annotation's `bbox` and `segmentation`, or "" — checked here so that pycocotools and
     tuple unpacking never see them."""
     bbox = ann.get("bbox")
@@ -151,8 +151,43 @@ def _geometry_problem(ann: dict) -> str:
             return f"'segmentation' RLE 'size' must be [height, width], got {json.dumps(size)[:80]}"
         if not (isinstance(counts, str) or isinstance(counts, list) and all(isinstance(v, int) and v >= 0 for v in counts)):
             return "'segmentation' RLE 'counts' must be a string (compressed) or a list of run lengths"
+        if image.width and image.height and size != [image.height, image.width]:
+            return (f"'segmentation' RLE 'size' {size} is not the image's [height, width] "
+                    f"[{image.height}, {image.width}]")
+        runs = rle_runs(counts)
+        if runs is None or sum(runs) != size[0] * size[1]:
+            return (f"'segmentation' RLE 'counts' do not decode to {size[0]}×{size[1]} pixels"
+                    + ("" if runs is None else f" (their runs add up to {sum(runs)})"))
         return ""
     return f"'segmentation' must be polygons (a list of lists) or RLE (a mapping), got {json.dumps(seg)[:80]}"
+
+
+def rle_runs(counts: str | list[int]) -> list[int] | None:
+    """The run lengths of an RLE's `counts` (a list as it is; a string in COCO's compressed form, decoded as
+    pycocotools' rleFrString does), or None where they cannot be: a character outside the alphabet, a negative
+    run. Written by hand because pycocotools checks neither, and its decoder writes past the mask when the runs
+    add up to more than its size."""
+    if isinstance(counts, list):
+        return counts
+    runs: list[int] = []
+    p = 0
+    while p < len(counts):
+        value, k, more = 0, 0, True
+        while more:
+            if p >= len(counts) or not 48 <= ord(counts[p]) < 48 + 64 or k > 12:
+                return None
+            c = ord(counts[p]) - 48
+            value |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p, k = p + 1, k + 1
+            if not more and c & 0x10:
+                value |= -1 << (5 * k)
+        if len(runs) > 2:
+            value += runs[-2]
+        if value < 0:
+            return None
+        runs.append(value)
+    return runs
 
 
 def to_coco(dataset: Dataset) -> dict:

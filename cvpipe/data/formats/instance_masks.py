@@ -15,9 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cvpipe.data.records import Dataset, Problem, Record, boxes_of_masks, encode_masks, inside_root
+from cvpipe.data.records import Dataset, Problem, Record, boxes_of_masks, encode_masks, inside_root, malformed
 from cvpipe.errors import DataError
-from cvpipe.io.images import list_images
+from cvpipe.io.images import image_size, list_images
 
 
 def instances_from_label_image(instances: np.ndarray) -> tuple[np.ndarray, list[dict], list[int]]:
@@ -55,6 +55,15 @@ def read_instance_masks(root: Path, split: str, classes: list[str]) -> Dataset:
             problems.append(Problem("missing mask", str(path), f"instance mask {instance_dir / stem} is {what}"))
             continue
         h, w = instances.shape
+        try:
+            size = image_size(path)
+        except DataError as e:
+            problems.append(malformed(str(path), str(e).removeprefix(f"{path}: ")))
+            continue
+        if size != (w, h):
+            problems.append(malformed(str(path), f"its instance mask {instance_dir / stem} is {w}×{h}, the image "
+                                                 f"{size[0]}×{size[1]}; a mask must cover its image pixel for pixel"))
+            continue
         boxes, rles, values = instances_from_label_image(instances)
         labels = np.zeros(len(values), np.int64)
         if len(classes) > 1:

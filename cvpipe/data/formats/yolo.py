@@ -14,8 +14,9 @@ import numpy as np
 import yaml
 
 from cvpipe.data.records import Dataset, Problem, Record, inside_root, malformed
-from cvpipe.errors import DataError
+from cvpipe.errors import ConfigError, DataError
 from cvpipe.io.images import image_size, list_images, write_text
+from cvpipe.safe_yaml import load_yaml
 
 
 def _data_yaml(root: Path) -> dict:
@@ -23,9 +24,9 @@ def _data_yaml(root: Path) -> dict:
         path = root / name
         if path.exists():
             try:
-                data = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise DataError(f"{path}: malformed YAML: {e}") from None
+                data = load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
+            except (ConfigError, UnicodeDecodeError) as e:
+                raise DataError(str(e) if isinstance(e, ConfigError) else f"{path}: not UTF-8 text") from None
             if not isinstance(data, dict):
                 raise DataError(f"{path}: expected a mapping with 'names' and the split folders")
             return data
