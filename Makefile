@@ -97,6 +97,7 @@ bench: install  # each prints its table and writes benches/results/NAME.json; th
 	$(BIN)/python benches/inference_speed.py
 	$(BIN)/python benches/export_speed.py
 	$(BIN)/python benches/style_speed.py
+	$(BIN)/python benches/live_viewers.py
 	$(BIN)/python benches/stream.py
 	$(BIN)/python benches/predict_scale.py
 	$(BIN)/python benches/transfer.py --budgets 10
