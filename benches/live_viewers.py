@@ -5,7 +5,9 @@ none again once they have left.
 each result drawn and `publish`ed to the page as `cvpipe video` does; its rate is what a crowd must not take
 away. The viewers are real HTTP clients in another process (so their own work is not this process's): each
 opens `/stream/0.mjpg` as a browser's `<img>` does and reads every byte it is sent. Past the page's cap
-(`MAX_VIEWERS`) a viewer is answered 503 at once; the rest are served. Each phase runs `--seconds`, the four
+(`MAX_VIEWERS`) a viewer is answered 503 at once; the rest are served. Beside the model's rate, each phase records
+the CPU the page's sender thread used (a share of one core) and how many JPEG encodes each published frame cost
+(1 at most: a frame is encoded once for all viewers, 0 where no one watches). Each phase runs `--seconds`, the four
 phases `--rounds` times in turn; the figures are medians over rounds, and each ratio is against the no-viewer
 phase of the same round (goal: ≥ 0.9 at 100 viewers, and back to 1.0 after).
 
@@ -113,6 +115,8 @@ def main() -> None:
     rates: dict[str, list[float]] = {p: [] for p in phases}
     ratios: dict[str, list[float]] = {p: [] for p in phases}
     crowds: dict[str, dict] = {}
+    sender: dict[str, list[float]] = {p: [] for p in phases}  # the page's sender thread: CPU s per s
+    encoded_share: dict[str, list[float]] = {p: [] for p in phases}  # frames encoded ÷ frames published
     k = 0
     try:
         for r in range(args.rounds):
@@ -124,28 +128,35 @@ def main() -> None:
                     crowd = subprocess.Popen([sys.executable, __file__, "--crowd", str(port), str(n),
                                               str(args.seconds + 2)], stdout=subprocess.PIPE, text=True)
                     time.sleep(1.0)  # the viewers connect
+                cpu, encoded, published = view.sender.cpu_seconds, view.frames[0].encoded, view.frames[0].seq
+                begin = time.perf_counter()
                 fps, k = model_fps(model, tensors, frames, classes, view, args.seconds, k)
+                sender[phase].append((view.sender.cpu_seconds - cpu) / (time.perf_counter() - begin))
+                encoded_share[phase].append((view.frames[0].encoded - encoded) / max(view.frames[0].seq - published, 1))
                 if crowd is not None:
                     crowds[phase] = json.loads(crowd.communicate(timeout=60)[0])
                 base = fps if phase == "0" else base
                 rates[phase].append(fps)
                 ratios[phase].append(fps / base)
-                print(f"round {r + 1}, {phase:>7} viewers: {fps:5.2f} frames/s ({fps / base:.3f} of none)"
+                print(f"round {r + 1}, {phase:>7} viewers: {fps:5.2f} frames/s ({fps / base:.3f} of none), "
+                      f"sender thread {sender[phase][-1]:.1%} of a core, {encoded_share[phase][-1]:.2f} encodes a frame"
                       + (f"; {crowds[phase]}" if crowd is not None else ""), flush=True)
                 time.sleep(1.0)  # the viewers' threads notice they left
     finally:
         view.close()
     summary = {phase: {"fps_median": round(statistics.median(rates[phase]), 2),
                        "ratio_to_no_viewers_median": round(statistics.median(ratios[phase]), 3),
+                       "sender_cpu_share_median": round(statistics.median(sender[phase]), 4),
+                       "encodes_per_frame_max": round(max(encoded_share[phase]), 3),
                        "fps_per_round": [round(v, 2) for v in rates[phase]], **({"crowd": crowds[phase]}
                                                                                    if phase in crowds else {})}
                for phase in phases}
     for phase, row in summary.items():
         print(f"{phase:>7} viewers: {row['fps_median']:.2f} frames/s median, {row['ratio_to_no_viewers_median']:.3f} "
-              "of the no-viewer rate")
+              f"of the no-viewer rate; the sender thread {row['sender_cpu_share_median']:.1%} of a core, at most "
+              f"{row['encodes_per_frame_max']:.2f} encodes per frame")
     path = save_results("live_viewers", {"seconds_per_phase": args.seconds, "rounds": args.rounds,
-                                         "max_viewers": live_view.MAX_VIEWERS, "frames_encoded": view.frames[0].encoded,
-                                         "phases": summary})
+                                         "max_viewers": live_view.MAX_VIEWERS, "phases": summary})
     print(f"→ {path}")
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cvpipe.errors import CvpipeError
+from cvpipe.paths import part_path
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 def atomic_copy(src: Path, dest: Path) -> None:
     """Copy so that `dest` is either absent or complete, never half-written."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part")
+    tmp = part_path(dest)
     shutil.copyfile(src, tmp)
     os.replace(tmp, dest)
 

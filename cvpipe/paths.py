@@ -58,3 +58,13 @@ def resolve_input(value: Path, base: Path) -> tuple[Path, list[Path]]:
         return value, [value]
     candidates = [base / value, data_dir() / value]
     return next((c for c in candidates if c.exists()), candidates[0]), candidates
+
+
+def part_path(path: Path, *, keep_suffix: bool = False) -> Path:
+    """The hidden temporary file a write goes through before it is renamed to `path`: `.NAME.part` (or
+    `.STEM.part.SUFFIX` where the suffix matters, as a video container's does), with NAME cut to 200 bytes so
+    that a legal 255-byte name stays within the file system's limit once `.` and `.part` are added."""
+    path = Path(path)
+    stem = path.stem if keep_suffix else path.name
+    cut = os.fsdecode(os.fsencode(stem)[:200])
+    return path.with_name(f".{cut}.part{path.suffix}" if keep_suffix else f".{cut}.part")

@@ -50,7 +50,8 @@ def test_sharded_predict_merges_into_the_single_process_output(tmp_path):
     single, sharded = tmp_path / "single", tmp_path / "sharded"
     assert sorted(p.name for p in sharded.glob(".journal*")) == [".journal.shard0of2.jsonl", ".journal.shard1of2.jsonl"]
     lines = [(sharded / f".journal.shard{k}of2.jsonl").read_text().splitlines() for k in (0, 1)]
-    assert [len(x) for x in lines] == [4, 3]  # every other image
+    assert [len(x) for x in lines] == [5, 4]  # what made it, then every other image
+    assert all(json.loads(x[0])["made_by"]["weights"] == str(tmp_path / "model.pt") for x in lines)
     results = json.loads((single / "results.json").read_text())
     assert len(results) > 0
     assert json.loads((sharded / "results.json").read_text()) == results

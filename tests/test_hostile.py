@@ -863,6 +863,24 @@ def test_undecodable_and_longest_file_names_are_handled(capsys, trained, tmp_pat
     assert (out / "images" / longest).is_file()
 
 
+def test_temporary_names_stay_within_the_file_systems_limit(tmp_path):
+    import os
+
+    from cvpipe.fetch import atomic_copy
+    from cvpipe.io.images import write_bytes
+    from cvpipe.paths import part_path
+    from cvpipe.viz.plots import per_class_ap
+
+    for name in ("a" * 251 + ".png", "é" * 125 + ".png", "x" * 251 + ".mp4"):  # 255 bytes each
+        assert len(os.fsencode(name)) <= 255 and len(os.fsencode(part_path(tmp_path / name).name)) <= 255
+        assert part_path(tmp_path / name, keep_suffix=True).suffix == Path(name).suffix
+        write_bytes(tmp_path / "a" / name, b"data")
+        atomic_copy(tmp_path / "a" / name, tmp_path / "b" / name)
+        assert (tmp_path / "b" / name).read_bytes() == b"data"
+    per_class_ap({"a": 0.5}, tmp_path / ("p" * 251 + ".png"))
+    assert not list(tmp_path.rglob(".*part*"))
+
+
 # ----------------------------------------------------------------------------- YAML that never ends
 
 
@@ -1059,6 +1077,9 @@ def test_a_frame_is_encoded_once_however_many_wait_for_it():
     for thread in threads:
         thread.join()
     assert frame.encoded == 1 and len({seq for seq, _ in got}) == 1 and all(data for _, data in got)
+    frame.publish(np.ones((480, 640, 3), np.uint8))
+    frame.publish(np.full((480, 640, 3), 2, np.uint8))  # two frames before anyone asks: only the newest is encoded
+    assert [frame.newer_than(1, timeout=1)[0] for _ in range(5)] == [3] * 5 and frame.encoded == 2
 
 
 def test_viewers_past_the_cap_are_turned_away_and_come_back(live_view, monkeypatch):

@@ -14,12 +14,13 @@ import torch
 
 from cvpipe.errors import WeightsError
 from cvpipe.models.weights import load_failure
+from cvpipe.paths import part_path
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
+    tmp = part_path(path)
     torch.save(state, tmp)
     os.replace(tmp, path)
 

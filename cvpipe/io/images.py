@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from cvpipe.errors import CvpipeError, DataError
+from cvpipe.paths import part_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 # OpenCV refuses to decode an image of more pixels than this, whatever memory there is; the header reader
@@ -175,8 +176,7 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
     Text is UTF-8 with no newline translation (the csv module writes its own line ends)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # at most 200 bytes of the name: `.NAME.part` of a legal 255-byte NAME would pass the file system's limit
-    tmp = path.with_name(f".{os.fsdecode(os.fsencode(path.name)[:200])}.part")
+    tmp = part_path(path)
     try:
         with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
             yield f

@@ -99,37 +99,36 @@ class LatestFrame:
         self.seq = 0
         self.image: np.ndarray | None = None
         self.jpeg: tuple[int, bytes] = (0, b"")  # (seq, bytes) of the last encoded frame
+        self.encoding = False  # a thread is encoding the newest frame; others wanting it wait for that JPEG
+        self.encoded = 0  # frames encoded, for tests and the benchmark
 
     def publish(self, image: np.ndarray) -> None:
         with self.changed:
             self.image, self.seq = image, self.seq + 1
             self.changed.notify_all()
 
-        self.encoding = False  # a viewer's thread is encoding the newest frame; the others wait for its JPEG
-        self.encoded = 0  # frames encoded, for tests and the benchmark
-
     def newer_than(self, seq: int, timeout: float) -> tuple[int, bytes] | None:
         """The JPEG of the newest frame if it is newer than `seq` (waiting up to `timeout` s for one), else None."""
         with self.changed:
             if not self.changed.wait_for(lambda: self.seq > seq, timeout):
                 return None
-            if not self.changed.wait_for(lambda: self.jpeg[0] > seq or not self.encoding, timeout):
+            if not self.changed.wait_for(lambda: self.jpeg[0] == self.seq or not self.encoding, timeout):
                 return None
-            if self.jpeg[0] > seq:  # encoded already (or by the viewer we waited for)
+            if self.jpeg[0] == self.seq:  # the newest is encoded already (or by the thread we waited for)
                 return self.jpeg
             self.encoding, newest, image = True, self.seq, self.image
+        data = None
         try:
             ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
                                     [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         finally:
-            with self.changed:
+            with self.changed:  # the JPEG and the end of encoding in one step: no waiter sees neither
+                if data is not None:
+                    self.encoded += 1
+                    self.jpeg = max(self.jpeg, (newest, data.tobytes()), key=lambda pair: pair[0])
                 self.encoding = False
                 self.changed.notify_all()
-        with self.changed:
-            self.encoded += 1
-            if newest > self.jpeg[0]:
-                self.jpeg = (newest, data.tobytes())
-            return self.jpeg
+        return self.jpeg
 
 
 @dataclass
@@ -152,6 +151,7 @@ class Sender:
         self.viewers: list[_Viewer] = []
         self.lock = threading.Lock()
         self.fresh = threading.Event()  # a frame was published, or a viewer came
+        self.cpu_seconds = 0.0  # this thread's CPU time so far (benches/live_viewers.py)
         self.thread = threading.Thread(target=self._run, name="cvpipe-live-sender", daemon=True)
         self.thread.start()
 
@@ -162,6 +162,7 @@ class Sender:
 
     def _run(self) -> None:
         while not self.closing.is_set():
+            self.cpu_seconds = time.thread_time()
             with self.lock:
                 viewers = list(self.viewers)
             self.fresh.wait(0.02 if any(v.pending for v in viewers) else 1.0)

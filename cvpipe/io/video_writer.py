@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from cvpipe.errors import CvpipeError
+from cvpipe.paths import part_path
 
 FOURCC = "mp4v"  # MPEG-4 Part 2: the MP4 codec every OpenCV wheel can encode (its FFmpeg has no H.264 encoder)
 
@@ -20,7 +21,7 @@ class VideoWriter:
         if self.path.suffix.lower() not in (".mp4", ".m4v", ".mov"):
             raise CvpipeError(f"--out {path}: write an .mp4 (OpenCV encodes {FOURCC} into MP4/MOV)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.part{self.path.suffix}")  # the suffix picks the container
+        self.tmp = part_path(self.path, keep_suffix=True)  # the suffix picks the container
         self.fps = fps
         self.writer: cv2.VideoWriter | None = None
         self.frames = 0

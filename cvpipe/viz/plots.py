@@ -11,10 +11,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cvpipe.paths import part_path  # noqa: E402
+
 
 def _save(fig, path: Path) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.part{path.suffix}")
+    tmp = part_path(path, keep_suffix=True)
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
     tmp.replace(path)

@@ -25,8 +25,8 @@ def check_split(split: str) -> str:
     if str(split) == ".":  # the root itself (a dataset without splits)
         return split
     if not parts or parts[0] == "/" or ".." in parts or "\0" in str(split) or ":" in parts[0]:
-        raise DataError(f"split {split!r}: expected a folder name inside the dataset root, e.g. train or val "
-                        "(no '..', no absolute path)")
+        raise DataError(f"split {split!r}: leads outside the dataset root; a split is a folder inside it, e.g. "
+                        "train or val (no '..', no absolute path)")
     return split
 
 
