@@ -61,11 +61,11 @@ def cluster():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _cvpipe(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+def _cvpipe(args: list[str], cwd: Path, env: dict | None = None, *, check: bool = True) -> subprocess.CompletedProcess:
     env = {**(env or {**os.environ, **RAY_ENV}), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "cvpipe", *args], cwd=cwd, env=env, capture_output=True,
                             text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0 or not check, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stdout + result.stderr
     return result
 
@@ -102,9 +102,14 @@ def test_ray_cluster_predicts_as_a_local_run(cluster, tmp_path):
     journal.write_text("\n".join(lines[:-3]) + "\n")
     resumed = _cvpipe([*common, "--out", str(ray), "--engine", "ray", "--address", address, "--resume"], tmp_path,
                       env)
-    assert "5 already done" in resumed.stdout, resumed.stdout
-    assert len(journal.read_text().splitlines()) == 8
+    assert "5 already done" in resumed.stdout, resumed.stdout  # (the first line says what made the journal)
+    assert len(journal.read_text().splitlines()) == 9  # what made it, then 8 images
     assert json.loads((ray / "results.json").read_text()) == results
+    # a resume with other weights into the same folder is refused before Ray starts any work
+    shutil.copy(tmp_path / "model.pt", tmp_path / "other.pt")
+    other = _cvpipe([*common, "--out", str(ray), "--engine", "ray", "--address", address, "--resume",
+                     "--weights", str(tmp_path / "other.pt")], tmp_path, env, check=False)
+    assert other.returncode == 2 and "another model" in other.stderr, other.stderr
 
 
 @needs_ray
