@@ -843,6 +843,13 @@ def test_a_split_cannot_lead_a_dataset_copy_out_of_its_root(capsys, tmp_path, co
     assert not (tmp_path / "fixed").exists() and not list(tmp_path.glob(".fixed*"))
 
 
+@pytest.mark.parametrize("split", ["../other/train", "/etc", "train/../../x"])
+def test_a_pipeline_split_stays_inside_data_root(capsys, trained, split):
+    pipeline, _, _ = trained
+    code, text = cli(capsys, "validate", pipeline, "--set", f"data.train={split}")
+    assert code == 2 and "data.train" in text and "inside data.root" in text
+
+
 def test_undecodable_and_longest_file_names_are_handled(capsys, trained, tmp_path):
     import os
 

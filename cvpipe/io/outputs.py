@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cvpipe.errors import CvpipeError
+from cvpipe.paths import part_path
 
 MIN_FREE_BYTES = 64 << 20  # below this a run would fail part-way through writing its results
 
@@ -83,8 +84,8 @@ def new_dataset_dir(out: Path | str, source_root: Path | str, what: str) -> Iter
     refuse_inside_or_over(out, source_root, what)
     if out.is_dir() and any(out.iterdir()):
         raise CvpipeError(f"{what} {out}: the folder exists and is not empty; choose a new folder or remove it first")
-    prepare_dir(out.parent if out.parent != Path("") else Path("."), what)
-    building = out.with_name(f".{out.name}.part")
+    prepare_dir(out.parent, what)
+    building = part_path(out)
     shutil.rmtree(building, ignore_errors=True)
     prepare_dir(building, what)
     try:
