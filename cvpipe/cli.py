@@ -248,7 +248,7 @@ def cmd_validate(args) -> int:
 
     config = load_pipeline(args.pipeline, args.overrides)
     has_splits = config.data.train is not None or config.data.val is not None
-    problems = data_problems(config) if has_splits else []
+    problems = data_problems(config, layout=True) if has_splits else []
     if problems:
         raise ConfigError(f"{config.source}: {len(problems)} problem(s)", problems)
     model = f"{config.model.backbone.name} → {config.model.head.name}" if head_spec(config.model.head.name).uses_backbone \

@@ -292,8 +292,10 @@ def _resolve_inputs(config: PipelineConfig, path: Path) -> None:
             setattr(head, name, resolve(("model", "head", name), getattr(head, name)))
 
 
-def data_problems(config: PipelineConfig) -> list[str]:
-    """What stops a command that reads the dataset (train, eval, augment preview): FILE:LINE messages."""
+def data_problems(config: PipelineConfig, *, layout: bool = False) -> list[str]:
+    """What stops a command that reads the dataset (train, eval, augment preview): FILE:LINE messages. With
+    `layout` (validate), each split is also read as `data.format` says, so a format that does not match the
+    files is named before training (the commands that read the dataset say so themselves)."""
     root = config.data.root
     if root is None:
         message = "not set: this pipeline has no dataset; set data.root to one (train, eval and augment need it)"
@@ -303,8 +305,24 @@ def data_problems(config: PipelineConfig) -> list[str]:
             f"neither {looked_in[0]} nor {looked_in[1]} exists"
         message = f"{where}; fetch a bundled dataset with `cvpipe data fetch NAME` (no NAME: the list) or fix the path"
     else:
-        return []
+        return _layout_problems(config) if layout else []
     return [_problem(config._source, config._lines, ("data", "root"), message, config._overridden)]
+
+
+def _layout_problems(config: PipelineConfig) -> list[str]:
+    """Each split that `data.format` cannot read (a COCO pipeline over a VOC folder), at data.format's line."""
+    from cvpipe.data.formats import layout_problem
+
+    problems = []
+    for key in ("train", "val"):
+        split = getattr(config.data, key)
+        if split is None:
+            continue
+        message = layout_problem(config.data.root, config.data.format, split, config.data.classes)
+        if message:
+            problems.append(_problem(config._source, config._lines, ("data", "format"),
+                                     f"{config.data.format}: cannot read data.{key} ({message})", config._overridden))
+    return problems
 
 
 def require_data(config: PipelineConfig) -> None:

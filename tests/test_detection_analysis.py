@@ -155,3 +155,21 @@ def test_worst_images_and_the_conf_a_run_uses(tmp_path):
     assert resolve_conf(None, None) == (DEFAULT_CONF, "the default")
     with pytest.raises(ConfigError, match="--conf auto: .* carries no threshold"):
         resolve_conf("auto", None)
+
+
+def test_a_model_that_found_nothing_carries_no_threshold(tmp_path):
+    from cvpipe.engine.checkpoint import save_checkpoint
+    from cvpipe.engine.threshold import DEFAULT_CONF, resolve_conf
+    from cvpipe.errors import ConfigError
+
+    gt, results = known_errors()
+    missing = [{**r, "bbox": [r["bbox"][0] + 5000, r["bbox"][1] + 5000, *r["bbox"][2:]]} for r in results]
+    analysis = analyse(gt, missing, ["cat", "dog"])  # every detection far from every object
+    assert analysis.threshold["f1"] == 0 and analysis.as_json()["threshold"] is None
+    assert "threshold: none" in analysis.tables()[0]
+    assert analyse(gt, results, ["cat", "dog"]).as_json()["threshold"]["conf"] == pytest.approx(0.85)
+    save_checkpoint(tmp_path / "best.pt", {"model": {}, "metrics": analysis.as_json()})
+    conf, source = resolve_conf(None, tmp_path / "best.pt")
+    assert conf == DEFAULT_CONF and "found nothing on val" in source
+    with pytest.raises(ConfigError, match="found nothing on val"):
+        resolve_conf("auto", tmp_path / "best.pt")

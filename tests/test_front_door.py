@@ -145,3 +145,24 @@ def test_the_wheel_ships_the_bundled_pipelines_and_defaults(tmp_path):
     bundled = {f"cvpipe/pipelines/{p.name}" for p in (REPO / "pipelines").glob("*.yaml")}
     assert bundled and bundled <= names
     assert {"cvpipe/defaults.yaml", "cvpipe/models/weights.yaml", "cvpipe/paths.py"} <= names
+
+
+@pytest.mark.parametrize("written, declared", [("voc", "coco"), ("coco", "yolo"), ("yolo", "voc")])
+def test_validate_names_a_data_format_that_does_not_match_the_files(capsys, tmp_path, written, declared):
+    from cvpipe.cli import main
+    from cvpipe.data.formats import write_dataset
+    from cvpipe.data.synthetic import make_shapes
+
+    from .test_hostile import PIPELINE as SHAPES
+
+    root = tmp_path / "data"
+    for split, seed in (("train", 0), ("val", 1)):
+        write_dataset(make_shapes(tmp_path / "src", split, n=2, seed=seed), root, written, split)
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(SHAPES.format(root=root, out=tmp_path / "runs").replace("format: coco", f"format: {declared}"))
+    code = main(["validate", str(pipeline)])
+    text = capsys.readouterr().err
+    assert code == 2 and f"data.format: {declared}: cannot read data.train" in text, text
+    assert f"look like format {written}: set data.format: {written}" in text
+    pipeline.write_text(SHAPES.format(root=root, out=tmp_path / "runs").replace("format: coco", f"format: {written}"))
+    assert main(["validate", str(pipeline)]) == 0

@@ -170,9 +170,11 @@ class ThresholdWithViews(Callback):
         state["metrics"]["threshold_tta"] = {**threshold, "source": f"{threshold['source']}, with test-time "
                                                                     f"augmentation ({describe(t.config.tta)})"}
         save_checkpoint(path, state)
+        plain = state["metrics"].get("threshold")
         t.console.print(f"best.pt carries conf {threshold['conf']:.3f} for predict's --conf auto: the best F1 on val "
                         f"with the pipeline's test-time augmentation, as predict sees it (video, which runs without "
-                        f"the views, keeps the plain {state['metrics']['threshold']['conf']:.3f})")
+                        "the views, keeps " + (f"the plain {plain['conf']:.3f})" if plain else "the default: plainly "
+                                               "the model found nothing on val)"))
 
 
 class Logs(Callback):

@@ -30,8 +30,23 @@ def carried(weights: Path | None) -> dict[bool, float]:
         state = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # not a zip checkpoint: loading it for the model reports what is wrong
         return {}
-    metrics = (state.get("metrics") or {}) if isinstance(state, dict) else {}
-    return {views: float(metrics[key]["conf"]) for views, key in KEYS.items() if metrics.get(key)}
+    return {views: float(value["conf"]) for views, key in KEYS.items() if (value := _metrics(state).get(key))}
+
+
+def _metrics(state) -> dict:
+    return (state.get("metrics") or {}) if isinstance(state, dict) else {}
+
+
+def found_nothing(weights: Path | None) -> bool:
+    """Whether a checkpoint's val evaluation found nothing (best F1 0), so that it carries no threshold."""
+    if weights is None or not Path(weights).is_file() or Path(weights).suffix == ".onnx":
+        return False
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # reported when the model loads
+        return False
+    metrics = _metrics(state)
+    return "threshold" in metrics and metrics["threshold"] is None
 
 
 def carried_conf(weights: Path | None, views: bool = False) -> float | None:
@@ -60,8 +75,15 @@ def resolve_conf(conf: float | str | None, weights: Path | None, views: bool = F
     if value is not None:
         how = " with test-time augmentation" if views and value != found.get(False) else ""
         return value, f"best F1 on val{how}, carried by {Path(weights).name}"
+    nothing = found_nothing(weights)
     if conf == "auto":
+        if nothing:
+            raise ConfigError(f"--conf auto: {weights} carries no threshold, as its model found nothing on val (best "
+                              f"F1 0); give --conf a number, e.g. {DEFAULT_CONF}, or train longer")
         where = f"{weights}" if weights is not None else "the pipeline's ready model.weights"
         raise ConfigError(f"--conf auto: {where} carries no threshold (only checkpoints from `cvpipe train`, since "
                           f"the detection analysis, keep the best-F1 one); give --conf a number, e.g. {DEFAULT_CONF}")
+    if nothing:
+        return DEFAULT_CONF, f"the default: the model found nothing on val (best F1 0), so {Path(weights).name} " \
+                             "carries no threshold"
     return DEFAULT_CONF, "the default" + (f"; {Path(weights).name} carries no threshold" if weights else "")

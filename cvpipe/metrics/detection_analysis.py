@@ -397,7 +397,10 @@ class DetectionAnalysis:
             return {key: np.round(values, 4).tolist() for key, values in curve.items()}
 
         return {
-            "threshold": {**self.threshold, "iou": self.iou, "source": "best F1 on val, all classes pooled"},
+            # no threshold where nothing was found (best F1 0): a checkpoint then carries none, and predict uses the
+            # default instead of a confidence chosen among misses
+            "threshold": ({**self.threshold, "iou": self.iou, "source": "best F1 on val, all classes pooled"}
+                          if self.threshold["f1"] > 0 else None),
             "at_conf": {"conf": self.conf, "iou": self.iou, "source": self.conf_source, "per_class": self.at_conf},
             "confusion": {"labels": [*self.classes, "background"], "rows": "true", "columns": "predicted",
                           "iou": self.iou, "conf": self.conf, "counts": self.confusion.tolist()},
@@ -432,7 +435,9 @@ class DetectionAnalysis:
 
         t = self.threshold
         lines = [f"threshold: conf {t['conf']:.3f} gives the best F1 {t['f1']:.3f} (precision {t['precision']:.3f}, "
-                 f"recall {t['recall']:.3f}) at IoU {self.iou:g}"]
+                 f"recall {t['recall']:.3f}) at IoU {self.iou:g}" if t["f1"] > 0 else
+                 f"threshold: none: no detection matched an object at IoU {self.iou:g} at any confidence (best F1 0), "
+                 "so the checkpoint carries no threshold; train longer or check the labels"]
         at = Table("class", "precision", "recall", "F1", "TP", "detections", "objects",
                    title=f"at conf {self.conf:.3f} ({self.conf_source}), IoU {self.iou:g}")
         for name, row in self.at_conf.items():

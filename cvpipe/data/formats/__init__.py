@@ -68,3 +68,38 @@ def discover_splits(root: Path, fmt: str) -> list[str]:
     if fmt == "coco":
         return [s for s in names if (root / s / "annotations.json").exists() or (root / f"{s}.json").exists()]
     return [s for s in names if (root / s).is_dir()]
+
+
+def guess_format(root: Path, split: str) -> str | None:
+    """Which box format a split's files look like (for a message when `data.format` says otherwise), or None."""
+    root = Path(root)
+    split_dir = root / split
+    if (split_dir / "annotations.json").is_file() or (root / f"{split}.json").is_file():
+        return "coco"
+    if (root / "images" / split).is_dir() and (root / "labels" / split).is_dir():
+        return "yolo"
+    if split_dir.is_dir() and next(split_dir.glob("*.xml"), None) is not None:
+        return "voc"
+    if (root / "Annotations").is_dir() and (root / "ImageSets" / "Main" / f"{split}.txt").is_file():
+        return "voc"
+    if (split_dir / "images").is_dir() and (split_dir / "instances").is_dir():
+        return "instance_masks"
+    if split_dir.is_dir() and any(p.is_dir() for p in split_dir.iterdir()):
+        return "folders"
+    return None
+
+
+def layout_problem(root: Path, fmt: str, split: str, classes: list[str] | None = None) -> str:
+    """What stops `data.format` from reading this split (no annotation file where the format expects one, no
+    image), naming the format the files look like instead; "" where it reads. Reads the split as training will."""
+    try:
+        dataset = read_dataset(root, fmt, split, classes)
+    except DataError as e:
+        problem = str(e)
+    else:
+        if len(dataset):
+            return ""
+        problem = f"{Path(root) / split}: no images found as format {fmt}"
+    guess = guess_format(root, split)
+    return problem + (f"; its files look like format {guess}: set data.format: {guess}" if guess and guess != fmt
+                      else "")
