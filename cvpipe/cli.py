@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.table import Table
 
 from cvpipe.config import BACKENDS, DataFormat
-from cvpipe.console import make_console, styled
+from cvpipe.console import counted, make_console, styled
 from cvpipe.errors import ConfigError, CvpipeError
 from cvpipe.io.outputs import describe_os_error
 
@@ -350,7 +350,7 @@ def _check_splits(args, splits: list[str], fix_into: Path | None) -> int:
         dataset = read_dataset(args.root, args.format, split, args.classes)
         problems = check_dataset(dataset)
         n_boxes = sum(len(r.boxes) for r in dataset.records)
-        console.print(styled(f"{args.root} split {split}", "bold", f": {len(dataset)} images, {n_boxes} boxes, "
+        console.print(styled(f"{args.root} split {split}", "bold", f": {counted(len(dataset), 'image')}, {counted(n_boxes, 'box', 'boxes')}, "
                                                                     f"classes {dataset.classes}"))
         if not problems:
             console.print(styled("  no problems", "green"))
@@ -386,7 +386,8 @@ def cmd_data_convert(args) -> int:
                 raise CvpipeError(f"{args.src} split {split}: {len(bad)} problem(s); run `cvpipe data check` first",
                                   [str(p) for p in bad[:5]])
             write_dataset(dataset, building, args.dst_format, split)
-            console.print(f"{split}: {len(dataset)} images, {sum(len(r.boxes) for r in dataset.records)} boxes "
+            console.print(f"{split}: {counted(len(dataset), 'image')}, "
+                          f"{counted(sum(len(r.boxes) for r in dataset.records), 'box', 'boxes')} "
                           f"→ {args.out} ({args.dst_format})")
     return 0
 
@@ -510,7 +511,7 @@ def cmd_predict(args) -> int:
                               shard=args.shard, engine=args.engine, address=args.address, actors=args.actors)
     if _other_rank():
         return 0
-    console.print(f"{report.processed} images in {report.seconds:.1f}s ({report.images_per_second:.2f} img/s)"
+    console.print(f"{counted(report.processed, 'image')} in {report.seconds:.1f}s ({report.images_per_second:.2f} img/s)"
                   + report.summary + (f", {report.resumed} done earlier" if report.resumed else ""))
     if report.skipped:
         console.print(styled(f"skipped {len(report.skipped)}", "yellow", f" (listed in {report.out / 'skipped.txt'}):"))

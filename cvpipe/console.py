@@ -14,3 +14,8 @@ def make_console(**kwargs) -> Console:
 def styled(label: str, style: str, rest: str = "") -> Text:
     """`label` in `style` (e.g. "yellow"), then `rest` as plain text."""
     return Text.assemble((label, style), rest)
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 image`, `3 images`, `2 boxes`: a count with its noun in the right number."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"

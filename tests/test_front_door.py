@@ -166,3 +166,19 @@ def test_validate_names_a_data_format_that_does_not_match_the_files(capsys, tmp_
     assert f"look like format {written}: set data.format: {written}" in text
     pipeline.write_text(SHAPES.format(root=root, out=tmp_path / "runs").replace("format: coco", f"format: {written}"))
     assert main(["validate", str(pipeline)]) == 0
+
+
+def test_a_mistyped_bundled_name_says_did_you_mean_and_leaves_no_folder(capsys, tmp_path, monkeypatch):
+    from cvpipe.cli import main
+    from cvpipe.console import counted
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "coco_ssd", "--source", "photos"]) == 2
+    assert 'did you mean "coco_ssd_mobilenet_v2"?' in capsys.readouterr().err
+    assert main(["validate", "treecrowns_faster_rnn"]) == 2
+    assert 'did you mean "treecrowns_faster_rcnn"?' in capsys.readouterr().err
+    assert main(["predict", "coco_ssd_mobilenet_v2", "--source", "no_such_folder"]) == 2
+    assert "--source no_such_folder: no such file or folder" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # no empty runs/ left behind
+    assert [counted(1, "image"), counted(3, "image"), counted(2, "box", "boxes"), counted(1200, "image")] == [
+        "1 image", "3 images", "2 boxes", "1,200 images"]

@@ -21,7 +21,7 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 
 from cvpipe.config import PipelineConfig, loader_workers
-from cvpipe.console import make_console
+from cvpipe.console import counted, make_console
 from cvpipe.data.augment import augment_image, build_augment
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine import distributed
@@ -90,9 +90,9 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     if not 0 <= k < shards:
         raise CvpipeError(f"--shard {k}/{shards}: expected K/N with 0 ≤ K < N")
     console = console if rank.main and console is not None else make_console(quiet=not rank.main)
+    files, root = discover(source, exclude=out)  # a bad --source leaves no empty --out behind
     out = prepare_dir(out, "--out")  # before the model loads: a bad --out fails in a second
     device = distributed.device_for(rank, resolve_device(config.train.device))
-    files, root = discover(source, exclude=out)
     model, classes, backend, why = inference_model(config, weights, device, backend)
     save_images = config.output.save_images if save_images is None else save_images
     journals = journal_paths(out, shards)
@@ -103,7 +103,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     names = [image_name(f, root) for f in files]
     todo = [i for i, name in enumerate(names) if i % shards == k and name not in done]
     report = PredictReport(out, 0, len(done))
-    console.print(f"predict: {len(files)} images from {source}" + (f", {len(done)} already done" if done else "")
+    console.print(f"predict: {counted(len(files), 'image')} from {source}" + (f", {len(done)} already done" if done else "")
                   + (f", shard {k}/{shards} ({len(todo)} to do)" if shards > 1 else "")
                   + (f", test-time augmentation: {describe(config.tta)}" if config.tta.enabled else "")
                   + f" → {out}")

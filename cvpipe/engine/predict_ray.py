@@ -193,9 +193,9 @@ def predict_on_ray(config: PipelineConfig, source: str | Path, out: Path, weight
     if actors is not None and actors < 1:
         raise CvpipeError(f"--actors {actors}: expected 1 or more")
     console = console or make_console()
+    paths, base, filesystem = _listing(str(source), Path(out).resolve())  # a bad --source leaves no --out
     out = prepare_dir(out, "--out").resolve()  # the actors' working folders are not this one
     weights = Path(weights).resolve() if weights is not None else None
-    paths, base, filesystem = _listing(str(source), out)
     names = [image_name(path, base) for path in paths]
     root = None if filesystem is not None else Path(base)  # where the tasks read files' own metadata (GeoTIFF)
     save_images = config.output.save_images if save_images is None else save_images

@@ -86,19 +86,19 @@ def _auto(model: nn.Module, classes: list[str], config: PipelineConfig, weights:
     head = config.model.head.name
     choice = head_spec(head).auto_backend.get(device.type, "pytorch")
     if choice != "pytorch" and config.tta.enabled and any(scale != 1.0 for scale in config.tta.scales):
-        choice, why = "pytorch", "auto: eager, which alone takes tta.scales other than 1"
+        choice, why = "pytorch", "auto: PyTorch, the only backend that runs tta.scales other than 1"
     else:
-        why = f"auto: the fastest for {head} on {device.type} (benches/inference_speed.py)"
+        why = f"auto: the fastest for {head} on {device.type}"
     if choice != "pytorch":
         try:
             candidate = _on_backend(choice, model, classes, config, weights, keep=True)
             difference = max_difference(model, candidate, config)
         except Exception as e:  # an export or compile this model does not survive: auto still runs, on eager
-            why = f"auto: eager, as {choice} failed on this model ({type(e).__name__}: {str(e)[:120]})"
+            why = f"auto: PyTorch, as {choice} failed on this model ({type(e).__name__}: {str(e)[:120]})"
         else:
             if difference <= EXPORT_TOLERANCE:
-                return Inference(candidate, classes, choice, f"{why}; outputs within {difference:.1e} of eager's")
-            why = f"auto: eager, as {choice} differed from it by {difference:.2g} on the check inputs"
+                return Inference(candidate, classes, choice, f"{why}; checked: same outputs as PyTorch")
+            why = f"auto: PyTorch, as {choice} gave other outputs on this model (by {difference:.2g})"
     return Inference(_on_backend("pytorch", model, classes, config, weights), classes, "pytorch", why)
 
 

@@ -65,8 +65,8 @@ def stylize(source: str | Path, style: str | Path, out: Path, *, steps: int = 10
             optimizer: str = "lbfgs", weights: str = "vgg16_hed.bsds", device: str = "auto",
             features: LayerOutputs | None = None, console: Console | None = None) -> StylizeReport:
     console = console or make_console()
+    files, root = discover(source, exclude=out)  # a bad --source leaves no empty --out behind
     out, device = prepare_dir(out, "--out"), resolve_device(device)
-    files, root = discover(source, exclude=out)
     try:
         style_image = resize_long_side(read_image(Path(style)), size)
     except DataError as e:
