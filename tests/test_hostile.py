@@ -804,6 +804,14 @@ def test_the_live_page_answers_only_its_own_host(live_view):
     assert status == 200 and b"&lt;b&gt;a&lt;/b&gt;" in body or b"<b>a</b>" not in body
 
 
+def test_the_page_says_ended_once_every_source_has(live_view):
+    view, port = live_view
+    view.publish(0, np.zeros((32, 48, 3), np.uint8), {"fps": 1.0, "health": {"state": "playing", "read": 3}})
+    view.ended()
+    streams = json.loads(_get(port, "/stats.json")[1])["streams"]
+    assert streams[0]["health"] == {"state": "ended", "read": 3} and streams[1] == {}
+
+
 def test_host_rules_for_wildcard_and_named_addresses():
     from cvpipe.io.live_view import allowed_hosts, host_allowed
 

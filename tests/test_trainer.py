@@ -78,3 +78,11 @@ def test_patience_is_validated(tmp_path):
 
     with pytest.raises(ConfigError, match=r"train.patience: expected int >= 1, got 0"):
         load_pipeline(pipeline_file(tmp_path), ["train.patience=0"])
+
+
+def test_an_epoch_count_under_a_time_limit_is_shown_as_the_estimate_it_is():
+    from cvpipe.engine.callbacks import epoch_line, epochs_total
+
+    assert epochs_total(3, None) == "3" and epochs_total(3, 1.0) == "~3"
+    row = {"epoch": 2, "loss": 0.5, "loss_box": 0.2, "lr": 0.01, "seconds": 3.0}
+    assert epoch_line(row, epochs_total(3, 1.0), "AP50").startswith("epoch 2/~3  loss 0.500 (box 0.200)")

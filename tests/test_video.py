@@ -303,3 +303,23 @@ def test_an_rtsp_stream_cut_mid_run_reconnects_and_the_run_goes_on(tmp_path, coc
     assert report.latency(50) < 500, report.latency(50)  # bounded: no queue builds up
     assert (tmp_path / "live.mp4").exists()
     sys.stdout.write(f"rtsp: {report.frames} frames, {report.fps:.1f} FPS, latency p50 {report.latency(50):.0f} ms\n")
+
+
+@needs_ffmpeg
+def test_a_long_run_prints_progress_lines_as_it_goes(tmp_path, monkeypatch):
+    """Off a terminal (a log, CI), a plain line per stream every few seconds, each printed and flushed at once."""
+    import io
+
+    import cvpipe.engine.video as video
+    from cvpipe.console import make_console
+
+    monkeypatch.setattr(video, "VIDEO_LOG_EVERY_S", 0.0)  # a line per frame, so that a short clip shows them
+    pipeline, weights = segmentation_pipeline(tmp_path)
+    clip = ffmpeg_clip(tmp_path / "clip.mp4", seconds=1, fps=6, size="96x64")
+    log = io.StringIO()
+    pipeline.console = make_console(file=log, width=200)
+    report = pipeline.video(str(clip), tmp_path / "out" / "seg.mp4", weights=weights)
+    lines = [line for line in log.getvalue().splitlines() if line.startswith(f"{clip}: ")]
+    assert report.frames == 6 and len(lines) == 6
+    assert lines[0].startswith(f"{clip}: 1/6 (17 %)") and lines[-1].startswith(f"{clip}: 6/6 (100 %)")
+    assert all(" FPS, latency " in line and line.endswith(" ms") for line in lines[1:])

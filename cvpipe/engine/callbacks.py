@@ -189,7 +189,7 @@ class Logs(Callback):
 
     def on_epoch_end(self, t, row: dict) -> None:
         t.log.epoch_row(t.history)
-        t.console.print(epoch_line(row, t.epochs, t.config.eval.best))
+        t.console.print(epoch_line(row, epochs_total(t.epochs, t.config.train.time_limit), t.config.eval.best))
 
     def on_fit_end(self, t) -> None:
         import json
@@ -238,7 +238,12 @@ def improves(value: float, best: float | None, stat: str, lower_is_better: froze
     return value < best if stat in lower_is_better else value > best
 
 
-def epoch_line(row: dict, epochs: int, best_key: str) -> str:
+def epochs_total(epochs: int, time_limit: float | None) -> str:
+    """The epoch count as shown: under `train.time_limit` it is an estimate that moves as epochs are timed (`~3`)."""
+    return f"~{epochs}" if time_limit else str(epochs)
+
+
+def epoch_line(row: dict, epochs: str, best_key: str) -> str:
     losses = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in row.items() if k.startswith("loss_"))
     line = f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.3f} ({losses})  lr {row['lr']:.4g}  {row['seconds']:.1f}s"
     shown = [k for k in ("AP", "AP50", "top1", "top5", "mIoU", "pixel_accuracy", "perceptual_loss") if k in row]

@@ -22,7 +22,7 @@ from rich.console import Console
 from cvpipe.config import PipelineConfig
 from cvpipe.console import make_console, styled
 from cvpipe.engine import distributed
-from cvpipe.engine.callbacks import callbacks_for, make_ema
+from cvpipe.engine.callbacks import callbacks_for, epochs_total, make_ema
 from cvpipe.engine.checkpoint import check_classes, load_checkpoint
 from cvpipe.engine.data import load_split, make_loader, precompute_proposals
 from cvpipe.engine.device import resolve_device
@@ -268,7 +268,8 @@ class Trainer:
                     sums[k] += v
             for callback in self.callbacks:
                 callback.on_step(self, values)
-            self.progress.update(self.bar, advance=1, description=f"epoch {self.epoch + 1}/{self.epochs}",
+            self.progress.update(self.bar, advance=1, description=f"epoch {self.epoch + 1}/"
+                                 f"{epochs_total(self.epochs, self.config.train.time_limit)}",
                                  info=f"loss {values['loss']:.3f}")
         seconds = time.perf_counter() - start
         self.train_seconds += seconds

@@ -54,5 +54,6 @@ class LoggedProgress(Progress):
         share = f" ({100 * task.completed / task.total:.0f} %)" if task.total else ""
         eta = f", ETA {task.time_remaining:.0f} s" if task.time_remaining is not None and not done else ""
         info = task.fields.get("info", "")
-        self.console.print(f"{task.description}: {task.completed:g}/{task.total:g}{share}, "
+        of = f"/{task.total:g}" if task.total is not None else ""  # a live stream has no end to count to
+        self.console.print(f"{task.description}: {task.completed:g}{of}{share}, "
                            f"{task.elapsed or 0:.0f} s{eta}" + (f", {info}" if info else ""))

@@ -28,6 +28,7 @@ from cvpipe.console import make_console
 from cvpipe.data.augment import augment_image, build_augment
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine.device import resolve_device
+from cvpipe.engine.progress import LoggedProgress
 from cvpipe.engine.runtime import inference_model
 from cvpipe.engine.threshold import resolve_conf
 from cvpipe.errors import ConfigError
@@ -39,6 +40,7 @@ from cvpipe.tasks import get_task
 from cvpipe.tasks.base import FrameJob
 
 WINDOW = "cvpipe video (q quits)"
+VIDEO_LOG_EVERY_S = 5.0  # off a terminal, a progress line per stream this often (a log shows the run is alive)
 
 
 @dataclass
@@ -173,6 +175,7 @@ class StreamRun:
     last_position: float | None = None
     last_done: float = 0.0
     fps: float = 0.0  # smoothed processing rate
+    bar: int = 0  # its progress task
 
     def done(self, frame: Frame, shown: np.ndarray, record: dict, wait_ms: float) -> float:
         """Account for one processed frame: overlay, MP4, JSON line; returns its latency in ms."""
@@ -274,7 +277,11 @@ def run_video(config: PipelineConfig, sources: list[str], weights: Path | None, 
     mux = StreamMux(opened, realtime=show or view is not None)  # someone watches: files play at their pace
     start = time.perf_counter()
     try:
-        _loop(mux, runs, task, view, show, max_frames, duration, start)
+        # progress: a live bar on a terminal; in a log, a plain line per stream every VIDEO_LOG_EVERY_S seconds
+        with LoggedProgress(console, log_every=VIDEO_LOG_EVERY_S) as progress:
+            for run in runs:
+                run.bar = progress.add_task(run.source.name, total=run.source.length, info="")
+            _loop(mux, runs, task, view, show, max_frames, duration, start, progress)
     except KeyboardInterrupt:
         for run in runs:
             run.report.stopped = "interrupted"
@@ -292,13 +299,14 @@ def run_video(config: PipelineConfig, sources: list[str], weights: Path | None, 
 
 
 def _loop(mux: StreamMux, runs: list[StreamRun], task: FrameTask, view, show: bool, max_frames: int | None,
-          duration: float | None, start: float) -> None:
+          duration: float | None, start: float, progress: LoggedProgress) -> None:
     for ready in mux:
         taken = [(k, frame, (time.perf_counter() - frame.captured) * 1000) for k, frame in ready]
         results = task([frame.image for _, frame, _ in taken], [runs[k].job for k, _, _ in taken])
         for (k, frame, wait_ms), (shown, record) in zip(taken, results):
             run = runs[k]
             latency_ms = run.done(frame, shown, record, wait_ms)
+            progress.update(run.bar, advance=1, info=f"{run.fps:.1f} FPS, latency {latency_ms:.0f} ms")
             if view is not None:
                 view.publish(k, shown, run.figures(frame, record, latency_ms, task.task.tracks))
             if show:
@@ -321,6 +329,7 @@ def _linger(view, reports: list[VideoReport], console: Console) -> None:
     until Ctrl-C; a run stopped by a limit, q or Ctrl-C closes it at once."""
     try:
         if all(report.stopped == "end of source" for report in reports):
+            view.ended()
             console.print(f"the sources ended; the page stays up at {view.url} until Ctrl-C")
             while not view.closing.wait(0.5):
                 pass

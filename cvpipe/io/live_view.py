@@ -231,6 +231,11 @@ class LiveView:
         self.frames[k].publish(image)
         self.sender.fresh.set()
 
+    def ended(self) -> None:
+        """Every source has ended: the page keeps the last frames and figures, and says so."""
+        self.figures = [f | {"health": {**f["health"], "state": "ended"}} if "health" in f else f
+                        for f in self.figures]
+
     def close(self) -> None:
         self.closing.set()
         for frame in self.frames:

@@ -72,6 +72,11 @@ class Source(ABC):
         self.prefetch = Prefetch(self.frames())
         return iter(self.prefetch)
 
+    @property
+    def length(self) -> int | None:
+        """How many frames it will give (files and folders, after `stride`), or None (live, or unknown)."""
+        return None
+
     def close(self) -> None:
         if self.prefetch is not None:
             self.prefetch.stop()
@@ -190,6 +195,10 @@ class FileSource(Source):
         self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 25.0
         self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
 
+    @property
+    def length(self) -> int | None:
+        return -(-self.frame_count // self.stride) if self.frame_count else None
+
     def frames(self) -> Iterator[Frame]:
         index = 0
         while True:
@@ -225,6 +234,10 @@ class FolderSource(Source):
             raise CvpipeError(f"--source {root}: the folder has no image ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self.files = files[::stride]
         self.stride = stride
+
+    @property
+    def length(self) -> int | None:
+        return len(self.files)
 
     def frames(self) -> Iterator[Frame]:
         for k, path in enumerate(self.files):
