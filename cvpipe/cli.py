@@ -328,7 +328,9 @@ def cmd_inspect(args) -> int:
 
 def cmd_data_check(args) -> int:
     from cvpipe.data.formats import discover_splits
+    from cvpipe.paths import find_data
 
+    args.root = find_data(args.root)  # `treecrowns`: the fetched dataset, from any folder
     splits = args.split or discover_splits(args.root, args.format) or ["."]
     if not args.fix:
         return _check_splits(args, splits, None)
@@ -370,7 +372,9 @@ def _check_splits(args, splits: list[str], fix_into: Path | None) -> int:
 def cmd_data_convert(args) -> int:
     from cvpipe.data.formats import discover_splits, read_dataset, write_dataset
     from cvpipe.io.outputs import new_dataset_dir
+    from cvpipe.paths import find_data
 
+    args.src = find_data(args.src)
     splits = args.split or discover_splits(args.src, args.src_format)
     if not splits:
         raise CvpipeError(f"{args.src}: no train/val/test split found for format {args.src_format}; name one with --split")

@@ -68,3 +68,14 @@ def part_path(path: Path, *, keep_suffix: bool = False) -> Path:
     stem = path.stem if keep_suffix else path.name
     cut = os.fsdecode(os.fsencode(stem)[:200])
     return path.with_name(f".{cut}.part{path.suffix}" if keep_suffix else f".{cut}.part")
+
+
+def find_data(source: str | Path) -> Path:
+    """A file or folder named on the command line (`--source`, `--style`): as given where it exists, else the same
+    relative path under the data folder, where `cvpipe data fetch` puts data, so that `videos/bikes.mp4` or
+    `treecrowns/val` work from any folder. Neither existing, it comes back as given for the caller's message."""
+    path = Path(source).expanduser()
+    if path.exists() or path.is_absolute():
+        return path
+    fetched = data_dir() / path
+    return fetched if fetched.exists() else path

@@ -323,3 +323,16 @@ def test_a_long_run_prints_progress_lines_as_it_goes(tmp_path, monkeypatch):
     assert report.frames == 6 and len(lines) == 6
     assert lines[0].startswith(f"{clip}: 1/6 (17 %)") and lines[-1].startswith(f"{clip}: 6/6 (100 %)")
     assert all(" FPS, latency " in line and line.endswith(" ms") for line in lines[1:])
+
+
+def test_fetched_data_is_found_by_its_short_name_from_any_folder(capsys, coco_ssd, tmp_path, monkeypatch):
+    """The video quickstart's command, verbatim but for a frame limit, from an empty folder: `videos/bikes.mp4` is
+    the fetched clip in the data folder, `coco_ssd_mobilenet_v2` the bundled pipeline."""
+    from cvpipe.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["video", "coco_ssd_mobilenet_v2", "--source", "videos/bikes.mp4", "--out", "runs/video/bikes.mp4",
+                 "--set", "video.track=true", "--max-frames", "3"]) == 0
+    assert json.loads((tmp_path / "runs" / "video" / "bikes.summary.json").read_text())["frames"] == 3
+    assert main(["video", "coco_ssd_mobilenet_v2", "--source", "videos/no_such.mp4"]) == 2
+    assert "here or in the data folder" in capsys.readouterr().err

@@ -40,6 +40,7 @@ from cvpipe.models.style import (
     to_tensor,
     vgg_features,
 )
+from cvpipe.paths import find_data
 
 
 @dataclass
@@ -68,7 +69,7 @@ def stylize(source: str | Path, style: str | Path, out: Path, *, steps: int = 10
     files, root = discover(source, exclude=out)  # a bad --source leaves no empty --out behind
     out, device = prepare_dir(out, "--out"), resolve_device(device)
     try:
-        style_image = resize_long_side(read_image(Path(style)), size)
+        style_image = resize_long_side(read_image(find_data(style)), size)
     except DataError as e:
         raise DataError(f"--style: {e}") from None
     features = features or vgg_features(weights, device)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from cvpipe.errors import CvpipeError, DataError
-from cvpipe.paths import part_path
+from cvpipe.paths import data_dir, find_data, part_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 # OpenCV refuses to decode an image of more pixels than this, whatever memory there is; the header reader
@@ -49,7 +49,7 @@ def discover(source: str | Path, *, exclude: Path | None = None) -> tuple[list[P
     """Image files under a folder (recursive), a single file, or a glob; plus the root names are relative to.
     Files under `exclude` (a command's output folder inside its source) are left out, so a second run never
     reads the first one's annotated copies as input."""
-    path = Path(source)
+    path = find_data(source)
     if path.is_dir():
         files, root = list_images(path), path
     elif path.is_file():
@@ -61,7 +61,8 @@ def discover(source: str | Path, *, exclude: Path | None = None) -> tuple[list[P
             raise CvpipeError(f"--source {source}: the pattern matches no image ({', '.join(sorted(IMAGE_SUFFIXES))})")
         root = Path(os.path.commonpath([f.parent for f in files]))
     else:
-        raise CvpipeError(f"--source {source}: no such file or folder")
+        raise CvpipeError(f"--source {source}: no such file or folder, here or in the data folder {data_dir()} "
+                          "(`cvpipe data fetch` lists what it can put there)")
     found = len(files)
     if exclude is not None:
         skip = Path(exclude).resolve()

@@ -23,6 +23,7 @@ import numpy as np
 from cvpipe.errors import CvpipeError, DataError
 from cvpipe.io.images import IMAGE_SUFFIXES, PER_FILE_ERRORS, failure_reason, list_images, read_image
 from cvpipe.numbers import parse_int
+from cvpipe.paths import data_dir, find_data
 
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 OPEN_TIMEOUT_MS = 5000  # FFmpeg's own defaults wait far longer on a dead RTSP server
@@ -93,15 +94,15 @@ def open_source(source: str | int, *, stride: int = 1, fps: float | None = None,
         return LiveSource(index, f"camera {index}", reconnect_timeout)
     if text.lower().startswith(LIVE_SCHEMES):
         return LiveSource(text, text, reconnect_timeout)
-    path = Path(text)
+    path = find_data(text)
     if path.is_dir():
         return FolderSource(path, stride=stride, fps=fps or 25.0)
     if path.is_file():
         if path.suffix.lower() in IMAGE_SUFFIXES:
             raise CvpipeError(f"--source {path}: one image is not a stream; use `cvpipe predict` (or a folder)")
         return FileSource(path, stride=stride)
-    raise CvpipeError(f"--source {text}: no such file or folder, and not a webcam index or a URL "
-                      f"({', '.join(s.rstrip(':/') for s in LIVE_SCHEMES)})")
+    raise CvpipeError(f"--source {text}: no such file or folder (here or in the data folder {data_dir()}), and not "
+                      f"a webcam index or a URL ({', '.join(s.rstrip(':/') for s in LIVE_SCHEMES)})")
 
 
 MAX_WEBCAM_INDEX = 9999  # OpenCV takes a C int; /dev/video indices are small
