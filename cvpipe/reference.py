@@ -15,6 +15,7 @@ import types
 import typing
 from pathlib import Path
 
+import yaml
 from pydantic import BaseModel
 
 from cvpipe.config import DEFAULTS_FILE, PipelineConfig
@@ -139,9 +140,19 @@ def config_keys(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> li
         elif nested:
             rows += config_keys(nested[0], f"{path}.")
         else:
-            default = "" if info.is_required() else repr(info.default)
+            default = _file_default(path) if info.is_required() else repr(info.default)
             rows.append((path, _type_name(info.annotation), default, ""))
     return rows
+
+
+def _file_default(path: str) -> str:
+    """A required key's default from defaults.yaml (where every pipeline default lives), or "" where it has none."""
+    node = yaml.safe_load(DEFAULTS_FILE.read_text())
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return ""
+        node = node[part]
+    return repr(node)
 
 
 def head_settings() -> dict[str, type[BaseModel]]:
@@ -157,8 +168,8 @@ def config_reference() -> str:
     heads = head_settings()
     lines = ["# Pipeline YAML reference", "",
              "Generated from the pydantic schema (`cvpipe/config.py`, with the comments beside its fields) and the "
-             "comments of `cvpipe/defaults.yaml` (`python -m cvpipe.reference`). A key without a default here "
-             "takes defaults.yaml's.", ""]
+             "comments of `cvpipe/defaults.yaml` (`python -m cvpipe.reference`). Defaults are the schema's or "
+             "defaults.yaml's; a key shown without one must be given.", ""]
     section, head_comments = None, {}
     for path, kind, default, head in config_keys():
         top = head or path.split(".")[0]
