@@ -146,6 +146,15 @@ def test_yaml_is_never_executed(tmp_path):
 
 
 def test_cli_validate_exit_codes(tmp_path, capsys):
+    from cvpipe.data.formats import write_dataset
+    from cvpipe.data.synthetic import make_shapes
+
+    assert main(["validate", str(good(tmp_path))]) == 2  # validate reads the dataset: there is none yet
+    assert "voc: cannot read data.train" in capsys.readouterr().err
+    for split in ("train", "val"):
+        shapes = make_shapes(tmp_path / "src", split, n=2)
+        shapes.classes = ["Tree", "disc"]
+        write_dataset(shapes, tmp_path, "voc", split)
     assert main(["validate", str(good(tmp_path))]) == 0
     assert main(["validate", str(good(tmp_path)), "--set", "model.backbone.freeze=all"]) == 2
     assert 'model.backbone.freeze: expected int 0..5, got "all"' in capsys.readouterr().err

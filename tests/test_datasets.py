@@ -70,3 +70,18 @@ def test_cli_weights_list_and_fetch(capsys):
     out = capsys.readouterr().out
     for name in ("mobilenet_v2.imagenet", "efficientnet_lite0.imagenet", "efficientnet_lite2.imagenet", "vgg16_hed.bsds"):
         assert name in out
+
+
+def test_the_sample_is_one_dataset_in_three_formats_and_trains_from_any_folder(tmp_path, monkeypatch):
+    root = fetch_dataset("sample", REPO / "data")
+    for split, n in (("train", 4), ("val", 2)):
+        sets = [read_dataset(root / fmt, fmt, split, ["Tree"]) for fmt in ("coco", "voc", "yolo")]
+        assert [len(s) for s in sets] == [n] * 3 and not any(check_dataset(s) for s in sets)
+        for records in zip(*(sorted(s.records, key=lambda r: r.file_name) for s in sets)):
+            assert len({r.file_name for r in records}) == 1 and all(r.width == r.height == 256 for r in records)
+            boxes = [np.sort(r.boxes.round(1), axis=0) for r in records]
+            assert all(len(b) > 0 and np.allclose(b, boxes[0], atol=1.0) for b in boxes)  # VOC: whole pixels
+    monkeypatch.chdir(tmp_path)  # the fine-tune quickstart's first step, from an empty folder (one epoch here)
+    assert main(["train", "sample_faster_rcnn", "--no-tensorboard", "--set", "train.time_limit=null",
+                 "train.epochs=1"]) == 0
+    assert (tmp_path / "runs" / "sample_faster_rcnn" / "best.pt").is_file()
