@@ -104,8 +104,9 @@ def test_the_nav_opens_pages_from_the_file_system(site, browser):
     assert href == (site / "quickstart" / "finetune.html").as_uri()  # a file, not a folder's index
     browser.js("[...document.querySelectorAll('nav a')].find(a => a.textContent.trim() === 'Fine-tune on your data')"
                ".click()")
-    browser.wait_for(f"location.href === {json.dumps(href)} && document.readyState === 'complete'")
-    assert "Fine-tune" in browser.js("document.querySelector('h1').textContent")
+    heading = browser.wait_for(f"location.href === {json.dumps(href)} && document.readyState === 'complete' && "
+                               "document.querySelector('h1')?.textContent")
+    assert "Fine-tune" in heading
 
 
 def test_search_finds_a_page_on_the_file_system(site, browser):
@@ -116,5 +117,6 @@ def test_search_finds_a_page_on_the_file_system(site, browser):
     href = browser.wait_for("document.querySelector('.md-search-result__link')?.href")
     assert href.startswith(site.as_uri()) and ".html" in href
     browser.js("document.querySelector('.md-search-result__link').click()")
-    browser.wait_for(f"location.href.startsWith({json.dumps(href.split('#')[0])})")
-    assert browser.js("document.querySelector('h1').textContent").strip()
+    heading = browser.wait_for(f"location.href.startsWith({json.dumps(href.split('#')[0])}) && "
+                               "document.readyState === 'complete' && document.querySelector('h1')?.textContent")
+    assert heading.strip()  # a page of the site, not the browser's folder index
