@@ -21,6 +21,8 @@ from pydantic import (
     field_validator,
 )
 
+from cvpipe.paths import leaves_root
+
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 
 Task = Literal["classify", "detect", "instance", "segment", "stylize"]
@@ -46,7 +48,7 @@ class DataConfig(Strict):
     @classmethod
     def _inside_root(cls, split: str | None) -> str | None:
         """A split is read (and copied) inside data.root, never beside it."""
-        if split is not None and (split.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", split)):
+        if split is not None and leaves_root(split):
             raise ValueError(f"{json.dumps(split)}: a split is a folder inside data.root (no '..', no absolute path)")
         return split
 

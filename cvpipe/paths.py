@@ -14,7 +14,7 @@ the data folder, so `root: treecrowns` in a bundled pipeline finds `cvpipe data 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 BUNDLED_PIPELINES = Path(__file__).with_name("pipelines")  # the repo's pipelines/, shipped in the wheel
 PIPELINE_SUFFIXES = (".yaml", ".yml")
@@ -79,3 +79,12 @@ def find_data(source: str | Path) -> Path:
         return path
     fetched = data_dir() / path
     return fetched if fetched.exists() else path
+
+
+def leaves_root(relative: str) -> bool:
+    """Whether a path that data or a pipeline names relative to a root (a split) could lead outside it: absolute
+    (`/x`, `C:x`, `\\x`), or with a `..` part. `.` is the root itself."""
+    parts = PurePosixPath(str(relative).replace("\\", "/")).parts
+    if str(relative) == ".":
+        return False
+    return not parts or parts[0] == "/" or ".." in parts or "\0" in str(relative) or ":" in parts[0]

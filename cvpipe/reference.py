@@ -8,6 +8,7 @@ that the committed files are current and name every flag and key.
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import re
 import sys
@@ -145,9 +146,14 @@ def config_keys(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> li
     return rows
 
 
+@functools.cache
+def _defaults() -> dict:
+    return yaml.safe_load(DEFAULTS_FILE.read_text())
+
+
 def _file_default(path: str) -> str:
     """A required key's default from defaults.yaml (where every pipeline default lives), or "" where it has none."""
-    node = yaml.safe_load(DEFAULTS_FILE.read_text())
+    node = _defaults()
     for part in path.split("."):
         if not isinstance(node, dict) or part not in node:
             return ""

@@ -19,34 +19,26 @@ ONNX_KEYS = {False: "cvpipe_conf", True: "cvpipe_conf_tta"}  # an exported graph
 def carried(weights: Path | None) -> dict[bool, float]:
     """The best-F1 confidences on val that a checkpoint's metrics, or an exported graph's metadata, carry: under
     False the plain one, under True the one measured with test-time augmentation; each where it has it."""
+    return _read(weights)[0]
+
+
+def _read(weights: Path | None) -> tuple[dict[bool, float], bool]:
+    """(`carried`'s thresholds, whether the checkpoint's val evaluation found nothing (best F1 0) so that it
+    carries none), from one read of the file."""
     if weights is None or not Path(weights).is_file():
-        return {}
+        return {}, False
     if Path(weights).suffix == ".onnx":
         import onnx
 
         meta = {p.key: p.value for p in onnx.load(str(weights), load_external_data=False).metadata_props}
-        return {views: float(meta[key]) for views, key in ONNX_KEYS.items() if key in meta}
+        return {views: float(meta[key]) for views, key in ONNX_KEYS.items() if key in meta}, False
     try:  # memory-mapped: only the metrics are read, not the weights
         state = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # not a zip checkpoint: loading it for the model reports what is wrong
-        return {}
-    return {views: float(value["conf"]) for views, key in KEYS.items() if (value := _metrics(state).get(key))}
-
-
-def _metrics(state) -> dict:
-    return (state.get("metrics") or {}) if isinstance(state, dict) else {}
-
-
-def found_nothing(weights: Path | None) -> bool:
-    """Whether a checkpoint's val evaluation found nothing (best F1 0), so that it carries no threshold."""
-    if weights is None or not Path(weights).is_file() or Path(weights).suffix == ".onnx":
-        return False
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # reported when the model loads
-        return False
-    metrics = _metrics(state)
-    return "threshold" in metrics and metrics["threshold"] is None
+        return {}, False
+    metrics = (state.get("metrics") or {}) if isinstance(state, dict) else {}
+    found = {views: float(value["conf"]) for views, key in KEYS.items() if (value := metrics.get(key))}
+    return found, "threshold" in metrics and metrics["threshold"] is None
 
 
 def carried_conf(weights: Path | None, views: bool = False) -> float | None:
@@ -70,12 +62,11 @@ def resolve_conf(conf: float | str | None, weights: Path | None, views: bool = F
     where there is one, else DEFAULT_CONF."""
     if conf is not None and conf != "auto":
         return float(conf), "--conf"
-    found = carried(weights)
+    found, nothing = _read(weights)
     value = found.get(views, found.get(False))
     if value is not None:
         how = " with test-time augmentation" if views and value != found.get(False) else ""
         return value, f"best F1 on val{how}, carried by {Path(weights).name}"
-    nothing = found_nothing(weights)
     if conf == "auto":
         if nothing:
             raise ConfigError(f"--conf auto: {weights} carries no threshold, as its model found nothing on val (best "

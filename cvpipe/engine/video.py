@@ -138,8 +138,9 @@ def stream_name(source: str) -> str:
 
 def stream_stem(source: str) -> str:
     """A file name for a source's outputs: a file's stem, `camera0`, or a URL's host, port and path."""
-    if webcam_index(source) is not None:
-        return f"camera{webcam_index(source)}"
+    index = webcam_index(source)
+    if index is not None:
+        return f"camera{index}"
     if "://" in source:
         return re.sub(r"[^A-Za-z0-9.-]+", "_", source.split("://", 1)[1]).strip("_") or "stream"
     return Path(source).stem or "stream"

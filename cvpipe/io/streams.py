@@ -89,8 +89,8 @@ def open_source(source: str | int, *, stride: int = 1, fps: float | None = None,
     text = str(source)
     if stride < 1:
         raise CvpipeError(f"--stride: expected an integer ≥ 1, got {stride}")
-    if webcam_index(text) is not None:
-        index = webcam_index(text)
+    index = webcam_index(text)
+    if index is not None:
         return LiveSource(index, f"camera {index}", reconnect_timeout)
     if text.lower().startswith(LIVE_SCHEMES):
         return LiveSource(text, text, reconnect_timeout)

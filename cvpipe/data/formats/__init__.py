@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from cvpipe.data.formats.coco import read_coco, write_coco
 from cvpipe.data.formats.folders import read_class_folders, read_images, read_semantic_masks
@@ -12,6 +12,7 @@ from cvpipe.data.formats.yolo import read_yolo, write_yolo
 from cvpipe.data.records import Dataset
 from cvpipe.errors import DataError
 from cvpipe.fetch import atomic_copy
+from cvpipe.paths import leaves_root
 
 READERS = {"coco": read_coco, "voc": read_voc, "yolo": read_yolo, "folders": read_class_folders,
            "masks": read_semantic_masks, "instance_masks": read_instance_masks, "images": read_images}
@@ -21,10 +22,7 @@ WRITERS = {"coco": write_coco, "voc": write_voc, "yolo": write_yolo}
 def check_split(split: str) -> str:
     """A split names a folder (or file stem) inside the dataset root: a relative path without `..`, so neither
     reading nor a copy written under another root (`data convert`, `check --fix`) can leave its root."""
-    parts = PurePosixPath(str(split).replace("\\", "/")).parts
-    if str(split) == ".":  # the root itself (a dataset without splits)
-        return split
-    if not parts or parts[0] == "/" or ".." in parts or "\0" in str(split) or ":" in parts[0]:
+    if leaves_root(split):
         raise DataError(f"split {split!r}: leads outside the dataset root; a split is a folder inside it, e.g. "
                         "train or val (no '..', no absolute path)")
     return split
