@@ -107,7 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cvpipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("pipelines", help="list the bundled pipelines and where data, weights and caches are kept")
+    p = sub.add_parser("pipelines", help="list the bundled pipelines and where data, weights and caches are kept; "
+                                         "`pipelines copy NAME` copies one here to edit")
+    copy = p.add_subparsers(dest="pipelines_command").add_parser(
+        "copy", help="copy a bundled pipeline into this folder (or DEST) to make it yours")
+    copy.add_argument("name", help="the bundled pipeline, e.g. sample_faster_rcnn (`cvpipe pipelines` lists them)")
+    copy.add_argument("dest", type=Path, nargs="?", default=None,
+                      help="the file to write, or a folder (default: NAME.yaml here); an existing file is kept")
 
     p = sub.add_parser("validate", help="check a pipeline YAML; exit 2 with one line per problem")
     p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
@@ -277,6 +283,8 @@ def cmd_pipelines(args) -> int:
     from cvpipe.loading import read_yaml
     from cvpipe.paths import BUNDLED_PIPELINES, bundled_pipelines, cache_dir, data_dir, weights_dir
 
+    if args.pipelines_command == "copy":
+        return _copy_pipeline(args.name, args.dest)
     print(f"bundled pipelines ({BUNDLED_PIPELINES.resolve()}); run one by name, e.g. "
           "`cvpipe predict coco_ssd_mobilenet_v2 --source photos/`:")
     for name in bundled_pipelines():
@@ -285,6 +293,24 @@ def cmd_pipelines(args) -> int:
     print(f"data     {data_dir()}  ($CVPIPE_DATA)")
     print(f"weights  {weights_dir()}  ($CVPIPE_WEIGHTS)")
     print(f"cache    {cache_dir()}  ($CVPIPE_CACHE)")
+    return 0
+
+
+def _copy_pipeline(name: str, dest: Path | None) -> int:
+    from cvpipe.fetch import atomic_copy
+    from cvpipe.paths import BUNDLED_PIPELINES, PIPELINE_SUFFIXES, bundled_hint
+
+    stem = name[: -len(Path(name).suffix)] if Path(name).suffix in PIPELINE_SUFFIXES else name
+    source = BUNDLED_PIPELINES / f"{stem}.yaml"
+    if "/" in stem or not source.is_file():
+        raise CvpipeError(f"{name}: no bundled pipeline of that name{bundled_hint(stem)}")
+    dest = dest or Path(f"{stem}.yaml")
+    if dest.is_dir():
+        dest = dest / f"{stem}.yaml"
+    if dest.exists():
+        raise CvpipeError(f"{dest}: already exists; name another file (cvpipe pipelines copy {stem} NEW.yaml)")
+    atomic_copy(source, dest)
+    print(f"wrote {dest}: edit data.root, data.format and data.classes, then `cvpipe validate {dest}`")
     return 0
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from cvpipe.config import DEFAULTS_FILE, HeadConfig, PipelineConfig, models_in
 from cvpipe.errors import ConfigError
-from cvpipe.paths import BUNDLED_PIPELINES, find_pipeline, resolve_input
+from cvpipe.paths import bundled_hint, find_pipeline, resolve_input
 from cvpipe.safe_yaml import check_yaml_size
 from cvpipe.suggest import did_you_mean
 
@@ -45,12 +45,8 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        bundled = sorted(p.stem for p in BUNDLED_PIPELINES.glob("*.yaml"))
-        stem = Path(path).stem
-        containing = [name for name in bundled if stem and stem in name]  # `coco_ssd` for coco_ssd_mobilenet_v2
-        hint = (f'; did you mean "{containing[0]}"?' if len(containing) == 1 else did_you_mean(stem, bundled)) \
-            or "; `cvpipe pipelines` lists the bundled ones"
-        raise ConfigError(f"{path}: no such pipeline file, nor a bundled pipeline of that name{hint}") from None
+        raise ConfigError(f"{path}: no such pipeline file, nor a bundled pipeline of that name"
+                          f"{bundled_hint(str(path))}") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a folder; name a pipeline YAML file (or a bundled pipeline: `cvpipe pipelines`)") from None
     except (OSError, UnicodeDecodeError) as e:

@@ -39,6 +39,17 @@ def bundled_pipelines() -> list[str]:
     return sorted(p.stem for p in BUNDLED_PIPELINES.glob("*.yaml"))
 
 
+def bundled_hint(name: str) -> str:
+    """`; did you mean "coco_ssd_mobilenet_v2"?` for a mistyped bundled pipeline name (`coco_ssd` included)."""
+    from cvpipe.suggest import did_you_mean
+
+    bundled = bundled_pipelines()
+    stem = Path(name).stem
+    containing = [known for known in bundled if stem and stem in known]
+    return (f'; did you mean "{containing[0]}"?' if len(containing) == 1 else did_you_mean(stem, bundled)) \
+        or "; `cvpipe pipelines` lists the bundled ones"
+
+
 def find_pipeline(target: str | Path) -> Path:
     """A pipeline file as given, else a bundled pipeline by name (`coco_ssd_mobilenet_v2`, with or without
     `.yaml`). A path that exists nowhere comes back unchanged, for the caller's "no such file" message."""

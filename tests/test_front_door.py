@@ -182,3 +182,28 @@ def test_a_mistyped_bundled_name_says_did_you_mean_and_leaves_no_folder(capsys, 
     assert not any(tmp_path.iterdir())  # no empty runs/ left behind
     assert [counted(1, "image"), counted(3, "image"), counted(2, "box", "boxes"), counted(1200, "image")] == [
         "1 image", "3 images", "2 boxes", "1,200 images"]
+
+
+def test_a_bundled_pipeline_is_copied_into_the_users_folder_to_edit(capsys, tmp_path, monkeypatch):
+    from cvpipe.cli import main
+    from cvpipe.data.fetchers import fetch_dataset
+    from cvpipe.loading import load_pipeline
+    from cvpipe.paths import BUNDLED_PIPELINES, data_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["pipelines", "copy", "sample_faster_rcnn", "my_detector.yaml"]) == 0
+    copied = tmp_path / "my_detector.yaml"
+    assert copied.read_bytes() == (BUNDLED_PIPELINES / "sample_faster_rcnn.yaml").read_bytes()
+    sample = fetch_dataset("sample", data_dir())
+    assert load_pipeline(copied).data.root == sample / "voc"  # `root: sample/voc` still finds the fetched sample
+    assert "cvpipe validate my_detector.yaml" in capsys.readouterr().out
+    copied.write_text("name: mine\n")
+    assert main(["pipelines", "copy", "sample_faster_rcnn", "my_detector.yaml"]) == 2  # never over the user's edits
+    assert "already exists" in capsys.readouterr().err and copied.read_text() == "name: mine\n"
+    (tmp_path / "configs").mkdir()
+    assert main(["pipelines", "copy", "coco_ssd_mobilenet_v2.yaml", "configs"]) == 0
+    assert (tmp_path / "configs" / "coco_ssd_mobilenet_v2.yaml").is_file()
+    for wrong, hint in (("coco_ssd", 'did you mean "coco_ssd_mobilenet_v2"?'), ("../etc/x", "`cvpipe pipelines` lists")):
+        assert main(["pipelines", "copy", wrong]) == 2
+        assert hint in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["configs", "my_detector.yaml"]
