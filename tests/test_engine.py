@@ -211,8 +211,16 @@ def test_cli_train_eval_predict(shapes_pipeline, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"weights: {run_dir / 'best.pt'}" in out  # says which checkpoint it scored
     assert sorted(p.name for p in run_dir.iterdir()) == before  # and, without --json, writes nothing
+    best_bytes = (run_dir / "best.pt").read_bytes()
     assert main(["eval", str(shapes_pipeline), "--json", str(tmp_path / "m.json")]) == 0
     out = capsys.readouterr().out
+    # eval reports the threshold best.pt carries, the same every time, and never rewrites the checkpoint
+    carried = torch.load(run_dir / "best.pt", weights_only=True)["metrics"]["threshold"]
+    assert json.loads((tmp_path / "m.json").read_text())["threshold"] == carried
+    assert main(["eval", str(shapes_pipeline), "--json", str(tmp_path / "m2.json")]) == 0
+    assert json.loads((tmp_path / "m2.json").read_text())["threshold"] == carried
+    assert (run_dir / "best.pt").read_bytes() == best_bytes
+    out += capsys.readouterr().out
     assert "Average Precision  (AP) @[ IoU=0.50      | area=   all | maxDets=100 ]" in out and "square" in out
     assert (tmp_path / "val_detections.json").exists()
     assert main(["predict", str(shapes_pipeline), "--source", str(tmp_path / "src" / "val" / "*.png"),
