@@ -16,7 +16,7 @@ import pytest
 
 from cvpipe import __version__
 from cvpipe.io.images import read_image
-from cvpipe.viz.draw import draw_sample, label_origin
+from cvpipe.viz.draw import draw_sample, label_origin, label_scale, palette
 
 from .conftest import REPO
 
@@ -86,15 +86,19 @@ def test_version_and_a_closed_pipe_give_no_traceback(tmp_path):
     assert piped.stdout.startswith("weights folder:") and piped.stderr == ""
 
 
-def test_a_label_at_the_top_edge_stays_in_the_image():
-    x, y = label_origin("Tree 0.93", (5, 0), (100, 200, 3))
-    assert y >= 10 and x == 5  # moved inside the box: the text's top is at y − ~10 px, still ≥ 0
-    x, y = label_origin("a long label for a box at the right", (190, 40), (100, 200, 3))
-    assert x < 190 and y == 37  # above the box, shifted left to fit
-    image = draw_sample(np.zeros((60, 120, 3), np.uint8), np.array([[10.0, 0.0, 100.0, 50.0]]), np.array([0]),
+def test_a_label_stays_in_the_image_and_reads_on_its_tag():
+    assert label_origin((60, 14), (5, 30, 50, 60), (100, 200, 3)) == (5, 16)  # just above the box
+    assert label_origin((60, 14), (5, 0, 50, 60), (100, 200, 3)) == (5, 60)  # at the top edge: below it
+    assert label_origin((60, 14), (5, 0, 50, 95), (100, 200, 3)) == (5, 0)  # no room around: inside its top
+    assert label_origin((60, 14), (190, 40, 199, 60), (100, 200, 3)) == (140, 26)  # shifted left to fit
+    assert [label_scale((h, w, 3)) for h, w in ((300, 400), (1080, 1920), (2472, 2299), (10000, 9000))] == [
+        0.5, 0.96, 1.236, 2.0]  # readable once shown at a screen's width, from a photo to a large scene
+    image = draw_sample(np.zeros((80, 120, 3), np.uint8), np.array([[10.0, 0.0, 100.0, 50.0]]), np.array([0]),
                         ["Tree"], scores=np.array([0.9]))
-    inside = image[2:14, 12:60]  # under the top line, where the label now is
-    assert (inside.max(axis=2) > 0).sum() > 20
+    tag = image[51:73, 12:60]  # the box touches the top: its label's tag is below it, filled in the class colour
+    assert (np.abs(tag.astype(int) - palette(0)).sum(axis=2) == 0).mean() > 0.5
+    ink = (0, 0, 0) if sum(np.multiply(palette(0), (0.299, 0.587, 0.114))) > 140 else (255, 255, 255)
+    assert (np.abs(tag.astype(int) - ink).sum(axis=2) < 60).sum() > 20  # and the text in the contrasting ink
 
 
 def test_one_epoch_draws_visible_loss_points(tmp_path):

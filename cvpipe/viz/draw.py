@@ -38,22 +38,41 @@ def draw_sample(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, classe
         if ids is not None:
             text = f"#{ids[k]} {text}"
         if len(boxes) <= 50:  # labels on crowded images hide the objects
-            cv2.putText(out, text, label_origin(text, (x1, y1), out.shape), LABEL_FONT, LABEL_SCALE, color, 1,
-                        cv2.LINE_AA)
+            draw_label(out, text, (x1, y1, x2, y2), color)
     return out
 
 
-LABEL_FONT, LABEL_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+LABEL_FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def label_origin(text: str, corner: tuple[int, int], shape: tuple[int, ...]) -> tuple[int, int]:
-    """Where a label's baseline starts: above the box's top-left corner, or just inside the box where the image's
-    top edge would cut it off; shifted left where it would run past the right edge."""
-    (width, height), baseline = cv2.getTextSize(text, LABEL_FONT, LABEL_SCALE, 1)
-    x, y = corner
-    y = y - 3 if y - 3 - height >= 0 else y + height + 3
-    x = max(0, min(x, shape[1] - width))
-    return x, min(y, shape[0] - baseline)
+def label_scale(shape: tuple[int, ...]) -> float:
+    """Label text grows with the image, so it reads the same once the image is shown at a screen's width: 0.5 up
+    to 1,000 px, about 11 px tall letters per 1,000 px beyond."""
+    return min(max(max(shape[:2]) / 2000, 0.5), 2.0)
+
+
+def draw_label(image: np.ndarray, text: str, box: tuple[int, int, int, int], color: tuple[int, int, int]) -> None:
+    """`text` on a filled tag of the box's colour at its top-left corner (see `label_origin`), in black or white,
+    whichever reads better on that colour."""
+    scale = label_scale(image.shape)
+    thickness = max(1, round(scale * 2))
+    (width, height), baseline = cv2.getTextSize(text, LABEL_FONT, scale, thickness)
+    pad = max(2, round(height / 4))
+    x, y = label_origin((width + 2 * pad, height + baseline + 2 * pad), box, image.shape)
+    cv2.rectangle(image, (x, y), (x + width + 2 * pad, y + height + baseline + 2 * pad), color, cv2.FILLED)
+    ink = (0, 0, 0) if 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2] > 140 else (255, 255, 255)
+    cv2.putText(image, text, (x + pad, y + pad + height), LABEL_FONT, scale, ink, thickness, cv2.LINE_AA)
+
+
+def label_origin(size: tuple[int, int], box: tuple[int, int, int, int], shape: tuple[int, ...]) -> tuple[int, int]:
+    """The top-left of a label of `size` (width, height) for `box` (x1, y1, x2, y2): just above the box; below it
+    where the image's top edge would cut the label off; inside its top where neither fits. Shifted left where it
+    would run past the right edge. Never over the object when there is room around it."""
+    width, height = size
+    x1, y1, _, y2 = box
+    y = y1 - height if y1 - height >= 0 else y2 if y2 + height <= shape[0] else y1
+    x = max(0, min(x1, shape[1] - width))
+    return x, max(0, min(y, shape[0] - height))
 
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray, *, alpha: float = 0.45, background: int | None = 0) -> np.ndarray:
@@ -99,6 +118,5 @@ def draw_judged(image: np.ndarray, detections: tuple, objects: tuple, classes: l
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
         if color != RIGHT and len(shapes) <= 60:
-            cv2.putText(out, text, label_origin(text, (x1, y1), out.shape), LABEL_FONT, LABEL_SCALE, color, 1,
-                        cv2.LINE_AA)
+            draw_label(out, text, (x1, y1, x2, y2), color)
     return out
