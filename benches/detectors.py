@@ -27,9 +27,9 @@ from rich.console import Console
 from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine.checkpoint import load_trained
-from cvpipe.engine.inference import detect
 from cvpipe.io.images import discover, read_image, write_text
 from cvpipe.models.proposals import proposals_for
+from cvpipe.ops.inference import detect
 from cvpipe.pipeline import Pipeline
 
 PIPELINES = {

@@ -23,11 +23,11 @@ from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine.checkpoint import save_checkpoint
 from cvpipe.engine.export import OnnxModel, onnx_bytes
-from cvpipe.engine.inference import classify, detect, segment
 from cvpipe.engine.runs import latest_run_dir
 from cvpipe.engine.runtime import inference_model
 from cvpipe.io.images import list_images, read_image
 from cvpipe.models.heads import build_model
+from cvpipe.ops.inference import classify, detect, segment
 from cvpipe.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[1]

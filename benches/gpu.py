@@ -21,10 +21,10 @@ from rich.console import Console
 from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.engine.data import load_split, make_loader
 from cvpipe.engine.fit import TrainStep
-from cvpipe.engine.inference import detect
 from cvpipe.engine.optim import build_optimizer
 from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
+from cvpipe.ops.inference import detect
 from cvpipe.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[1]

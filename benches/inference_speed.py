@@ -38,12 +38,12 @@ from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.data.samples import image_tensor
 from cvpipe.data.tiling import tile_starts
 from cvpipe.engine.checkpoint import load_trained, save_checkpoint
-from cvpipe.engine.inference import detect
 from cvpipe.engine.runtime import fold_batchnorm
 from cvpipe.io.images import discover, read_image, write_image
 from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
 from cvpipe.models.inspect import profile
+from cvpipe.ops.inference import detect
 from cvpipe.pipeline import Pipeline
 from cvpipe.viz.draw import draw_sample
 
@@ -134,7 +134,7 @@ def batch_rule(rounds: int) -> dict:
     """img/s of the bare folded classifier and FCN at batch 1, 4 and 16 on random images: what the per-task CPU
     batch (tasks/base.py `cpu_batch`) rests on, beside the detectors' batch 1 vs 4 above."""
     from cvpipe.engine.checkpoint import _for_inference
-    from cvpipe.engine.inference import classify, segment
+    from cvpipe.ops.inference import classify, segment
 
     found = {}
     for task, (path, side) in BATCH_RULE.items():

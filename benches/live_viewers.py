@@ -32,11 +32,11 @@ from common import save_results  # benches/common.py: the script's folder is on 
 from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine.checkpoint import load_trained
-from cvpipe.engine.inference import detect
 from cvpipe.io import live_view
 from cvpipe.io.live_view import LiveView
 from cvpipe.io.streams import open_source
 from cvpipe.loading import load_pipeline
+from cvpipe.ops.inference import detect
 from cvpipe.viz.draw import draw_sample
 
 REPO = Path(__file__).resolve().parents[1]

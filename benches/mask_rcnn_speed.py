@@ -21,11 +21,11 @@ from cvpipe.config import FasterRCNNHead
 from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine.checkpoint import load_trained
-from cvpipe.engine.inference import detect
 from cvpipe.engine.runs import default_weights
 from cvpipe.io.images import discover, read_image
 from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
+from cvpipe.ops.inference import detect
 
 PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "nuclei_mask_rcnn.yaml"
 

@@ -23,9 +23,9 @@ from cvpipe.config import loader_workers
 from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine.checkpoint import load_trained
-from cvpipe.engine.inference import detect
 from cvpipe.engine.runs import latest_run_dir
 from cvpipe.io.images import discover, read_image
+from cvpipe.ops.inference import detect
 from cvpipe.pipeline import Pipeline
 
 PIPELINE = "pipelines/treecrowns_faster_rcnn.yaml"

@@ -28,10 +28,10 @@ from cvpipe.data.fetchers import NUCLEI_VAL_X, fetch_dataset
 from cvpipe.data.formats import read_dataset
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine.checkpoint import load_trained
-from cvpipe.engine.inference import detect, segment
 from cvpipe.engine.runs import default_weights
 from cvpipe.io.images import write_image
 from cvpipe.loading import load_pipeline
+from cvpipe.ops.inference import detect, segment
 from cvpipe.viz.draw import palette
 
 REPO = Path(__file__).resolve().parents[1]

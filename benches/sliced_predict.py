@@ -30,10 +30,10 @@ from common import save_results  # benches/common.py: the script's folder is on 
 from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine.checkpoint import load_trained
-from cvpipe.engine.inference import to_device
 from cvpipe.engine.runs import default_weights
-from cvpipe.engine.slicing import slice_origins, slice_size
 from cvpipe.io.images import read_image
+from cvpipe.ops.inference import to_device
+from cvpipe.ops.slicing import slice_origins, slice_size
 from cvpipe.pipeline import Pipeline
 
 PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "treecrowns_faster_rcnn.yaml"

@@ -29,11 +29,11 @@ from torchvision.ops import box_iou
 
 from cvpipe.config import BACKENDS
 from cvpipe.data.fetchers import fetch_dataset
-from cvpipe.engine.inference import detect
 from cvpipe.engine.runtime import inference_model
 from cvpipe.io.images import read_image
 from cvpipe.loading import load_pipeline
 from cvpipe.models.tf_ssd import opencv_reference_files
+from cvpipe.ops.inference import detect
 from cvpipe.paths import weights_dir
 
 PIPELINE = "pipelines/coco_ssd_mobilenet_v2.yaml"

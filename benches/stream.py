@@ -32,8 +32,8 @@ from rich.console import Console
 from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine.checkpoint import load_trained
-from cvpipe.engine.inference import detect
 from cvpipe.io.streams import open_source
+from cvpipe.ops.inference import detect
 from cvpipe.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ from common import save_results
 from rich.console import Console
 
 from cvpipe.data.fetchers import fetch_dataset
-from cvpipe.engine.tta import tta_views
 from cvpipe.models.weights import WeightsCatalog
+from cvpipe.ops.tta import tta_views
 from cvpipe.pipeline import Pipeline
 
 PIPELINE = "pipelines/treecrowns_faster_rcnn.yaml"

@@ -577,7 +577,7 @@ def cmd_video(args) -> int:
 
 
 def _print_video_report(report, several: bool) -> None:
-    from cvpipe.engine.counting import listed
+    from cvpipe.ops.counting import listed
 
     stats = report.stats
     if several:

@@ -365,7 +365,7 @@ class OutputConfig(Strict):
 
 
 class TTAConfig(Strict):
-    """Test-time augmentation for detection in `cvpipe eval` and `cvpipe predict` (engine/tta.py); training's
+    """Test-time augmentation for detection in `cvpipe eval` and `cvpipe predict` (ops/tta.py); training's
     own evaluations stay plain."""
 
     enabled: bool = False
@@ -378,7 +378,7 @@ class TTAConfig(Strict):
 
 
 class TilingConfig(Strict):
-    """Large images in slices (engine/slicing.py): `predict` and `eval` run overlapping slices in batches, map the
+    """Large images in slices (ops/slicing.py): `predict` and `eval` run overlapping slices in batches, map the
     boxes back and merge them across the seams; training cuts random windows from images larger than a slice."""
 
     # auto: slice the images whose longer side is more than `auto_above` slices long; always; never
@@ -407,7 +407,7 @@ class VideoConfig(Strict):
     track_buffer: Annotated[int, Field(ge=1)] = 30  # frames a lost track is remembered
     track_match: Annotated[float, Field(gt=0, le=1)] = 0.8  # ByteTrack's minimum matching threshold
     reconnect_timeout: Annotated[float, Field(gt=0)] = 30.0  # seconds without a frame before a live run ends
-    # counting (engine/counting.py), on tracked objects: name → the line's two ends / the zone's polygon; in
+    # counting (ops/counting.py), on tracked objects: name → the line's two ends / the zone's polygon; in
     # pixels, or as fractions of the frame's width and height when every coordinate of that line or zone is ≤ 1
     lines: dict[str, Annotated[list[Point], Field(min_length=2, max_length=2)]] = {}
     zones: dict[str, Annotated[list[Point], Field(min_length=3)]] = {}

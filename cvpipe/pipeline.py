@@ -61,11 +61,11 @@ class Pipeline:
         the metrics, plots and worst val images (viz/report.py). Without them nothing is written."""
         from cvpipe.engine.checkpoint import load_trained
         from cvpipe.engine.data import load_split
-        from cvpipe.engine.device import resolve_device
         from cvpipe.engine.evaluate import evaluate
         from cvpipe.engine.progress import LoggedProgress
         from cvpipe.io.images import write_text
         from cvpipe.io.outputs import prepare_file
+        from cvpipe.ops.device import resolve_device
 
         require_data(self.config)
         if json_path:
@@ -83,7 +83,7 @@ class Pipeline:
         for line in warnings:
             self.console.print(styled("data warning", "yellow", f" val: {line}"))
         if self.config.tta.enabled:
-            from cvpipe.engine.tta import describe
+            from cvpipe.ops.tta import describe
 
             self.console.print(f"test-time augmentation: {describe(self.config.tta)} (--set tta.enabled=false: plain)")
         out_dir = Path(json_path).parent if json_path else None

@@ -139,8 +139,8 @@ def test_area_ranges_beside_cocos():
 
 
 def test_worst_images_and_the_conf_a_run_uses(tmp_path):
-    from cvpipe.engine.threshold import DEFAULT_CONF, resolve_conf
     from cvpipe.errors import ConfigError
+    from cvpipe.ops.threshold import DEFAULT_CONF, resolve_conf
 
     gt, results = known_errors()
     worst = analyse(gt, results, ["cat", "dog"], conf=0.0).worst(5)
@@ -159,8 +159,8 @@ def test_worst_images_and_the_conf_a_run_uses(tmp_path):
 
 def test_a_model_that_found_nothing_carries_no_threshold(tmp_path):
     from cvpipe.engine.checkpoint import save_checkpoint
-    from cvpipe.engine.threshold import DEFAULT_CONF, resolve_conf
     from cvpipe.errors import ConfigError
+    from cvpipe.ops.threshold import DEFAULT_CONF, resolve_conf
 
     gt, results = known_errors()
     missing = [{**r, "bbox": [r["bbox"][0] + 5000, r["bbox"][1] + 5000, *r["bbox"][2:]]} for r in results]

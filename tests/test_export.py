@@ -14,13 +14,13 @@ from torchvision.ops import box_iou
 
 from cvpipe.engine.checkpoint import save_checkpoint
 from cvpipe.engine.export import OnnxModel, onnx_bytes
-from cvpipe.engine.inference import classify, detect, segment
 from cvpipe.engine.runtime import compile_core, inference_model
-from cvpipe.engine.threshold import carried_conf
 from cvpipe.errors import ConfigError
 from cvpipe.io.images import read_image, write_image
 from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
+from cvpipe.ops.inference import classify, detect, segment
+from cvpipe.ops.threshold import carried_conf
 from cvpipe.pipeline import Pipeline
 
 from .conftest import REPO, shapes_pipeline_file

@@ -609,8 +609,8 @@ def test_the_live_page_refuses_odd_stream_numbers(live_view):
 
 def test_a_counting_line_of_one_point_is_refused_where_it_is_declared(capsys, trained, tmp_path):
     from cvpipe.config import VideoConfig
-    from cvpipe.engine.counting import Counting
     from cvpipe.errors import ConfigError
+    from cvpipe.ops.counting import Counting
 
     pipeline, _, _ = trained
     code, text = cli(capsys, "validate", pipeline, "--set", "video.lines.gate=[[10, 10], [10, 10]]", "video.track=true")

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from cvpipe.engine.checkpoint import save_checkpoint
-from cvpipe.engine.inference import classify, detect, segment
 from cvpipe.engine.runtime import fold_batchnorm, inference_model
 from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
+from cvpipe.ops.inference import classify, detect, segment
 
 from .conftest import shapes_pipeline_file
 from .test_classify import colours_pipeline

@@ -225,7 +225,7 @@ class FixedDetections(torch.nn.Module):
 
 
 def test_a_tracked_instance_keeps_its_own_mask_in_its_track_colour(tmp_path):
-    from cvpipe.engine.tracking import Tracker
+    from cvpipe.ops.tracking import Tracker
     from cvpipe.tasks import get_task
     from cvpipe.tasks.base import FrameJob
     from cvpipe.viz.draw import palette

@@ -19,11 +19,12 @@ import pytest
 
 from cvpipe.cli import build_parser
 from cvpipe.config import VideoConfig
-from cvpipe.engine.counting import Counting
 from cvpipe.engine.video import stream_stem
 from cvpipe.errors import ConfigError, CvpipeError, DataError
 from cvpipe.io.live_view import LiveView, parse_address
 from cvpipe.io.streams import open_source
+from cvpipe.ops.counting import Counting
+from cvpipe.ops.detections import Detections
 from cvpipe.pipeline import Pipeline
 
 from .conftest import REPO
@@ -45,10 +46,15 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs a headless C
 # ----------------------------------------------------------------------------- counting, by hand
 
 
+def tracked(boxes, labels, ids) -> Detections:
+    return Detections(np.array(boxes, np.float32), np.ones(len(labels), np.float32), np.array(labels),
+                      track_ids=np.array(ids))
+
+
 def moving_box(counting: Counting, xs, label: int = 0, track: int = 1, size=(100, 300, 3)) -> dict:
     record = {}
     for x in xs:
-        record = counting.update(size, np.array([[x, 40, x + 20, 60]]), np.array([label]), np.array([track]))
+        record = counting.update(size, tracked([[x, 40, x + 20, 60]], [label], [track]))
     return record
 
 
@@ -69,8 +75,7 @@ def test_a_zone_counts_who_stands_in_it_now_and_remembers_who_was_there():
     counting = Counting(VideoConfig(zones=zones), ["cat", "dog"])
     assert moving_box(counting, [100, 180])["zones"] == {"right": {}}  # bottom centre at x = 190: outside
     assert moving_box(counting, [230])["zones"] == {"right": {"cat": 1}}
-    two = counting.update((100, 300, 3), np.array([[230, 40, 250, 60], [240, 50, 260, 90]]), np.array([0, 1]),
-                          np.array([1, 2]))
+    two = counting.update((100, 300, 3), tracked([[230, 40, 250, 60], [240, 50, 260, 90]], [0, 1], [1, 2]))
     assert two["zones"] == {"right": {"cat": 1, "dog": 1}}
     assert moving_box(counting, [20])["zones"] == {"right": {}}
     assert counting.summary()["zones"] == {"right": {"objects_seen": {"cat": 1, "dog": 1}, "most_at_once": 2}}

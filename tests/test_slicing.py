@@ -1,4 +1,4 @@
-"""Sliced inference for large images (`tiling:`, engine/slicing.py): slices cover the image, batches stay within
+"""Sliced inference for large images (`tiling:`, ops/slicing.py): slices cover the image, batches stay within
 `tiling.batch`, objects straddling seams are found exactly once by every merge, and `predict` slices a large
 image by default with the head's input size."""
 
@@ -13,12 +13,12 @@ from pycocotools import mask as mask_utils
 
 from cvpipe.config import TilingConfig
 from cvpipe.data.records import PlacedMask
-from cvpipe.engine.inference import detect
 from cvpipe.engine.runtime import inference_model
-from cvpipe.engine.slicing import detect_sliced, instances_sliced, merge, slice_origins, slices_needed
 from cvpipe.errors import ConfigError
 from cvpipe.io.images import read_image, write_image
 from cvpipe.loading import load_pipeline
+from cvpipe.ops.inference import detect
+from cvpipe.ops.slicing import detect_sliced, instances_sliced, merge, slice_origins, slices_needed
 from cvpipe.pipeline import Pipeline
 
 from .conftest import REPO, shapes_pipeline_file
@@ -263,7 +263,7 @@ def test_predict_on_a_geotiff_writes_geojson_in_its_coordinate_system(tmp_path):
 
 
 def test_a_sliced_label_mask_takes_every_pixel_once_from_the_right_place():
-    from cvpipe.engine.slicing import owned_spans, segment_sliced
+    from cvpipe.ops.slicing import owned_spans, segment_sliced
 
     assert owned_spans([0, 300, 600], 400, 1000) == [(0, 350), (350, 650), (650, 1000)]
     h, w = 530, 470

@@ -9,12 +9,12 @@ import torch
 from torchvision.ops import box_iou
 
 from cvpipe.config import NeckConfig, SSDHead
-from cvpipe.engine.inference import detect
 from cvpipe.io.images import read_image
 from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
 from cvpipe.models.heads.ssd import DefaultBoxes, default_box_shapes
 from cvpipe.models.tf_ssd import COCO_IDS, opencv_reference_files
+from cvpipe.ops.inference import detect
 from cvpipe.pipeline import Pipeline
 
 from .conftest import REPO, shapes_pipeline_file, train_on_one_batch

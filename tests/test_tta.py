@@ -13,14 +13,14 @@ from pycocotools.cocoeval import COCOeval
 from torchvision.ops import box_iou
 
 from cvpipe.config import TTAConfig
-from cvpipe.engine.inference import detect
 from cvpipe.engine.runtime import inference_model
-from cvpipe.engine.threshold import resolve_conf
-from cvpipe.engine.tta import VIEWS, boxes_to_image, detect_augmented, fuse, input_scale, tta_views, view
 from cvpipe.errors import ConfigError
 from cvpipe.io.images import read_image
 from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
+from cvpipe.ops.inference import detect
+from cvpipe.ops.threshold import resolve_conf
+from cvpipe.ops.tta import VIEWS, boxes_to_image, detect_augmented, fuse, input_scale, tta_views, view
 from cvpipe.pipeline import Pipeline
 
 from .conftest import REPO, shapes_pipeline_file
@@ -143,7 +143,7 @@ def test_eval_and_predict_use_tta_and_training_does_not(tmp_path, monkeypatch):
     path = shapes_pipeline_file(tmp_path, text, "tta.yaml")
     pipeline = Pipeline.from_yaml(path, ["train.epochs=1"])
     calls = []
-    import cvpipe.engine.tta as tta_module
+    import cvpipe.ops.tta as tta_module
 
     real = tta_module.detect_augmented
     monkeypatch.setattr(tta_module, "detect_augmented", lambda *a, **k: calls.append(1) or real(*a, **k))

@@ -155,7 +155,7 @@ class ThresholdWithViews(Callback):
         import copy
 
         from cvpipe.engine.checkpoint import load_checkpoint
-        from cvpipe.engine.tta import describe
+        from cvpipe.ops.tta import describe
 
         path = t.run_dir / "best.pt"
         if not path.is_file():

@@ -121,9 +121,9 @@ class ExportReport:
 def export(config: PipelineConfig, weights: Path | None, out: Path) -> ExportReport:
     """Write the ONNX file atomically and check that ONNX Runtime reproduces PyTorch on the example input."""
     from cvpipe.engine.checkpoint import load_trained
-    from cvpipe.engine.threshold import carried_thresholds
     from cvpipe.io.images import write_bytes
     from cvpipe.io.outputs import prepare_file
+    from cvpipe.ops.threshold import carried_thresholds
 
     out = Path(out)
     if out.suffix != ".onnx":

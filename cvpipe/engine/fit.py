@@ -25,8 +25,6 @@ from cvpipe.engine import distributed
 from cvpipe.engine.callbacks import callbacks_for, epochs_total, make_ema
 from cvpipe.engine.checkpoint import check_classes, load_checkpoint
 from cvpipe.engine.data import load_split, make_loader, precompute_proposals
-from cvpipe.engine.device import resolve_device
-from cvpipe.engine.inference import autocast, to_device
 from cvpipe.engine.logs import RunLog
 from cvpipe.engine.optim import build_optimizer, lr_factor, set_lr
 from cvpipe.engine.progress import LoggedProgress
@@ -40,6 +38,8 @@ from cvpipe.metrics.segmentation import SegmentationMetrics
 from cvpipe.metrics.style import StylizeMetrics
 from cvpipe.models.backbones import unfreeze_backbone
 from cvpipe.models.heads import build_model, reuse_classes
+from cvpipe.ops.device import resolve_device
+from cvpipe.ops.inference import autocast, to_device
 
 
 @dataclass

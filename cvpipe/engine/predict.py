@@ -25,15 +25,15 @@ from cvpipe.console import counted, make_console
 from cvpipe.data.augment import augment_image, build_augment
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine import distributed
-from cvpipe.engine.device import resolve_device
 from cvpipe.engine.journal import Finished, JournalIndex, check_made_by, journal_paths, open_journal
 from cvpipe.engine.progress import LoggedProgress
 from cvpipe.engine.runtime import inference_model
-from cvpipe.engine.threshold import resolve_conf
-from cvpipe.engine.tta import describe
 from cvpipe.errors import CvpipeError
 from cvpipe.io.images import PER_FILE_ERRORS, discover, failure_reason, image_name, read_image, write_skipped
 from cvpipe.io.outputs import prepare_dir
+from cvpipe.ops.device import resolve_device
+from cvpipe.ops.threshold import resolve_conf
+from cvpipe.ops.tta import describe
 from cvpipe.tasks import get_task
 from cvpipe.tasks.base import PredictJob, Task
 
@@ -48,7 +48,7 @@ class PredictReport:
     counted: int = 0  # what the task counts in this run's results (detections), as it goes
     summary: str = ""  # ", 120 detections"
     written: list[str] = field(default_factory=list)  # what this run wrote under `out`, for the summary line
-    conf: float | None = None  # the confidence kept at, where the task keeps by one (engine/threshold.py)
+    conf: float | None = None  # the confidence kept at, where the task keeps by one (ops/threshold.py)
     conf_source: str = ""
 
     @property

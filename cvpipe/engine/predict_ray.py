@@ -30,12 +30,10 @@ from cvpipe.config import PipelineConfig
 from cvpipe.console import make_console
 from cvpipe.data.augment import augment_image, build_augment
 from cvpipe.data.samples import image_tensor
-from cvpipe.engine.device import resolve_device
 from cvpipe.engine.journal import JournalIndex, check_made_by, journal_paths, open_journal
 from cvpipe.engine.predict import PredictReport, journal_identity, predict_items, write_outputs
 from cvpipe.engine.progress import LoggedProgress
 from cvpipe.engine.runtime import inference_model
-from cvpipe.engine.threshold import resolve_conf
 from cvpipe.errors import CvpipeError
 from cvpipe.io.images import (
     IMAGE_SUFFIXES,
@@ -48,6 +46,8 @@ from cvpipe.io.images import (
 )
 from cvpipe.io.outputs import prepare_dir
 from cvpipe.numbers import is_int
+from cvpipe.ops.device import resolve_device
+from cvpipe.ops.threshold import resolve_conf
 from cvpipe.tasks import get_task
 from cvpipe.tasks.base import PredictJob
 

@@ -12,13 +12,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from rich.console import Console
 
 from cvpipe.console import make_console
-from cvpipe.engine.device import resolve_device
 from cvpipe.errors import DataError
 from cvpipe.io.images import (
     PER_FILE_ERRORS,
@@ -40,7 +38,9 @@ from cvpipe.models.style import (
     to_tensor,
     vgg_features,
 )
+from cvpipe.ops.device import resolve_device
 from cvpipe.paths import find_data
+from cvpipe.viz.draw import side_by_side
 
 
 @dataclass
@@ -52,13 +52,6 @@ class StylizeReport:
 
 def to_image(tensor: torch.Tensor) -> np.ndarray:
     return (tensor[0].permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
-
-
-def side_by_side(content: np.ndarray, style: np.ndarray, result: np.ndarray) -> np.ndarray:
-    """content | style (scaled to the content's height) | result, one image."""
-    h = content.shape[0]
-    style = cv2.resize(style, (max(1, round(style.shape[1] * h / style.shape[0])), h), interpolation=cv2.INTER_AREA)
-    return np.concatenate([content, style, result], axis=1)
 
 
 def stylize(source: str | Path, style: str | Path, out: Path, *, steps: int = 100, size: int = 256,

@@ -27,15 +27,15 @@ from cvpipe.config import PipelineConfig
 from cvpipe.console import make_console
 from cvpipe.data.augment import augment_image, build_augment
 from cvpipe.data.samples import image_tensor
-from cvpipe.engine.device import resolve_device
 from cvpipe.engine.progress import LoggedProgress
 from cvpipe.engine.runtime import inference_model
-from cvpipe.engine.threshold import resolve_conf
 from cvpipe.errors import ConfigError
 from cvpipe.io.images import write_text
 from cvpipe.io.outputs import prepare_file
 from cvpipe.io.streams import Frame, Source, SourceStats, StreamMux, open_source, webcam_index
 from cvpipe.io.video_writer import VideoWriter
+from cvpipe.ops.device import resolve_device
+from cvpipe.ops.threshold import resolve_conf
 from cvpipe.tasks import get_task
 from cvpipe.tasks.base import FrameJob
 
@@ -56,7 +56,7 @@ class VideoReport:
     track_ids: set[int] = field(default_factory=set)
     stats: SourceStats = field(default_factory=SourceStats)
     stopped: str = "end of source"
-    counts: dict = field(default_factory=dict)  # video.lines / video.zones: engine.counting.Counting.summary()
+    counts: dict = field(default_factory=dict)  # video.lines / video.zones: ops.counting.Counting.summary()
 
     @property
     def fps(self) -> float:
@@ -96,12 +96,12 @@ class FrameTask:
         """A stream's own state: its tracker and its counts."""
         tracker = counting = None
         if self.tracks:
-            from cvpipe.engine.tracking import Tracker
+            from cvpipe.ops.tracking import Tracker
 
             video = self.config.video
             tracker = Tracker(conf=self.conf, fps=fps, buffer=video.track_buffer, match=video.track_match)
         if self.config.video.counts:
-            from cvpipe.engine.counting import Counting
+            from cvpipe.ops.counting import Counting
 
             counting = Counting(self.config.video, self.classes)
         return FrameJob(self.config, self.device, self.classes, self.conf, tracker, counting)

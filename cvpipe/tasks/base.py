@@ -19,7 +19,7 @@ from torch import nn
 
 from cvpipe.config import PipelineConfig
 from cvpipe.data.records import Dataset
-from cvpipe.engine.device import device_type
+from cvpipe.ops.device import device_type
 
 GPU_BATCH = 16  # images (or slices) per forward pass on a GPU where eval.batch_size / tiling.batch are unset
 
@@ -53,8 +53,8 @@ class FrameJob:
     device: torch.device
     classes: list[str]
     conf: float
-    tracker: Any = None  # engine.tracking.Tracker where the task tracks (detection with video.track or counting)
-    counting: Any = None  # engine.counting.Counting where video.lines / video.zones are set
+    tracker: Any = None  # ops.tracking.Tracker where the task tracks (detection with video.track or counting)
+    counting: Any = None  # ops.counting.Counting where video.lines / video.zones are set
 
 
 class Task(ABC):
@@ -72,7 +72,7 @@ class Task(ABC):
     eval_files: ClassVar[str] = ""  # what `eval --json` writes beside the metrics, for the console
     description: ClassVar[str]  # "detection": for messages
     tta: ClassVar[bool] = False  # test-time augmentation (`tta:`) applies
-    tiles: ClassVar[bool] = False  # `tiling:` applies (large images in slices, engine/slicing.py)
+    tiles: ClassVar[bool] = False  # `tiling:` applies (large images in slices, ops/slicing.py)
     # images per forward pass on a CPU where eval.batch_size / tiling.batch are unset: the fastest measured by
     # benches/inference_speed.py (a classifier's or FCN's batch of 4 beats one at a time; a detector's does not)
     cpu_batch: ClassVar[int] = 4
@@ -80,7 +80,7 @@ class Task(ABC):
     def settle(self, config: PipelineConfig) -> list[tuple[tuple, str]]:
         """Settle a loaded pipeline's task-dependent defaults (`eval.best: auto` is the first stat) and report what
         does not fit the task, as (key path, message)."""
-        from cvpipe.engine.slicing import slice_size
+        from cvpipe.ops.slicing import slice_size
         from cvpipe.tasks import tasks
 
         problems = []

@@ -14,10 +14,10 @@ from torch import nn
 from cvpipe.config import CLASSIFY_STATS, PipelineConfig
 from cvpipe.data.records import Dataset
 from cvpipe.data.samples import ImageSamples
-from cvpipe.engine.inference import autocast, classify, to_device
 from cvpipe.io.images import atomic_open
 from cvpipe.io.tables import csv_writer
 from cvpipe.metrics.classification import ClassificationMetrics, classification_metrics
+from cvpipe.ops.inference import autocast, classify, to_device
 from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob, Task
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,30 +15,31 @@ from torch import nn
 
 from cvpipe.config import COCO_STATS, PipelineConfig
 from cvpipe.data.formats.coco import to_coco
-from cvpipe.data.records import Dataset, PlacedMask
+from cvpipe.data.records import Dataset
 from cvpipe.data.samples import DetectionSamples, WindowedDetectionSamples
-from cvpipe.engine.inference import detect
-from cvpipe.engine.slicing import slice_size, slices_needed
-from cvpipe.engine.tta import detect_pipeline
 from cvpipe.errors import DataError
 from cvpipe.io.geo import detections_geojson, read_georeference
 from cvpipe.io.images import JsonArray, atomic_open, failure_reason, scaled, write_image, write_text
 from cvpipe.io.tables import csv_writer
 from cvpipe.metrics.coco import CocoMetrics, detections_to_results, evaluate_coco
 from cvpipe.models.proposals import proposals_for
+from cvpipe.ops.detections import Detections
+from cvpipe.ops.inference import detect
+from cvpipe.ops.slicing import slice_size, slices_needed
+from cvpipe.ops.tta import detect_pipeline
 from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob, Task
-from cvpipe.viz.draw import draw_sample
+from cvpipe.viz.draw import draw_detections
 
 
-def counted(job: FrameJob, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, ids: np.ndarray | None,
-            record: dict, shown: np.ndarray) -> tuple[np.ndarray, dict]:
+def counted(job: FrameJob, image: np.ndarray, found: Detections, record: dict, shown: np.ndarray
+            ) -> tuple[np.ndarray, dict]:
     """A video frame's tracked objects in its record (`track_id`) and, with video.lines / video.zones, counted
-    (engine/counting.py): the counts join the record and the picture."""
-    if ids is not None:
-        record["track_id"] = ids.tolist()
+    (ops/counting.py): the counts join the record and the picture."""
+    if found.track_ids is not None:
+        record["track_id"] = found.track_ids.tolist()
     if job.counting is not None:
-        record |= job.counting.update(image.shape, boxes, labels, ids)
+        record |= job.counting.update(image.shape, found)
         shown = job.counting.draw(shown)
     return shown, record
 
@@ -60,12 +62,6 @@ class OneImageDetections(nn.Module):
         return out["boxes"], out["scores"], out["labels"]
 
 
-def rounded(boxes: np.ndarray, scores: np.ndarray) -> dict[str, list]:
-    """Boxes to 0.01 px and scores to 1e-5, as predict's journal and video's JSON lines both write them."""
-    return {"boxes": np.round(boxes.astype(np.float64), 2).tolist(),
-            "scores": np.round(scores.astype(np.float64), 5).tolist()}
-
-
 def matched_difference(ours: dict, theirs: dict) -> tuple[float, torch.Tensor]:
     """(the largest |score or box coordinate difference| between each detection of `ours` and its nearest of
     `theirs` with the same label, and which of theirs that is), or infinity when the counts differ. Matched as
@@ -84,16 +80,15 @@ def matched_difference(ours: dict, theirs: dict) -> tuple[float, torch.Tensor]:
 ANNOTATED_MAX_SIDE = 4096  # annotated copies of larger images are downscaled to this (a 10,000² PNG helps no one)
 
 
-def write_annotated(path: Path, image: torch.Tensor, boxes, labels, classes: list[str], scores,
-                    masks: list[PlacedMask] | None = None) -> None:
+def write_annotated(path: Path, image: torch.Tensor, found: Detections, classes: list[str]) -> None:
     """An annotated copy (with instance masks where given), downscaled to ANNOTATED_MAX_SIDE."""
     picture = image.permute(1, 2, 0).numpy()
     scale = min(1.0, ANNOTATED_MAX_SIDE / max(picture.shape[:2]))
     if scale < 1.0:
         picture = scaled(picture, scale)
-        boxes = boxes * scale
-        masks = [m.scaled(scale) for m in masks] if masks is not None else None
-    write_image(path, draw_sample(picture, boxes, labels, classes, masks=masks, scores=scores))
+        masks = [m.scaled(scale) for m in found.masks] if found.masks is not None else None
+        found = replace(found, boxes=found.boxes * scale, masks=masks)
+    write_image(path, draw_detections(picture, found, classes))
 
 
 def image_record(image_id: int, name: str, entry: dict) -> dict:
@@ -167,13 +162,12 @@ class DetectTask(Task):
         under images/."""
         entries = []
         found = detect_pipeline(model, images, job.device, job.config, augment=True) if images else []
-        for name, image, det in zip(names, images, found):
-            keep = det["scores"] >= job.conf
-            boxes, scores, labels = det["boxes"][keep].numpy(), det["scores"][keep].numpy(), det["labels"][keep].numpy()
+        for name, image, output in zip(names, images, found):
+            kept = Detections.from_output(output).at_least(job.conf)
             if job.save_images:
-                job.write(write_annotated, job.out / "images" / name, image, boxes, labels, job.classes, scores)
+                job.write(write_annotated, job.out / "images" / name, image, kept, job.classes)
             entry = {"file": name, "width": int(image.shape[2]), "height": int(image.shape[1]),
-                     **rounded(boxes, scores), "labels": labels.tolist()}
+                     **kept.journal(), "labels": kept.labels.tolist()}
             try:
                 geo = read_georeference(job.root / name) if job.root is not None else None
             except DataError as e:  # a broken georeference: this image is reported and skipped, the others go on
@@ -218,18 +212,18 @@ class DetectTask(Task):
         found = detect(model, tensors, jobs[0].device, amp=jobs[0].config.train.amp)
         return [self.frame_from(det, image, job) for det, image, job in zip(found, images, jobs)]
 
-    def frame_from(self, det: dict, image: np.ndarray, job: FrameJob) -> tuple[np.ndarray, dict]:
-        """One frame's (picture, JSON-line fields) from its detections."""
-        boxes, scores, labels = det["boxes"].numpy(), det["scores"].numpy(), det["labels"].numpy()
-        ids = None
-        if job.tracker is not None:  # new tracks start at `conf`; a known track may go on with a lower score
-            boxes, scores, labels, ids = job.tracker.update(boxes, scores, labels)
-        else:
-            keep = scores >= job.conf
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        record = {**rounded(boxes, scores), "labels": [job.classes[k] for k in labels]}
-        return counted(job, image, boxes, labels, ids, record,
-                       draw_sample(image, boxes, labels, job.classes, scores=scores, ids=ids))
+    def frame_from(self, output: dict, image: np.ndarray, job: FrameJob) -> tuple[np.ndarray, dict]:
+        """One frame's (picture, JSON-line fields) from its detector output."""
+        return self.shown(Detections.from_output(output), image, job)
+
+    def shown(self, found: Detections, image: np.ndarray, job: FrameJob) -> tuple[np.ndarray, dict]:
+        """Tracked (new tracks start at `conf`; a known track may go on with a lower score) or kept at `conf`,
+        then recorded, counted and drawn."""
+        found = job.tracker.update(found) if job.tracker is not None else found.at_least(job.conf)
+        record = {**found.journal(), "labels": [job.classes[k] for k in found.labels]}
+        if found.masks is not None:
+            record["mask_areas"] = [int(m.sum()) for m in found.masks]
+        return counted(job, image, found, record, draw_detections(image, found, job.classes))
 
     def export_graph(self, model: nn.Module) -> nn.Module:
         return OneImageDetections(model).eval()
@@ -248,12 +242,9 @@ class DetectTask(Task):
         return matched_difference(model([x])[0], runtime([x])[0])[0]
 
     def run_exported(self, session_run, images) -> list[dict]:
-        detections = []
-        for image in images:
-            boxes, scores, labels = session_run(image.detach().cpu().float().numpy())
-            detections.append({"boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(scores),
-                               "labels": torch.from_numpy(labels)})
-        return detections
+        """The graph's outputs (`export_outputs`) for each image, as the PyTorch model gives them."""
+        return [{name: torch.from_numpy(value) for name, value in
+                 zip(self.export_outputs, session_run(image.detach().cpu().float().numpy()))} for image in images]
 
 
 register_task(DetectTask())

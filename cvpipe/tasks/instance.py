@@ -17,25 +17,23 @@ from cvpipe.data.augment import build_augment, uses_mosaic
 from cvpipe.data.formats.coco import to_coco
 from cvpipe.data.records import Dataset, PlacedMask, union_area
 from cvpipe.data.samples import InstanceSamples, WindowedInstanceSamples
-from cvpipe.engine.inference import detect
-from cvpipe.engine.slicing import instances_sliced, slice_size, slices_needed, whole_or_sliced
 from cvpipe.errors import DataError
 from cvpipe.io.images import JsonArray, atomic_open, write_text
 from cvpipe.io.tables import csv_writer
 from cvpipe.metrics.coco import InstanceMetrics, detections_to_results, evaluate_coco
+from cvpipe.ops.detections import Detections
+from cvpipe.ops.inference import detect
+from cvpipe.ops.slicing import instances_sliced, slice_size, slices_needed, whole_or_sliced
 from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob
 from cvpipe.tasks.detect import (
     DetectTask,
     coco_options,
-    counted,
     image_index,
     image_record,
     matched_difference,
-    rounded,
     write_annotated,
 )
-from cvpipe.viz.draw import draw_sample
 
 
 class OneImageInstances(nn.Module):
@@ -50,9 +48,9 @@ class OneImageInstances(nn.Module):
         return out["boxes"], out["scores"], out["labels"], out["masks"]
 
 
-def binary_masks(det: dict, thresh: float) -> np.ndarray:
-    """A detection's mask probabilities [K, 1, H, W] → uint8 [K, H, W], in where probability ≥ `thresh`."""
-    return (det["masks"][:, 0] >= thresh).numpy().astype(np.uint8)
+def binary_masks(probabilities: np.ndarray, thresh: float) -> np.ndarray:
+    """Mask probabilities [K, 1, H, W] → uint8 [K, H, W], in where probability ≥ `thresh`."""
+    return (probabilities[:, 0] >= thresh).astype(np.uint8)
 
 
 def mask_results(entries: list[dict], image_ids: list[int]) -> list[dict]:
@@ -67,7 +65,7 @@ class InstanceTask(DetectTask):
     name = "instance"
     description = "instance segmentation"
     tta = False  # views of masks are not fused (yet): `validate` says so where tta.enabled
-    tiles = True  # large images in slices, masks merged across the seams (engine/slicing.py)
+    tiles = True  # large images in slices, masks merged across the seams (ops/slicing.py)
     stats = INSTANCE_STATS
     counted = "instances"
     export_outputs = ("boxes", "scores", "labels", "masks")
@@ -100,19 +98,20 @@ class InstanceTask(DetectTask):
 
     def _found(self, model, images, config: PipelineConfig, device, conf: float = 0.0) -> list[dict]:
         """Each image's instances scoring at least `conf` (whole, or from its slices where `tiling:` slices it):
-        boxes, scores, labels as numpy, masks as RLE with their areas, and as PlacedMask crops for drawing."""
+        `found`, the Detections with their masks as PlacedMask crops, and the masks as RLE with their areas."""
+        thresh = config.model.head.mask_thresh
+
         def run(batch):
             found = []
-            for det in detect(model, batch, device, amp=config.train.amp) if batch else []:
-                keep = det["scores"] >= conf
-                masks = binary_masks({"masks": det["masks"][keep]}, config.model.head.mask_thresh)
-                found.append({"boxes": det["boxes"][keep], "scores": det["scores"][keep], "labels": det["labels"][keep],
-                              "masks": [PlacedMask.of(mask) for mask in masks]})
+            for output in detect(model, batch, device, amp=config.train.amp) if batch else []:
+                kept = Detections.from_output(output).with_masks(output["masks"].numpy()).at_least(conf)
+                found.append({"boxes": torch.from_numpy(kept.boxes), "scores": torch.from_numpy(kept.scores),
+                              "labels": torch.from_numpy(kept.labels),
+                              "masks": [PlacedMask.of(mask) for mask in binary_masks(kept.masks, thresh)]})
             return found
 
-        return [{"boxes": r["boxes"].numpy(), "scores": r["scores"].numpy(), "labels": r["labels"].numpy(),
-                 "masks": [m.rle(*image.shape[-2:]) for m in r["masks"]], "areas": [m.area for m in r["masks"]],
-                 "placed": r["masks"]}
+        return [{"found": Detections.from_output(r).with_masks(r["masks"]),
+                 "masks": [m.rle(*image.shape[-2:]) for m in r["masks"]], "areas": [m.area for m in r["masks"]]}
                 for image, r in zip(images, whole_or_sliced(images, config, run, instances_sliced))]
 
     def evaluate(self, model: nn.Module, config: PipelineConfig, dataset: Dataset, batches: Batches,
@@ -124,8 +123,8 @@ class InstanceTask(DetectTask):
         for images, targets in batches:
             found = self._found(model, images, config, device)
             ids = [t["image_id"] for t in targets]
-            boxes += detections_to_results(found, ids)
-            masks += mask_results(found, ids)
+            boxes += detections_to_results([f["found"].fields() for f in found], ids)
+            masks += mask_results([{**f["found"].fields(), "masks": f["masks"]} for f in found], ids)
         gt = to_coco(dataset)
         if out_dir is not None:
             write_text(Path(out_dir) / "val_annotations.json", json.dumps(gt))
@@ -139,12 +138,12 @@ class InstanceTask(DetectTask):
         """Instances scoring at least `conf`, masks as RLE in the journal; overlays under images/."""
         entries = []
         for name, image, det in zip(names, images, self._found(model, images, job.config, job.device, job.conf)):
+            found = det["found"]
             if job.save_images:
-                job.write(write_annotated, job.out / "images" / name, image, det["boxes"], det["labels"], job.classes,
-                          det["scores"], det["placed"])
+                job.write(write_annotated, job.out / "images" / name, image, found, job.classes)
             entries.append({"file": name, "width": int(image.shape[2]), "height": int(image.shape[1]),
-                            **rounded(det["boxes"], det["scores"]), "labels": det["labels"].tolist(),
-                            "masks": det["masks"], "areas": det["areas"]})
+                            **found.journal(), "labels": found.labels.tolist(), "masks": det["masks"],
+                            "areas": det["areas"]})
         return entries
 
     def write_results(self, out: Path, finished: Iterable[tuple[int, str, dict]], classes: list[str],
@@ -169,21 +168,11 @@ class InstanceTask(DetectTask):
                                   round(union / (entry["width"] * entry["height"]), 5)])
         return ["results.json (COCO results, RLE masks)", "images.json", "detections.csv", "instances.csv"]
 
-    def frame_from(self, det: dict, image: np.ndarray, job: FrameJob) -> tuple[np.ndarray, dict]:
-        boxes, scores, labels = det["boxes"].numpy(), det["scores"].numpy(), det["labels"].numpy()
-        masks = binary_masks(det, job.config.model.head.mask_thresh)
-        ids = None
-        if job.tracker is not None:
-            tracked, scores, labels, ids = job.tracker.update(boxes, scores, labels)
-            masks = masks[_rows_of(tracked, boxes)]
-            boxes = tracked
-        else:
-            keep = scores >= job.conf
-            boxes, scores, labels, masks = boxes[keep], scores[keep], labels[keep], masks[keep]
-        record = {**rounded(boxes, scores), "labels": [job.classes[k] for k in labels],
-                  "mask_areas": masks.reshape(len(masks), -1).sum(1).tolist()}
-        return counted(job, image, boxes, labels, ids, record,
-                       draw_sample(image, boxes, labels, job.classes, masks=list(masks), scores=scores, ids=ids))
+    def frame_from(self, output: dict, image: np.ndarray, job: FrameJob) -> tuple[np.ndarray, dict]:
+        """One frame's (picture, JSON-line fields): the detector's output with its masks, which follow their rows
+        through tracking and the confidence filter."""
+        masks = binary_masks(output["masks"].numpy(), job.config.model.head.mask_thresh)
+        return self.shown(Detections.from_output(output).with_masks(masks), image, job)
 
     def export_graph(self, model: nn.Module) -> nn.Module:
         return OneImageInstances(model).eval()
@@ -195,23 +184,5 @@ class InstanceTask(DetectTask):
         if worst == float("inf") or not len(ours["scores"]):
             return worst
         return max(worst, (ours["masks"] - theirs["masks"][nearest]).abs().max().item())
-
-    def run_exported(self, session_run, images) -> list[dict]:
-        detections = []
-        for image in images:
-            boxes, scores, labels, masks = session_run(image.detach().cpu().float().numpy())
-            detections.append({"boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(scores),
-                               "labels": torch.from_numpy(labels), "masks": torch.from_numpy(masks)})
-        return detections
-
-
-def _rows_of(subset: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Where each box of `subset` is among `boxes`: the tracker returns the detections it keeps unchanged, so
-    their masks are found again by their boxes."""
-    if not len(subset):
-        return np.zeros(0, np.int64)
-    same = (subset[:, None, :] == boxes[None, :, :].astype(subset.dtype)).all(2)
-    return same.argmax(1)
-
 
 register_task(InstanceTask())

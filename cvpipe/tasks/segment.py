@@ -13,8 +13,6 @@ from torch import nn
 from cvpipe.config import SEGMENT_STATS, PipelineConfig
 from cvpipe.data.records import Dataset
 from cvpipe.data.samples import SegmentationSamples, WindowedSegmentationSamples
-from cvpipe.engine.inference import autocast, segment, to_device
-from cvpipe.engine.slicing import segment_sliced, slice_size, slices_needed, whole_or_sliced
 from cvpipe.io.images import atomic_open, write_image
 from cvpipe.io.tables import csv_writer
 from cvpipe.metrics.segmentation import (
@@ -23,6 +21,8 @@ from cvpipe.metrics.segmentation import (
     WorstImages,
     segmentation_metrics,
 )
+from cvpipe.ops.inference import autocast, segment, to_device
+from cvpipe.ops.slicing import segment_sliced, slice_size, slices_needed, whole_or_sliced
 from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob, Task
 from cvpipe.viz.draw import overlay_mask
@@ -37,7 +37,7 @@ class SegmentTask(Task):
     description = "segmentation"
     stats = SEGMENT_STATS
     export_outputs = ("logits",)
-    tiles = True  # with a tiling.size: large images are labelled slice by slice (engine/slicing.py)
+    tiles = True  # with a tiling.size: large images are labelled slice by slice (ops/slicing.py)
 
     def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> SegmentationSamples:
         """Training: random windows of the images `tiling:` slices at inference (same scale in both)."""

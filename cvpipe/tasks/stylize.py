@@ -13,13 +13,13 @@ from torch import nn
 from cvpipe.config import STYLIZE_STATS, PipelineConfig
 from cvpipe.data.records import Dataset
 from cvpipe.data.samples import ImageSamples
-from cvpipe.engine.inference import stylize, to_device
-from cvpipe.engine.stylize import side_by_side
 from cvpipe.io.images import read_image, write_image
 from cvpipe.metrics.style import StylizeMetrics
 from cvpipe.models.heads.base import stack_batch
+from cvpipe.ops.inference import stylize, to_device
 from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob, Task
+from cvpipe.viz.draw import side_by_side
 
 
 class StylizeTask(Task):

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 from cvpipe.data.records import PlacedMask
+from cvpipe.ops.detections import Detections
 
 
 def palette(i: int) -> tuple[int, int, int]:
@@ -40,6 +41,12 @@ def draw_sample(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, classe
         if len(boxes) <= 50:  # labels on crowded images hide the objects
             draw_label(out, text, (x1, y1, x2, y2), color)
     return out
+
+
+def draw_detections(image: np.ndarray, found: Detections, classes: list[str]) -> np.ndarray:
+    """A detector's or instance segmenter's results drawn: `draw_sample` with their scores, masks and track ids."""
+    masks = list(found.masks) if found.masks is not None else None
+    return draw_sample(image, found.boxes, found.labels, classes, masks=masks, scores=found.scores, ids=found.track_ids)
 
 
 LABEL_FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -98,6 +105,13 @@ def grid(images: list[np.ndarray], cell: int = 256, cols: int | None = None) -> 
         r, c = divmod(i, cols)
         canvas[r * cell : r * cell + small.shape[0], c * cell : c * cell + small.shape[1]] = small
     return canvas
+
+
+def side_by_side(content: np.ndarray, style: np.ndarray, result: np.ndarray) -> np.ndarray:
+    """content | style (scaled to the content's height) | result, one image."""
+    h = content.shape[0]
+    style = cv2.resize(style, (max(1, round(style.shape[1] * h / style.shape[0])), h), interpolation=cv2.INTER_AREA)
+    return np.concatenate([content, style, result], axis=1)
 
 
 RIGHT, WRONG, MISSED = (40, 200, 60), (230, 40, 40), (250, 200, 0)

@@ -21,8 +21,9 @@ from cvpipe.config import PipelineConfig, TilingConfig
 from cvpipe.data.records import PlacedMask
 from cvpipe.data.tiling import tile_starts
 from cvpipe.models.heads.registry import head_spec
+from cvpipe.ops.fusion import weighted_boxes
 
-Detector = Callable[[list[torch.Tensor]], list[dict]]  # uint8 CHW images → their detections (engine.inference)
+Detector = Callable[[list[torch.Tensor]], list[dict]]  # uint8 CHW images → their detections (ops.inference)
 
 
 def slice_size(config: PipelineConfig) -> int | None:
@@ -89,7 +90,7 @@ def merge(found: list[dict], origins: list[tuple[int, int]], size: int, tiling: 
     """One detection per object from each slice's detections (boxes in image pixels), best first."""
     boxes, scores, labels = _joined(found)
     if tiling.merge == "wbf":
-        return _wbf(boxes, scores, labels, tiling.iou, image_size)
+        return weighted_boxes([{"boxes": boxes, "scores": scores, "labels": labels}], image_size, tiling.iou)
     groups = merge_groups(found, origins, size, tiling)
     best = [g[0] for g in groups]
     return {"boxes": _merged_boxes(boxes, groups, tiling), "scores": scores[best], "labels": labels[best]}
@@ -113,20 +114,6 @@ def _merged_boxes(boxes: torch.Tensor, groups: list[list[int]], tiling: TilingCo
     if tiling.merge == "nmm" and groups:
         return torch.stack([torch.cat([boxes[g, :2].min(0).values, boxes[g, 2:].max(0).values]) for g in groups])
     return boxes[[g[0] for g in groups]].reshape(-1, 4)
-
-
-def _wbf(boxes, scores, labels, iou: float, image_size: tuple[int, int]) -> dict:
-    """Weighted boxes fusion of all slices' boxes as one set (ensemble-boxes)."""
-    from ensemble_boxes import weighted_boxes_fusion
-
-    height, width = image_size
-    scale = np.array([width, height, width, height], np.float64)
-    fused, fused_scores, fused_labels = weighted_boxes_fusion(
-        [(boxes.double().numpy() / scale).clip(0, 1)], [scores.double().numpy()], [labels.numpy()],
-        iou_thr=iou, skip_box_thr=0.0)
-    order = np.argsort(-fused_scores, kind="stable")
-    return {"boxes": torch.from_numpy(fused[order] * scale).float(),
-            "scores": torch.from_numpy(fused_scores[order]).float(), "labels": torch.from_numpy(fused_labels[order]).long()}
 
 
 def overlap_matrix(a: torch.Tensor, b: torch.Tensor, match: str) -> torch.Tensor:

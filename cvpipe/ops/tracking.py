@@ -8,8 +8,11 @@ requires `opencv-python`, which must not be installed beside albumentations' `op
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
+
+from cvpipe.ops.detections import Detections
 
 LOW_SCORE = 0.1  # ByteTrack's second association looks at boxes between this and the activation threshold
 
@@ -24,14 +27,17 @@ class Tracker:
                                         minimum_matching_threshold=match, frame_rate=fps)
         self.sv = sv
 
-    def update(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Boxes, scores, labels of the tracked objects in this frame, and their ids (ints from 1)."""
-        keep = scores >= min(LOW_SCORE, self.tracker.track_activation_threshold)
-        detections = self.sv.Detections(xyxy=boxes[keep].astype(np.float32).reshape(-1, 4),
-                                        confidence=scores[keep].astype(np.float32),
-                                        class_id=labels[keep].astype(int))
+    def update(self, found: Detections) -> Detections:
+        """The tracked objects among this frame's detections, with their ids (ints from 1). Each keeps its own
+        row's other fields (its mask): the tracker hands back a selection of the rows it was given."""
+        candidates = found.at_least(min(LOW_SCORE, self.tracker.track_activation_threshold))
+        detections = self.sv.Detections(xyxy=candidates.boxes.astype(np.float32).reshape(-1, 4),
+                                        confidence=candidates.scores.astype(np.float32),
+                                        class_id=candidates.labels.astype(int),
+                                        data={"row": np.arange(len(candidates))})
         tracked = self.tracker.update_with_detections(detections)
-        ids = tracked.tracker_id if tracked.tracker_id is not None else np.zeros(0, int)
-        return (tracked.xyxy.reshape(-1, 4), tracked.confidence if tracked.confidence is not None else np.zeros(0),
-                tracked.class_id if tracked.class_id is not None else np.zeros(0, int), np.asarray(ids, int))
+        if not len(tracked):
+            return replace(candidates[np.zeros(0, int)], track_ids=np.zeros(0, int))
+        rows = np.asarray(tracked.data["row"], int)
+        return replace(candidates[rows], boxes=tracked.xyxy.reshape(-1, 4), scores=tracked.confidence,
+                       labels=tracked.class_id, track_ids=np.asarray(tracked.tracker_id, int))

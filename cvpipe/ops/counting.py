@@ -16,6 +16,7 @@ import numpy as np
 
 from cvpipe.config import VideoConfig
 from cvpipe.errors import ConfigError
+from cvpipe.ops.detections import Detections
 
 
 def in_pixels(points: list[tuple[float, float]], width: int, height: int, where: str) -> np.ndarray:
@@ -71,11 +72,13 @@ class Counting:
     def _named(self, per_class: dict[int, int]) -> dict[str, int]:
         return {self.classes[k]: int(n) for k, n in sorted(per_class.items()) if n}
 
-    def update(self, shape: tuple[int, ...], boxes: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> dict:
+    def update(self, shape: tuple[int, ...], tracked: Detections) -> dict:
+        """This frame's counts, from its tracked objects (`tracked.track_ids` set)."""
         if not self.settled:
             self._settle(*shape[:2])
-        detections = self.sv.Detections(xyxy=np.asarray(boxes, np.float32).reshape(-1, 4),
-                                        class_id=np.asarray(labels, int), tracker_id=np.asarray(ids, int))
+        detections = self.sv.Detections(xyxy=np.asarray(tracked.boxes, np.float32).reshape(-1, 4),
+                                        class_id=np.asarray(tracked.labels, int),
+                                        tracker_id=np.asarray(tracked.track_ids, int))
         for line in self.lines.values():
             line.trigger(detections)
         for name, zone in self.zones.items():

@@ -4,7 +4,7 @@ fused by weighted boxes fusion (ensemble-boxes, Solovyev et al. 2021) or by NMS.
 
 WBF averages the coordinates of the boxes the views agree on and scales a fused box's score by the share of
 views that found it, so a box seen once ranks below one seen everywhere. On the tree-crown val split six views
-lift AP50 from 0.26 to 0.45 (docs/heads/faster_rcnn.md, "Tree crowns, measured"): most errors there are boxes off by a few pixels,
+lift AP50 from 0.26 to 0.45 (docs/performance.md, "Faster R-CNN on tree crowns"): most errors there are boxes off by a few pixels,
 which averaging corrects, and one-view false positives, which the score scaling sinks.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 
-import numpy as np
 import torch
 from torch import nn
 from torchvision import tv_tensors
@@ -21,9 +20,10 @@ from torchvision.ops import batched_nms
 from torchvision.transforms.v2 import functional as F
 
 from cvpipe.config import PipelineConfig, TTAConfig
-from cvpipe.engine.inference import detect
-from cvpipe.engine.slicing import detect_sliced, whole_or_sliced
 from cvpipe.errors import ConfigError
+from cvpipe.ops.fusion import weighted_boxes
+from cvpipe.ops.inference import detect
+from cvpipe.ops.slicing import detect_sliced, whole_or_sliced
 
 # (mirror left-right first, then this many counter-clockwise quarter turns)
 VIEWS = {
@@ -95,7 +95,7 @@ def describe(tta: TTAConfig) -> str:
 def detect_pipeline(model: nn.Module, images: list[torch.Tensor], device: torch.device, config: PipelineConfig, *,
                     augment: bool) -> list[dict]:
     """What `eval` and `predict` run: `detect`, or with `augment` and `tta.enabled` every view fused; an image
-    larger than `tiling:` allows goes through in slices (engine/slicing.py), each slice seen that way."""
+    larger than `tiling:` allows goes through in slices (ops/slicing.py), each slice seen that way."""
     def run(batch: list[torch.Tensor]) -> list[dict]:
         if augment and config.tta.enabled:
             return detect_augmented(model, batch, device, config.tta, amp=config.train.amp,
@@ -129,15 +129,4 @@ def fuse(views: list[dict], size: tuple[int, int], tta: TTAConfig, max_detection
         labels = torch.cat([v["labels"] for v in views])
         keep = batched_nms(boxes, scores, labels, tta.iou)[:max_detections]
         return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
-    from ensemble_boxes import weighted_boxes_fusion
-
-    height, width = size
-    scale = np.array([width, height, width, height], dtype=np.float64)
-    boxes, scores, labels = weighted_boxes_fusion(
-        [(v["boxes"].double().numpy() / scale).clip(0, 1) for v in views],
-        [v["scores"].double().numpy() for v in views], [v["labels"].numpy() for v in views],
-        iou_thr=tta.iou, skip_box_thr=0.0)
-    order = np.argsort(-scores, kind="stable")[:max_detections]
-    return {"boxes": torch.from_numpy(boxes[order] * scale).float(),
-            "scores": torch.from_numpy(scores[order]).float(),
-            "labels": torch.from_numpy(labels[order]).long()}
+    return weighted_boxes(views, size, tta.iou, max_detections)
