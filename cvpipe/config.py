@@ -386,7 +386,7 @@ class TilingConfig(Strict):
     size: Annotated[int, Field(ge=32)] | None = None  # slice side in pixels; None: the head's input size
     overlap: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.2  # share of a slice its neighbour also covers
     auto_above: Annotated[float, Field(ge=1.0)] = 4.0
-    batch: Annotated[int, Field(ge=1)] | None = None  # slices per forward pass; None: as eval.batch_size
+    batch: Annotated[int, Field(ge=1)] | None = None  # slices per forward pass; None: the task's CPU batch (1 for detectors), 16 on a GPU
     # nmm: non-maximum merging (a box absorbs those it overlaps; instance masks: their union); wbf: boxes only;
     # None: the task's (detection nms, instance segmentation nmm)
     merge: Literal["nms", "nmm", "wbf"] | None = None
@@ -465,3 +465,15 @@ def models_in(annotation: Any) -> list[type[BaseModel]]:
 
 def backbone_levels(backbone: BackboneConfig) -> int:
     return len(backbone.feature_nodes) or len(backbone.out_indices)
+
+
+def get_key(config: BaseModel, key: tuple[str, ...]) -> Any:
+    """The value at a key path, e.g. ("eval", "batch_size")."""
+    for name in key:
+        config = getattr(config, name)
+    return config
+
+
+def set_key(config: BaseModel, key: tuple[str, ...], value: Any) -> None:
+    *parents, name = key
+    setattr(get_key(config, tuple(parents)), name, value)

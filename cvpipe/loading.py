@@ -16,7 +16,7 @@ import yaml
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ValidationError
 
-from cvpipe.config import DEFAULTS_FILE, HeadConfig, PipelineConfig, models_in
+from cvpipe.config import DEFAULTS_FILE, HeadConfig, PipelineConfig, models_in, set_key
 from cvpipe.errors import ConfigError
 from cvpipe.paths import bundled_hint, find_pipeline, resolve_input
 from cvpipe.safe_yaml import check_yaml_size
@@ -270,9 +270,12 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
         raise ConfigError(f"{path}: {len(problems)} problem(s)", problems) from None
     config._source, config._lines, config._overridden = source, lines, overridden
     _resolve_inputs(config, path)
-    problems = [_problem(source, lines, loc, msg, overridden) for loc, msg in semantic_problems(config)]
+    chosen, found = semantic_problems(config)
+    problems = [_problem(source, lines, loc, msg, overridden) for loc, msg in found]
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem(s)", problems)
+    for key, value in chosen.items():  # the task's values for the keys left to it, once everything fits
+        set_key(config, key, value)
     return config
 
 
@@ -332,9 +335,10 @@ def require_data(config: PipelineConfig) -> None:
         raise ConfigError(f"{config._source}: the dataset is needed here", problems)
 
 
-def semantic_problems(config: PipelineConfig) -> list[tuple[tuple, str]]:
-    """Checks the schema cannot express, and the task's defaults (`Task.settle`): the head's task and its fit to
-    the neck, transforms that build, timm names and weights ids that exist. Whether the dataset exists is checked by the commands that read it (`data_problems`)."""
+def semantic_problems(config: PipelineConfig) -> tuple[dict[tuple, Any], list[tuple[tuple, str]]]:
+    """(the task's values for the keys left to it (`Task.settle`), the checks the schema cannot express: the
+    head's task and its fit to the neck, transforms that build, timm names and weights ids that exist). Whether
+    the dataset exists is checked by the commands that read it (`data_problems`)."""
     import timm
 
     from cvpipe.data.augment import build_transform
@@ -345,8 +349,9 @@ def semantic_problems(config: PipelineConfig) -> list[tuple[tuple, str]]:
     spec = head_spec(config.model.head.name)
     problems = task_problems(spec.name, config.task)
     if problems:
-        return problems
-    problems += get_task(config.task).settle(config) + spec.neck_problems(config.model)
+        return {}, problems
+    chosen, found = get_task(config.task).settle(config)
+    problems += found + spec.neck_problems(config.model)
     if config.tta.enabled and config.tta.scales != [1.0] and not spec.tta_scales:
         scaled = sorted((name for name, other in heads().items() if other.tta_scales), reverse=True)
         problems.append((("tta", "scales"), f"the {spec.name} head runs at one input size; scales other than 1.0 "
@@ -371,4 +376,4 @@ def semantic_problems(config: PipelineConfig) -> list[tuple[tuple, str]]:
                     (loc, f"unknown weights id {json.dumps(weights_id)}{did_you_mean(weights_id, list(catalog.entries))} "
                      "(see `cvpipe weights list`)")
                 )
-    return problems
+    return chosen, problems

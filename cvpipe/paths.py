@@ -14,6 +14,9 @@ the data folder, so `root: treecrowns` in a bundled pipeline finds `cvpipe data 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 BUNDLED_PIPELINES = Path(__file__).with_name("pipelines")  # the repo's pipelines/, shipped in the wheel
@@ -79,6 +82,25 @@ def part_path(path: Path, *, keep_suffix: bool = False) -> Path:
     stem = path.stem if keep_suffix else path.name
     cut = os.fsdecode(os.fsencode(stem)[:200])
     return path.with_name(f".{cut}.part{path.suffix}" if keep_suffix else f".{cut}.part")
+
+
+@contextmanager
+def atomic_path(path: Path, *, keep_suffix: bool = False, unique: bool = False) -> Iterator[Path]:
+    """The one way cvpipe writes a file: through a temporary path beside `path` (`part_path`), renamed over it when
+    the block ends, so a reader sees the old file or the new one; on any failure the temporary file is removed.
+    For writers that take a file name (torch.save, savefig, safetensors); `io.images.atomic_open` gives an open
+    file. `unique`: a name of this process's own, where several processes may write the same file at once."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = part_path(path, keep_suffix=keep_suffix)
+    if unique:
+        tmp = tmp.with_name(f"{tmp.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def find_data(source: str | Path) -> Path:

@@ -197,3 +197,21 @@ def test_the_detection_analysis_settings(tmp_path):
                               ("eval.area_ranges={a-b: [0, 1]}", "a range name is letters, digits and _")):
         got = problems_of(good(tmp_path), [override])
         assert len(got) == 1 and message in got[0], got
+
+
+def test_the_task_chooses_its_defaults_without_writing_them_while_checking():
+    from cvpipe.config import PipelineConfig
+    from cvpipe.tasks import get_task
+
+    loaded = load_pipeline("sample_faster_rcnn")  # the loader sets what the task chose, once every check passed
+    assert (loaded.eval.batch_size, loaded.tiling.batch, loaded.eval.best) == (1, 1, "AP50")
+    assert (loaded.tta.iou, loaded.tiling.merge) == (loaded.model.head.nms_thresh, "nms")
+    raw = PipelineConfig.model_validate(loaded.model_dump() | {
+        "eval": loaded.eval.model_dump() | {"batch_size": None, "best": "auto"},
+        "tiling": loaded.tiling.model_dump() | {"batch": None, "merge": None},
+        "tta": loaded.tta.model_dump() | {"iou": None}})
+    before = raw.model_dump()
+    chosen, problems = get_task("detect").settle(raw)
+    assert raw.model_dump() == before and problems == []  # settle reads, it does not write
+    assert chosen == {("eval", "batch_size"): 1, ("tiling", "batch"): 1, ("eval", "best"): "AP",
+                      ("tta", "iou"): loaded.model.head.nms_thresh, ("tiling", "merge"): "nms"}

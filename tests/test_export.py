@@ -20,7 +20,7 @@ from cvpipe.io.images import read_image, write_image
 from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
 from cvpipe.ops.inference import classify, detect, segment
-from cvpipe.ops.threshold import carried_conf
+from cvpipe.ops.threshold import carried
 from cvpipe.pipeline import Pipeline
 
 from .conftest import REPO, shapes_pipeline_file
@@ -66,7 +66,7 @@ def test_detectors_export_with_their_post_processing(tmp_path, head):
     runtime = OnnxModel(graph)
     assert runtime.classes == ["square", "disc"] and runtime.task == "detect"
     (tmp_path / "model.onnx").write_bytes(graph)  # the checkpoint's best-F1 threshold rides in the metadata
-    assert carried_conf(tmp_path / "model.onnx") == 0.3125 and carried_conf(tmp_path / "model.onnx", views=True) == 0.5
+    assert carried(tmp_path / "model.onnx") == {False: 0.3125, True: 0.5}
     for image in _images([(90, 120), (128, 96), (64, 64)]):  # sizes and contents unlike the traced example
         # one at a time: in a PyTorch batch Faster R-CNN pads every image to the largest, which moves its proposals
         _same_detections(detect(model, [image], CPU), detect(runtime, [image], CPU))

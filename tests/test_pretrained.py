@@ -7,8 +7,9 @@ import torchvision
 from cvpipe.config import BackboneConfig
 from cvpipe.io.images import read_image
 from cvpipe.models.backbones import build_backbone
-from cvpipe.models.imagenet import pretrained_classifier, top_k
 from cvpipe.models.weights import build_arch, load_into
+
+from .imagenet_reference import pretrained_classifier, top_k
 
 CATS = {"tabby, tabby cat", "tiger cat", "Persian cat", "Siamese cat, Siamese", "Egyptian cat"}
 
@@ -53,7 +54,7 @@ def test_efficientnet_lite_weights_in_timm_backbone_match_the_classifier(catalog
 def test_the_ready_imagenet_pipelines_predict_like_the_reference_classifier(name, weights_id, catalog, photos,
                                                                             tmp_path):
     """The bundled ImageNet pipelines, untrained, through `cvpipe predict`: the same top-5 classes and (to 1e-3)
-    probabilities as the plain reference network (models/imagenet.py) on real photos, with ImageNet's names."""
+    probabilities as the plain reference network (tests/imagenet_reference.py) on real photos, with ImageNet's names."""
     import csv
 
     from cvpipe.cli import main

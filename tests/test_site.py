@@ -21,6 +21,10 @@ pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="needs a headless Chro
               pytest.mark.skipif(not MKDOCS.exists(), reason="needs mkdocs (the dev extra)")]
 
 
+class Navigated(Exception):
+    """The tab navigated while a command ran in the page it left."""
+
+
 class Browser:
     """One headless Chromium tab, driven by DevTools messages (NUL-terminated JSON on fds 3 and 4)."""
 
@@ -53,6 +57,8 @@ class Browser:
             raw, self.buffer = self.buffer.split(b"\0", 1)
             reply = json.loads(raw)
             if reply.get("id") == self.next_id:
+                if "navigated or closed" in reply.get("error", {}).get("message", ""):
+                    raise Navigated(reply["error"]["message"])
                 assert "error" not in reply, reply["error"]
                 return reply["result"]
 
@@ -64,7 +70,10 @@ class Browser:
     def wait_for(self, expression: str, timeout: float = 20.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            value = self.js(expression)
+            try:
+                value = self.js(expression)
+            except Navigated:  # the page changed while the expression ran (a click's navigation): ask the new one
+                value = None
             if value:
                 return value
             time.sleep(0.2)

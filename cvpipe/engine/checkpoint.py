@@ -7,22 +7,18 @@ epoch), and for resuming `optimizer`, `scaler`, `ema`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from cvpipe.errors import WeightsError
 from cvpipe.models.weights import load_failure
-from cvpipe.paths import part_path
+from cvpipe.paths import atomic_path
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = part_path(path)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path) -> dict:

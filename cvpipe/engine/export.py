@@ -1,8 +1,10 @@
 """`cvpipe export --format onnx`: a trained pipeline's model as one ONNX graph, post-processing included.
 
 The graph is the model's own inference forward, traced:
-- detection (faster_rcnn, ssd, yolo): `image` float32 [3, H, W] in [0, 1] → `boxes` [K, 4] xyxy pixels,
-  `scores` [K], `labels` [K] (0-based class indices), after score threshold and NMS. One image per call.
+- detection (every exportable detection head: `HeadSpec.exportable`): `image` float32 [3, H, W] in [0, 1] →
+  `boxes` [K, 4] xyxy pixels, `scores` [K], `labels` [K] (0-based class indices), after score threshold and NMS.
+  One image per call.
+- instance segmentation: the same, plus `masks` [K, 1, H, W] (each instance's mask probabilities).
   SSD and YOLO expect their fixed input size (the `cvpipe_fixed_size` metadata): `detect()` resizes in uint8
   with OpenCV before the graph, as it does before the PyTorch model, and scales the boxes back after it.
 - classification: `images` float32 [N, 3, H, W] → `logits` [N, K].
@@ -77,6 +79,7 @@ class OnnxModel:
 
     fixed_size: tuple[int, int] | None = None  # as models.heads.base.Head declares
     region_proposals = None
+    input_resizer = None
 
     def __init__(self, graph: bytes | Path):
         try:

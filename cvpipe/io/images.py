@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from cvpipe.errors import CvpipeError, DataError
-from cvpipe.paths import data_dir, find_data, part_path
+from cvpipe.paths import atomic_path, data_dir, find_data
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 # OpenCV refuses to decode an image of more pixels than this, whatever memory there is; the header reader
@@ -175,20 +175,12 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
     """A file to write `path` through, for results too big to build in memory first: written beside `path` and
     renamed over it when the block ends; a failed write (disk full) or an exception leaves no partial file.
     Text is UTF-8 with no newline translation (the csv module writes its own line ends)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = part_path(path)
     try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+        with atomic_path(path) as tmp, open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
             yield f
-        os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         if e.filename is None:  # a failed write() names no file; the message must
             raise OSError(e.errno, e.strerror, str(path)) from None
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
         raise
 
 

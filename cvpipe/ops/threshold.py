@@ -41,12 +41,6 @@ def _read(weights: Path | None) -> tuple[dict[bool, float], bool]:
     return found, "threshold" in metrics and metrics["threshold"] is None
 
 
-def carried_conf(weights: Path | None, views: bool = False) -> float | None:
-    """The carried confidence; with `views`, the one with test-time augmentation where there is one."""
-    found = carried(weights)
-    return found.get(views, found.get(False))
-
-
 def carried_thresholds(weights: Path | None) -> dict[str, float]:
     """An exported graph's metadata entries for a checkpoint's thresholds (the one with the views where it
     differs from the plain one)."""

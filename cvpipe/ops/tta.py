@@ -15,7 +15,6 @@ import contextlib
 import torch
 from torch import nn
 from torchvision import tv_tensors
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import batched_nms
 from torchvision.transforms.v2 import functional as F
 
@@ -52,23 +51,13 @@ def boxes_to_image(boxes: torch.Tensor, mirror: bool, turns: int, width: int, he
     return found.as_subclass(torch.Tensor)
 
 
-def resizing_transform(model: nn.Module) -> GeneralizedRCNNTransform | None:
-    """The transform that resizes a detector's inputs to its min_size/max_size (Faster and Fast R-CNN); None for
-    fixed-size heads (SSD, YOLO), R-CNN's warps and ONNX models."""
-    for owner in (model, getattr(model, "model", None)):
-        transform = getattr(owner, "transform", None)
-        if isinstance(transform, GeneralizedRCNNTransform) and transform.fixed_size is None:
-            return transform
-    return None
-
-
 @contextlib.contextmanager
 def input_scale(model: nn.Module, scale: float):
     """Run the detector at `scale` × its evaluation size (min_size and max_size)."""
     if scale == 1.0:
         yield
         return
-    transform = resizing_transform(model)
+    transform = model.input_resizer  # declared by the head (models/heads/base.py)
     if transform is None:
         raise ConfigError(f"tta.scales: {type(model).__name__} cannot change its input size; "
                           "scales other than 1.0 need a faster_rcnn or fast_rcnn head in PyTorch (tta.scales: [1.0])")

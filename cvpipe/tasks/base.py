@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cvpipe.config import PipelineConfig
+from cvpipe.config import PipelineConfig, get_key
 from cvpipe.data.records import Dataset
 from cvpipe.ops.device import device_type
 
@@ -77,9 +77,10 @@ class Task(ABC):
     # benches/inference_speed.py (a classifier's or FCN's batch of 4 beats one at a time; a detector's does not)
     cpu_batch: ClassVar[int] = 4
 
-    def settle(self, config: PipelineConfig) -> list[tuple[tuple, str]]:
-        """Settle a loaded pipeline's task-dependent defaults (`eval.best: auto` is the first stat) and report what
-        does not fit the task, as (key path, message)."""
+    def settle(self, config: PipelineConfig) -> tuple[dict[tuple, Any], list[tuple[tuple, str]]]:
+        """(the task's values for the keys the pipeline left to it, by key path: `eval.best: auto` is the first
+        stat, unset batch sizes the device's; what does not fit the task, as (key path, message)). The
+        configuration itself is left as it is: the loader sets the values once every check has passed."""
         from cvpipe.ops.slicing import slice_size
         from cvpipe.tasks import tasks
 
@@ -101,16 +102,13 @@ class Task(ABC):
                 problems.append((("video", key), f"tracking and counting follow detected boxes: they are for "
                                  f"detection and instance pipelines; this one is {config.task!r}"))
         batch = self.cpu_batch if device_type(config.train.device) == "cpu" else GPU_BATCH
-        if config.eval.batch_size is None:
-            config.eval.batch_size = batch
-        if config.tiling.batch is None:
-            config.tiling.batch = batch
+        chosen = {key: batch for key in (("eval", "batch_size"), ("tiling", "batch")) if get_key(config, key) is None}
         if config.eval.best == "auto":
-            config.eval.best = self.stats[0]
+            chosen[("eval", "best")] = self.stats[0]
         elif config.eval.best not in self.stats:
             problems.append((("eval", "best"), f"{config.eval.best!r} is not a {self.name} metric; use one of: "
                              f"{', '.join(self.stats)}"))
-        return problems
+        return chosen, problems
 
     # ------------------------------------------------------------------ training and evaluation
     @abstractmethod

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,12 +124,13 @@ class DetectTask(Task):
     seam_merge = "nms"  # tiling.merge where the pipeline leaves it unset
     cpu_batch = 1  # batching detectors is slower on a CPU (benches/inference_speed.py)
 
-    def settle(self, config: PipelineConfig) -> list[tuple[tuple, str]]:
+    def settle(self, config: PipelineConfig) -> tuple[dict[tuple, Any], list[tuple[tuple, str]]]:
+        chosen, problems = super().settle(config)
         if config.tta.iou is None:  # views are fused at the head's own NMS overlap
-            config.tta.iou = config.model.head.nms_thresh
+            chosen[("tta", "iou")] = config.model.head.nms_thresh
         if config.tiling.merge is None:
-            config.tiling.merge = self.seam_merge
-        return super().settle(config)
+            chosen[("tiling", "merge")] = self.seam_merge
+        return chosen, problems
 
     def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> DetectionSamples:
         """Training: random windows of the images `tiling:` slices at inference (same scale in both)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,8 +73,8 @@ class InstanceTask(DetectTask):
     eval_files = "mask and box results (COCO) and ground truth"
     seam_merge = "nmm"  # a mask a seam cut is joined again from its pieces (docs/guide/large-images.md: nuclei, 0.943 vs 0.790 AP50)
 
-    def settle(self, config: PipelineConfig) -> list[tuple[tuple, str]]:
-        problems = super().settle(config)
+    def settle(self, config: PipelineConfig) -> tuple[dict[tuple, Any], list[tuple[tuple, str]]]:
+        chosen, problems = super().settle(config)
         try:
             mosaic = uses_mosaic(build_augment(config.augment, "train"))
         except ValueError:  # an entry albumentations refuses: the augmentation check reports it
@@ -83,7 +84,7 @@ class InstanceTask(DetectTask):
         if config.tiling.merge == "wbf":
             problems.append((("tiling", "merge"), "weighted boxes fusion has no masks to fuse; use nms (each object's "
                              "best mask) or nmm (the union of its masks across the seams)"))
-        return problems
+        return chosen, problems
 
     def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> InstanceSamples:
         if any(len(r.boxes) for r in dataset.records) and all(r.segmentations is None for r in dataset.records):

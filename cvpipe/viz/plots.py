@@ -11,15 +11,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cvpipe.paths import part_path  # noqa: E402
+from cvpipe.paths import atomic_path  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
     path = Path(path)
-    tmp = part_path(path, keep_suffix=True)
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path, keep_suffix=True) as tmp:  # the suffix tells savefig the format
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 

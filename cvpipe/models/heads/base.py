@@ -16,6 +16,9 @@ class Head(nn.Module):
 
     fixed_size: tuple[int, int] | None = None  # (h, w) images are resized to before the model, in uint8 (SSD, YOLO)
     region_proposals = None  # a RegionProposals where boxes are proposed outside the network (R-CNN, Fast R-CNN)
+    # the transform that resizes inputs to min_size / max_size, which test-time views at other scales change (a
+    # head registered with tta_scales sets it: Faster and Fast R-CNN)
+    input_resizer = None
 
 
 def stack_batch(images: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:

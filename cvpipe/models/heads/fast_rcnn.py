@@ -46,6 +46,10 @@ class FastRCNNDetector(Head):
     images' pixels. Without proposals the model computes them (selective search, cached by image content).
     """
 
+    @property
+    def input_resizer(self):
+        return self.transform
+
     def __init__(self, body: FeatureBody, cfg: FastRCNNHead, num_classes: int):
         """`cfg` must have passed this file's `_neck_problems` (load_pipeline and build_model check it)."""
         super().__init__()

@@ -47,6 +47,10 @@ class FasterRCNNDetector(TorchvisionDetector):
         self.num_classes = num_classes
         self.model = FasterRCNN(body, **faster_rcnn_parts(body, cfg, num_classes))
 
+    @property
+    def input_resizer(self):
+        return self.model.transform
+
 
 def _build(config, backbone, num_classes: int) -> FasterRCNNDetector:
     return FasterRCNNDetector(build_neck(backbone, config.model.neck), config.model.head, num_classes)

@@ -1,4 +1,5 @@
-"""Whole ImageNet classifiers from the catalogue: the proof that pretrained weights loaded right."""
+"""Whole ImageNet classifiers from the catalogue, the plain reference network the tests compare the product against:
+the proof that pretrained weights loaded right (tests/test_pretrained.py)."""
 
 from __future__ import annotations
 
