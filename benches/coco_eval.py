@@ -17,9 +17,8 @@ from pathlib import Path
 
 from common import save_results  # benches/common.py: the script's folder is on sys.path
 
-from cvpipe.config import COCO_STATS
 from cvpipe.data.synthetic import synthetic_coco
-from cvpipe.metrics.coco import evaluate_coco
+from cvpipe.metrics.coco import COCO_STATS, evaluate_coco
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from common import save_results  # benches/common.py: the script's folder is on sys.path
 
-from cvpipe.config import FasterRCNNHead
 from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine.checkpoint import load_trained
@@ -25,6 +24,7 @@ from cvpipe.engine.runs import default_weights
 from cvpipe.io.images import discover, read_image
 from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
+from cvpipe.models.heads.faster_rcnn import FasterRCNNHead
 from cvpipe.ops.inference import detect
 
 PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "nuclei_mask_rcnn.yaml"

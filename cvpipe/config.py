@@ -1,9 +1,11 @@
 """The pipeline schema (pydantic): every section and key of a pipeline YAML, with bounds and defaults checks.
 
+
 Reading a file, `--set` overrides and FILE:LINE messages are `cvpipe/loading.py`; checks that need the libraries
 (albumentations, timm, the heads' fit to the neck) run there too, so this module imports nothing of cvpipe's
 models or data.
 """
+
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from cvpipe.paths import leaves_root
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 
-Task = Literal["classify", "detect", "instance", "segment", "stylize"]
+
 DataFormat = Literal["coco", "voc", "yolo", "folders", "masks", "instance_masks", "images"]
 
 
@@ -43,6 +45,7 @@ class DataConfig(Strict):
     classes: list[str]
     # segment: the mask value of pixels no loss or metric counts (unlabelled, object borders)
     ignore_index: Annotated[int, Field(ge=0, le=255)] = 255
+
 
     @field_validator("train", "val")
     @classmethod
@@ -79,114 +82,28 @@ class NeckConfig(Strict):
     depthwise: bool = False  # ssd: depthwise-separable extra blocks (SSDLite / TF's MobileNet SSDs)
 
 
-class ReusesClasses(Strict):
+class HeadSettings(Strict):
+    """The base of every head's settings class, which lives in the head's own module (cvpipe/models/heads/) and is
+    registered with it; the schema's `model.head` is the union of the registered ones (cvpipe/schema.py)."""
+
+
+    task: ClassVar[str]  # the task the head does
+    name: str  # each head narrows it to its own Literal name, the union's discriminator
+
+
+class ReusesClasses(HeadSettings):
     """A head whose output rows of the classes its pretrained weights also know can start from theirs
     (models/class_match.py): auto (where the weights carry a head that fits) | true (or an error) | false."""
+
 
     # auto | true (an error where it cannot) | false: start the rows of shared classes from the weights'
     reuse_classes: bool | Literal["auto"] = "auto"
     class_map: dict[str, str] = {}  # my class → the pretrained head's class it is, where the names differ
 
 
-class ClassifierHead(ReusesClasses):
-    """Global pooling + dropout + linear layer over the last feature level; `reuse_classes` from the classifier
-    of `model.backbone.weights`."""
-
-    task: ClassVar[str] = "classify"
-    name: Literal["classifier"]
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # dropout before the linear layer
-
-
-class FasterRCNNHead(Strict):
-    """torchvision Faster R-CNN on the backbone's levels; one anchor-size tuple per FPN level."""
-
-    task: ClassVar[str] = "detect"
-    name: Literal["faster_rcnn"]
-    # one list per feature level; null = torchvision's progression, 32 px at the first level doubling per level
-    anchor_sizes: list[list[Annotated[int, Field(gt=0)]]] | None = None
-    # anchor height ÷ width, at every size
-    aspect_ratios: list[Annotated[float, Field(gt=0)]] = [0.5, 1.0, 2.0]
-    min_size: Annotated[int, Field(gt=0)] = 800  # short side the images are resized to (eval; train too)
-    max_size: Annotated[int, Field(gt=0)] = 1333  # ... unless the long side would exceed this
-    train_sizes: list[Annotated[int, Field(gt=0)]] = []  # multi-scale training: short sides picked at random
-    rpn_pre_nms_top_n: Annotated[int, Field(gt=0)] = 1000  # proposals kept per level before the RPN's NMS
-    rpn_post_nms_top_n: Annotated[int, Field(gt=0)] = 1000  # ... and per image after it
-    roi_batch_size: Annotated[int, Field(gt=0)] = 512  # RoIs sampled per image for the box head's loss
-    roi_sampling_ratio: Annotated[int, Field(ge=0)] = 2  # RoIAlign points per bin side (0 = adaptive)
-    box_head_dim: Annotated[int, Field(gt=0)] = 1024  # width of the two fully connected layers after RoIAlign
-    # detections scoring less are dropped before NMS
-    score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
-    # per-class NMS: boxes overlapping a better one this much (IoU) go
-    nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
-    # at most this many detections per image, best first
-    detections_per_img: Annotated[int, Field(gt=0)] = 100
-
-
-class MaskRCNNHead(FasterRCNNHead):
-    """torchvision Mask R-CNN: Faster R-CNN (every option above) plus a mask branch on RoIAlign 14×14 features,
-    `mask_layers` 3×3 convolutions, a stride-2 transposed convolution to 28×28 and one binary mask per class."""
-
-    task: ClassVar[str] = "instance"
-    name: Literal["mask_rcnn"]  # type: ignore[assignment]
-    mask_layers: Annotated[int, Field(ge=1)] = 4  # 3×3 convolutions of the mask FCN (the paper: 4)
-    mask_dim: Annotated[int, Field(gt=0)] = 256  # their width
-    mask_thresh: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5  # mask probability a pixel must reach to be in
-
-
-class SSDHead(ReusesClasses):
-    """SSD (Liu et al. 2016) on the levels of an `ssd` neck: per location n + m − 1 default boxes from n sizes
-    and m aspect ratios, IoU matching, hard-negative mining, smooth-L1 + cross-entropy. `reuse_classes` from the
-    class predictors of `model.weights` (a COCO SSD), level by level."""
-
-    task: ClassVar[str] = "detect"
-    name: Literal["ssd"]
-    size: Annotated[int, Field(gt=0)] = 300  # images are resized to size × size
-    min_scale: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2  # box size at the first level, fraction of `size`
-    max_scale: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9  # ... at the last; levels between are spaced evenly
-    # one list per level, fractions of `size`; null = [s_k, sqrt(s_k · s_k+1)] from min_scale/max_scale
-    sizes: list[list[Annotated[float, Field(gt=0.0)]]] | None = None
-    aspect_ratios: list[Annotated[float, Field(gt=0.0)]] = [1.0, 2.0, 0.5, 3.0, 0.3333]  # first is the main one
-    reduce_first_level: bool = False  # TF's reduce_boxes_in_lowest_layer: level 0 gets (0.1, 1), (s_0, 2), (s_0, 1/2)
-    depthwise: bool = False  # SSDLite: depthwise-separable 3×3 predictors
-    score: Literal["softmax", "sigmoid"] = "softmax"  # sigmoid: independent per-class scores (TF's SSDs)
-    box_weights: list[Annotated[float, Field(gt=0.0)]] = [10.0, 10.0, 5.0, 5.0]  # box coder scales x, y, w, h
-    iou_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5  # a default box matching a ground truth this well is positive
-    neg_pos_ratio: Annotated[float, Field(gt=0.0)] = 3.0  # hard negatives kept per positive
-    # detections scoring less are dropped before NMS
-    score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
-    # per-class NMS: boxes overlapping a better one this much (IoU) go
-    nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.45
-    # at most this many detections per image, best first
-    detections_per_img: Annotated[int, Field(gt=0)] = 200
-    topk_candidates: Annotated[int, Field(gt=0)] = 400  # best boxes per class that go into NMS
-
-
-class YOLOHead(Strict):
-    """Anchor-free YOLO: each cell of each level predicts one box (distances to its four sides) and class scores
-    from decoupled branches; task-aligned assignment (TOOD), IoU-family box loss, binary cross-entropy."""
-
-    task: ClassVar[str] = "detect"
-    name: Literal["yolo"]
-    size: Annotated[int, Field(gt=0)] = 640  # images are resized to size × size (a multiple of the largest stride)
-    channels: Annotated[int, Field(gt=0)] = 64  # width of the classification and box branches
-    topk: Annotated[int, Field(gt=0)] = 10  # cells assigned per ground truth, by alignment score^alpha · IoU^beta
-    # alignment score^alpha · IoU^beta: weight of the class score
-    alpha: Annotated[float, Field(ge=0.0)] = 1.0
-    beta: Annotated[float, Field(ge=0.0)] = 6.0  # ... and of the IoU
-    box_loss: Literal["giou", "ciou"] = "ciou"  # IoU-family box loss (torchvision's)
-    box_weight: Annotated[float, Field(ge=0.0)] = 7.5  # weight of the box loss
-    cls_weight: Annotated[float, Field(ge=0.0)] = 0.5  # weight of the classification loss
-    # detections scoring less are dropped before NMS
-    score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
-    # per-class NMS: boxes overlapping a better one this much (IoU) go
-    nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6
-    # at most this many detections per image, best first
-    detections_per_img: Annotated[int, Field(gt=0)] = 300
-    topk_candidates: Annotated[int, Field(gt=0)] = 1000  # best (cell, class) pairs that go into NMS
-
-
 class ProposalsConfig(Strict):
     """Selective search (fast mode): Felzenszwalb segmentations at `scales` in each colour space, grouped."""
+
 
     max: Annotated[int, Field(gt=0)] = 2000  # proposals per image, best ranked first (~2,000 as published)
     scales: list[Annotated[int, Field(gt=0)]] = [50, 100]  # Felzenszwalb's k: larger gives larger regions
@@ -196,90 +113,13 @@ class ProposalsConfig(Strict):
     min_size: Annotated[int, Field(gt=0)] = 10  # proposals narrower or shorter than this (pixels) are dropped
 
 
-class RCNNHead(Strict):
-    """R-CNN (Girshick et al. 2014): each proposal warped to `warp_size`, pooled CNN features, one linear SVM per
-    class with hard-negative mining, class-specific box regression, NMS. Uses the last backbone level."""
-
-    task: ClassVar[str] = "detect"
-    name: Literal["rcnn"]
-    proposals: ProposalsConfig = ProposalsConfig()
-    warp_size: Annotated[int, Field(ge=32)] = 224  # the paper warps to 227 × 227 for AlexNet
-    context: Annotated[int, Field(ge=0)] = 16  # pixels of image context around the box in the warped crop
-    samples_per_image: Annotated[int, Field(gt=0)] = 64  # warped crops per training image (the paper: 128 per batch)
-    positive_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25  # of them with IoU ≥ 0.5 (fine-tuning)
-    svm_negative_iou: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3  # SVM negatives overlap the class's boxes less
-    hard_negatives: Annotated[int, Field(ge=0)] = 4096  # cache of hard negative features the SVMs keep training on
-    regression_iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6  # proposals this close to a box train the regressor
-    crops_per_pass: Annotated[int, Field(gt=0)] = 256  # inference: warped crops per CNN forward pass
-    score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01  # on sigmoid(SVM margin)
-    # per-class NMS: boxes overlapping a better one this much (IoU) go
-    nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3
-    # at most this many detections per image, best first
-    detections_per_img: Annotated[int, Field(gt=0)] = 100
-
-
-class FastRCNNHead(Strict):
-    """Fast R-CNN (Girshick 2015): one CNN pass per image, RoI max pooling of the proposals on one feature level,
-    two fully connected layers, softmax classifier + class-specific box regression."""
-
-    task: ClassVar[str] = "detect"
-    name: Literal["fast_rcnn"]
-    proposals: ProposalsConfig = ProposalsConfig()
-    min_size: Annotated[int, Field(gt=0)] = 600  # short side the images are resized to (the paper's scale)
-    max_size: Annotated[int, Field(gt=0)] = 1000  # ... unless the long side would exceed this
-    train_sizes: list[Annotated[int, Field(gt=0)]] = []  # multi-scale training: short sides picked at random
-    pool_level: Annotated[int, Field(ge=0)] = 0  # which neck level the RoIs are pooled from (0 = finest)
-    pool_size: list[Annotated[int, Field(gt=0)]] = [7, 7]  # RoI max pooling bins (height, width)
-    roi_batch_size: Annotated[int, Field(gt=0)] = 64  # RoIs sampled per image (the paper: 128 per 2 images)
-    positive_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25  # of them with IoU ≥ 0.5
-    # width of the two fully connected layers after RoI pooling
-    box_head_dim: Annotated[int, Field(gt=0)] = 1024
-    # detections scoring less are dropped before NMS
-    score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
-    # per-class NMS: boxes overlapping a better one this much (IoU) go
-    nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3
-    # at most this many detections per image, best first
-    detections_per_img: Annotated[int, Field(gt=0)] = 100
-
-
-class FCNHead(Strict):
-    """FCN (Long et al. 2015): 1×1 convolutions to class scores on the backbone's levels, learnt transposed-
-    convolution up-sampling (kernel 2s, padding s/2, bilinear at start) with skip fusion."""
-
-    task: ClassVar[str] = "segment"
-    name: Literal["fcn"]
-    variant: Literal["32s", "16s", "8s"] = "8s"  # 32s: last level only; 16s: + stride 16; 8s: + stride 8
-    learn_upsampling: bool = True  # false: the transposed convolutions stay bilinear interpolation
-
-
-class FastStyleHead(Strict):
-    """Fast style transfer (Johnson et al. 2016): an image transformation network trained for one style with
-    perceptual losses from a frozen VGG-16 (content at relu2_2, style Gram matrices at relu1_1 … relu5_1, TV)."""
-
-    task: ClassVar[str] = "stylize"
-    name: Literal["fast_style"]
-    style_image: Path  # the one style this network learns
-    style_size: Annotated[int, Field(gt=0)] = 256  # long side the style image is resized to
-    loss_weights: str = "vgg16_hed.bsds"  # VGG-16 trunk of the loss network, from the weights catalogue
-    channels: Annotated[int, Field(gt=0)] = 32  # width of the first layer (doubles twice)
-    # residual blocks between the down- and up-sampling convolutions
-    residual_blocks: Annotated[int, Field(ge=0)] = 5
-    content_weight: Annotated[float, Field(ge=0)] = 1.0  # weight of the content loss (VGG relu2_2 features)
-    style_weight: Annotated[float, Field(ge=0)] = 1e5  # weight of the style loss (Gram matrices)
-    tv_weight: Annotated[float, Field(ge=0)] = 1e-4  # weight of the total-variation smoothing
-
-
-HeadConfig = Annotated[ClassifierHead | FasterRCNNHead | MaskRCNNHead | SSDHead | YOLOHead | RCNNHead | FastRCNNHead | FCNHead
-                       | FastStyleHead, Field(discriminator="name")]
-
-
 class ModelConfig(Strict):
     # the whole model's weights (backbone, neck and head: a COCO-pretrained detector); overrides backbone.weights.
     # Head layers that do not fit this pipeline's classes start fresh.
     weights: str | None = None
     backbone: BackboneConfig
     neck: NeckConfig
-    head: HeadConfig
+    head: HeadConfig  # noqa: F821 (the registered heads' settings, tagged by name: cvpipe/schema.py)
 
 
 class TrainConfig(Strict):
@@ -307,18 +147,13 @@ class TrainConfig(Strict):
 
 
 BACKENDS = ("auto", "pytorch", "compile", "onnxruntime")  # inference backends (engine/runtime.py)
-COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-# instance segmentation: the 12 COCO stats of the masks (COCOeval iouType segm), then those of the boxes
-INSTANCE_STATS = COCO_STATS + tuple(f"box_{stat}" for stat in COCO_STATS)
-CLASSIFY_STATS = ("top1", "top5", "mean_class_accuracy")
-SEGMENT_STATS = ("mIoU", "pixel_accuracy", "mean_class_accuracy", "fwIoU")
-STYLIZE_STATS = ("perceptual_loss", "content_loss", "style_loss")
 
 
 def loader_workers(setting: int | str) -> int:
     """`train.workers: auto` leaves two cores to the model: 0 on a 2-core machine (measured: two workers there
     made training epochs about 1.5× slower), up to 8 on big ones."""
     import os
+
 
     if setting != "auto":
         return int(setting)
@@ -328,7 +163,7 @@ def loader_workers(setting: int | str) -> int:
 class EvalConfig(Strict):
     batch_size: Annotated[int, Field(ge=1)] | None = None  # None: per device and task (tasks/base.py)
     interval: Annotated[int, Field(ge=1)] = 1
-    best: Literal[("auto", *INSTANCE_STATS, *CLASSIFY_STATS, "mIoU", "pixel_accuracy", "fwIoU", *STYLIZE_STATS)] = "auto"
+    best: BestStat = "auto"  # noqa: F821 (auto, or a stat of a registered task: cvpipe/schema.py)
     coco: Literal["faster", "pycocotools"] = "faster"  # COCO box and mask mAP by faster-coco-eval, or the pycocotools reference
     # detection analysis (metrics/detection_analysis.py): the IoU of the confusion matrix, the best-F1 threshold and
     # the per-class precision / recall / F1; the confidence of the matrix and the table (auto: the best-F1 one)
@@ -336,6 +171,7 @@ class EvalConfig(Strict):
     conf: float | str = "auto"
     # custom area ranges (name: [min, max] in px²) evaluated beside COCO's small / medium / large
     area_ranges: dict[str, tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(gt=0)]]] = {}
+
 
     @field_validator("conf", mode="before")
     @classmethod
@@ -345,6 +181,7 @@ class EvalConfig(Strict):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise ValueError(f"expected auto (the best-F1 confidence) or a number in [0, 1], got {value!r}")
         return float(value)
+
 
     @field_validator("area_ranges")
     @classmethod
@@ -368,6 +205,7 @@ class TTAConfig(Strict):
     """Test-time augmentation for detection in `cvpipe eval` and `cvpipe predict` (ops/tta.py); training's
     own evaluations stay plain."""
 
+
     enabled: bool = False
     flips: Literal["none", "hflip", "dihedral"] = "hflip"  # dihedral: the 8 mirrors and quarter turns
     scales: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = [1.0]  # × the head's input size
@@ -380,6 +218,7 @@ class TTAConfig(Strict):
 class TilingConfig(Strict):
     """Large images in slices (ops/slicing.py): `predict` and `eval` run overlapping slices in batches, map the
     boxes back and merge them across the seams; training cuts random windows from images larger than a slice."""
+
 
     # auto: slice the images whose longer side is more than `auto_above` slices long; always; never
     mode: Literal["auto", "always", "never"] = "auto"
@@ -403,6 +242,7 @@ Point = tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]]  # (
 class VideoConfig(Strict):
     """`cvpipe video`: tracking, counting, and how long a dropped live stream is retried."""
 
+
     track: bool = False
     track_buffer: Annotated[int, Field(ge=1)] = 30  # frames a lost track is remembered
     track_match: Annotated[float, Field(gt=0, le=1)] = 0.8  # ByteTrack's minimum matching threshold
@@ -412,6 +252,7 @@ class VideoConfig(Strict):
     lines: dict[str, Annotated[list[Point], Field(min_length=2, max_length=2)]] = {}
     zones: dict[str, Annotated[list[Point], Field(min_length=3)]] = {}
 
+
     @field_validator("lines")
     @classmethod
     def _two_ends(cls, lines: dict) -> dict:
@@ -420,6 +261,7 @@ class VideoConfig(Strict):
                 raise ValueError(f"{name}: its two ends are the same point {list(start)}; a line needs two points")
         return lines
 
+
     @property
     def counts(self) -> bool:
         return bool(self.lines or self.zones)
@@ -427,7 +269,7 @@ class VideoConfig(Strict):
 
 class PipelineConfig(Strict):
     name: str  # the run folder under output.dir
-    task: Task
+    task: TaskName  # noqa: F821 (a registered task's name: cvpipe/schema.py)
     data: DataConfig
     augment: AugmentConfig
     model: ModelConfig
@@ -443,6 +285,7 @@ class PipelineConfig(Strict):
     _overridden: set = PrivateAttr(default_factory=set)
     _looked_in: dict = PrivateAttr(default_factory=dict)  # key path → the places a relative input was looked for
 
+
     @field_validator("name")
     @classmethod
     def _folder_name(cls, name: str) -> str:
@@ -452,10 +295,12 @@ class PipelineConfig(Strict):
                              "'_', '-' and '.' (no '/', no leading '.')")
         return name
 
+
     @property
     def source(self) -> str:
         """The pipeline file this was loaded from (a bundled one's path inside the package)."""
         return self._source
+
 
 def models_in(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):

@@ -16,10 +16,11 @@ import yaml
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ValidationError
 
-from cvpipe.config import DEFAULTS_FILE, HeadConfig, PipelineConfig, models_in, set_key
+from cvpipe.config import DEFAULTS_FILE, PipelineConfig, models_in, set_key
 from cvpipe.errors import ConfigError
 from cvpipe.paths import bundled_hint, find_pipeline, resolve_input
 from cvpipe.safe_yaml import check_yaml_size
+from cvpipe.schema import head_settings, pipeline_schema
 from cvpipe.suggest import did_you_mean
 
 # ----------------------------------------------------------------------------- YAML with line numbers
@@ -146,7 +147,7 @@ def _dotted(loc: tuple) -> str:
 
 def _strip_union_tags(loc: tuple) -> tuple:
     """pydantic puts the discriminator value into the location of a tagged union; users never wrote it."""
-    heads = {typing.get_args(m.model_fields["name"].annotation)[0] for m in models_in(HeadConfig)}
+    heads = set(head_settings())
     return tuple(p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "head" and p in heads))
 
 
@@ -160,7 +161,7 @@ def _constraints(annotation: Any) -> list:
 
 def _field_at(loc: tuple) -> tuple[list[type[BaseModel]], Any]:
     """Follow `loc` through the schema: (models owning the last key, FieldInfo of the last key or None)."""
-    models: list[type[BaseModel]] = [PipelineConfig]
+    models: list[type[BaseModel]] = [pipeline_schema()]
     field = None
     for part in loc:
         if isinstance(part, int):
@@ -261,7 +262,7 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
     merged = deep_merge(defaults, user)
     source = str(path)
     try:
-        config = PipelineConfig.model_validate(merged)
+        config = pipeline_schema().model_validate(merged)
     except ValidationError as e:
         problems = []
         for err in e.errors(include_url=False):

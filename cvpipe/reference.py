@@ -19,7 +19,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-from cvpipe.config import DEFAULTS_FILE, PipelineConfig
+from cvpipe.config import DEFAULTS_FILE
+from cvpipe.schema import head_settings, pipeline_schema
 
 
 def _subcommands(parser: argparse.ArgumentParser, prefix: str = "cvpipe") -> list[tuple[str, argparse.ArgumentParser, str]]:
@@ -82,7 +83,7 @@ def _field_comments(model: type[BaseModel]) -> dict[str, str]:
     """field → the comment beside it, or on the lines just above it, in the source of the model and its bases
     (the head settings' descriptions live in config.py, beside the fields)."""
     comments: dict[str, str] = {}
-    for cls in reversed([c for c in model.__mro__ if issubclass(c, BaseModel) and c.__module__ == model.__module__]):
+    for cls in reversed([c for c in model.__mro__ if issubclass(c, BaseModel) and c is not BaseModel]):
         above: list[str] = []
         for raw in inspect.getsource(cls).splitlines()[1:]:
             line = raw.strip()
@@ -127,8 +128,9 @@ def _head_name(settings: type[BaseModel]) -> str:
     return typing.get_args(settings.model_fields["name"].annotation)[0]
 
 
-def config_keys(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:
+def config_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[tuple[str, str, str, str]]:
     """(key path, type, default, head) of every setting; a head's settings carry the head's name."""
+    model = model or pipeline_schema()
     rows = []
     for name, info in model.model_fields.items():
         path = f"{prefix}{name}"
@@ -161,19 +163,13 @@ def _file_default(path: str) -> str:
     return repr(node)
 
 
-def head_settings() -> dict[str, type[BaseModel]]:
-    """head name → its settings class, in the order of the schema's head union."""
-    union = PipelineConfig.model_fields["model"].annotation.model_fields["head"].annotation
-    return {_head_name(m): m for m in _models_of(union)}
-
-
 def config_reference() -> str:
     """Every key, section by section. Each head's table sits between snippet markers (`--8<-- [start:HEAD]`), so
     the head's page in the docs site includes it from here instead of repeating it."""
     comments = _default_comments()
     heads = head_settings()
     lines = ["# Pipeline YAML reference", "",
-             "Generated from the pydantic schema (`cvpipe/config.py`, with the comments beside its fields) and the "
+             "Generated from the pydantic schema (`cvpipe/config.py` and each head's settings in its module, with the comments beside their fields) and the "
              "comments of `cvpipe/defaults.yaml` (`python -m cvpipe.reference`). Defaults are the schema's or "
              "defaults.yaml's; a key shown without one must be given.", ""]
     section, head_comments = None, {}

@@ -8,9 +8,8 @@ import copy
 import numpy as np
 import pytest
 
-from cvpipe.config import COCO_STATS
 from cvpipe.data.synthetic import synthetic_coco
-from cvpipe.metrics.coco import evaluate_coco
+from cvpipe.metrics.coco import COCO_STATS, evaluate_coco
 
 
 @pytest.mark.parametrize("seed, images, detections", [(0, 60, 3000), (1, 100, 5000), (2, 40, 8000)])

@@ -1,9 +1,11 @@
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import pytest
 import yaml
 
 from cvpipe.cli import main
+from cvpipe.config import HeadSettings
 from cvpipe.errors import ConfigError
 from cvpipe.loading import data_problems, load_pipeline, parse_override
 
@@ -173,11 +175,13 @@ def test_the_schema_imports_nothing_of_models_or_data():
 def test_every_head_setting_has_one_registered_head_of_its_task():
     import typing
 
-    from cvpipe.config import HeadConfig, models_in
+    from cvpipe.config import models_in
     from cvpipe.models.heads.registry import heads, heads_for_task
+    from cvpipe.schema import pipeline_schema
     from cvpipe.tasks import tasks
 
-    settings = {typing.get_args(m.model_fields["name"].annotation)[0]: m for m in models_in(HeadConfig)}
+    union = pipeline_schema().model_fields["model"].annotation.model_fields["head"].annotation
+    settings = {typing.get_args(m.model_fields["name"].annotation)[0]: m for m in models_in(union)}
     assert set(settings) == set(heads())
     for name, spec in heads().items():
         assert spec.settings is settings[name] and name in heads_for_task(spec.task)
@@ -215,3 +219,37 @@ def test_the_task_chooses_its_defaults_without_writing_them_while_checking():
     assert raw.model_dump() == before and problems == []  # settle reads, it does not write
     assert chosen == {("eval", "batch_size"): 1, ("tiling", "batch"): 1, ("eval", "best"): "AP",
                       ("tta", "iou"): loaded.model.head.nms_thresh, ("tiling", "merge"): "nms"}
+
+
+class CountingHead(HeadSettings):
+    """Counts objects: one number per image (a head settings class, as a new head's module would hold it)."""
+
+    task: ClassVar[str] = "classify"
+    name: Literal["counter"]
+    depth: int = 2  # layers of the counting branch
+
+
+def test_a_new_head_is_one_registration_and_the_schema_and_reference_follow(tmp_path, monkeypatch):
+    """What docs/adding-a-head.md asks for, done at run time: a settings class and a HeadSpec registered, and
+    nothing else edited. The schema accepts the head by name (and its settings' bounds), the reference lists it."""
+    from cvpipe import schema
+    from cvpipe.models.heads.registry import HEADS, HeadSpec, head_spec
+    from cvpipe.reference import config_reference
+
+    classifier = head_spec("classifier")
+    monkeypatch.setitem(HEADS.entries, "counter", HeadSpec("counter", CountingHead, classifier.build))
+    schema.pipeline_schema.cache_clear()
+    try:
+        path = tmp_path / "counter.yaml"
+        path.write_text((REPO / "pipelines" / "faces_classify.yaml").read_text().replace("{name: classifier, dropout: 0.2}", "{name: counter}"))
+        config = load_pipeline(path, ["model.head.depth=3"])
+        assert type(config.model.head) is CountingHead and config.model.head.depth == 3
+        assert any("model.head.depth:" in line for line in problems_of(path, ["model.head.depth=x"]))
+        reference = config_reference()
+        assert "`name: counter`" in reference, reference[:300]
+        assert "layers of the counting branch" in reference, [line for line in reference.splitlines() if "depth" in line]
+    finally:
+        monkeypatch.undo()
+        schema.pipeline_schema.cache_clear()
+    assert "counter" not in schema.head_settings()
+    assert problems_of(path, []) and "classifier" in str(problems_of(path, []))  # unknown again once it is gone

@@ -10,10 +10,10 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from cvpipe.config import COCO_STATS
 from cvpipe.engine.optim import lr_factor, param_groups
 from cvpipe.errors import ConfigError, DataError, WeightsError
 from cvpipe.loading import load_pipeline
+from cvpipe.metrics.coco import COCO_STATS
 from cvpipe.pipeline import Pipeline
 
 from .conftest import killed_after_epoch, shapes_pipeline_file

@@ -104,7 +104,7 @@ def test_a_label_stays_in_the_image_and_reads_on_its_tag():
 def test_one_epoch_draws_visible_loss_points(tmp_path):
     from cvpipe.viz.plots import loss_curves
 
-    loss_curves([{"epoch": 1, "loss": 1.5, "loss_box_reg": 0.5, "AP50": 0.2}], tmp_path / "loss.png")
+    loss_curves([{"epoch": 1, "loss": 1.5, "loss_box_reg": 0.5, "AP50": 0.2}], tmp_path / "loss.png", ("AP", "AP50"))
     image = read_image(tmp_path / "loss.png")
     left = image[:, : image.shape[1] // 2].astype(int)
     blue = (abs(left[..., 0] - 31) < 30) & (abs(left[..., 1] - 119) < 30) & (abs(left[..., 2] - 180) < 30)  # C0

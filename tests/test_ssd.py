@@ -8,11 +8,11 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from cvpipe.config import NeckConfig, SSDHead
+from cvpipe.config import NeckConfig
 from cvpipe.io.images import read_image
 from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
-from cvpipe.models.heads.ssd import DefaultBoxes, default_box_shapes
+from cvpipe.models.heads.ssd import DefaultBoxes, SSDHead, default_box_shapes
 from cvpipe.models.tf_ssd import COCO_IDS, opencv_reference_files
 from cvpipe.ops.inference import detect
 from cvpipe.pipeline import Pipeline

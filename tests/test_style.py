@@ -111,8 +111,7 @@ def test_transform_net_keeps_the_size_and_range():
 
 
 def test_fast_style_loss_falls_and_keeps_the_loss_network_out_of_its_state(tmp_path):
-    from cvpipe.config import FastStyleHead
-    from cvpipe.models.heads.fast_style import FastStyle
+    from cvpipe.models.heads.fast_style import FastStyle, FastStyleHead
 
     rng = np.random.default_rng(0)
     write_image(tmp_path / "style.png", rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))

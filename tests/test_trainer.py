@@ -85,4 +85,6 @@ def test_an_epoch_count_under_a_time_limit_is_shown_as_the_estimate_it_is():
 
     assert epochs_total(3, None) == "3" and epochs_total(3, 1.0) == "~3"
     row = {"epoch": 2, "loss": 0.5, "loss_box": 0.2, "lr": 0.01, "seconds": 3.0}
-    assert epoch_line(row, epochs_total(3, 1.0), "AP50").startswith("epoch 2/~3  loss 0.500 (box 0.200)")
+    assert epoch_line(row, epochs_total(3, 1.0), "AP50", ("AP", "AP50")).startswith("epoch 2/~3  loss 0.500 (box 0.200)")
+    evaluated = epoch_line(row | {"AP": 0.25, "AP50": 0.5, "APs": 0.125}, "3", "APs", ("AP", "AP50"))
+    assert evaluated.endswith("│ val AP 0.250  AP50 0.500  APs 0.125")  # the task's headline, then eval.best

@@ -189,7 +189,8 @@ class Logs(Callback):
 
     def on_epoch_end(self, t, row: dict) -> None:
         t.log.epoch_row(t.history)
-        t.console.print(epoch_line(row, epochs_total(t.epochs, t.config.train.time_limit), t.config.eval.best))
+        t.console.print(epoch_line(row, epochs_total(t.epochs, t.config.train.time_limit), t.config.eval.best,
+                                   get_task(t.config.task).headline))
 
     def on_fit_end(self, t) -> None:
         import json
@@ -202,7 +203,9 @@ class Logs(Callback):
                        | ({"reused_classes": t.reused} if t.reused else {}))
             write_text(t.run_dir / "metrics.json", json.dumps(written, indent=2))
             t.plots += t.metrics.plots(t.run_dir)
-        plots.loss_curves(t.history, t.run_dir / "loss_curves.png")
+        task = get_task(t.config.task)
+        plots.loss_curves(t.history, t.run_dir / "loss_curves.png", task.headline,
+                          unit_interval=not task.lower_is_better)
 
 
 def callbacks_for(config) -> list[Callback]:
@@ -243,10 +246,11 @@ def epochs_total(epochs: int, time_limit: float | None) -> str:
     return f"~{epochs}" if time_limit else str(epochs)
 
 
-def epoch_line(row: dict, epochs: str, best_key: str) -> str:
+def epoch_line(row: dict, epochs: str, best_key: str, headline: tuple[str, ...]) -> str:
+    """One epoch as the console shows it: the losses, and the task's `headline` stats where it was evaluated."""
     losses = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in row.items() if k.startswith("loss_"))
     line = f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.3f} ({losses})  lr {row['lr']:.4g}  {row['seconds']:.1f}s"
-    shown = [k for k in ("AP", "AP50", "top1", "top5", "mIoU", "pixel_accuracy", "perceptual_loss") if k in row]
+    shown = [k for k in headline if k in row]
     if shown:
         line += "  │ val " + "  ".join(f"{k} {row[k]:.3f}" for k in shown)
         if best_key not in shown:

@@ -40,6 +40,7 @@ from cvpipe.models.backbones import unfreeze_backbone
 from cvpipe.models.heads import build_model, reuse_classes
 from cvpipe.ops.device import resolve_device
 from cvpipe.ops.inference import autocast, to_device
+from cvpipe.schema import pipeline_schema
 
 
 @dataclass
@@ -109,7 +110,7 @@ class Trainer:
         if resume:
             run_dir, checkpoint, state = resume_state(config, resume)
             prepare_dir(run_dir, "--resume")
-            config = PipelineConfig.model_validate(state["config"])  # same data, model and schedule as the killed run
+            config = pipeline_schema().model_validate(state["config"])  # same data, model and schedule as the killed run
             self.console.print(f"resuming from {checkpoint} after epoch {state['epoch']}/{state['epochs']} → {run_dir}")
         self.config = config
         self.device = distributed.device_for(self.rank, resolve_device(config.train.device))

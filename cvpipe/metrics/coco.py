@@ -18,9 +18,10 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from cvpipe.config import COCO_STATS
 from cvpipe.metrics.base import Metrics, finite
 from cvpipe.metrics.detection_analysis import DetectionAnalysis, advice, analyse
+
+COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Tasks, one module each (detect, instance, classify, segment, stylize), registered by name: `get_task(config.task)`.
 
-Every module of this package is imported on the first lookup, so a new task is one new file here (and its name
-in `cvpipe.config.Task`).
+Every module of this package is imported on the first lookup, so a new task is one new file here: the schema takes
+its name and stats from this registry (cvpipe/schema.py).
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ class Task(ABC):
     name: ClassVar[str]
     stats: ClassVar[tuple[str, ...]]  # the evaluation's stat names; the first is the default `eval.best`
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    headline: ClassVar[tuple[str, ...]] = ()  # the stats each epoch's line and the loss plot show
     # False: the model takes images at any size and resizes them itself (detectors); True: predict and video put
     # each image through `augment.eval` first, as evaluation does
     eval_transform: ClassVar[bool] = True
@@ -68,7 +69,7 @@ class Task(ABC):
     thresholded: ClassVar[bool] = False  # predict and video keep outputs scoring ≥ a confidence (--conf)
     # export: the graph's input name and whether it is one CHW image (detectors) or an NCHW batch
     export_input: ClassVar[str] = "images"
-    export_outputs: ClassVar[tuple[str, ...]] = ()
+    export_outputs: ClassVar[tuple[str, ...]] = ("logits",)  # an NCHW batch in, class scores out (classify, segment)
     eval_files: ClassVar[str] = ""  # what `eval --json` writes beside the metrics, for the console
     description: ClassVar[str]  # "detection": for messages
     tta: ClassVar[bool] = False  # test-time augmentation (`tta:`) applies

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cvpipe.config import CLASSIFY_STATS, PipelineConfig
+from cvpipe.config import PipelineConfig
 from cvpipe.data.records import Dataset
 from cvpipe.data.samples import ImageSamples
 from cvpipe.io.images import atomic_open
@@ -22,6 +22,9 @@ from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob, Task
 
 TOP_K = 5  # classes per image in predictions.csv and the video's JSON lines
+
+
+CLASSIFY_STATS = ("top1", "top5", "mean_class_accuracy")
 
 
 def top_classes(model: nn.Module, images: list[torch.Tensor], device: torch.device, amp: bool
@@ -35,7 +38,7 @@ class ClassifyTask(Task):
     name = "classify"
     description = "classification"
     stats = CLASSIFY_STATS
-    export_outputs = ("logits",)
+    headline = ("top1", "top5")
     eval_files = "val_predictions.csv"
 
     def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> ImageSamples:

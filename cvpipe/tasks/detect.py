@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cvpipe.config import COCO_STATS, PipelineConfig
+from cvpipe.config import PipelineConfig
 from cvpipe.data.formats.coco import to_coco
 from cvpipe.data.records import Dataset
 from cvpipe.data.samples import DetectionSamples, WindowedDetectionSamples
@@ -22,7 +22,7 @@ from cvpipe.errors import DataError
 from cvpipe.io.geo import detections_geojson, read_georeference
 from cvpipe.io.images import JsonArray, atomic_open, failure_reason, scaled, write_image, write_text
 from cvpipe.io.tables import csv_writer
-from cvpipe.metrics.coco import CocoMetrics, detections_to_results, evaluate_coco
+from cvpipe.metrics.coco import COCO_STATS, CocoMetrics, detections_to_results, evaluate_coco
 from cvpipe.models.proposals import proposals_for
 from cvpipe.ops.detections import Detections
 from cvpipe.ops.inference import detect
@@ -114,6 +114,7 @@ class DetectTask(Task):
     tta = True
     tiles = True
     stats = COCO_STATS
+    headline = ("AP", "AP50")
     counted = "detections"
     eval_transform = False  # detectors resize inside the model (SSD and YOLO in uint8 before it)
     tracks = True

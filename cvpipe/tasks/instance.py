@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cvpipe.config import INSTANCE_STATS, PipelineConfig
+from cvpipe.config import PipelineConfig
 from cvpipe.data.augment import build_augment, uses_mosaic
 from cvpipe.data.formats.coco import to_coco
 from cvpipe.data.records import Dataset, PlacedMask, union_area
@@ -21,7 +21,7 @@ from cvpipe.data.samples import InstanceSamples, WindowedInstanceSamples
 from cvpipe.errors import DataError
 from cvpipe.io.images import JsonArray, atomic_open, write_text
 from cvpipe.io.tables import csv_writer
-from cvpipe.metrics.coco import InstanceMetrics, detections_to_results, evaluate_coco
+from cvpipe.metrics.coco import COCO_STATS, InstanceMetrics, detections_to_results, evaluate_coco
 from cvpipe.ops.detections import Detections
 from cvpipe.ops.inference import detect
 from cvpipe.ops.slicing import instances_sliced, slice_size, slices_needed, whole_or_sliced
@@ -35,6 +35,9 @@ from cvpipe.tasks.detect import (
     matched_difference,
     write_annotated,
 )
+
+# the 12 COCO stats of the masks (COCOeval iouType segm), then those of the boxes
+INSTANCE_STATS = COCO_STATS + tuple(f"box_{stat}" for stat in COCO_STATS)
 
 
 class OneImageInstances(nn.Module):

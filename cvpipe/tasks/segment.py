@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cvpipe.config import SEGMENT_STATS, PipelineConfig
+from cvpipe.config import PipelineConfig
 from cvpipe.data.records import Dataset
 from cvpipe.data.samples import SegmentationSamples, WindowedSegmentationSamples
 from cvpipe.io.images import atomic_open, write_image
@@ -27,6 +27,8 @@ from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob, Task
 from cvpipe.viz.draw import overlay_mask
 
+SEGMENT_STATS = ("mIoU", "pixel_accuracy", "mean_class_accuracy", "fwIoU")
+
 
 def _write_overlay(path: Path, image: torch.Tensor, labels: np.ndarray) -> None:
     write_image(path, overlay_mask(image.permute(1, 2, 0).numpy(), labels))
@@ -36,7 +38,7 @@ class SegmentTask(Task):
     name = "segment"
     description = "segmentation"
     stats = SEGMENT_STATS
-    export_outputs = ("logits",)
+    headline = ("mIoU", "pixel_accuracy")
     tiles = True  # with a tiling.size: large images are labelled slice by slice (ops/slicing.py)
 
     def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> SegmentationSamples:

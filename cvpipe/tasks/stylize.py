@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cvpipe.config import STYLIZE_STATS, PipelineConfig
+from cvpipe.config import PipelineConfig
 from cvpipe.data.records import Dataset
 from cvpipe.data.samples import ImageSamples
 from cvpipe.io.images import read_image, write_image
@@ -21,11 +21,14 @@ from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob, Task
 from cvpipe.viz.draw import side_by_side
 
+STYLIZE_STATS = ("perceptual_loss", "content_loss", "style_loss")
+
 
 class StylizeTask(Task):
     name = "stylize"
     description = "style transfer"
     stats = STYLIZE_STATS
+    headline = ("perceptual_loss",)
     lower_is_better = frozenset(STYLIZE_STATS)
     export_outputs = ("stylized",)
 

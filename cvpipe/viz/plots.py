@@ -24,12 +24,12 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def loss_curves(history: list[dict], path: Path) -> Path:
-    """Every `loss*` column against epochs, plus the val metrics that were measured."""
+def loss_curves(history: list[dict], path: Path, headline: tuple[str, ...] = (), *, unit_interval: bool = True) -> Path:
+    """Every `loss*` column against epochs, and the `headline` val stats that were measured (on a 0–1 axis where
+    `unit_interval`)."""
     epochs = [row["epoch"] for row in history]
     losses = [k for k in history[0] if k.startswith("loss")] if history else []
-    metrics = [k for k in ("AP", "AP50", "top1", "top5", "mIoU", "pixel_accuracy", "perceptual_loss")
-               if any(k in row for row in history)]
+    metrics = [k for k in headline if any(k in row for row in history)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for key in losses:
         # markers: one epoch is one point, which a line alone does not draw
@@ -41,7 +41,7 @@ def loss_curves(history: list[dict], path: Path) -> Path:
         if points:
             axes[1].plot(*zip(*points), marker="o", label=key)
     axes[1].set(xlabel="epoch", ylabel="val", title="val metrics")
-    if metrics and "perceptual_loss" not in metrics:
+    if metrics and unit_interval:
         axes[1].set_ylim(0, 1)
     if metrics:
         axes[1].legend(fontsize=8)

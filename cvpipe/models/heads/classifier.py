@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Annotated, ClassVar, Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from cvpipe.config import ClassifierHead
+from cvpipe.config import ReusesClasses
 from cvpipe.errors import WeightsError
 from cvpipe.models.backbones import Backbone
 from cvpipe.models.heads.base import Head, stack_batch
 from cvpipe.models.heads.registry import HeadSpec, register_head
+
+
+class ClassifierHead(ReusesClasses):
+    """Global pooling + dropout + linear layer over the last feature level; `reuse_classes` from the classifier
+    of `model.backbone.weights`."""
+
+    task: ClassVar[str] = "classify"
+    name: Literal["classifier"]
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # dropout before the linear layer
 
 
 class Classifier(Head):

@@ -8,14 +8,17 @@ multi-level RoIAlign) and the proposals coming from selective search instead of 
 
 from __future__ import annotations
 
+from typing import Annotated, ClassVar, Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import roi_pool
 
-from cvpipe.config import FastRCNNHead, backbone_levels
+from cvpipe.config import HeadSettings, ProposalsConfig, backbone_levels
 from cvpipe.models.heads.base import Head
 from cvpipe.models.heads.registry import (
     NOT_EXPORTABLE,
@@ -26,6 +29,30 @@ from cvpipe.models.heads.registry import (
 )
 from cvpipe.models.necks import FeatureBody, build_neck
 from cvpipe.models.proposals import RegionProposals
+
+
+class FastRCNNHead(HeadSettings):
+    """Fast R-CNN (Girshick 2015): one CNN pass per image, RoI max pooling of the proposals on one feature level,
+    two fully connected layers, softmax classifier + class-specific box regression."""
+
+    task: ClassVar[str] = "detect"
+    name: Literal["fast_rcnn"]
+    proposals: ProposalsConfig = ProposalsConfig()
+    min_size: Annotated[int, Field(gt=0)] = 600  # short side the images are resized to (the paper's scale)
+    max_size: Annotated[int, Field(gt=0)] = 1000  # ... unless the long side would exceed this
+    train_sizes: list[Annotated[int, Field(gt=0)]] = []  # multi-scale training: short sides picked at random
+    pool_level: Annotated[int, Field(ge=0)] = 0  # which neck level the RoIs are pooled from (0 = finest)
+    pool_size: list[Annotated[int, Field(gt=0)]] = [7, 7]  # RoI max pooling bins (height, width)
+    roi_batch_size: Annotated[int, Field(gt=0)] = 64  # RoIs sampled per image (the paper: 128 per 2 images)
+    positive_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25  # of them with IoU ≥ 0.5
+    # width of the two fully connected layers after RoI pooling
+    box_head_dim: Annotated[int, Field(gt=0)] = 1024
+    # detections scoring less are dropped before NMS
+    score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    # per-class NMS: boxes overlapping a better one this much (IoU) go
+    nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3
+    # at most this many detections per image, best first
+    detections_per_img: Annotated[int, Field(gt=0)] = 100
 
 
 class LevelRoIPool(nn.Module):

@@ -10,15 +10,34 @@ weights catalogue; it is not part of the model's state (checkpoints hold the tra
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from cvpipe.config import FastStyleHead
+from cvpipe.config import HeadSettings
 from cvpipe.models.heads.base import Head, stack_batch
 from cvpipe.models.heads.registry import HeadSpec, register_head
 from cvpipe.models.style import STYLE_LAYERS, LayerOutputs, gram, read_style, total_variation, vgg_features
+
+
+class FastStyleHead(HeadSettings):
+    """Fast style transfer (Johnson et al. 2016): an image transformation network trained for one style with
+    perceptual losses from a frozen VGG-16 (content at relu2_2, style Gram matrices at relu1_1 … relu5_1, TV)."""
+
+    task: ClassVar[str] = "stylize"
+    name: Literal["fast_style"]
+    style_image: Path  # the one style this network learns
+    style_size: Annotated[int, Field(gt=0)] = 256  # long side the style image is resized to
+    loss_weights: str = "vgg16_hed.bsds"  # VGG-16 trunk of the loss network, from the weights catalogue
+    channels: Annotated[int, Field(gt=0)] = 32  # width of the first layer (doubles twice)
+    # residual blocks between the down- and up-sampling convolutions
+    residual_blocks: Annotated[int, Field(ge=0)] = 5
+    content_weight: Annotated[float, Field(ge=0)] = 1.0  # weight of the content loss (VGG relu2_2 features)
+    style_weight: Annotated[float, Field(ge=0)] = 1e5  # weight of the style loss (Gram matrices)
+    tv_weight: Annotated[float, Field(ge=0)] = 1e-4  # weight of the total-variation smoothing
 
 CONTENT_LAYER = "relu2_2"  # Johnson et al. take the content loss at relu2_2 (Gatys: relu4_2)
 

@@ -6,14 +6,42 @@ indices kept 0-based outside (torchvision reserves 0 for background).
 
 from __future__ import annotations
 
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from cvpipe.config import FasterRCNNHead, backbone_levels
+from cvpipe.config import HeadSettings, backbone_levels
 from cvpipe.models.heads.base import TorchvisionDetector
 from cvpipe.models.heads.registry import HeadSpec, Problems, needs_pyramid_or_none, register_head
 from cvpipe.models.necks import FeatureBody, build_neck
+
+
+class FasterRCNNHead(HeadSettings):
+    """torchvision Faster R-CNN on the backbone's levels; one anchor-size tuple per FPN level."""
+
+    task: ClassVar[str] = "detect"
+    name: Literal["faster_rcnn"]
+    # one list per feature level; null = torchvision's progression, 32 px at the first level doubling per level
+    anchor_sizes: list[list[Annotated[int, Field(gt=0)]]] | None = None
+    # anchor height ÷ width, at every size
+    aspect_ratios: list[Annotated[float, Field(gt=0)]] = [0.5, 1.0, 2.0]
+    min_size: Annotated[int, Field(gt=0)] = 800  # short side the images are resized to (eval; train too)
+    max_size: Annotated[int, Field(gt=0)] = 1333  # ... unless the long side would exceed this
+    train_sizes: list[Annotated[int, Field(gt=0)]] = []  # multi-scale training: short sides picked at random
+    rpn_pre_nms_top_n: Annotated[int, Field(gt=0)] = 1000  # proposals kept per level before the RPN's NMS
+    rpn_post_nms_top_n: Annotated[int, Field(gt=0)] = 1000  # ... and per image after it
+    roi_batch_size: Annotated[int, Field(gt=0)] = 512  # RoIs sampled per image for the box head's loss
+    roi_sampling_ratio: Annotated[int, Field(ge=0)] = 2  # RoIAlign points per bin side (0 = adaptive)
+    box_head_dim: Annotated[int, Field(gt=0)] = 1024  # width of the two fully connected layers after RoIAlign
+    # detections scoring less are dropped before NMS
+    score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    # per-class NMS: boxes overlapping a better one this much (IoU) go
+    nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    # at most this many detections per image, best first
+    detections_per_img: Annotated[int, Field(gt=0)] = 100
 
 
 def faster_rcnn_parts(body: FeatureBody, cfg: FasterRCNNHead, num_classes: int) -> dict:

@@ -10,14 +10,26 @@ FCN-16s adds stride 16, FCN-8s adds stride 8.
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvpipe.config import FCNHead, backbone_levels
+from cvpipe.config import HeadSettings, backbone_levels
 from cvpipe.models.backbones import Backbone
 from cvpipe.models.heads.base import Head, stack_batch
 from cvpipe.models.heads.registry import HeadSpec, Problems, register_head
+
+
+class FCNHead(HeadSettings):
+    """FCN (Long et al. 2015): 1×1 convolutions to class scores on the backbone's levels, learnt transposed-
+    convolution up-sampling (kernel 2s, padding s/2, bilinear at start) with skip fusion."""
+
+    task: ClassVar[str] = "segment"
+    name: Literal["fcn"]
+    variant: Literal["32s", "16s", "8s"] = "8s"  # 32s: last level only; 16s: + stride 16; 8s: + stride 8
+    learn_upsampling: bool = True  # false: the transposed convolutions stay bilinear interpolation
 
 
 def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:

@@ -7,14 +7,27 @@ The mask branch is torchvision's: RoIAlign 14×14 on the pyramid levels, `mask_l
 
 from __future__ import annotations
 
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
 from torchvision.models.detection.mask_rcnn import MaskRCNN, MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
-from cvpipe.config import MaskRCNNHead
 from cvpipe.models.heads.base import TorchvisionDetector
-from cvpipe.models.heads.faster_rcnn import faster_rcnn_parts, neck_problems
+from cvpipe.models.heads.faster_rcnn import FasterRCNNHead, faster_rcnn_parts, neck_problems
 from cvpipe.models.heads.registry import HeadSpec, register_head
 from cvpipe.models.necks import FeatureBody, build_neck
+
+
+class MaskRCNNHead(FasterRCNNHead):
+    """torchvision Mask R-CNN: Faster R-CNN (every option above) plus a mask branch on RoIAlign 14×14 features,
+    `mask_layers` 3×3 convolutions, a stride-2 transposed convolution to 28×28 and one binary mask per class."""
+
+    task: ClassVar[str] = "instance"
+    name: Literal["mask_rcnn"]  # type: ignore[assignment]
+    mask_layers: Annotated[int, Field(ge=1)] = 4  # 3×3 convolutions of the mask FCN (the paper: 4)
+    mask_dim: Annotated[int, Field(gt=0)] = 256  # their width
+    mask_thresh: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5  # mask probability a pixel must reach to be in
 
 
 class MaskRCNNDetector(TorchvisionDetector):

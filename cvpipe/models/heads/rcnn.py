@@ -14,17 +14,42 @@ negatives found in earlier batches stay until they score below −1.2 under the 
 
 from __future__ import annotations
 
+from typing import Annotated, ClassVar, Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, roi_align
 
-from cvpipe.config import RCNNHead
+from cvpipe.config import HeadSettings, ProposalsConfig
 from cvpipe.models.backbones import Backbone
 from cvpipe.models.heads.base import Head
 from cvpipe.models.heads.registry import NOT_EXPORTABLE, HeadSpec, Problems, register_head
 from cvpipe.models.proposals import RegionProposals
+
+
+class RCNNHead(HeadSettings):
+    """R-CNN (Girshick et al. 2014): each proposal warped to `warp_size`, pooled CNN features, one linear SVM per
+    class with hard-negative mining, class-specific box regression, NMS. Uses the last backbone level."""
+
+    task: ClassVar[str] = "detect"
+    name: Literal["rcnn"]
+    proposals: ProposalsConfig = ProposalsConfig()
+    warp_size: Annotated[int, Field(ge=32)] = 224  # the paper warps to 227 × 227 for AlexNet
+    context: Annotated[int, Field(ge=0)] = 16  # pixels of image context around the box in the warped crop
+    samples_per_image: Annotated[int, Field(gt=0)] = 64  # warped crops per training image (the paper: 128 per batch)
+    positive_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25  # of them with IoU ≥ 0.5 (fine-tuning)
+    svm_negative_iou: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3  # SVM negatives overlap the class's boxes less
+    hard_negatives: Annotated[int, Field(ge=0)] = 4096  # cache of hard negative features the SVMs keep training on
+    regression_iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6  # proposals this close to a box train the regressor
+    crops_per_pass: Annotated[int, Field(gt=0)] = 256  # inference: warped crops per CNN forward pass
+    score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01  # on sigmoid(SVM margin)
+    # per-class NMS: boxes overlapping a better one this much (IoU) go
+    nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3
+    # at most this many detections per image, best first
+    detections_per_img: Annotated[int, Field(gt=0)] = 100
 
 FOREGROUND_IOU = 0.5  # fine-tuning positives, as in the paper
 # The SVMs and regressors see each feature row scaled to this norm (the R-CNN code scales to a fixed mean norm

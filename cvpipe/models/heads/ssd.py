@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.ssd import SSD
@@ -20,10 +22,38 @@ from torchvision.models.detection.ssd import SSDHead as TorchvisionSSDHead
 from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
-from cvpipe.config import SSDHead, backbone_levels
+from cvpipe.config import ReusesClasses, backbone_levels
 from cvpipe.models.heads.base import TorchvisionDetector
 from cvpipe.models.heads.registry import HeadSpec, Problems, register_head
 from cvpipe.models.necks import SSDFeatures, build_neck
+
+
+class SSDHead(ReusesClasses):
+    """SSD (Liu et al. 2016) on the levels of an `ssd` neck: per location n + m − 1 default boxes from n sizes
+    and m aspect ratios, IoU matching, hard-negative mining, smooth-L1 + cross-entropy. `reuse_classes` from the
+    class predictors of `model.weights` (a COCO SSD), level by level."""
+
+    task: ClassVar[str] = "detect"
+    name: Literal["ssd"]
+    size: Annotated[int, Field(gt=0)] = 300  # images are resized to size × size
+    min_scale: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2  # box size at the first level, fraction of `size`
+    max_scale: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9  # ... at the last; levels between are spaced evenly
+    # one list per level, fractions of `size`; null = [s_k, sqrt(s_k · s_k+1)] from min_scale/max_scale
+    sizes: list[list[Annotated[float, Field(gt=0.0)]]] | None = None
+    aspect_ratios: list[Annotated[float, Field(gt=0.0)]] = [1.0, 2.0, 0.5, 3.0, 0.3333]  # first is the main one
+    reduce_first_level: bool = False  # TF's reduce_boxes_in_lowest_layer: level 0 gets (0.1, 1), (s_0, 2), (s_0, 1/2)
+    depthwise: bool = False  # SSDLite: depthwise-separable 3×3 predictors
+    score: Literal["softmax", "sigmoid"] = "softmax"  # sigmoid: independent per-class scores (TF's SSDs)
+    box_weights: list[Annotated[float, Field(gt=0.0)]] = [10.0, 10.0, 5.0, 5.0]  # box coder scales x, y, w, h
+    iou_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5  # a default box matching a ground truth this well is positive
+    neg_pos_ratio: Annotated[float, Field(gt=0.0)] = 3.0  # hard negatives kept per positive
+    # detections scoring less are dropped before NMS
+    score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    # per-class NMS: boxes overlapping a better one this much (IoU) go
+    nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.45
+    # at most this many detections per image, best first
+    detections_per_img: Annotated[int, Field(gt=0)] = 200
+    topk_candidates: Annotated[int, Field(gt=0)] = 400  # best boxes per class that go into NMS
 
 
 def default_box_shapes(cfg: SSDHead, levels: int) -> list[list[tuple[float, float]]]:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from timm.layers import ConvNormAct
 from torch import nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
@@ -28,10 +30,34 @@ from torchvision.ops import (
     generalized_box_iou_loss,
 )
 
-from cvpipe.config import YOLOHead
+from cvpipe.config import HeadSettings
 from cvpipe.models.heads.base import Head
 from cvpipe.models.heads.registry import HeadSpec, needs_pyramid_or_none, register_head
 from cvpipe.models.necks import FeatureBody, build_neck
+
+
+class YOLOHead(HeadSettings):
+    """Anchor-free YOLO: each cell of each level predicts one box (distances to its four sides) and class scores
+    from decoupled branches; task-aligned assignment (TOOD), IoU-family box loss, binary cross-entropy."""
+
+    task: ClassVar[str] = "detect"
+    name: Literal["yolo"]
+    size: Annotated[int, Field(gt=0)] = 640  # images are resized to size × size (a multiple of the largest stride)
+    channels: Annotated[int, Field(gt=0)] = 64  # width of the classification and box branches
+    topk: Annotated[int, Field(gt=0)] = 10  # cells assigned per ground truth, by alignment score^alpha · IoU^beta
+    # alignment score^alpha · IoU^beta: weight of the class score
+    alpha: Annotated[float, Field(ge=0.0)] = 1.0
+    beta: Annotated[float, Field(ge=0.0)] = 6.0  # ... and of the IoU
+    box_loss: Literal["giou", "ciou"] = "ciou"  # IoU-family box loss (torchvision's)
+    box_weight: Annotated[float, Field(ge=0.0)] = 7.5  # weight of the box loss
+    cls_weight: Annotated[float, Field(ge=0.0)] = 0.5  # weight of the classification loss
+    # detections scoring less are dropped before NMS
+    score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    # per-class NMS: boxes overlapping a better one this much (IoU) go
+    nms_thresh: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6
+    # at most this many detections per image, best first
+    detections_per_img: Annotated[int, Field(gt=0)] = 300
+    topk_candidates: Annotated[int, Field(gt=0)] = 1000  # best (cell, class) pairs that go into NMS
 
 
 class YOLODetector(Head):

@@ -1,0 +1,51 @@
+"""The pipeline schema's open parts, assembled from the registries: `model.head` is the union of the registered
+heads' settings (tagged by `name`), `task` a registered task's name, `eval.best` `auto` or a stat of a registered
+task. So a new head is one file in cvpipe/models/heads/ and a new task one file in cvpipe/tasks/: config.py
+names neither.
+
+`pipeline_schema()` completes `PipelineConfig` once (pydantic forward references, resolved by `model_rebuild`);
+everything that validates a pipeline asks for it first.
+"""
+
+from __future__ import annotations
+
+import functools
+import typing
+from typing import Annotated, Literal, Union
+
+from pydantic import Field
+
+from cvpipe import config
+
+
+@functools.cache
+def pipeline_schema() -> type[config.PipelineConfig]:
+    from cvpipe.models.heads.registry import heads
+    from cvpipe.tasks import tasks
+
+    settings = tuple(spec.settings for _, spec in sorted(heads().items()))
+    stats = tuple(dict.fromkeys(stat for _, task in sorted(tasks().items()) for stat in task.stats))
+    names = {
+        "HeadConfig": Annotated[Union[settings], Field(discriminator="name")],  # noqa: UP007 (a tuple of classes)
+        "TaskName": Literal[tuple(sorted(tasks()))],
+        "BestStat": Literal[("auto", *stats)],
+    }
+    fields = ((config.ModelConfig, "head", "HeadConfig"), (config.PipelineConfig, "task", "TaskName"),
+              (config.EvalConfig, "best", "BestStat"))
+    for model, field, name in fields:  # resolved once here; set again on a later call (a head registered since)
+        if model.__pydantic_complete__:
+            annotation, metadata = names[name], ()
+            if typing.get_origin(annotation) is Annotated:
+                annotation, *metadata = typing.get_args(annotation)
+            model.model_fields[field].annotation = annotation
+            model.model_fields[field].discriminator = next((m.discriminator for m in metadata), None)
+    for model in (config.ModelConfig, config.EvalConfig, config.PipelineConfig):
+        model.model_rebuild(force=True, _types_namespace=names)
+    return config.PipelineConfig
+
+
+def head_settings() -> dict[str, type[config.HeadSettings]]:
+    """head name → its settings class, by name."""
+    from cvpipe.models.heads.registry import heads
+
+    return {name: spec.settings for name, spec in sorted(heads().items())}
