@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.console import Console
 
 from cvpipe.config import PipelineConfig
-from cvpipe.console import make_console, styled
+from cvpipe.console import make_console
 from cvpipe.engine.export import ExportReport
 from cvpipe.engine.fit import FitResult
 from cvpipe.engine.predict import PredictReport
@@ -59,58 +58,14 @@ class Pipeline:
         and the task's plots.
         With `report` (a path, or True: report.html beside the JSON, else beside the weights), one HTML page of
         the metrics, plots and worst val images (viz/report.py). Without them nothing is written."""
-        from cvpipe.engine.checkpoint import load_trained
-        from cvpipe.engine.data import load_split
-        from cvpipe.engine.evaluate import evaluate
-        from cvpipe.engine.progress import LoggedProgress
-        from cvpipe.io.images import write_text
-        from cvpipe.io.outputs import prepare_file
-        from cvpipe.ops.device import resolve_device
+        from cvpipe.engine.evaluate import run_evaluation
 
         require_data(self.config)
-        if json_path:
-            prepare_file(Path(json_path), "--json")
-        if report is True:
-            report = (Path(json_path).parent if json_path else self._output_dir(self._weights(weights))) / "report.html"
-        if report:
-            prepare_file(Path(report), "--report")
         weights = self._weights(weights)
-        device = resolve_device(self.config.train.device)
-        model, classes = load_trained(self.config, weights, device)
-        self.console.print(f"weights: {weights}" if weights is not None else
-                           f"weights: {self.config.model.weights} (the pipeline's model.weights, untrained here)")
-        dataset, warnings = load_split(self.config, "val", classes)
-        for line in warnings:
-            self.console.print(styled("data warning", "yellow", f" val: {line}"))
-        if self.config.tta.enabled:
-            from cvpipe.ops.tta import describe
-
-            self.console.print(f"test-time augmentation: {describe(self.config.tta)} (--set tta.enabled=false: plain)")
-        out_dir = Path(json_path).parent if json_path else None
-        skipped: list[str] = []
-        with LoggedProgress(self.console) as progress:
-            metrics = evaluate(model, self.config, dataset, device, out_dir=out_dir, progress=progress, tta=True,
-                               skipped=skipped)
-        for line in skipped:
-            self.console.print(styled("skipped", "yellow", f" {line} (left out of the metrics)"))
-        if json_path:
-            write_text(Path(json_path), json.dumps(metrics.as_json(), indent=2))
-            plots = metrics.plots(Path(json_path).parent)
-            self.console.print(f"plots → {Path(json_path).parent}: {', '.join(plots)}")
-        if report:
-            from datetime import datetime
-
-            from cvpipe.viz.report import write_report
-
-            facts = [("pipeline", f"{self.config.name} ({self.config.task})"),
-                     ("weights", str(weights) if weights is not None else f"{self.config.model.weights} (ready)"),
-                     ("evaluated", f"{len(dataset)} {dataset.split} images in {dataset.root}"
-                                   + (f", {len(skipped)} unreadable left out" if skipped else "")),
-                     ("written", datetime.now().isoformat(timespec="seconds"))]
-            write_report(Path(report), f"cvpipe eval: {self.config.name}", facts, metrics,
-                         {r.image_id: r for r in dataset.records}, classes)
-            self.console.print(f"report → {report}")
-        return metrics
+        if report is True:
+            report = (Path(json_path).parent if json_path else self._output_dir(weights)) / "report.html"
+        return run_evaluation(self.config, weights, json_path=Path(json_path) if json_path else None,
+                              report=Path(report) if report else None, console=self.console)
 
     def predict(self, source: str | Path, out: str | Path | None = None, *, weights: str | Path | None = None,
                 conf: float | str | None = None, resume: bool = False, save_images: bool | None = None,
