@@ -100,13 +100,18 @@ class Pipeline:
         return export(self.config, weights, out)
 
     def video(self, source: str | int | list[str], out: str | Path | None = None, *, weights: str | Path | None = None,
-              **options) -> VideoReport | list[VideoReport]:
+              jsonl: str | Path | None = None, show: bool = False, serve: str | None = None, stride: int = 1,
+              conf: float | str | None = None, backend: str = "auto", max_frames: int | None = None,
+              duration: float | None = None, folder_fps: float | None = None) -> VideoReport | list[VideoReport]:
         """The pipeline over a video file, image folder, webcam or stream, or a list of them run together; an
         annotated MP4, JSON lines and a summary per source. One source: `out` is its MP4 (default
         <run>/video/<source>.mp4) and one report comes back. A list: `out` is a folder (default <run>/video/),
-        each source's files are named after it, and the reports come back in order. Options: see
-        `engine.video.run_video`."""
-        from cvpipe.engine.video import run_video, stream_stem, unique_stems
+        each source's files are named after it, and the reports come back in order. The options are
+        `engine.video.VideoOptions`."""
+        from cvpipe.engine.video import VideoOptions, run_video, stream_stem, unique_stems
+
+        options = VideoOptions(jsonl=Path(jsonl) if jsonl else None, show=show, serve=serve, stride=stride, conf=conf,
+                               backend=backend, max_frames=max_frames, duration=duration, folder_fps=folder_fps)
 
         weights = self._weights(weights)
         sources = [str(s) for s in source] if isinstance(source, (list, tuple)) else [str(source)]
@@ -115,5 +120,5 @@ class Pipeline:
             outs = [folder / f"{stem}.mp4" for stem in unique_stems(sources)]
         else:
             outs = [Path(out) if out else self._output_dir(weights) / "video" / f"{stream_stem(sources[0])}.mp4"]
-        reports = run_video(self.config, sources, weights, outs=outs, console=self.console, **options)
+        reports = run_video(self.config, sources, weights, outs=outs, options=options, console=self.console)
         return reports if isinstance(source, (list, tuple)) else reports[0]

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from cvpipe.engine.checkpoint import save_checkpoint
-from cvpipe.engine.video import _copies, run_video
+from cvpipe.engine.video import VideoOptions, _copies, run_video
 from cvpipe.errors import ConfigError, CvpipeError, DataError
 from cvpipe.io.images import write_image
 from cvpipe.io.streams import Frame, open_source
@@ -234,7 +234,7 @@ def test_segmentation_runs_through_the_same_command(tmp_path):
 def test_show_without_a_display_is_a_clear_error(tmp_path):
     pipeline, weights = segmentation_pipeline(tmp_path)
     with pytest.raises(ConfigError, match="--show"):
-        run_video(pipeline.config, [str(tmp_path)], weights, outs=[None], show=True)
+        run_video(pipeline.config, [str(tmp_path)], weights, outs=[None], options=VideoOptions(show=True))
 
 
 @pytest.mark.parametrize("setting", ["video.track=true", "video.lines={door: [[0.5, 0], [0.5, 1]]}",

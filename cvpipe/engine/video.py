@@ -223,16 +223,29 @@ class StreamRun:
             write_text(out.with_name(f"{out.stem}.summary.json"), json.dumps(self.report.as_json(), indent=1))
 
 
+@dataclass(frozen=True)
+class VideoOptions:
+    """How a video run goes, beside its pipeline, sources and outputs (`cvpipe video`'s options)."""
+
+    jsonl: Path | None = None  # the JSON lines of a single source (default: beside its MP4)
+    show: bool = False  # an OpenCV window per source (q stops)
+    serve: str | None = None  # [HOST:]PORT of the live page; when the sources end by themselves it stays up
+    stride: int = 1  # files: every stride-th frame
+    conf: float | str | None = None  # ops/threshold.resolve_conf: a number, auto, or None (carried, else default)
+    backend: str = "auto"
+    max_frames: int | None = None  # per source
+    duration: float | None = None  # seconds, all sources together
+    folder_fps: float | None = None  # the frame rate an image folder plays at
+
+
 def run_video(config: PipelineConfig, sources: list[str], weights: Path | None, *, outs: list[Path | None],
-              jsonl: Path | None = None, show: bool = False, serve: str | None = None, stride: int = 1,
-              conf: float | str | None = None, backend: str = "auto", max_frames: int | None = None,
-              duration: float | None = None, folder_fps: float | None = None,
-              console: Console | None = None) -> list[VideoReport]:
+              options: VideoOptions = VideoOptions(), console: Console | None = None) -> list[VideoReport]:
     """Every source through the pipeline, together; one report per source. `outs[k]` is source k's MP4 (its JSON
-    lines and summary go beside it); `jsonl` names the JSON lines of a single source. `serve` ([HOST:]PORT) puts
-    the live page up; when the sources end by themselves it stays up until Ctrl-C. `conf`:
-    engine/threshold.resolve_conf."""
+    lines and summary go beside it)."""
     console = console or make_console()
+    jsonl, show, serve, stride, conf, backend = (options.jsonl, options.show, options.serve, options.stride,
+                                                 options.conf, options.backend)
+    max_frames, duration, folder_fps = options.max_frames, options.duration, options.folder_fps
     if jsonl is not None and len(sources) > 1:
         raise ConfigError("--jsonl names one file: with several sources each one's JSON lines go beside its MP4")
     logs = [jsonl if jsonl is not None else (out.with_suffix(".jsonl") if out else None) for out in outs]
