@@ -42,12 +42,14 @@ class Pipeline:
         """Beside the checkpoint; for an untrained ready model, <output.dir>/<name>."""
         return weights.parent if weights is not None else Path(self.config.output.dir) / self.config.name
 
-    def fit(self, *, resume: bool | str | Path = False, tensorboard: bool = True) -> FitResult:
-        """Train; `resume=True` continues the latest run of this pipeline from its last.pt."""
+    def fit(self, *, resume: bool | str | Path = False, tensorboard: bool = True, callbacks=()) -> FitResult:
+        """Train; `resume=True` continues the latest run of this pipeline from its last.pt. `callbacks`
+        (engine.callbacks.Callback) run after the pipeline's own."""
         from cvpipe.engine.fit import fit
 
         require_data(self.config)
-        self.last_fit = fit(self.config, resume=resume, console=self.console, tensorboard=tensorboard)
+        self.last_fit = fit(self.config, resume=resume, console=self.console, tensorboard=tensorboard,
+                            callbacks=callbacks)
         return self.last_fit
 
     def evaluate(self, weights: str | Path | None = None, *, json_path: str | Path | None = None,

@@ -3,13 +3,13 @@ weights/ and data/ folders, once; everything else is synthetic and made per test
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
 import pytest
 
 from cvpipe.data.synthetic import make_shapes
+from cvpipe.engine.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 # The suite's real weights and data live in the checkout (git-ignored), as `make` keeps them, whatever folder
@@ -67,20 +67,15 @@ def train_on_one_batch(model, images: list, targets: list[dict], optimizer, step
     return losses, loss_dict
 
 
-@contextlib.contextmanager
-def killed_after_epoch(monkeypatch, epoch: int):
-    """Inside: training raises KeyboardInterrupt right after epoch `epoch`'s checkpoints are written, as a kill
-    would end it (the console line comes after them)."""
-    from cvpipe.engine import callbacks
+class KilledAfterEpoch(Callback):
+    """Raises KeyboardInterrupt right after epoch `epoch`'s checkpoints and log line are written, as a kill then
+    would end the run (it runs after the pipeline's own callbacks)."""
 
-    original = callbacks.epoch_line
+    name = "killed"
 
-    def line(row, *args):
-        if row["epoch"] == epoch:
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_end(self, t, row: dict) -> None:
+        if t.state.epoch == self.epoch:
             raise KeyboardInterrupt
-        return original(row, *args)
-
-    monkeypatch.setattr(callbacks, "epoch_line", line)
-    with pytest.raises(KeyboardInterrupt):
-        yield
-    monkeypatch.setattr(callbacks, "epoch_line", original)

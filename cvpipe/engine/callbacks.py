@@ -2,7 +2,8 @@
 limit, evaluation, early stopping, checkpoints and logs. `Trainer` (engine/fit.py) calls them in list order; a
 callback's `state_dict()` goes into `last.pt`, so `--resume` restores it.
 
-`t` is the `Trainer`. Hooks: `on_epoch_start(t)` and `on_step(t, values)` on every rank; `on_epoch_end(t, row)` on every rank for
+`t` is the `Trainer`: where training stands is `t.state` (a `TrainState`: epoch, epochs, iteration, best,
+improved, metrics, stop reason, history), what it acts on `t.model`, `t.ema`, `t.optimizer`, `t.config`. Hooks: `on_epoch_start(t)` and `on_step(t, values)` on every rank; `on_epoch_end(t, row)` on every rank for
 callbacks with `every_rank`, else on rank 0 alone (it evaluates and writes); `on_fit_end(t)` on rank 0.
 """
 
@@ -48,9 +49,9 @@ class Unfreeze(Callback):
         self.at = at
 
     def on_epoch_start(self, t) -> None:
-        if t.epoch == self.at:
+        if t.state.epoch == self.at:
             t.unfreeze()
-            t.console.print(f"epoch {t.epoch + 1}: backbone stages unfrozen (train.unfreeze_epoch {self.at})")
+            t.console.print(f"epoch {t.state.epoch + 1}: backbone stages unfrozen (train.unfreeze_epoch {self.at})")
 
 
 class EMA(Callback):
@@ -59,7 +60,7 @@ class EMA(Callback):
     name = "ema"
 
     def on_step(self, t, values: dict[str, float]) -> None:
-        t.ema.update(t.model, step=t.iteration - 1)
+        t.ema.update(t.model, step=t.state.iteration - 1)
 
 
 class TimeLimit(Callback):
@@ -73,31 +74,31 @@ class TimeLimit(Callback):
         self.minutes = minutes
 
     def on_epoch_end(self, t, row: dict) -> None:
-        epochs = max(t.epoch, math.floor(self.minutes * 60 / (t.train_seconds / t.epoch)))
-        t.epochs = distributed.broadcast(t.rank, epochs)
-        t.progress.update(t.bar, total=t.epochs * t.iters_per_epoch)
+        epochs = max(t.state.epoch, math.floor(self.minutes * 60 / (t.state.train_seconds / t.state.epoch)))
+        t.state.epochs = distributed.broadcast(t.rank, epochs)
+        t.progress.update(t.bar, total=t.state.epochs * t.iters_per_epoch)
 
 
 class Evaluation(Callback):
     """Every `eval.interval` epochs and after the last: the task's evaluation on val (of the EMA weights where
-    kept), into the epoch's row; `t.improved` says whether `eval.best` beat the best so far."""
+    kept), into the epoch's row; `t.state.improved` says whether `eval.best` beat the best so far."""
 
     name = "evaluation"
 
     def on_epoch_end(self, t, row: dict) -> None:
-        t.improved = False
-        if not (t.epoch % t.config.eval.interval == 0 or t.epoch >= t.epochs):
+        t.state.improved = False
+        if not (t.state.epoch % t.config.eval.interval == 0 or t.state.epoch >= t.state.epochs):
             return
         skipped: list[str] = []
-        t.metrics = evaluate(t.eval_model, t.config, t.val_set, t.device, progress=t.progress, skipped=skipped)
+        t.state.metrics = evaluate(t.eval_model, t.config, t.val_set, t.device, progress=t.progress, skipped=skipped)
         for reason in skipped:
             t.skip(f"val {reason}", "left out of the metrics")
-        row.update({k: float(f"{v:.6g}") for k, v in t.metrics.stats.items()})  # style losses are ~1e-6
-        t.log.scalars(t.epoch, t.metrics.stats, "val")
-        value = t.metrics.stats[t.config.eval.best]
-        t.improved = improves(value, t.best, t.config.eval.best, get_task(t.config.task).lower_is_better)
-        if t.improved:
-            t.best = value
+        row.update({k: float(f"{v:.6g}") for k, v in t.state.metrics.stats.items()})  # style losses are ~1e-6
+        t.log.scalars(t.state.epoch, t.state.metrics.stats, "val")
+        value = t.state.metrics.stats[t.config.eval.best]
+        t.state.improved = improves(value, t.state.best, t.config.eval.best, get_task(t.config.task).lower_is_better)
+        if t.state.improved:
+            t.state.best = value
 
 
 class EarlyStopping(Callback):
@@ -110,12 +111,12 @@ class EarlyStopping(Callback):
         self.patience, self.best_epoch = patience, 0
 
     def on_epoch_end(self, t, row: dict) -> None:
-        if t.improved:
-            self.best_epoch = t.epoch
-        if t.epoch - self.best_epoch >= self.patience and t.epoch < t.epochs:
-            t.stop(f"early stopping after epoch {t.epoch}: {t.config.eval.best} has not improved for "
-                   f"{t.epoch - self.best_epoch} epochs (train.patience {self.patience}); best "
-                   f"{t.best:.4g} at epoch {self.best_epoch}")
+        if t.state.improved:
+            self.best_epoch = t.state.epoch
+        if t.state.epoch - self.best_epoch >= self.patience and t.state.epoch < t.state.epochs:
+            t.stop(f"early stopping after epoch {t.state.epoch}: {t.config.eval.best} has not improved for "
+                   f"{t.state.epoch - self.best_epoch} epochs (train.patience {self.patience}); best "
+                   f"{t.state.best:.4g} at epoch {self.best_epoch}")
 
     def state_dict(self) -> dict:
         return {"best_epoch": self.best_epoch}
@@ -131,14 +132,14 @@ class Checkpoints(Callback):
     name = "checkpoints"
 
     def on_epoch_end(self, t, row: dict) -> None:
-        common = {"classes": t.classes, "reused": t.reused, "config": t.config.model_dump(mode="json"), "epoch": t.epoch,
-                  "epochs": t.epochs, "iteration": t.iteration, "history": t.history,
-                  "train_seconds": t.train_seconds, "stop_reason": t.stop_reason}
-        if t.improved:
-            save_checkpoint(t.run_dir / "best.pt", {**common, "model": t.eval_model.state_dict(), "best": t.best,
-                                                    "metrics": t.metrics.as_json()})
+        common = {"classes": t.classes, "reused": t.reused, "config": t.config.model_dump(mode="json"), "epoch": t.state.epoch,
+                  "epochs": t.state.epochs, "iteration": t.state.iteration, "history": t.state.history,
+                  "train_seconds": t.state.train_seconds, "stop_reason": t.state.stop_reason}
+        if t.state.improved:
+            save_checkpoint(t.run_dir / "best.pt", {**common, "model": t.eval_model.state_dict(), "best": t.state.best,
+                                                    "metrics": t.state.metrics.as_json()})
         save_checkpoint(t.run_dir / "last.pt", {
-            **common, "best": t.best, "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
+            **common, "best": t.state.best, "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
             "scaler": t.scaler.state_dict(), "ema": t.ema.module.state_dict() if t.ema is not None else None,
             "callbacks": {c.name: c.state_dict() for c in t.callbacks}})
 
@@ -185,11 +186,11 @@ class Logs(Callback):
 
     def on_step(self, t, values: dict[str, float]) -> None:
         if t.log:
-            t.log.scalars(t.iteration, {**values, "lr": t.lr}, "train")
+            t.log.scalars(t.state.iteration, {**values, "lr": t.lr}, "train")
 
     def on_epoch_end(self, t, row: dict) -> None:
-        t.log.epoch_row(t.history)
-        t.console.print(epoch_line(row, epochs_total(t.epochs, t.config.train.time_limit), t.config.eval.best,
+        t.log.epoch_row(t.state.history)
+        t.console.print(epoch_line(row, epochs_total(t.state.epochs, t.config.train.time_limit), t.config.eval.best,
                                    get_task(t.config.task).headline))
 
     def on_fit_end(self, t) -> None:
@@ -198,13 +199,13 @@ class Logs(Callback):
         from cvpipe.viz import plots
 
         t.plots = ["loss_curves.png"]
-        if t.metrics is not None:
-            written = (t.metrics.as_json() | ({"stop_reason": t.stop_reason} if t.stop_reason else {})
+        if t.state.metrics is not None:
+            written = (t.state.metrics.as_json() | ({"stop_reason": t.state.stop_reason} if t.state.stop_reason else {})
                        | ({"reused_classes": t.reused} if t.reused else {}))
             write_text(t.run_dir / "metrics.json", json.dumps(written, indent=2))
-            t.plots += t.metrics.plots(t.run_dir)
+            t.plots += t.state.metrics.plots(t.run_dir)
         task = get_task(t.config.task)
-        plots.loss_curves(t.history, t.run_dir / "loss_curves.png", task.headline,
+        plots.loss_curves(t.state.history, t.run_dir / "loss_curves.png", task.headline,
                           unit_interval=not task.lower_is_better)
 
 

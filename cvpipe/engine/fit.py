@@ -12,17 +12,20 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
 from rich.console import Console
+from torch import nn
 
 from cvpipe.config import PipelineConfig
 from cvpipe.console import make_console, styled
 from cvpipe.engine import distributed
-from cvpipe.engine.callbacks import callbacks_for, epochs_total, make_ema
+from cvpipe.engine.callbacks import Callback, callbacks_for, epochs_total, make_ema
 from cvpipe.engine.checkpoint import check_classes, load_checkpoint
 from cvpipe.engine.data import load_split, make_loader, precompute_proposals
 from cvpipe.engine.logs import RunLog
@@ -97,13 +100,32 @@ def resume_state(config: PipelineConfig, resume: bool | str | Path) -> tuple[Pat
     return run_dir, path, state
 
 
+@dataclass
+class TrainState:
+    """Where training stands, the one thing callbacks read and change (besides the model they act on): `last.pt`
+    keeps it, so `--resume` goes on from it."""
+
+    epochs: int  # the schedule's length (a time limit re-estimates it; early stopping cuts it)
+    epoch: int = 0  # epochs done
+    iteration: int = 0  # optimiser steps done
+    best: float | None = None  # the best `eval.best` so far
+    improved: bool = False  # whether this epoch's evaluation beat it
+    metrics: Any = None  # the latest evaluation (metrics.base.Metrics)
+    stop_reason: str = ""  # why training stopped before the schedule's end
+    history: list[dict] = field(default_factory=list)  # one row per epoch: losses, lr, time, val stats
+    train_seconds: float = 0.0  # time spent in training epochs (not evaluating)
+
+
 class Trainer:
     """The training loop: state (model, optimizer, schedule, history) and the steps every head shares; all else is
     a callback (engine/callbacks.py). Under torchrun as DistributedDataParallel: every rank trains on its shard of
     the train split, rank 0 alone evaluates and writes the run folder."""
 
     def __init__(self, config: PipelineConfig, *, resume: bool | str | Path = False, console: Console | None = None,
-                 tensorboard: bool = True):
+                 tensorboard: bool = True, callbacks: Sequence[Callback] = ()):
+        """`callbacks` run after the pipeline's own (engine/callbacks.py), every hook. The model, the optimizer and
+        the train loader come from `build_model`, `build_optimizer` and `train_loader`, which a subclass may
+        override."""
         self.rank = distributed.setup(config.train.device)
         self.console = console if self.rank.main and console is not None else make_console(quiet=not self.rank.main)
         state = None
@@ -130,7 +152,7 @@ class Trainer:
         self.run_dir = run_dir
 
         torch.manual_seed(config.train.seed)
-        self.model = build_model(config, len(self.classes), pretrained=state is None)
+        self.model = self.build_model(pretrained=state is None)
         # output rows of classes the pretrained head also had start from its rows (model.head.reuse_classes)
         self.reused = reuse_classes(self.model, config, self.classes) if state is None else state.get("reused", {})
         if self.reused and state is None:
@@ -140,36 +162,46 @@ class Trainer:
         self.model = self.model.to(self.device)
         if config.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.callbacks = callbacks_for(config)
+        self.callbacks = [*callbacks_for(config), *callbacks]
         unfreeze_at = config.train.unfreeze_epoch if config.model.backbone.freeze else None
         if state is not None and unfreeze_at is not None and state["epoch"] >= unfreeze_at:
             unfreeze_backbone(self.model, keep_bn_frozen=config.model.backbone.frozen_bn)
-        self.optimizer, self.ema = build_optimizer(self.model, config.train), make_ema(self.model, config)
+        self.optimizer, self.ema = self.build_optimizer(), make_ema(self.model, config)
         use_amp = config.train.amp and self.device.type == "cuda"
         self.amp = use_amp
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
-        self.epochs, self.epoch, self.iteration, self.best = config.train.epochs, 0, 0, None
-        self.history: list[dict] = []
-        self.train_seconds, self.stop_reason, self.metrics, self.improved = 0.0, "", None, False
+        self.state = TrainState(epochs=config.train.epochs)
         if state is not None:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scaler.load_state_dict(state["scaler"])
             if self.ema is not None and state.get("ema") is not None:
                 self.ema.module.load_state_dict(state["ema"])
-            self.epochs, self.epoch, self.iteration = state["epochs"], state["epoch"], state["iteration"]
-            self.best, self.history = state["best"], list(state["history"])
-            self.train_seconds, self.stop_reason = state["train_seconds"], state.get("stop_reason", "")
+            self.state.epochs, self.state.epoch, self.state.iteration = state["epochs"], state["epoch"], state["iteration"]
+            self.state.best, self.state.history = state["best"], list(state["history"])
+            self.state.train_seconds, self.state.stop_reason = state["train_seconds"], state.get("stop_reason", "")
             for callback in self.callbacks:
                 callback.load_state_dict(state.get("callbacks", {}).get(callback.name, {}))
         self.log = RunLog(run_dir, tensorboard=tensorboard) if self.rank.main else None
         self.step = self._train_step()
         self.shard = (self.rank.rank, self.rank.world)
-        self.iters_per_epoch = len(make_loader(config, self.train_set, "train", shard=self.shard))
+        self.iters_per_epoch = len(self.train_loader(0))
         self.skipped: dict[str, None] = {}  # "file: reason" of every image left out, in order, once
         self.skips_unsaved = False
         self.plots: list[str] = []
         self.lr = config.train.lr
+
+    def build_model(self, pretrained: bool) -> nn.Module:
+        """The model to train, on the CPU: the pipeline's, with its pretrained weights unless resuming."""
+        return build_model(self.config, len(self.classes), pretrained=pretrained)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """Over the model's trainable parameters (again after an unfreeze)."""
+        return build_optimizer(self.model, self.config.train)
+
+    def train_loader(self, epoch: int):
+        """This rank's shard of the train split for `epoch` (its shuffle and augmentation draws follow the epoch)."""
+        return make_loader(self.config, self.train_set, "train", epoch=epoch, shard=self.shard)
 
     def _train_step(self) -> TrainStep:
         return TrainStep(distributed.wrap(self.rank, self.model, self.device), self.optimizer, self.scaler,
@@ -183,12 +215,12 @@ class Trainer:
         """Train the frozen backbone stages too, from a new optimizer (and EMA) over every parameter."""
         unfreeze_backbone(self.model, keep_bn_frozen=self.config.model.backbone.frozen_bn)
         self.model.to(self.device)
-        self.optimizer, self.ema = build_optimizer(self.model, self.config.train), make_ema(self.model, self.config)
+        self.optimizer, self.ema = self.build_optimizer(), make_ema(self.model, self.config)
         self.step = self._train_step()
 
     def stop(self, reason: str) -> None:
         """End training after this epoch: the schedule is cut to it, and `reason` is reported and kept."""
-        self.stop_reason, self.epochs = reason, self.epoch
+        self.state.stop_reason, self.state.epochs = reason, self.state.epoch
         self.console.print(styled("stopped", "yellow", f" {reason}"))
 
     def skip(self, reason: str, note: str) -> None:
@@ -208,10 +240,10 @@ class Trainer:
         with LoggedProgress(self.console) as progress:
             self.progress = progress
             precompute_proposals(config, [self.train_set, self.val_set], progress)
-            self.bar = progress.add_task("train", total=self.epochs * self.iters_per_epoch, completed=self.iteration,
+            self.bar = progress.add_task("train", total=self.state.epochs * self.iters_per_epoch, completed=self.state.iteration,
                                          info="")
-            while self.epoch < self.epochs:
-                torch.manual_seed(config.train.seed + self.epoch)  # the heads' sampling too: a resumed epoch replays
+            while self.state.epoch < self.state.epochs:
+                torch.manual_seed(config.train.seed + self.state.epoch)  # the heads' sampling too: a resumed epoch replays
                 for callback in self.callbacks:
                     callback.on_epoch_start(self)
                 row = self._train_epoch()
@@ -220,9 +252,9 @@ class Trainer:
                 if not rank.main:  # rank 0 evaluates and saves; the others wait for it before the next epoch
                     distributed.barrier(rank)
                     if config.train.patience:
-                        self.epochs = distributed.broadcast(rank, self.epochs)
+                        self.state.epochs = distributed.broadcast(rank, self.state.epochs)
                     continue
-                self.history.append(row)
+                self.state.history.append(row)
                 for callback in main_only:
                     callback.on_epoch_end(self, row)
                 if self.skips_unsaved:  # once an epoch, not once per skipped file
@@ -230,17 +262,17 @@ class Trainer:
                     self.skips_unsaved = False
                 distributed.barrier(rank)
                 if config.train.patience:  # early stopping on rank 0 ends every rank's schedule
-                    self.epochs = distributed.broadcast(rank, self.epochs)
+                    self.state.epochs = distributed.broadcast(rank, self.state.epochs)
         if not rank.main:
             distributed.teardown(rank)
             return FitResult(self.run_dir, self.run_dir / "best.pt", self.run_dir / "last.pt", None, [],
-                             self.train_seconds, [], self.stop_reason)
+                             self.state.train_seconds, [], self.state.stop_reason)
         self.log.close()
         for callback in self.callbacks:
             callback.on_fit_end(self)
         distributed.teardown(rank)
-        return FitResult(self.run_dir, self.run_dir / "best.pt", self.run_dir / "last.pt", self.metrics, self.history,
-                         self.train_seconds, self.plots, self.stop_reason)
+        return FitResult(self.run_dir, self.run_dir / "best.pt", self.run_dir / "last.pt", self.state.metrics, self.state.history,
+                         self.state.train_seconds, self.plots, self.state.stop_reason)
 
     def _train_epoch(self) -> dict:
         """One pass over this rank's shard of the train split; the epoch's row of mean losses."""
@@ -248,34 +280,34 @@ class Trainer:
         self.model.train()
         sums: dict[str, float] = defaultdict(float)
         steps = skipped_images = 0
-        total = self.epochs * self.iters_per_epoch
-        self.lr = config.train.lr * lr_factor(self.iteration, total, config.train.warmup_iters)
+        total = self.state.epochs * self.iters_per_epoch
+        self.lr = config.train.lr * lr_factor(self.state.iteration, total, config.train.warmup_iters)
         start = time.perf_counter()
-        for images, targets, skipped in make_loader(config, self.train_set, "train", epoch=self.epoch, shard=self.shard):
+        for images, targets, skipped in self.train_loader(self.state.epoch):
             skipped_images += len(skipped)
             for reason in skipped:
                 self.skip(reason, "listed in skipped.txt")
             if not images:
                 continue
-            self.lr = set_lr(self.optimizer, config.train.lr, lr_factor(self.iteration, total, config.train.warmup_iters))
+            self.lr = set_lr(self.optimizer, config.train.lr, lr_factor(self.state.iteration, total, config.train.warmup_iters))
             values = self.step(images, targets)
             if not math.isfinite(values["loss"]):
-                raise CvpipeError(f"loss is {values['loss']} at iteration {self.iteration} (epoch {self.epoch + 1}); "
+                raise CvpipeError(f"loss is {values['loss']} at iteration {self.state.iteration} (epoch {self.state.epoch + 1}); "
                                   f"lower train.lr (now {config.train.lr}) or check the data with `cvpipe data check`")
-            self.iteration += 1
+            self.state.iteration += 1
             steps += 1
             for k, v in values.items():
                 if k != "loss":
                     sums[k] += v
             for callback in self.callbacks:
                 callback.on_step(self, values)
-            self.progress.update(self.bar, advance=1, description=f"epoch {self.epoch + 1}/"
-                                 f"{epochs_total(self.epochs, self.config.train.time_limit)}",
+            self.progress.update(self.bar, advance=1, description=f"epoch {self.state.epoch + 1}/"
+                                 f"{epochs_total(self.state.epochs, self.config.train.time_limit)}",
                                  info=f"loss {values['loss']:.3f}")
         seconds = time.perf_counter() - start
-        self.train_seconds += seconds
-        self.epoch += 1
-        row = {"epoch": self.epoch, "iteration": self.iteration, "lr": round(self.lr, 8), "seconds": round(seconds, 2),
+        self.state.train_seconds += seconds
+        self.state.epoch += 1
+        row = {"epoch": self.state.epoch, "iteration": self.state.iteration, "lr": round(self.lr, 8), "seconds": round(seconds, 2),
                **{k: round(v / max(1, steps), 5) for k, v in sums.items()},
                "loss": round(sum(sums.values()) / max(1, steps), 5)}
         if skipped_images:
@@ -284,6 +316,6 @@ class Trainer:
 
 
 def fit(config: PipelineConfig, *, resume: bool | str | Path = False, console: Console | None = None,
-        tensorboard: bool = True) -> FitResult:
+        tensorboard: bool = True, callbacks: Sequence[Callback] = ()) -> FitResult:
     """Train (see `Trainer`); `resume`: the latest run of this pipeline, or a run folder or checkpoint."""
-    return Trainer(config, resume=resume, console=console, tensorboard=tensorboard).fit()
+    return Trainer(config, resume=resume, console=console, tensorboard=tensorboard, callbacks=callbacks).fit()
