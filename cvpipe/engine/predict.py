@@ -74,6 +74,53 @@ class ImageFiles(torch.utils.data.Dataset):
             return i, None, failure_reason(self.files[i], e)
 
 
+@dataclass
+class PredictRun:
+    """What every way of predicting shares (local, `--shard`, torchrun, Ray): the output folder's journals and what
+    they already hold, this shard's images still to do, the confidence, the report, and the result files at the
+    end. Each engine supplies only how the images' batches are computed and appended to `journal`."""
+
+    config: PipelineConfig
+    task: Task
+    out: Path
+    names: list[str]  # every image's name, in discovery order
+    classes: list[str]
+    journals: list[Path]  # one per shard
+    journal: Path  # this shard's
+    identity: dict  # what made the entries (journal_identity): a resume into another's folder is refused
+    todo: list[int]  # indices into `names`
+    report: PredictReport
+    resume: bool
+
+    @classmethod
+    def start(cls, config: PipelineConfig, out: Path, names: list[str], classes: list[str], weights: Path | None, *,
+              conf: float | str | None, resume: bool, shard: tuple[int, int] = (0, 1)) -> PredictRun:
+        k, shards = shard
+        task = get_task(config.task)
+        journals = journal_paths(out, shards)
+        identity = journal_identity(config, classes, weights)
+        check_made_by(journals if resume else [p for p in journals if p != journals[k]], identity)
+        done = JournalIndex(journals if resume else [])
+        todo = [i for i, name in enumerate(names) if i % shards == k and name not in done]
+        report = PredictReport(out, 0, len(done))
+        if task.thresholded:
+            report.conf, report.conf_source = resolve_conf(conf, weights, views=config.tta.enabled and task.tta)
+        return cls(config, task, out, names, classes, journals, journals[k], identity, todo, report, resume)
+
+    def open_journal(self):
+        """This shard's journal, to append finished entries to (`engine/journal.open_journal`)."""
+        return open_journal(self.journal, resume=self.resume, made_by=self.identity)
+
+    def finish(self, save_images: bool) -> JournalIndex:
+        """The result files from every shard's journal, into `report.written`; returns the journals' index."""
+        report, task = self.report, self.task
+        report.summary = f", {report.counted} {task.counted}" if task.counted else ""
+        index = JournalIndex(self.journals)
+        report.written = task.output_folders(save_images) + write_outputs(self.out, index, self.names, self.classes,
+                                                                          report, task)
+        return index
+
+
 def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path | None, *,
             conf: float | str | None = None,
             resume: bool = False, save_images: bool | None = None, backend: str = "auto",
@@ -95,22 +142,16 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     device = distributed.device_for(rank, resolve_device(config.train.device))
     model, classes, backend, why = inference_model(config, weights, device, backend)
     save_images = config.output.save_images if save_images is None else save_images
-    journals = journal_paths(out, shards)
-    journal_path = journals[k]
-    identity = journal_identity(config, classes, weights)
-    check_made_by(journals if resume else [p for p in journals if p != journal_path], identity)
-    done = JournalIndex(journals if resume else [])
     names = [image_name(f, root) for f in files]
-    todo = [i for i, name in enumerate(names) if i % shards == k and name not in done]
-    report = PredictReport(out, 0, len(done))
-    console.print(f"predict: {counted(len(files), 'image')} from {source}" + (f", {len(done)} already done" if done else "")
+    run = PredictRun.start(config, out, names, classes, weights, conf=conf, resume=resume, shard=shard)
+    task, todo, report = run.task, run.todo, run.report
+    console.print(f"predict: {counted(len(files), 'image')} from {source}"
+                  + (f", {report.resumed} already done" if report.resumed else "")
                   + (f", shard {k}/{shards} ({len(todo)} to do)" if shards > 1 else "")
                   + (f", test-time augmentation: {describe(config.tta)}" if config.tta.enabled else "")
                   + f" → {out}")
     console.print(f"backend: {backend} ({why})")
-    task = get_task(config.task)
-    if task.thresholded:
-        report.conf, report.conf_source = resolve_conf(conf, weights, views=config.tta.enabled and task.tta)
+    if report.conf is not None:
         console.print(f"conf: {report.conf:g} ({report.conf_source})")
     transform = build_augment(config.augment, "eval") if task.eval_transform else None
     loader = DataLoader(ImageFiles([files[i] for i in todo], transform), batch_size=config.eval.batch_size,
@@ -130,8 +171,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
             journal.flush()
 
     extra = task.prepare_predict(config, save_images)
-    with (open_journal(journal_path, resume=resume, made_by=identity) as journal, LoggedProgress(console) as progress,
-          ThreadPoolExecutor(max_workers=1) as writer):
+    with run.open_journal() as journal, LoggedProgress(console) as progress, ThreadPoolExecutor(max_workers=1) as writer:
         bar = progress.add_task("predict", total=len(todo), info="")
         for batch in loader:
             job = PredictJob(config, device, classes, out, report.conf, save_images, writer.submit, extra=extra, root=root)
@@ -144,11 +184,9 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
             progress.update(bar, advance=len(batch), info=f"{report.processed / (time.perf_counter() - start):.1f} img/s")
         settle(journal, keep=0)
     report.seconds = time.perf_counter() - start
-    report.summary = f", {report.counted} {task.counted}" if task.counted else ""
     distributed.barrier(rank)  # every shard's journal is complete
     if rank.main:
-        report.written = task.output_folders(save_images) + write_outputs(
-            out, JournalIndex(journals), names, classes, report, task)
+        run.finish(save_images)
     distributed.teardown(rank)
     return report
 

@@ -30,8 +30,8 @@ from cvpipe.config import PipelineConfig
 from cvpipe.console import make_console
 from cvpipe.data.augment import augment_image, build_augment
 from cvpipe.data.samples import image_tensor
-from cvpipe.engine.journal import JournalIndex, check_made_by, journal_paths, open_journal
-from cvpipe.engine.predict import PredictReport, journal_identity, predict_items, write_outputs
+from cvpipe.engine.journal import JournalIndex
+from cvpipe.engine.predict import PredictReport, PredictRun, predict_items
 from cvpipe.engine.progress import LoggedProgress
 from cvpipe.engine.runtime import inference_model
 from cvpipe.errors import CvpipeError
@@ -47,7 +47,6 @@ from cvpipe.io.images import (
 from cvpipe.io.outputs import prepare_dir
 from cvpipe.numbers import is_int
 from cvpipe.ops.device import resolve_device
-from cvpipe.ops.threshold import resolve_conf
 from cvpipe.tasks import get_task
 from cvpipe.tasks.base import PredictJob
 
@@ -199,17 +198,9 @@ def predict_on_ray(config: PipelineConfig, source: str | Path, out: Path, weight
     names = [image_name(path, base) for path in paths]
     root = None if filesystem is not None else Path(base)  # where the tasks read files' own metadata (GeoTIFF)
     save_images = config.output.save_images if save_images is None else save_images
-    journal_path = journal_paths(out, 1)[0]
-    task = get_task(config.task)
     _, classes, backend_used, why = inference_model(config, weights, torch.device("cpu"), backend)
-    identity = journal_identity(config, classes, weights)
-    if resume:
-        check_made_by([journal_path], identity)
-    done = JournalIndex([journal_path] if resume else [])
-    todo = [i for i, name in enumerate(names) if name not in done]
-    report = PredictReport(out, 0, len(done))
-    if task.thresholded:
-        report.conf, report.conf_source = resolve_conf(conf, weights, views=config.tta.enabled and task.tta)
+    run = PredictRun.start(config, out, names, classes, weights, conf=conf, resume=resume)
+    todo, report = run.todo, run.report
     _quiet(ray)
     _check_reachable(address)
     try:
@@ -222,7 +213,7 @@ def predict_on_ray(config: PipelineConfig, source: str | Path, out: Path, weight
     try:
         count, resources = _pool(ray, actors)
         console.print(f"predict on Ray: {len(names)} images from {source}"
-                      + (f", {len(done)} already done" if done else "")
+                      + (f", {report.resumed} already done" if report.resumed else "")
                       + f", {count} actor(s) × {resources} on {ray.cluster_resources().get('CPU', 0):g} CPUs, "
                       f"{ray.cluster_resources().get('GPU', 0):g} GPUs → {out}")
         console.print(f"backend: {backend_used} ({why})" + (", on the CPU; each actor picks for its device"
@@ -236,15 +227,13 @@ def predict_on_ray(config: PipelineConfig, source: str | Path, out: Path, weight
                 actor = {"config": config, "weights": weights, "backend": backend, "conf": report.conf,
                          "out": out, "save_images": save_images, "root": root}
                 results = _dataset(ray, config, [paths[i] for i in todo], base, filesystem, actor, count, resources)
-                _collect(results, task, len(todo), journal_path, resume, report, console, identity)
+                _collect(results, run, console)
             except Exception as e:  # Ray wraps what failed on the cluster; a cvpipe error in it says what to do
                 raise _cause(ray, e) from None
         report.seconds = time.perf_counter() - start
     finally:
         ray.shutdown()
-    report.summary = f", {report.counted} {task.counted}" if task.counted else ""
-    index = JournalIndex([journal_path])
-    report.written = task.output_folders(save_images) + write_outputs(out, index, names, classes, report, task)
+    index = run.finish(save_images)
     report.written.append(_write_parquet(out / "results.parquet", index, names))
     return report
 
@@ -266,12 +255,12 @@ def _dataset(ray, config: PipelineConfig, paths: list[str], base: str, filesyste
                                **resources)
 
 
-def _collect(results, task, total: int, journal_path: Path, resume: bool, report: PredictReport,
-             console: Console, made_by: dict) -> None:
+def _collect(results, run: PredictRun, console: Console) -> None:
     """The entries as they arrive: appended to the journal (so a killed driver resumes), counted, shown."""
     start = time.perf_counter()
-    with open_journal(journal_path, resume=resume, made_by=made_by) as journal, LoggedProgress(console) as progress:
-        bar = progress.add_task("predict", total=total, info="")
+    report, task = run.report, run.task
+    with run.open_journal() as journal, LoggedProgress(console) as progress:
+        bar = progress.add_task("predict", total=len(run.todo), info="")
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
             lines = list(batch["entry"])
             journal.write("".join(line + "\n" for line in lines))
