@@ -17,6 +17,7 @@ from cvpipe.engine.runtime import inference_model
 from cvpipe.errors import ConfigError
 from cvpipe.io.images import read_image, write_image
 from cvpipe.loading import load_pipeline
+from cvpipe.ops.detections import Detections
 from cvpipe.ops.inference import detect
 from cvpipe.ops.slicing import detect_sliced, instances_sliced, merge, slice_origins, slices_needed
 from cvpipe.pipeline import Pipeline
@@ -39,7 +40,7 @@ class OracleDetector:
     def __init__(self, objects: np.ndarray, scores: np.ndarray, origins_of):
         self.objects, self.scores, self.origins_of, self.calls = objects, scores, origins_of, []
 
-    def __call__(self, crops: list[torch.Tensor]) -> list[dict]:
+    def __call__(self, crops: list[torch.Tensor]) -> list[Detections]:
         self.calls.append(len(crops))
         out = []
         for crop in crops:
@@ -50,8 +51,7 @@ class OracleDetector:
                                 shifted[:, 3].clip(0, h)], 1)
             area = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
             seen = area >= 16  # a sliver of an object is not found
-            out.append({"boxes": torch.from_numpy(clipped[seen]), "scores": torch.from_numpy(self.scores[seen]),
-                        "labels": torch.zeros(int(seen.sum()), dtype=torch.long)})
+            out.append(Detections(clipped[seen], self.scores[seen], np.zeros(int(seen.sum()), np.int64)))
         return out
 
 
@@ -75,8 +75,8 @@ def test_every_object_across_seams_is_found_exactly_once(merge_by):
     tiling = TilingConfig(size=400, overlap=0.2, batch=4, merge=merge_by[0], match=merge_by[1], iou=0.5)
     found = detect_sliced(detector, image, 400, tiling)
     assert detector.calls == [4, 2]  # 6 slices, at most 4 a pass
-    assert len(found["boxes"]) == len(objects)
-    ious = _iou(found["boxes"].numpy(), objects)
+    assert len(found) == len(objects)
+    ious = _iou(found.boxes, objects)
     best = ious.argmax(1)
     assert sorted(best.tolist()) == list(range(len(objects)))  # one box per object, each object once
     if merge_by[0] != "nms":  # merging restores the whole box from its cut parts
@@ -85,11 +85,11 @@ def test_every_object_across_seams_is_found_exactly_once(merge_by):
 
 def test_nms_by_iou_keeps_a_seam_cut_part_beside_the_whole_object():
     """Why IoS is the default: a box cut to 40 % at a seam overlaps the whole object by IoU 0.4."""
-    whole = {"boxes": torch.tensor([[300.0, 10, 350, 60]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}
-    part = {"boxes": torch.tensor([[300.0, 10, 320, 60]]), "scores": torch.tensor([0.6]), "labels": torch.tensor([0])}
+    whole = Detections(np.array([[300.0, 10, 350, 60]], np.float32), np.array([0.9], np.float32), np.array([0]))
+    part = Detections(np.array([[300.0, 10, 320, 60]], np.float32), np.array([0.6], np.float32), np.array([0]))
     for match, expected in (("iou", 2), ("ios", 1)):
         tiling = TilingConfig(merge="nms", match=match, iou=0.5)
-        assert len(merge([whole, part], [(0, 0), (300, 0)], 400, tiling, (400, 800))["boxes"]) == expected
+        assert len(merge([whole, part], [(0, 0), (300, 0)], 400, tiling, (400, 800))) == expected
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -334,7 +334,7 @@ class OracleSegmenter:
         yy, xx = np.mgrid[y0:y1, x0:x1] + 0.5
         return PlacedMask.of(((xx - cx) ** 2 + (yy - cy) ** 2 <= self.radius**2).astype(np.uint8), x0, y0)
 
-    def __call__(self, crops: list[torch.Tensor]) -> list[dict]:
+    def __call__(self, crops: list[torch.Tensor]) -> list[Detections]:
         out = []
         for crop in crops:
             x, y = self.origins_of(crop)
@@ -352,9 +352,8 @@ class OracleSegmenter:
                 boxes.append([local.x, local.y, local.x + local.crop.shape[1], local.y + local.crop.shape[0]])
                 scores.append(self.scores[k])
                 masks.append(local)
-            out.append({"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                        "scores": torch.tensor(scores, dtype=torch.float32),
-                        "labels": torch.zeros(len(scores), dtype=torch.long), "masks": masks})
+            out.append(Detections(np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32),
+                                  np.zeros(len(scores), np.int64), masks))
         return out
 
 
@@ -373,15 +372,15 @@ def test_every_instance_across_seams_is_found_once_and_nmm_rejoins_its_mask(merg
     segmenter = OracleSegmenter(centres, scores, origins_of)
     tiling = TilingConfig(size=400, overlap=0.2, batch=4, merge=merge_by, match="ios", iou=0.5)
     found = instances_sliced(segmenter, image, 400, tiling)
-    assert len(found["masks"]) == len(found["boxes"]) == len(objects)
+    assert len(found.masks) == len(found.boxes) == len(objects)
     truth = [segmenter.disc(k, 0, 0, 700, 1000) for k in range(len(centres))]
-    best = _iou(found["boxes"].numpy(), objects).argmax(1)
+    best = _iou(found.boxes, objects).argmax(1)
     assert sorted(best.tolist()) == list(range(len(objects)))
-    ious = np.array([_mask_iou(mask, truth[k]) for mask, k in zip(found["masks"], best)])
+    ious = np.array([_mask_iou(mask, truth[k]) for mask, k in zip(found.masks, best)])
     assert ious.min() > 0.5  # NMS: the best slice's mask, cut or not
     if merge_by == "nmm":  # the union of the pieces: the whole disc (each seam piece ≥ 16 px was seen)
         assert ious.min() > 0.97
-        cut = sum(_mask_iou(mask, truth[k]) < 1 for mask, k in zip(found["masks"], best))
+        cut = sum(_mask_iou(mask, truth[k]) < 1 for mask, k in zip(found.masks, best))
         assert cut <= 2, cut  # only discs whose sliver fell under 16 px in every slice that cut them
     else:
         assert (ious < 1).any()  # some seam-cut disc keeps its best slice's (partial) mask

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from pycocotools.coco import COCO
@@ -18,6 +19,7 @@ from cvpipe.errors import ConfigError
 from cvpipe.io.images import read_image
 from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
+from cvpipe.ops.detections import Detections
 from cvpipe.ops.inference import detect
 from cvpipe.ops.threshold import resolve_conf
 from cvpipe.ops.tta import VIEWS, boxes_to_image, detect_augmented, fuse, input_scale, tta_views, view
@@ -44,25 +46,24 @@ def test_a_box_found_in_a_view_maps_back_to_the_image(mirror, turns):
 
 def test_weighted_boxes_fusion_averages_what_the_views_agree_on():
     tta = TTAConfig(fusion="wbf", iou=0.55)
-    views = [{"boxes": torch.tensor([[10.0, 10, 20, 20], [50, 50, 60, 60]]), "scores": torch.tensor([0.8, 0.9]),
-              "labels": torch.tensor([0, 0])},
-             {"boxes": torch.tensor([[11.0, 11, 21, 21], [10, 10, 20, 20]]), "scores": torch.tensor([0.6, 0.7]),
-              "labels": torch.tensor([0, 1])}]  # IoU 0.68 with the first view's box; the second is another class
+    views = [Detections(np.array([[10.0, 10, 20, 20], [50, 50, 60, 60]], np.float32), np.array([0.8, 0.9], np.float32),
+                        np.array([0, 0])),
+             Detections(np.array([[11.0, 11, 21, 21], [10, 10, 20, 20]], np.float32), np.array([0.6, 0.7], np.float32),
+                        np.array([0, 1]))]  # IoU 0.68 with the first view's box; the second is another class
     fused = fuse(views, (100, 100), tta, max_detections=10)
     rows = {(round(s, 4), int(label)): b for s, label, b in
-            zip(fused["scores"].tolist(), fused["labels"], fused["boxes"].tolist())}
+            zip(fused.scores.tolist(), fused.labels, fused.boxes.tolist())}
     # agreed by both views: score-weighted corners, mean score (0.8 + 0.6) / 2; seen by one of two: score halved
     assert set(rows) == {(0.7, 0), (0.45, 0), (0.35, 1)}
     torch.testing.assert_close(torch.tensor(rows[(0.7, 0)]), torch.tensor([(10 * 0.8 + 11 * 0.6) / 1.4] * 2
                                                                            + [(20 * 0.8 + 21 * 0.6) / 1.4] * 2))
     assert rows[(0.45, 0)] == pytest.approx([50, 50, 60, 60])
-    assert fused["scores"].tolist() == sorted(fused["scores"].tolist(), reverse=True)
-    assert len(fuse(views, (100, 100), tta, max_detections=2)["scores"]) == 2
+    assert fused.scores.tolist() == sorted(fused.scores.tolist(), reverse=True)
+    assert len(fuse(views, (100, 100), tta, max_detections=2)) == 2
     # NMS keeps the best box of each overlapping group, per class
     kept = fuse(views, (100, 100), TTAConfig(fusion="nms", iou=0.5), max_detections=10)
-    assert kept["scores"].tolist() == pytest.approx([0.9, 0.8, 0.7])
-    empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
-    assert len(fuse([empty, empty], (100, 100), tta, max_detections=10)["boxes"]) == 0
+    assert kept.scores.tolist() == pytest.approx([0.9, 0.8, 0.7])
+    assert len(fuse([Detections.empty(), Detections.empty()], (100, 100), tta, max_detections=10)) == 0
 
 
 def test_scales_resize_a_faster_rcnn_input_and_restore_it(tmp_path):
@@ -78,8 +79,8 @@ def test_scales_resize_a_faster_rcnn_input_and_restore_it(tmp_path):
     assert tta_views(tta) == 16
     uint8 = (image * 255).to(torch.uint8)
     for det in detect_augmented(model, [uint8], CPU, tta):
-        assert len(det["boxes"]) > 0
-        assert (det["boxes"][:, 2] <= 160 + 1e-3).all() and (det["boxes"][:, 3] <= 120 + 1e-3).all()
+        assert len(det) > 0
+        assert (det.boxes[:, 2] <= 160 + 1e-3).all() and (det.boxes[:, 3] <= 120 + 1e-3).all()
 
 
 def test_scales_need_a_head_that_resizes(tmp_path):
@@ -115,10 +116,11 @@ def test_mirrored_photos_give_mirrored_detections(photos, monkeypatch):
         image = torch.from_numpy(read_image(photo)).permute(2, 0, 1)
         width = image.shape[2]
         fused, fused_mirror = detect_augmented(model, [image, image.flip(-1)], CPU, tta)
-        keep = fused["scores"] >= 0.3
+        keep = fused.scores >= 0.3
         if not keep.any():
             continue
-        boxes, mirror = fused["boxes"][keep], fused_mirror["boxes"][fused_mirror["scores"] >= 0.3]
+        boxes = torch.from_numpy(fused.boxes[keep])
+        mirror = torch.from_numpy(fused_mirror.at_least(0.3).boxes)
         assert len(boxes) == len(mirror), photo.name
         mirror = torch.stack([width - mirror[:, 2], mirror[:, 1], width - mirror[:, 0], mirror[:, 3]], 1)
         assert (box_iou(boxes, mirror).max(1).values > 0.99).all(), photo.name
@@ -126,12 +128,12 @@ def test_mirrored_photos_give_mirrored_detections(photos, monkeypatch):
         plain = detect(model, [image], CPU)[0]
         confident = plain["boxes"][plain["scores"] >= 0.5]
         if len(confident):
-            assert (box_iou(confident, fused["boxes"]).max(1).values > 0.8).all(), photo.name
+            assert (box_iou(confident, torch.from_numpy(fused.boxes)).max(1).values > 0.8).all(), photo.name
         # one view through WBF at the head's own NMS IoU (the default) is the plain detection, unchanged
         single = detect_augmented(model, [image], CPU, TTAConfig(flips="none", iou=config.tta.iou))[0]
-        assert len(single["scores"]) == len(plain["scores"]), photo.name
-        torch.testing.assert_close(single["boxes"], plain["boxes"], atol=1e-3, rtol=0)
-        torch.testing.assert_close(single["scores"], plain["scores"], atol=1e-6, rtol=0)
+        assert len(single) == len(plain["scores"]), photo.name
+        torch.testing.assert_close(torch.from_numpy(single.boxes), plain["boxes"], atol=1e-3, rtol=0)
+        torch.testing.assert_close(torch.from_numpy(single.scores), plain["scores"], atol=1e-6, rtol=0)
         compared += int(keep.sum())
     assert config.tta.iou == config.model.head.nms_thresh == 0.6  # tta.iou left out: the head's
     assert compared >= 5

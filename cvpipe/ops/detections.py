@@ -52,6 +52,22 @@ class Detections:
         """Those scoring `conf` or more: the one confidence filter."""
         return self[self.scores >= conf]
 
+    def shifted(self, x: int, y: int) -> Detections:
+        """Moved by (x, y) pixels: a slice's detections into the whole image's pixels (placed masks move too)."""
+        masks = self.masks
+        if isinstance(masks, list):
+            masks = [PlacedMask(m.x + x, m.y + y, m.crop) for m in masks]
+        return replace(self, boxes=self.boxes.reshape(-1, 4) + np.array([x, y, x, y], np.float32), masks=masks)
+
+    @staticmethod
+    def joined(parts: list[Detections]) -> Detections:
+        """One set of every part's rows, in order (masks joined where every part has them as a list)."""
+        if not parts:
+            return Detections.empty()
+        masks = [m for part in parts for m in part.masks] if all(isinstance(p.masks, list) for p in parts) else None
+        return Detections(np.concatenate([p.boxes.reshape(-1, 4) for p in parts]),
+                          np.concatenate([p.scores for p in parts]), np.concatenate([p.labels for p in parts]), masks)
+
     def with_masks(self, masks) -> Detections:
         return replace(self, masks=masks)
 

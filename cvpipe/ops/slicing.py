@@ -12,6 +12,7 @@ IoU only). NMM is written here: torchvision has NMS but no merging, and SAHI's w
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -21,9 +22,10 @@ from cvpipe.config import PipelineConfig, TilingConfig
 from cvpipe.data.records import PlacedMask
 from cvpipe.data.tiling import tile_starts
 from cvpipe.models.heads.registry import head_spec
+from cvpipe.ops.detections import Detections
 from cvpipe.ops.fusion import weighted_boxes
 
-Detector = Callable[[list[torch.Tensor]], list[dict]]  # uint8 CHW images → their detections (ops.inference)
+Detector = Callable[[list[torch.Tensor]], list[Detections]]  # uint8 CHW images → their detections
 
 
 def slice_size(config: PipelineConfig) -> int | None:
@@ -73,46 +75,46 @@ def through_slices(run: Callable[[list[torch.Tensor]], list], image: torch.Tenso
         yield from zip(chunk, run([image[:, y:y + size, x:x + size] for x, y in chunk]))
 
 
-def _shifted(det: dict, x: int, y: int) -> dict:
-    return {**det, "boxes": det["boxes"].reshape(-1, 4) + torch.tensor([x, y, x, y], dtype=torch.float32)}
-
-
-def detect_sliced(detector: Detector, image: torch.Tensor, size: int, tiling: TilingConfig) -> dict:
+def detect_sliced(detector: Detector, image: torch.Tensor, size: int, tiling: TilingConfig) -> Detections:
     """Detections over the whole image (CHW uint8) from its slices, `tiling.batch` slices per call."""
     height, width = image.shape[-2:]
     origins = slice_origins(height, width, size, tiling.overlap)
-    found = [_shifted(det, x, y) for (x, y), det in through_slices(detector, image, origins, size, tiling.batch)]
+    found = [det.shifted(x, y) for (x, y), det in through_slices(detector, image, origins, size, tiling.batch)]
     return merge(found, origins, size, tiling, (height, width))
 
 
-def merge(found: list[dict], origins: list[tuple[int, int]], size: int, tiling: TilingConfig,
-          image_size: tuple[int, int]) -> dict:
-    """One detection per object from each slice's detections (boxes in image pixels), best first."""
-    boxes, scores, labels = _joined(found)
+def merge(found: list[Detections], origins: list[tuple[int, int]], size: int, tiling: TilingConfig,
+          image_size: tuple[int, int]) -> Detections:
+    """One detection per object from each slice's detections (boxes in image pixels), best first; with placed
+    masks, NMS keeps each object's best mask and NMM the union of its masks (and of its boxes)."""
+    joined = Detections.joined(found)
     if tiling.merge == "wbf":
-        return weighted_boxes([{"boxes": boxes, "scores": scores, "labels": labels}], image_size, tiling.iou)
+        return weighted_boxes([joined], image_size, tiling.iou)
     groups = merge_groups(found, origins, size, tiling)
-    best = [g[0] for g in groups]
-    return {"boxes": _merged_boxes(boxes, groups, tiling), "scores": scores[best], "labels": labels[best]}
+    best = np.array([g[0] for g in groups], np.int64)
+    kept = joined[best]
+    boxes = _merged_boxes(joined.boxes, groups, tiling)
+    if tiling.merge == "nmm" and joined.masks is not None:
+        return replace(kept, boxes=boxes, masks=[PlacedMask.union([joined.masks[i] for i in g]) for g in groups])
+    return replace(kept, boxes=boxes)
 
 
-def merge_groups(found: list[dict], origins: list[tuple[int, int]], size: int, tiling: TilingConfig) -> list[list[int]]:
+def merge_groups(found: list[Detections], origins: list[tuple[int, int]], size: int,
+                 tiling: TilingConfig) -> list[list[int]]:
     """Every object as its detections' indices among all the slices' (in `found` order), its best first; objects
     best first."""
     if tiling.merge == "nms" and tiling.match == "iou":
-        return [[i] for i in batched_nms(*_joined(found), tiling.iou).tolist()]
-    return _greedy(torch.cat([d["scores"] for d in found]), _seam_matches(found, origins, size, tiling))
+        joined = Detections.joined(found)
+        boxes, scores, labels = (torch.from_numpy(a) for a in (joined.boxes, joined.scores, joined.labels))
+        return [[i] for i in batched_nms(boxes, scores, labels, tiling.iou).tolist()]
+    scores = np.concatenate([d.scores for d in found]) if found else np.zeros(0, np.float32)
+    return _greedy(torch.from_numpy(scores), _seam_matches(found, origins, size, tiling))
 
 
-def _joined(found: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return (torch.cat([d["boxes"] for d in found]).reshape(-1, 4), torch.cat([d["scores"] for d in found]),
-            torch.cat([d["labels"] for d in found]))
-
-
-def _merged_boxes(boxes: torch.Tensor, groups: list[list[int]], tiling: TilingConfig) -> torch.Tensor:
+def _merged_boxes(boxes: np.ndarray, groups: list[list[int]], tiling: TilingConfig) -> np.ndarray:
     """Each object's box: NMM's union of its group's boxes, else (NMS) its best one's."""
     if tiling.merge == "nmm" and groups:
-        return torch.stack([torch.cat([boxes[g, :2].min(0).values, boxes[g, 2:].max(0).values]) for g in groups])
+        return np.stack([np.concatenate([boxes[g, :2].min(0), boxes[g, 2:].max(0)]) for g in groups])
     return boxes[[g[0] for g in groups]].reshape(-1, 4)
 
 
@@ -130,15 +132,16 @@ def _seam_matches(found: list[dict], origins: list[tuple[int, int]], size: int, 
     """For every box (in `found` order), the boxes of the same class in the slices overlapping its own that match it.
     Only overlapping slices are compared (one slice's own duplicates its detector's NMS removed), so the work and
     memory follow the number of slices, not its square."""
-    offsets = np.cumsum([0] + [len(d["scores"]) for d in found])
+    offsets = np.cumsum([0] + [len(d) for d in found])
     matches: list[list[int]] = [[] for _ in range(offsets[-1])]
     for s, (xs, ys) in enumerate(origins):
         for t in range(s + 1, len(origins)):
             xt, yt = origins[t]
-            if abs(xs - xt) >= size or abs(ys - yt) >= size or not len(found[s]["scores"]) or not len(found[t]["scores"]):
+            if abs(xs - xt) >= size or abs(ys - yt) >= size or not len(found[s]) or not len(found[t]):
                 continue
             a, b = found[s], found[t]
-            hit = (overlap_matrix(a["boxes"], b["boxes"], tiling.match) >= tiling.iou) & (a["labels"][:, None] == b["labels"][None, :])
+            overlap = overlap_matrix(torch.from_numpy(a.boxes), torch.from_numpy(b.boxes), tiling.match)
+            hit = (overlap >= tiling.iou) & torch.from_numpy(a.labels[:, None] == b.labels[None, :])
             for i, j in hit.nonzero().tolist():
                 matches[offsets[s] + i].append(offsets[t] + j)
                 matches[offsets[t] + j].append(offsets[s] + i)
@@ -160,26 +163,11 @@ def _greedy(scores: torch.Tensor, matches: list[list[int]]) -> list[list[int]]:
     return groups
 
 
-def instances_sliced(segmenter: Callable[[list[torch.Tensor]], list[dict]], image: torch.Tensor, size: int,
-                     tiling: TilingConfig) -> dict:
+def instances_sliced(segmenter: Callable[[list[torch.Tensor]], list[Detections]], image: torch.Tensor, size: int,
+                     tiling: TilingConfig) -> Detections:
     """Instances over the whole image (CHW uint8) from its slices, `tiling.batch` slices per call. `segmenter` gives
-    each image's {boxes, scores, labels, masks: PlacedMask crops}, and so does this (never an image-sized mask per
-    instance). NMS keeps each object's best mask, NMM the union of its masks (and of its boxes)."""
-    height, width = image.shape[-2:]
-    origins = slice_origins(height, width, size, tiling.overlap)
-    found, placed = [], []
-    for (x, y), det in through_slices(segmenter, image, origins, size, tiling.batch):
-        found.append(_shifted(det, x, y))
-        placed += [PlacedMask(m.x + x, m.y + y, m.crop) for m in det["masks"]]
-    boxes, scores, labels = _joined(found)
-    groups = merge_groups(found, origins, size, tiling)
-    best = [g[0] for g in groups]
-    if tiling.merge == "nmm":
-        masks = [PlacedMask.union([placed[i] for i in g]) for g in groups]
-    else:
-        masks = [placed[i] for i in best]
-    return {"boxes": _merged_boxes(boxes, groups, tiling), "scores": scores[best], "labels": labels[best],
-            "masks": masks}
+    each image's Detections with PlacedMask crops, and so does this (never an image-sized mask per instance)."""
+    return detect_sliced(segmenter, image, size, tiling)
 
 
 def owned_spans(starts: list[int], size: int, length: int) -> list[tuple[int, int]]:

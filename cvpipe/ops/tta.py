@@ -11,6 +11,7 @@ which averaging corrects, and one-view false positives, which the score scaling 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ from torchvision.transforms.v2 import functional as F
 
 from cvpipe.config import PipelineConfig, TTAConfig
 from cvpipe.errors import ConfigError
+from cvpipe.ops.detections import Detections
 from cvpipe.ops.fusion import weighted_boxes
 from cvpipe.ops.inference import detect
 from cvpipe.ops.slicing import detect_sliced, whole_or_sliced
@@ -82,40 +84,39 @@ def describe(tta: TTAConfig) -> str:
 
 
 def detect_pipeline(model: nn.Module, images: list[torch.Tensor], device: torch.device, config: PipelineConfig, *,
-                    augment: bool) -> list[dict]:
+                    augment: bool) -> list[Detections]:
     """What `eval` and `predict` run: `detect`, or with `augment` and `tta.enabled` every view fused; an image
     larger than `tiling:` allows goes through in slices (ops/slicing.py), each slice seen that way."""
-    def run(batch: list[torch.Tensor]) -> list[dict]:
+    def run(batch: list[torch.Tensor]) -> list[Detections]:
         if augment and config.tta.enabled:
             return detect_augmented(model, batch, device, config.tta, amp=config.train.amp,
                                     max_detections=config.model.head.detections_per_img)
-        return detect(model, batch, device, amp=config.train.amp)
+        return [Detections.from_output(out) for out in detect(model, batch, device, amp=config.train.amp)]
 
     return whole_or_sliced(images, config, run, detect_sliced)
 
 
 def detect_augmented(model: nn.Module, images: list[torch.Tensor], device: torch.device, tta: TTAConfig, *,
-                     amp: bool = False, max_detections: int = 300) -> list[dict]:
+                     amp: bool = False, max_detections: int = 300) -> list[Detections]:
     """`detect` over every view of every image, fused per image; boxes in the images' pixels."""
-    views: list[list[dict]] = [[] for _ in images]
+    views: list[list[Detections]] = [[] for _ in images]
     for scale in tta.scales:
         with input_scale(model, scale):
             for mirror, turns in VIEWS[tta.flips]:
                 found = detect(model, [view(image, mirror, turns) for image in images], device, amp=amp)
                 for per_image, image, det in zip(views, images, found):
                     height, width = image.shape[-2:]
-                    per_image.append({**det, "boxes": boxes_to_image(det["boxes"], mirror, turns, width, height)})
+                    boxes = boxes_to_image(det["boxes"], mirror, turns, width, height)
+                    per_image.append(replace(Detections.from_output(det), boxes=boxes.numpy().reshape(-1, 4)))
     return [fuse(per_image, tuple(image.shape[-2:]), tta, max_detections) for per_image, image in zip(views, images)]
 
 
-def fuse(views: list[dict], size: tuple[int, int], tta: TTAConfig, max_detections: int) -> dict:
-    """One detection dict from the views' detections of one image (boxes in its pixels)."""
+def fuse(views: list[Detections], size: tuple[int, int], tta: TTAConfig, max_detections: int) -> Detections:
+    """One set of detections from the views' detections of one image (boxes in its pixels)."""
     if tta.iou is None:
         raise ConfigError("tta.iou: not set; a detection pipeline sets it from the head's nms_thresh")
     if tta.fusion == "nms":
-        boxes = torch.cat([v["boxes"] for v in views])
-        scores = torch.cat([v["scores"] for v in views])
-        labels = torch.cat([v["labels"] for v in views])
-        keep = batched_nms(boxes, scores, labels, tta.iou)[:max_detections]
-        return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+        joined = Detections.joined(views)
+        boxes, scores, labels = (torch.from_numpy(a) for a in (joined.boxes, joined.scores, joined.labels))
+        return joined[batched_nms(boxes, scores, labels, tta.iou)[:max_detections].numpy()]
     return weighted_boxes(views, size, tta.iou, max_detections)

@@ -150,7 +150,7 @@ class DetectTask(Task):
         results = []
         for images, targets in batches:
             detections = detect_pipeline(model, images, device, config, augment=tta)
-            results += detections_to_results(detections, [t["image_id"] for t in targets])
+            results += detections_to_results([d.fields() for d in detections], [t["image_id"] for t in targets])
         gt = to_coco(dataset)
         if out_dir is not None:
             write_text(Path(out_dir) / "val_annotations.json", json.dumps(gt))
@@ -165,8 +165,8 @@ class DetectTask(Task):
         under images/."""
         entries = []
         found = detect_pipeline(model, images, job.device, job.config, augment=True) if images else []
-        for name, image, output in zip(names, images, found):
-            kept = Detections.from_output(output).at_least(job.conf)
+        for name, image, detections in zip(names, images, found):
+            kept = detections.at_least(job.conf)
             if job.save_images:
                 job.write(write_annotated, job.out / "images" / name, image, kept, job.classes)
             entry = {"file": name, "width": int(image.shape[2]), "height": int(image.shape[1]),

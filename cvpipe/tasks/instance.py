@@ -105,18 +105,16 @@ class InstanceTask(DetectTask):
         `found`, the Detections with their masks as PlacedMask crops, and the masks as RLE with their areas."""
         thresh = config.model.head.mask_thresh
 
-        def run(batch):
+        def run(batch) -> list[Detections]:
             found = []
             for output in detect(model, batch, device, amp=config.train.amp) if batch else []:
                 kept = Detections.from_output(output).with_masks(output["masks"].numpy()).at_least(conf)
-                found.append({"boxes": torch.from_numpy(kept.boxes), "scores": torch.from_numpy(kept.scores),
-                              "labels": torch.from_numpy(kept.labels),
-                              "masks": [PlacedMask.of(mask) for mask in binary_masks(kept.masks, thresh)]})
+                found.append(kept.with_masks([PlacedMask.of(mask) for mask in binary_masks(kept.masks, thresh)]))
             return found
 
-        return [{"found": Detections.from_output(r).with_masks(r["masks"]),
-                 "masks": [m.rle(*image.shape[-2:]) for m in r["masks"]], "areas": [m.area for m in r["masks"]]}
-                for image, r in zip(images, whole_or_sliced(images, config, run, instances_sliced))]
+        return [{"found": found, "masks": [m.rle(*image.shape[-2:]) for m in found.masks],
+                 "areas": [m.area for m in found.masks]}
+                for image, found in zip(images, whole_or_sliced(images, config, run, instances_sliced))]
 
     def evaluate(self, model: nn.Module, config: PipelineConfig, dataset: Dataset, batches: Batches,
                  device: torch.device, *, out_dir: Path | None, tta: bool) -> InstanceMetrics:
