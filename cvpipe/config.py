@@ -1,6 +1,7 @@
 """The pipeline schema (pydantic): every section and key of a pipeline YAML, with bounds and defaults checks.
 
-
+Its open parts (`model.head`: each head's settings, which live in the head's module; `task`; `eval.best`) are
+filled from the head and task registries by `cvpipe/schema.py`, so this module names no head and no task.
 Reading a file, `--set` overrides and FILE:LINE messages are `cvpipe/loading.py`; checks that need the libraries
 (albumentations, timm, the heads' fit to the neck) run there too, so this module imports nothing of cvpipe's
 models or data.
