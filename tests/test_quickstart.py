@@ -129,7 +129,7 @@ def user_folder(tmp_path_factory):
 
 
 def run_served(argv: list[str], folder: Path, env: dict) -> None:
-    """A `--serve PORT` command on a free port: the page answers, then Ctrl-C ends it cleanly."""
+    """A `--serve PORT` command on a free port: the page answers and shows frames, then Ctrl-C ends it cleanly."""
     port = free_port()
     at = argv.index("--serve") + 1
     argv = [*argv[:at], str(port), *argv[at + 1:]]
@@ -142,6 +142,10 @@ def run_served(argv: list[str], folder: Path, env: dict) -> None:
             except OSError:
                 time.sleep(0.5)
         assert page is not None and "<html" in page.lower(), f"{shlex.join(argv)}: no page on port {port}"
+        while time.monotonic() < deadline and proc.poll() is None:  # Ctrl-C once frames flow, as a viewer would
+            if b'"fps"' in urllib.request.urlopen(f"http://127.0.0.1:{port}/stats.json", timeout=5).read():
+                break
+            time.sleep(0.5)
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
