@@ -1,8 +1,9 @@
-"""`predict` throughput ÷ a bare `model(images)` loop over the same decoded tensors.
+"""`predict` throughput ÷ bare detection over the same decoded tensors.
 
-cvpipe's side is the whole `Pipeline.predict` on the treecrowns val tiles: discovery, decoding in loader
-workers, batched inference, drawing and writing annotated images, the journal and the result files. The
-bare side is the same model over the same images already decoded into tensors. Runs alternate; medians.
+cvpipe's side is the whole `Pipeline.predict` on the treecrowns val split (one whole aerial image, sliced as the
+pipeline's `tiling:` says): discovery, decoding in loader workers, batched inference, drawing and writing annotated
+images, the journal and the result files. The bare side runs the same model over the same slices of the images
+already decoded into tensors (`ops.tta.detect_pipeline`, one view). Runs alternate; medians.
 Needs a checkpoint: trains one briefly if the pipeline has none. Run: `python benches/predict_speed.py`.
 """
 
@@ -25,7 +26,7 @@ from cvpipe.data.samples import image_tensor
 from cvpipe.engine.checkpoint import load_trained
 from cvpipe.engine.runs import latest_run_dir
 from cvpipe.io.images import discover, read_image
-from cvpipe.ops.inference import detect
+from cvpipe.ops.tta import detect_pipeline
 from cvpipe.pipeline import Pipeline
 
 PIPELINE = "pipelines/treecrowns_faster_rcnn.yaml"
@@ -52,7 +53,7 @@ def main() -> None:
 
     def bare() -> None:
         for i in range(0, len(tensors), batch):
-            detect(model, tensors[i : i + batch], torch.device("cpu"))
+            detect_pipeline(model, tensors[i : i + batch], torch.device("cpu"), pipeline.config, augment=False)
 
     times = {"bare": [], "predict": []}
     with tempfile.TemporaryDirectory() as out:
@@ -65,9 +66,9 @@ def main() -> None:
             times["predict"].append(time.perf_counter() - start)
     bare_ips = len(files) / statistics.median(times["bare"])
     ours_ips = len(files) / statistics.median(times["predict"])
-    print(f"{len(files)} treecrowns val tiles (400 px), batch {batch}, workers {loader_workers(pipeline.config.train.workers)}, "
+    print(f"{len(files)} treecrowns val image(s), sliced, batch {batch}, workers {loader_workers(pipeline.config.train.workers)}, "
           f"{torch.get_num_threads()} threads, {args.repeats} repeats, medians")
-    print(f"bare model(images) on decoded tensors: {bare_ips:6.2f} img/s")
+    print(f"bare sliced detection on decoded tensors: {bare_ips:6.2f} img/s")
     print(f"cvpipe predict (decode+infer+write):   {ours_ips:6.2f} img/s")
     print(f"ratio predict / bare: {ours_ips / bare_ips:.3f}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -3,8 +3,8 @@ heads' settings (tagged by `name`), `task` a registered task's name, `eval.best`
 task. So a new head is one file in cvpipe/models/heads/ and a new task one file in cvpipe/tasks/: config.py
 names neither.
 
-`pipeline_schema()` completes `PipelineConfig` once (pydantic forward references, resolved by `model_rebuild`);
-everything that validates a pipeline asks for it first.
+`pipeline_schema()` completes `PipelineConfig` (pydantic forward references, resolved by `model_rebuild`) for the
+registries as they stand; everything that validates a pipeline asks for it first.
 """
 
 from __future__ import annotations
@@ -18,21 +18,28 @@ from pydantic import Field
 from cvpipe import config
 
 
-@functools.cache
 def pipeline_schema() -> type[config.PipelineConfig]:
+    """`PipelineConfig`, complete for the heads and tasks registered now (assembled again when they change: a
+    head a user registers at run time is accepted from then on)."""
     from cvpipe.models.heads.registry import heads
     from cvpipe.tasks import tasks
 
-    settings = tuple(spec.settings for _, spec in sorted(heads().items()))
-    stats = tuple(dict.fromkeys(stat for _, task in sorted(tasks().items()) for stat in task.stats))
+    return _assembled(tuple(spec.settings for _, spec in sorted(heads().items())),
+                      tuple((name, task.stats) for name, task in sorted(tasks().items())))
+
+
+@functools.cache
+def _assembled(settings: tuple[type[config.HeadSettings], ...], tasks: tuple[tuple[str, tuple[str, ...]], ...]
+               ) -> type[config.PipelineConfig]:
+    stats = tuple(dict.fromkeys(stat for _, task_stats in tasks for stat in task_stats))
     names = {
         "HeadConfig": Annotated[Union[settings], Field(discriminator="name")],  # noqa: UP007 (a tuple of classes)
-        "TaskName": Literal[tuple(sorted(tasks()))],
+        "TaskName": Literal[tuple(name for name, _ in tasks)],
         "BestStat": Literal[("auto", *stats)],
     }
     fields = ((config.ModelConfig, "head", "HeadConfig"), (config.PipelineConfig, "task", "TaskName"),
               (config.EvalConfig, "best", "BestStat"))
-    for model, field, name in fields:  # resolved once here; set again on a later call (a head registered since)
+    for model, field, name in fields:  # a rebuild keeps annotations it resolved before: set them anew
         if model.__pydantic_complete__:
             annotation, metadata = names[name], ()
             if typing.get_origin(annotation) is Annotated:

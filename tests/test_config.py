@@ -237,8 +237,8 @@ def test_a_new_head_is_one_registration_and_the_schema_and_reference_follow(tmp_
     from cvpipe.reference import config_reference
 
     classifier = head_spec("classifier")
+    load_pipeline(REPO / "pipelines" / "faces_classify.yaml")  # the schema assembled before the head registers
     monkeypatch.setitem(HEADS.entries, "counter", HeadSpec("counter", CountingHead, classifier.build))
-    schema.pipeline_schema.cache_clear()
     try:
         path = tmp_path / "counter.yaml"
         path.write_text((REPO / "pipelines" / "faces_classify.yaml").read_text().replace("{name: classifier, dropout: 0.2}", "{name: counter}"))
@@ -250,6 +250,5 @@ def test_a_new_head_is_one_registration_and_the_schema_and_reference_follow(tmp_
         assert "layers of the counting branch" in reference, [line for line in reference.splitlines() if "depth" in line]
     finally:
         monkeypatch.undo()
-        schema.pipeline_schema.cache_clear()
     assert "counter" not in schema.head_settings()
     assert problems_of(path, []) and "classifier" in str(problems_of(path, []))  # unknown again once it is gone

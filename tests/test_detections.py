@@ -39,5 +39,16 @@ def test_a_models_output_becomes_detections_and_the_journal_rounds_as_written():
               "labels": torch.tensor([2]), "masks": torch.zeros(1, 1, 4, 4)}
     found = Detections.from_output(output)
     assert found.masks is None and found.labels.tolist() == [2]
-    assert found.journal() == {"boxes": [[1.23, 2.0, 3.0, 4.0]], "scores": [0.12346]}
-    assert found.fields()["boxes"] is found.boxes
+    assert found.journal() == {"boxes": [[1.23, 2.0, 3.0, 4.0]], "scores": [0.12346], "labels": [2]}
+    assert found.journal(["a", "b", "tree"])["labels"] == ["tree"]  # video's JSON lines name the class
+
+
+def test_the_journal_reads_back_and_becomes_coco_results():
+    entry = {"file": "a.jpg", "boxes": [[1.23, 2.0, 3.5, 4.0], [0.0, 0.0, 10.0, 10.0]], "scores": [0.12346, 0.9],
+             "labels": [2, 0]}
+    found = Detections.from_journal(entry)
+    assert found.journal() == {key: entry[key] for key in ("boxes", "scores", "labels")}  # a round trip
+    assert found.coco_results(7) == [
+        {"image_id": 7, "category_id": 3, "bbox": [1.23, 2.0, 2.27, 2.0], "score": 0.12346},
+        {"image_id": 7, "category_id": 1, "bbox": [0.0, 0.0, 10.0, 10.0], "score": 0.9}]
+    assert Detections.from_journal({"boxes": [], "scores": [], "labels": []}).boxes.shape == (0, 4)

@@ -27,7 +27,7 @@ from cvpipe.data.synthetic import make_shapes
 from cvpipe.engine.journal import Finished, JournalIndex, open_journal
 from cvpipe.engine.predict import PredictReport, write_outputs
 from cvpipe.io.images import JsonArray, atomic_open, write_image
-from cvpipe.metrics.coco import detections_to_results
+from cvpipe.ops.detections import Detections
 from cvpipe.tasks import get_task
 
 from .conftest import shapes_pipeline_file
@@ -207,7 +207,7 @@ def test_result_files_are_written_from_the_journal_one_entry_at_a_time(tmp_path)
     assert streamed_peak < 0.25 * held_bytes, (streamed_peak, held_bytes)
     kept = [(k, n, entries[n]) for k, n in enumerate(names, start=1) if k != 8]
     assert (tmp_path / "results.json").read_text() == json.dumps(
-        detections_to_results([e for _, _, e in kept], [k for k, _, _ in kept]))
+        [r for k, _, e in kept for r in Detections.from_journal(e).coco_results(k)])
     images = json.loads((tmp_path / "images.json").read_text())
     assert [i["id"] for i in images["images"]] == [k for k, _, _ in kept] and images["conf"]["value"] == 0.5
     assert (tmp_path / "skipped.txt").read_text() == f"{names[7]}: corrupt JPEG\n"

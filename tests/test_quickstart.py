@@ -143,8 +143,11 @@ def run_served(argv: list[str], folder: Path, env: dict) -> None:
                 time.sleep(0.5)
         assert page is not None and "<html" in page.lower(), f"{shlex.join(argv)}: no page on port {port}"
         while time.monotonic() < deadline and proc.poll() is None:  # Ctrl-C once frames flow, as a viewer would
-            if b'"fps"' in urllib.request.urlopen(f"http://127.0.0.1:{port}/stats.json", timeout=5).read():
-                break
+            try:
+                if b'"fps"' in urllib.request.urlopen(f"http://127.0.0.1:{port}/stats.json", timeout=5).read():
+                    break
+            except OSError:  # the run ended (the assertion below says how) or is busy: ask again
+                pass
             time.sleep(0.5)
     finally:
         proc.send_signal(signal.SIGINT)

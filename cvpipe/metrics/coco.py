@@ -96,18 +96,6 @@ class CocoMetrics(Metrics):
         return ["pr_curve.png", "per_class_ap.png", *(self.analysis.plots(out_dir) if self.analysis else [])]
 
 
-def detections_to_results(detections: list[dict], image_ids: list[int]) -> list[dict]:
-    """Per-image `{boxes xyxy, scores, labels}` (numpy or tensors) → a COCO results list."""
-    results = []
-    for det, image_id in zip(detections, image_ids):
-        boxes = np.asarray(det["boxes"], np.float64).reshape(-1, 4)
-        for (x1, y1, x2, y2), score, label in zip(boxes, np.asarray(det["scores"]), np.asarray(det["labels"])):
-            results.append({"image_id": int(image_id), "category_id": int(label) + 1,
-                            "bbox": [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2),
-                                     round(float(y2 - y1), 2)], "score": round(float(score), 5)})
-    return results
-
-
 def coco_from_dict(gt: dict) -> COCO:
     coco = COCO()
     coco.dataset = gt

@@ -71,11 +71,23 @@ class Detections:
     def with_masks(self, masks) -> Detections:
         return replace(self, masks=masks)
 
-    def fields(self) -> dict[str, np.ndarray]:
-        """`{boxes, scores, labels}`, as the COCO result writers read them."""
-        return {"boxes": self.boxes, "scores": self.scores, "labels": self.labels}
-
-    def journal(self) -> dict[str, list]:
-        """Boxes to 0.01 px and scores to 1e-5, as predict's journal and video's JSON lines write them."""
+    def journal(self, classes: list[str] | None = None) -> dict[str, list]:
+        """Boxes to 0.01 px and scores to 1e-5, as predict's journal (labels as class indices) and video's JSON
+        lines (labels as the `classes` names) write them. `from_journal` reads predict's back."""
         return {"boxes": np.round(self.boxes.astype(np.float64), 2).tolist(),
-                "scores": np.round(self.scores.astype(np.float64), 5).tolist()}
+                "scores": np.round(self.scores.astype(np.float64), 5).tolist(),
+                "labels": self.labels.tolist() if classes is None else [classes[k] for k in self.labels]}
+
+    @classmethod
+    def from_journal(cls, entry: dict) -> Detections:
+        """A predict journal entry's detections (its masks, RLE, stay in the entry: the instance writer reads them)."""
+        return cls(np.asarray(entry["boxes"], np.float64).reshape(-1, 4), np.asarray(entry["scores"], np.float64),
+                   np.asarray(entry["labels"], np.int64))
+
+    def coco_results(self, image_id: int) -> list[dict]:
+        """COCO results: xywh boxes to 0.01 px, scores to 1e-5, category ids from 1."""
+        boxes = self.boxes.astype(np.float64).reshape(-1, 4)
+        return [{"image_id": int(image_id), "category_id": int(label) + 1,
+                 "bbox": [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2), round(float(y2 - y1), 2)],
+                 "score": round(float(score), 5)}
+                for (x1, y1, x2, y2), score, label in zip(boxes, self.scores, self.labels)]

@@ -22,7 +22,7 @@ from cvpipe.errors import DataError
 from cvpipe.io.geo import detections_geojson, read_georeference
 from cvpipe.io.images import JsonArray, atomic_open, failure_reason, scaled, write_image, write_text
 from cvpipe.io.tables import csv_writer
-from cvpipe.metrics.coco import COCO_STATS, CocoMetrics, detections_to_results, evaluate_coco
+from cvpipe.metrics.coco import COCO_STATS, CocoMetrics, evaluate_coco
 from cvpipe.models.proposals import proposals_for
 from cvpipe.ops.detections import Detections
 from cvpipe.ops.inference import detect
@@ -150,7 +150,7 @@ class DetectTask(Task):
         results = []
         for images, targets in batches:
             detections = detect_pipeline(model, images, device, config, augment=tta)
-            results += detections_to_results([d.fields() for d in detections], [t["image_id"] for t in targets])
+            results += [r for d, t in zip(detections, targets) for r in d.coco_results(t["image_id"])]
         gt = to_coco(dataset)
         if out_dir is not None:
             write_text(Path(out_dir) / "val_annotations.json", json.dumps(gt))
@@ -170,7 +170,7 @@ class DetectTask(Task):
             if job.save_images:
                 job.write(write_annotated, job.out / "images" / name, image, kept, job.classes)
             entry = {"file": name, "width": int(image.shape[2]), "height": int(image.shape[1]),
-                     **kept.journal(), "labels": kept.labels.tolist()}
+                     **kept.journal()}
             try:
                 geo = read_georeference(job.root / name) if job.root is not None else None
             except DataError as e:  # a broken georeference: this image is reported and skipped, the others go on
@@ -193,8 +193,9 @@ class DetectTask(Task):
             rows.writerow(["file", "class", "score", "x1", "y1", "x2", "y2"])
             for image_id, name, entry in finished:
                 images.add(image_record(image_id, name, entry))
-                results.extend(detections_to_results([entry], [image_id]))
-                for (x1, y1, x2, y2), score, label in zip(entry["boxes"], entry["scores"], entry["labels"]):
+                found = Detections.from_journal(entry)
+                results.extend(found.coco_results(image_id))
+                for (x1, y1, x2, y2), score, label in zip(found.boxes.tolist(), found.scores.tolist(), found.labels):
                     rows.writerow([name, classes[label], score, x1, y1, x2, y2])
                 if "georeference" in entry:
                     georeferenced.append((name, entry))
@@ -223,7 +224,7 @@ class DetectTask(Task):
         """Tracked (new tracks start at `conf`; a known track may go on with a lower score) or kept at `conf`,
         then recorded, counted and drawn."""
         found = job.tracker.update(found) if job.tracker is not None else found.at_least(job.conf)
-        record = {**found.journal(), "labels": [job.classes[k] for k in found.labels]}
+        record = found.journal(job.classes)
         if found.masks is not None:
             record["mask_areas"] = [int(m.sum()) for m in found.masks]
         return counted(job, image, found, record, draw_detections(image, found, job.classes))

@@ -21,7 +21,7 @@ from cvpipe.data.samples import InstanceSamples, WindowedInstanceSamples
 from cvpipe.errors import DataError
 from cvpipe.io.images import JsonArray, atomic_open, write_text
 from cvpipe.io.tables import csv_writer
-from cvpipe.metrics.coco import COCO_STATS, InstanceMetrics, detections_to_results, evaluate_coco
+from cvpipe.metrics.coco import COCO_STATS, InstanceMetrics, evaluate_coco
 from cvpipe.ops.detections import Detections
 from cvpipe.ops.inference import detect
 from cvpipe.ops.slicing import instances_sliced, slice_size, slices_needed, whole_or_sliced
@@ -57,12 +57,11 @@ def binary_masks(probabilities: np.ndarray, thresh: float) -> np.ndarray:
     return (probabilities[:, 0] >= thresh).astype(np.uint8)
 
 
-def mask_results(entries: list[dict], image_ids: list[int]) -> list[dict]:
-    """Per-image `{masks (RLE), scores, labels}` → COCO segm results (no `bbox`, so the evaluators take each
+def mask_results(found: Detections, rles: list[dict], image_id: int) -> list[dict]:
+    """One image's instances, their masks as RLE, → COCO segm results (no `bbox`, so the evaluators take each
     result's area from its mask, as detectron2 writes them for segm)."""
     return [{"image_id": int(image_id), "category_id": int(label) + 1, "segmentation": rle, "score": round(float(s), 5)}
-            for entry, image_id in zip(entries, image_ids)
-            for rle, s, label in zip(entry["masks"], entry["scores"], entry["labels"])]
+            for rle, s, label in zip(rles, found.scores, found.labels)]
 
 
 class InstanceTask(DetectTask):
@@ -125,8 +124,9 @@ class InstanceTask(DetectTask):
         for images, targets in batches:
             found = self._found(model, images, config, device)
             ids = [t["image_id"] for t in targets]
-            boxes += detections_to_results([f["found"].fields() for f in found], ids)
-            masks += mask_results([{**f["found"].fields(), "masks": f["masks"]} for f in found], ids)
+            for f, image_id in zip(found, ids):
+                boxes += f["found"].coco_results(image_id)
+                masks += mask_results(f["found"], f["masks"], image_id)
         gt = to_coco(dataset)
         if out_dir is not None:
             write_text(Path(out_dir) / "val_annotations.json", json.dumps(gt))
@@ -144,7 +144,7 @@ class InstanceTask(DetectTask):
             if job.save_images:
                 job.write(write_annotated, job.out / "images" / name, image, found, job.classes)
             entries.append({"file": name, "width": int(image.shape[2]), "height": int(image.shape[1]),
-                            **found.journal(), "labels": found.labels.tolist(), "masks": det["masks"],
+                            **found.journal(), "masks": det["masks"],
                             "areas": det["areas"]})
         return entries
 
@@ -158,15 +158,15 @@ class InstanceTask(DetectTask):
             summary.writerow(["file", "instances", "mask_area", "mask_fraction"])
             for image_id, name, entry in finished:
                 images.add(image_record(image_id, name, entry))
-                boxes = detections_to_results([entry], [image_id])
-                for box, segm in zip(boxes, mask_results([entry], [image_id])):
-                    results.add({**box, "segmentation": segm["segmentation"]})
-                for (x1, y1, x2, y2), score, label, area in zip(entry["boxes"], entry["scores"], entry["labels"],
-                                                                entry["areas"]):
+                found = Detections.from_journal(entry)
+                for box, rle in zip(found.coco_results(image_id), entry["masks"]):
+                    results.add({**box, "segmentation": rle})
+                for (x1, y1, x2, y2), score, label, area in zip(found.boxes.tolist(), found.scores.tolist(),
+                                                                found.labels, entry["areas"]):
                     instances.writerow([name, classes[label], score, x1, y1, x2, y2, area])
                 # the union of the masks: overlapping instances count their shared pixels once
                 union = union_area(entry["masks"])
-                summary.writerow([name, len(entry["boxes"]), int(union),
+                summary.writerow([name, len(found), int(union),
                                   round(union / (entry["width"] * entry["height"]), 5)])
         return ["results.json (COCO results, RLE masks)", "images.json", "detections.csv", "instances.csv"]
 
