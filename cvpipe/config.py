@@ -73,6 +73,9 @@ class BackboneConfig(Strict):
     # module names whose outputs are the feature levels, instead of out_indices (e.g. an expansion layer)
     feature_nodes: list[str] = []
     timm_args: dict[str, str | int | float | bool] = {}  # extra timm.create_model arguments: {pad_type: same}
+    # every BatchNorm's epsilon, where weights were trained with another than the model's own (torchvision's v1
+    # COCO detectors: 0.0); null: the model's own
+    bn_eps: Annotated[float, Field(ge=0)] | None = None
 
 
 class NeckConfig(Strict):
@@ -81,6 +84,9 @@ class NeckConfig(Strict):
     # ssd: extra down-sampling blocks after the last backbone level, one output depth each
     extra_blocks: list[Annotated[int, Field(ge=2)]] = [512, 256, 256, 128]
     depthwise: bool = False  # ssd: depthwise-separable extra blocks (SSDLite / TF's MobileNet SSDs)
+    # fpn: coarser levels after the pyramid's (RetinaNet's and FCOS's P6 and P7, stride-2 3×3 convolutions):
+    # none | p6p7 (from P5: RetinaNet v1, FCOS, DeepForest) | p6p7_c5 (from the backbone's last level: RetinaNet v2)
+    extra_levels: Literal["none", "p6p7", "p6p7_c5"] = "none"
 
 
 class HeadSettings(Strict):
@@ -311,6 +317,13 @@ def models_in(annotation: Any) -> list[type[BaseModel]]:
 
 def backbone_levels(backbone: BackboneConfig) -> int:
     return len(backbone.feature_nodes) or len(backbone.out_indices)
+
+
+def pyramid_levels(model) -> int:
+    """The feature levels a fpn / pan / none neck hands to the head (ModelConfig): the backbone's, plus P6 and P7."""
+    if model.neck.name not in ("fpn", "pan"):
+        return 1
+    return backbone_levels(model.backbone) + (2 if model.neck.extra_levels != "none" else 0)
 
 
 def get_key(config: BaseModel, key: tuple[str, ...]) -> Any:

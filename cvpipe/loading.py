@@ -17,7 +17,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ValidationError
 
 from cvpipe.config import DEFAULTS_FILE, PipelineConfig, models_in, set_key
-from cvpipe.errors import ConfigError
+from cvpipe.errors import ConfigError, WeightsError
 from cvpipe.paths import bundled_hint, find_pipeline, resolve_input
 from cvpipe.safe_yaml import check_yaml_size
 from cvpipe.schema import head_settings, pipeline_schema
@@ -344,6 +344,7 @@ def semantic_problems(config: PipelineConfig) -> tuple[dict[tuple, Any], list[tu
 
     from cvpipe.data.augment import build_transform
     from cvpipe.models.heads.registry import head_spec, heads, task_problems
+    from cvpipe.models import zoo
     from cvpipe.models.weights import WeightsCatalog
     from cvpipe.tasks import get_task
 
@@ -370,7 +371,13 @@ def semantic_problems(config: PipelineConfig) -> tuple[dict[tuple, Any], list[tu
                 problems.append((("augment", split, i), str(e)))
     for loc, weights_id in ((("model", "weights"), config.model.weights),
                             (("model", "backbone", "weights"), config.model.backbone.weights)):
-        if weights_id is not None:
+        if weights_id is not None and zoo.is_reference(weights_id):  # named right? (no file is fetched here)
+            try:
+                if zoo.parse(weights_id).kind != "hf-hub":  # a hub repo's config would need the network
+                    WeightsCatalog.load().get(weights_id)
+            except WeightsError as e:
+                problems.append((loc, str(e).removeprefix(f"weights {weights_id}: ")))
+        elif weights_id is not None:
             catalog = WeightsCatalog.load()
             if weights_id not in catalog.entries:
                 problems.append(

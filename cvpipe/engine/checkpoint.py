@@ -77,15 +77,23 @@ def load_trained(config, path: Path | None, device: torch.device):
 def _ready_model(config, device: torch.device):
     """(model, classes) of the pipeline's `model.weights`; the classes are `data.classes`, else the label set the
     weights were trained on (ImageNet-1k's 1,000)."""
-    from cvpipe.models.heads import build_model
+    from cvpipe.models.heads import build_model, reuse_classes
     from cvpipe.models.weights import WeightsCatalog
 
-    entry = WeightsCatalog.load().get(config.model.weights)
+    catalog = WeightsCatalog.load()
+    entry = catalog.get(config.model.weights)
     classes = list(config.data.classes) or entry.class_names()
-    if entry.num_classes != len(classes):
+    if entry.num_classes == len(classes):
+        return _for_inference(build_model(config, entry.num_classes, catalog=catalog), config, device), classes
+    # a subset of the weights' classes (COCO's 80 of torchvision's 91 outputs): their rows, picked by name
+    model = build_model(config, len(classes), catalog=catalog)
+    picked = reuse_classes(model, config, classes, catalog=catalog) if entry.class_names() else {}
+    missing = [c for c in classes if c not in picked]
+    if missing:
         raise WeightsError(f"model.weights {entry.id} knows {entry.num_classes} classes, data.classes lists "
-                           f"{len(classes)}; train this pipeline first (`cvpipe train`) or pass --weights")
-    return _for_inference(build_model(config, entry.num_classes), config, device), classes
+                           f"{len(classes)}, and {len(missing)} of them ({', '.join(missing[:5])}) are not among the "
+                           "weights' classes; train this pipeline first (`cvpipe train`) or pass --weights")
+    return _for_inference(model, config, device), classes
 
 
 def _for_inference(model, config, device: torch.device):

@@ -11,8 +11,8 @@ from timm.utils.model import unfreeze as timm_unfreeze
 from torch import nn
 
 from cvpipe.config import BackboneConfig
-from cvpipe.errors import ConfigError
-from cvpipe.models.weights import IMAGENET, Preprocess, WeightsCatalog, load_into
+from cvpipe.errors import ConfigError, WeightsError
+from cvpipe.models.weights import IMAGENET, Preprocess, WeightsCatalog, WeightsEntry, learnt_tensors, load_into
 from cvpipe.suggest import did_you_mean
 
 
@@ -52,17 +52,7 @@ class Backbone(nn.Module):
 def build_backbone(cfg: BackboneConfig, *, catalog: WeightsCatalog | None = None) -> Backbone:
     if not timm.is_model(cfg.name):
         raise ConfigError(f"model.backbone.name: unknown timm model {cfg.name!r}{did_you_mean(cfg.name, timm.list_models())}")
-    try:
-        if cfg.feature_nodes:
-            model = timm.create_model(cfg.name, pretrained=False, num_classes=0, **cfg.timm_args)
-        else:
-            model = timm.create_model(cfg.name, pretrained=False, features_only=True,
-                                      out_indices=tuple(cfg.out_indices), **cfg.timm_args)
-    except (IndexError, AssertionError, ValueError) as e:
-        raise ConfigError(f"model.backbone.out_indices: {cfg.out_indices} does not fit {cfg.name} ({e})") from None
-    except TypeError as e:
-        raise ConfigError(f"model.backbone.timm_args: {cfg.timm_args} not accepted by {cfg.name} ({e})") from None
-    preprocess = IMAGENET
+    entry = None
     if cfg.weights:
         catalog = catalog or WeightsCatalog.load()
         entry = catalog.get(cfg.weights)
@@ -71,17 +61,57 @@ def build_backbone(cfg: BackboneConfig, *, catalog: WeightsCatalog | None = None
                 f"model.backbone.weights: {cfg.weights} is for backbone {entry.backbone!r}, not {cfg.name!r}; "
                 f"set model.backbone.name: {entry.backbone}"
             )
-        # Weights made for this very timm model load by name; others (torchvision's, Keras', converted TF files)
-        # tensor by tensor in order. Either way a classifier at the end of the file goes unused.
-        mapping = "name" if entry.mapping != "position" and entry.arch == f"timm.{cfg.name}" else "position"
-        load_into(model, catalog.state_dict(cfg.weights), mapping=mapping, what=cfg.weights, allow_unused_tail=True)
+        if entry.reference and not entry.backbone:
+            raise ConfigError(f"model.backbone.weights: {cfg.weights} ({entry.arch}) has no timm backbone cvpipe can "
+                              "load its trunk into; use it as model.weights with its head, or choose timm weights")
+    # timm's own weights load through timm (its checkpoint filters), from the file the owner's cache holds
+    pretrained = {} if entry is None or entry.format != "timm" else {
+        "pretrained": True, "pretrained_cfg_overlay": {"file": str(catalog.fetch(cfg.weights))}}
+    name = cfg.name
+    if pretrained:  # timm reads the tag's config (`resnet50.a1_in1k`) or the hub repo's (`hf-hub:REPO`)
+        name = cfg.weights.removeprefix("timm:")
+    try:
+        if cfg.feature_nodes:
+            model = timm.create_model(name, num_classes=0, **pretrained, **cfg.timm_args)
+        else:
+            model = timm.create_model(name, features_only=True, out_indices=tuple(cfg.out_indices), **pretrained,
+                                      **cfg.timm_args)
+    except (IndexError, AssertionError, ValueError) as e:
+        raise ConfigError(f"model.backbone.out_indices: {cfg.out_indices} does not fit {cfg.name} ({e})") from None
+    except TypeError as e:
+        raise ConfigError(f"model.backbone.timm_args: {cfg.timm_args} not accepted by {cfg.name} ({e})") from None
+    except RuntimeError as e:  # timm could not load the file into the model
+        raise WeightsError(f"model.backbone.weights: {cfg.weights} does not load into {cfg.name} ({e})") from None
+    preprocess = IMAGENET
+    if entry is not None:
+        if not pretrained:
+            load_trunk(model, catalog.state_dict(cfg.weights), entry, cfg)
         preprocess = entry.preprocess
-    # Freezing swaps BatchNorm modules for frozen ones, so it comes before hooks are put on modules.
+    if cfg.bn_eps is not None:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eps = cfg.bn_eps
+    # Freezing swaps BatchNorm modules for frozen ones (keeping their eps), so it comes before hooks are put on modules.
     freeze_stages(model, cfg.freeze)
     if cfg.frozen_bn:  # batch statistics of a few images per step are noise; keep the pretrained ones
         model = freeze_batch_norm_2d(model)
     body = hooked_features(model, cfg.feature_nodes) if cfg.feature_nodes else model
     return Backbone(body, preprocess, cfg.name, cfg.timm_args)
+
+
+def load_trunk(model: nn.Module, state: dict[str, torch.Tensor], entry: WeightsEntry, cfg: BackboneConfig) -> None:
+    """Catalogue and torchvision weights into the timm trunk. Weights made for this very timm model load by name;
+    others (torchvision's, Keras', converted TF files) by name where every tensor's name is the same (torchvision's
+    and timm's ResNets), else tensor by tensor in order. A classifier at the end of the file goes unused; a whole
+    torchvision detector gives its trunk (`backbone.body.*`)."""
+    if entry.mapping == "torchvision":
+        trunk = {k.removeprefix("backbone.body."): v for k, v in state.items() if k.startswith("backbone.body.")}
+        state = trunk or state
+        own = learnt_tensors(model.state_dict())
+        mapping = "name" if all(k in state and state[k].shape == v.shape for k, v in own.items()) else "position"
+    else:
+        mapping = "name" if entry.mapping != "position" and entry.arch == f"timm.{cfg.name}" else "position"
+    load_into(model, state, mapping=mapping, what=cfg.weights, allow_unused_tail=True)
 
 
 def hooked_features(model: nn.Module, nodes: list[str]) -> nn.Module:

