@@ -343,8 +343,8 @@ def semantic_problems(config: PipelineConfig) -> tuple[dict[tuple, Any], list[tu
     import timm
 
     from cvpipe.data.augment import build_transform
-    from cvpipe.models.heads.registry import head_spec, heads, task_problems
     from cvpipe.models import zoo
+    from cvpipe.models.heads.registry import head_spec, heads, task_problems
     from cvpipe.models.weights import WeightsCatalog
     from cvpipe.tasks import get_task
 

@@ -12,7 +12,14 @@ from torch import nn
 
 from cvpipe.config import BackboneConfig
 from cvpipe.errors import ConfigError, WeightsError
-from cvpipe.models.weights import IMAGENET, Preprocess, WeightsCatalog, WeightsEntry, learnt_tensors, load_into
+from cvpipe.models.weights import (
+    IMAGENET,
+    Preprocess,
+    WeightsCatalog,
+    WeightsEntry,
+    learnt_tensors,
+    load_into,
+)
 from cvpipe.suggest import did_you_mean
 
 

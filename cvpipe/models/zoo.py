@@ -61,7 +61,12 @@ def hf_file(repo: str, filenames: tuple[str, ...], ref: str, *, cached_only: boo
     """The first of `filenames` the hub repo has, through huggingface_hub's cache (offline: from the cache only).
     `cached_only`: None instead of fetching."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.utils import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     for filename in filenames:
         cached = try_to_load_from_cache(repo, filename)
