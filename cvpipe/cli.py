@@ -246,8 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     weights = sub.add_parser("weights", help="the weights catalogue").add_subparsers(dest="weights_command", required=True)
     weights.add_parser("list", help="list known weights and whether they are here")
-    p = weights.add_parser("fetch", help="fetch weights into the weights folder, sha256-checked")
-    p.add_argument("names", nargs="+", help="weights ids from `cvpipe weights list`, e.g. ssd_mobilenet_v2.coco")
+    p = weights.add_parser("fetch", help="fetch weights into the weights folder, sha256-checked (references: into "
+                           "their owners' caches)")
+    p.add_argument("names", nargs="+", help="weights ids from `cvpipe weights list` (e.g. ssd_mobilenet_v2.coco) or "
+                   "references to the owners' zoos (timm:convnext_tiny.fb_in22k, torchvision:ENUM.MEMBER, "
+                   "deepforest:tree)")
     p = weights.add_parser("import", help="add your own .pth/.safetensors after checking it loads")
     p.add_argument("file", type=Path, help="a .pth, .pt, .bin or .safetensors state dict")
     p.add_argument("--arch", required=True, help="timm.NAME or torchvision.NAME the file is for")
@@ -497,9 +500,18 @@ def cmd_weights(args) -> int:
             source = e.source.package if e.source else (e.url or "user file")
             here = "yes" if catalog.is_fetched(e) else "no"
             print(f"{e.id:30s} {here:5s} {e.arch:30s} {e.backbone:24s} {source:40s} {e.trained_on}")
+        from cvpipe.models import zoo
+
+        print("\nby reference to the owners' zoos, fetched through their caches (Hugging Face hub, torch.hub):")
+        for ref, what in zoo.EXAMPLES:
+            here = "yes" if zoo.cached(zoo.parse(ref)) is not None else "no"
+            print(f"{ref:55s} {here:5s} {what}")
+        print("here: in this machine's cache; `cvpipe weights fetch REF` fills it ahead of an offline run")
     elif args.weights_command == "fetch":
         for name in args.names:
-            console.print(f"{name}: {catalog.fetch(name)} (sha256 ok)")
+            path = catalog.fetch(name)
+            checked = "sha256 ok" if not catalog.get(name).reference else f"sha256 {catalog.resolved[name]['sha256']}"
+            console.print(f"{name}: {path} ({checked})")
     else:
         entry = catalog.import_file(args.file, arch=args.arch, name=args.name, mapping=args.mapping,
                                     num_classes=args.num_classes)

@@ -84,9 +84,11 @@ class NeckConfig(Strict):
     # ssd: extra down-sampling blocks after the last backbone level, one output depth each
     extra_blocks: list[Annotated[int, Field(ge=2)]] = [512, 256, 256, 128]
     depthwise: bool = False  # ssd: depthwise-separable extra blocks (SSDLite / TF's MobileNet SSDs)
-    # fpn: coarser levels after the pyramid's (RetinaNet's and FCOS's P6 and P7, stride-2 3×3 convolutions):
-    # none | p6p7 (from P5: RetinaNet v1, FCOS, DeepForest) | p6p7_c5 (from the backbone's last level: RetinaNet v2)
-    extra_levels: Literal["none", "p6p7", "p6p7_c5"] = "none"
+    # fpn: coarser levels after the pyramid's, which the heads' anchors see but RoI pooling does not: none |
+    # p6p7 (RetinaNet's P6 and P7, stride-2 3×3 convolutions from P5: RetinaNet v1, FCOS, DeepForest) |
+    # p6p7_c5 (from the backbone's last level: RetinaNet v2) | pool (P5 max-pooled: torchvision's Faster/Mask R-CNN)
+    extra_levels: Literal["none", "p6p7", "p6p7_c5", "pool"] = "none"
+    norm: Literal["none", "batch"] = "none"  # fpn: BatchNorm after each of its convolutions (torchvision's v2 R-CNNs)
 
 
 class HeadSettings(Strict):
@@ -323,7 +325,7 @@ def pyramid_levels(model) -> int:
     """The feature levels a fpn / pan / none neck hands to the head (ModelConfig): the backbone's, plus P6 and P7."""
     if model.neck.name not in ("fpn", "pan"):
         return 1
-    return backbone_levels(model.backbone) + (2 if model.neck.extra_levels != "none" else 0)
+    return backbone_levels(model.backbone) + {"none": 0, "pool": 1}.get(model.neck.extra_levels, 2)
 
 
 def get_key(config: BaseModel, key: tuple[str, ...]) -> Any:

@@ -185,7 +185,7 @@ def test_every_head_setting_has_one_registered_head_of_its_task():
     assert set(settings) == set(heads())
     for name, spec in heads().items():
         assert spec.settings is settings[name] and name in heads_for_task(spec.task)
-    assert heads_for_task("detect") == ["fast_rcnn", "faster_rcnn", "rcnn", "retinanet", "ssd", "yolo"]
+    assert heads_for_task("detect") == ["fast_rcnn", "faster_rcnn", "fcos", "rcnn", "retinanet", "ssd", "yolo"]
     assert {spec.task for spec in heads().values()} == set(tasks())  # every task has a head, every head a task
 
 

@@ -67,11 +67,18 @@ def photo_tensor(photos: Path, name: str = "astronaut.png") -> torch.Tensor:
     return torch.from_numpy(read_image(photos / name)).permute(2, 0, 1).float() / 255
 
 
-def assert_same_detections(ours: dict, theirs: dict) -> None:
+def assert_same_detections(ours: dict, theirs: dict, names: tuple[list, list] | None = None) -> None:
+    """The same boxes, scores and labels (and masks, where there are any); with `names` (ours, theirs), labels
+    compared by the class names each side gives them."""
     assert len(ours["boxes"]) == len(theirs["boxes"]) > 0
     torch.testing.assert_close(ours["boxes"], theirs["boxes"], rtol=1e-4, atol=1e-2)
     torch.testing.assert_close(ours["scores"], theirs["scores"], rtol=1e-4, atol=1e-4)
-    assert torch.equal(ours["labels"], theirs["labels"])
+    if names is None:
+        assert torch.equal(ours["labels"], theirs["labels"])
+    else:
+        assert [names[0][k] for k in ours["labels"]] == [names[1][k] for k in theirs["labels"]]
+    if "masks" in theirs:
+        torch.testing.assert_close(ours["masks"], theirs["masks"], rtol=1e-3, atol=1e-3)
 
 
 def test_a_timm_reference_gives_timms_own_pretrained_features(caches, photos):
@@ -158,11 +165,15 @@ def test_a_torchvision_imagenet_resnet_gives_the_trunk_torchvision_computes(cach
 
 
 def spread_scores(model: torch.nn.Module, bias: float = -4.0) -> torch.nn.Module:
-    """A randomly initialised RetinaNet scores every anchor about 1 % (below the 5 % threshold) and alike; wider
-    class logits spread its scores, so that it detects something and near-ties are rare."""
+    """A randomly initialised detector scores every anchor or region about alike and low (RetinaNet 1 %, below
+    the 5 % threshold); wider class logits spread its scores, so that it detects something and near-ties are
+    rare."""
     with torch.no_grad():
-        model.head.classification_head.cls_logits.weight.mul_(4)
-        model.head.classification_head.cls_logits.bias.fill_(bias)
+        if hasattr(model, "roi_heads"):  # Faster / Mask R-CNN: a softmax over 91 outputs
+            model.roi_heads.box_predictor.cls_score.weight.mul_(40)
+        else:
+            model.head.classification_head.cls_logits.weight.mul_(4)
+            model.head.classification_head.cls_logits.bias.fill_(bias)
     return model.eval()
 
 
@@ -172,29 +183,42 @@ def retinanet_with_detections(builder, **kwargs) -> torch.nn.Module:
     return spread_scores(builder(weights=None, weights_backbone=None, **kwargs))
 
 
-@pytest.mark.parametrize("version", ["v1", "v2"])
-def test_a_torchvision_coco_retinanet_predicts_what_torchvisions_own_model_does(version, caches, photos, tmp_path):
+TORCHVISION_DETECTORS = {  # name: (builder, weights enum, bundled pipeline, overrides that make it that model)
+    "retinanet_v1": ("retinanet_resnet50_fpn", "RetinaNet_ResNet50_FPN_Weights", "coco_retinanet_v2",
+                     ["model.neck.extra_levels=p6p7", "model.backbone.bn_eps=0", "model.head.head_norm=none",
+                      "model.head.box_loss=l1"]),
+    "retinanet_v2": ("retinanet_resnet50_fpn_v2", "RetinaNet_ResNet50_FPN_V2_Weights", "coco_retinanet_v2", []),
+    "fcos": ("fcos_resnet50_fpn", "FCOS_ResNet50_FPN_Weights", "coco_fcos", []),
+    "faster_rcnn_v1": ("fasterrcnn_resnet50_fpn", "FasterRCNN_ResNet50_FPN_Weights", "coco_faster_rcnn_v2",
+                       ["model.neck.norm=none", "model.backbone.bn_eps=0", "model.head.rpn_convs=1",
+                        "model.head.box_head=mlp"]),
+    "faster_rcnn_v2": ("fasterrcnn_resnet50_fpn_v2", "FasterRCNN_ResNet50_FPN_V2_Weights", "coco_faster_rcnn_v2", []),
+    "mask_rcnn_v2": ("maskrcnn_resnet50_fpn_v2", "MaskRCNN_ResNet50_FPN_V2_Weights", "coco_mask_rcnn_v2", []),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_DETECTORS))
+def test_a_torchvision_coco_detector_predicts_what_torchvisions_own_model_does(name, caches, photos):
     from torchvision.models import detection
 
-    builder, enum = {"v1": (detection.retinanet_resnet50_fpn, detection.RetinaNet_ResNet50_FPN_Weights),
-                     "v2": (detection.retinanet_resnet50_fpn_v2, detection.RetinaNet_ResNet50_FPN_V2_Weights)}[version]
+    builder_name, enum_name, pipeline, overrides = TORCHVISION_DETECTORS[name]
+    builder, enum = getattr(detection, builder_name), getattr(detection, enum_name)
     owner = retinanet_with_detections(builder, num_classes=91)
     put_in_torch_hub(caches, enum.COCO_V1.url, owner)
     theirs = builder(weights=enum.COCO_V1).eval()  # torchvision's own loader, from the same cache
     theirs = theirs.to(memory_format=torch.channels_last)  # as cvpipe runs its models (train.channels_last)
-    overrides = ["data.classes=[]"]  # every one of the file's 91 outputs, as torchvision labels them
-    if version == "v1":
-        overrides += [f"model.weights=torchvision:{enum.__name__}.COCO_V1", "model.neck.extra_levels=p6p7", "model.backbone.bn_eps=0",
-                      "model.head.head_norm=none", "model.head.box_loss=l1"]
-    config = Pipeline.from_yaml("coco_retinanet_v2", overrides).config
-    catalog = WeightsCatalog.load(caches / "weights")
+    # every one of the file's 91 outputs, as torchvision labels them
+    overrides = ["data.classes=[]", f"model.weights=torchvision:{enum_name}.COCO_V1", *overrides]
+    config = Pipeline.from_yaml(pipeline, overrides).config
     model, classes = load_trained(config, None, torch.device("cpu"))
-    assert classes == enum.COCO_V1.meta["categories"]
-    images = [photo_tensor(photos, "astronaut.png"), photo_tensor(photos, "coffee.png")]
+    categories = enum.COCO_V1.meta["categories"]
+    two_stage = builder_name.startswith(("fasterrcnn", "maskrcnn"))  # their output 0 is the background
+    assert classes == (categories[1:] if two_stage else categories)
+    images = [photo_tensor(photos, "coffee.png" if two_stage else "astronaut.png")]  # one real photo each, for time
     with torch.no_grad():
         for ours, reference in zip(model(images), theirs(images), strict=True):
-            assert_same_detections(ours, reference)
-    assert catalog.get(config.model.weights).trained_on.startswith("COCO-val2017 (box_map")
+            assert_same_detections(ours, reference, (classes, categories))
+    assert WeightsCatalog.load().get(config.model.weights).trained_on.startswith("COCO-val2017 (box_map")
 
 
 def test_the_ready_coco_retinanet_picks_cocos_80_classes_from_torchvisions_91(caches):
@@ -215,6 +239,26 @@ def test_the_ready_coco_retinanet_picks_cocos_80_classes_from_torchvisions_91(ca
             assert torch.equal(mine.weight[anchor * 80 + i], theirs.weight[anchor * 91 + k])
             assert torch.equal(mine.bias[anchor * 80 + i], theirs.bias[anchor * 91 + k])
     assert torch.equal(model.model.head.regression_head.bbox_reg.weight, owner.head.regression_head.bbox_reg.weight)
+
+
+def test_the_ready_coco_mask_rcnn_picks_the_background_and_cocos_80_classes_from_torchvisions_rows(caches):
+    from torchvision.models import detection
+
+    enum = detection.MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1
+    torch.manual_seed(0)
+    owner = detection.maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91).eval()
+    put_in_torch_hub(caches, enum.url, owner)
+    model, classes = load_trained(Pipeline.from_yaml("coco_mask_rcnn_v2").config, None, torch.device("cpu"))
+    assert len(classes) == 80 and classes[:2] == ["person", "bicycle"]
+    ours, theirs = model.model.roi_heads, owner.roi_heads
+    categories = enum.meta["categories"]  # torchvision's output k is categories[k]; ours: 0 background, i + 1
+    for name, i in (("__background__", -1), ("person", 0), ("tv", classes.index("tv")), ("toothbrush", 79)):
+        k = categories.index(name)
+        assert torch.equal(ours.box_predictor.cls_score.weight[i + 1], theirs.box_predictor.cls_score.weight[k])
+        assert torch.equal(ours.box_predictor.bbox_pred.weight[4 * (i + 1): 4 * (i + 2)],
+                           theirs.box_predictor.bbox_pred.weight[4 * k: 4 * (k + 1)])
+        assert torch.equal(ours.mask_predictor.mask_fcn_logits.bias[i + 1], theirs.mask_predictor.mask_fcn_logits.bias[k])
+    assert torch.equal(ours.box_head[0][0].weight, theirs.box_head[0][0].weight)
 
 
 def deepforest_own_model(file: Path, config: dict) -> torch.nn.Module:
@@ -249,3 +293,49 @@ def test_deepforest_tree_predicts_what_deepforests_own_model_does(caches, tmp_pa
     window = crop[:, :400, :400].float() / 255
     with torch.no_grad():
         assert_same_detections(model([window])[0], theirs([window])[0])
+
+
+def test_train_from_deepforest_offline_records_the_file_it_started_from(caches, tmp_path, capsys):
+    """`cvpipe train` with model.weights: deepforest:tree from a pre-filled Hugging Face cache, the hub offline:
+    it says which file it started from, and best.pt and metrics.json record it with its sha256; predict runs the
+    result."""
+    from torchvision.models.detection import RetinaNet, retinanet_resnet50_fpn
+
+    from cvpipe.cli import main
+    from cvpipe.data.fetchers import fetch_dataset
+
+    torch.manual_seed(0)
+    put_in_torch_hub(caches, torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url, torchvision.models.resnet50())
+    owner = RetinaNet(retinanet_resnet50_fpn(weights=None).backbone, num_classes=1)
+    snapshot = put_in_hf_cache(caches, "weecology/deepforest-tree", {
+        "model.safetensors": owner.state_dict(),
+        "config.json": {"num_classes": 1, "nms_thresh": 0.05, "score_thresh": 0.1, "label_dict": {"Tree": 0}}})
+    data = fetch_dataset("sample", REPO / "data") / "voc"
+    small = ["model.head.min_size=128", "model.head.max_size=128", "tiling.size=128", "train.epochs=1",
+             f"data.root={data}", f"output.dir={tmp_path / 'runs'}", "eval.interval=1"]
+    assert main(["train", "treecrowns_deepforest", "--no-tensorboard", "--set", *small]) == 0
+    file = snapshot / "model.safetensors"
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    assert f"starting from deepforest:tree: {file} (sha256 {digest[:12]}…)" in capsys.readouterr().out
+    run_dir = next((tmp_path / "runs").glob("treecrowns_deepforest*"))
+    best = torch.load(run_dir / "best.pt", weights_only=True)
+    assert best["pretrained"] == {"deepforest:tree": {"file": str(file), "sha256": digest}}
+    assert json.loads((run_dir / "metrics.json").read_text())["pretrained"]["deepforest:tree"]["sha256"] == digest
+    assert main(["predict", "treecrowns_deepforest", "--set", *small, "--source", str(data / "val"),
+                 "--out", str(tmp_path / "pred"), "--no-images"]) == 0
+    assert (tmp_path / "pred" / "results.json").exists()
+
+
+def test_weights_list_and_fetch_speak_of_references(caches, capsys):
+    from cvpipe.cli import main
+
+    torch.manual_seed(0)
+    path = put_in_torch_hub(caches, torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url, torchvision.models.resnet18())
+    assert main(["weights", "fetch", "torchvision:ResNet18_Weights.IMAGENET1K_V1"]) == 0
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert f"torchvision:ResNet18_Weights.IMAGENET1K_V1: {path} (sha256 {digest})" in capsys.readouterr().out
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "deepforest:tree" in out and "timm:convnext_tiny.fb_in22k" in out
+    assert main(["weights", "fetch", "deepforest:tree"]) == 2
+    assert "not in the Hugging Face cache" in capsys.readouterr().err

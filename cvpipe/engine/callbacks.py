@@ -132,8 +132,8 @@ class Checkpoints(Callback):
     name = "checkpoints"
 
     def on_epoch_end(self, t, row: dict) -> None:
-        common = {"classes": t.classes, "reused": t.reused, "config": t.config.model_dump(mode="json"), "epoch": t.state.epoch,
-                  "epochs": t.state.epochs, "iteration": t.state.iteration, "history": t.state.history,
+        common = {"classes": t.classes, "reused": t.reused, "pretrained": t.pretrained,
+                  "config": t.config.model_dump(mode="json"), "epoch": t.state.epoch, "epochs": t.state.epochs, "iteration": t.state.iteration, "history": t.state.history,
                   "train_seconds": t.state.train_seconds, "stop_reason": t.state.stop_reason}
         if t.state.improved:
             save_checkpoint(t.run_dir / "best.pt", {**common, "model": t.eval_model.state_dict(), "best": t.state.best,
@@ -201,7 +201,8 @@ class Logs(Callback):
         t.plots = ["loss_curves.png"]
         if t.state.metrics is not None:
             written = (t.state.metrics.as_json() | ({"stop_reason": t.state.stop_reason} if t.state.stop_reason else {})
-                       | ({"reused_classes": t.reused} if t.reused else {}))
+                       | ({"reused_classes": t.reused} if t.reused else {})
+                       | ({"pretrained": t.pretrained} if t.pretrained else {}))
             write_text(t.run_dir / "metrics.json", json.dumps(written, indent=2))
             t.plots += t.state.metrics.plots(t.run_dir)
         task = get_task(t.config.task)

@@ -41,6 +41,7 @@ from cvpipe.metrics.segmentation import SegmentationMetrics
 from cvpipe.metrics.style import StylizeMetrics
 from cvpipe.models.backbones import unfreeze_backbone
 from cvpipe.models.heads import build_model, reuse_classes
+from cvpipe.models.weights import WeightsCatalog
 from cvpipe.ops.device import resolve_device
 from cvpipe.ops.inference import autocast, to_device
 from cvpipe.schema import pipeline_schema
@@ -152,9 +153,15 @@ class Trainer:
         self.run_dir = run_dir
 
         torch.manual_seed(config.train.seed)
+        self.catalog = WeightsCatalog.load()
         self.model = self.build_model(pretrained=state is None)
         # output rows of classes the pretrained head also had start from its rows (model.head.reuse_classes)
-        self.reused = reuse_classes(self.model, config, self.classes) if state is None else state.get("reused", {})
+        self.reused = (reuse_classes(self.model, config, self.classes, catalog=self.catalog) if state is None
+                       else state.get("reused", {}))
+        # the pretrained files it started from, {weights id: {file, sha256}}, as best.pt and metrics.json record them
+        self.pretrained = dict(self.catalog.resolved) if state is None else state.get("pretrained", {})
+        for weights_id, found in self.pretrained.items() if state is None else ():
+            self.console.print(f"starting from {weights_id}: {found['file']} (sha256 {found['sha256'][:12]}…)")
         if self.reused and state is None:
             shown = ", ".join(f"{mine} ← {theirs!r}" for mine, theirs in list(self.reused.items())[:8])
             self.console.print(f"reused {len(self.reused)} of {len(self.classes)} output rows from the pretrained "
@@ -193,7 +200,7 @@ class Trainer:
 
     def build_model(self, pretrained: bool) -> nn.Module:
         """The model to train, on the CPU: the pipeline's, with its pretrained weights unless resuming."""
-        return build_model(self.config, len(self.classes), pretrained=pretrained)
+        return build_model(self.config, len(self.classes), pretrained=pretrained, catalog=self.catalog)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         """Over the model's trainable parameters (again after an unfreeze)."""

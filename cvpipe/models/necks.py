@@ -15,7 +15,7 @@ import torch
 from timm.layers import ConvNormAct
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
-from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from cvpipe.config import NeckConfig
 from cvpipe.models.backbones import Backbone
@@ -29,14 +29,17 @@ class FeatureBody(nn.Module):
         self.backbone = backbone
         self.bottom_up: nn.ModuleList | None = None
         if neck.name in ("fpn", "pan"):
-            extra = None
-            if neck.extra_levels != "none":  # torchvision's P6/P7 block: from P5 where its input depth is the FPN's
+            extra, added = None, 0
+            if neck.extra_levels == "pool":
+                extra, added = LastLevelMaxPool(), 1
+            elif neck.extra_levels != "none":  # torchvision's P6/P7 block: from P5 where its input depth is the FPN's
                 source = neck.out_channels if neck.extra_levels == "p6p7" else backbone.out_channels[-1]
-                extra = LastLevelP6P7(source, neck.out_channels)
-            self.fpn: nn.Module | None = FeaturePyramidNetwork(backbone.out_channels, neck.out_channels,
-                                                               extra_blocks=extra)
+                extra, added = LastLevelP6P7(source, neck.out_channels), 2
+            self.fpn: nn.Module | None = FeaturePyramidNetwork(
+                backbone.out_channels, neck.out_channels, extra_blocks=extra,
+                norm_layer=nn.BatchNorm2d if neck.norm == "batch" else None)
             self.out_channels = neck.out_channels
-            self.strides = list(backbone.strides) + ([backbone.strides[-1] * 2, backbone.strides[-1] * 4] if extra else [])
+            self.strides = list(backbone.strides) + [backbone.strides[-1] * 2 ** (i + 1) for i in range(added)]
             if neck.name == "pan":  # PANet's bottom-up path: n_i = conv3x3(p_i + conv3x3_stride2(n_i-1))
                 c = neck.out_channels
                 self.bottom_up = nn.ModuleList(
@@ -50,6 +53,11 @@ class FeatureBody(nn.Module):
     @property
     def num_levels(self) -> int:
         return len(self.strides)
+
+    @property
+    def pyramid_levels(self) -> int:
+        """The levels RoI pooling reads: the backbone's (not the neck's extra P6/P7 or pooled level)."""
+        return len(self.backbone.strides) if self.fpn is not None else 1
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         levels = self.backbone(x)

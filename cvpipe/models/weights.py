@@ -203,12 +203,14 @@ class WeightsCatalog:
         """The weights' tensors by their owner's names (a zoo detector's by torchvision's)."""
         entry = self.get(weights_id)
         if entry.reference:
-            from cvpipe.models import zoo
-
             if entry.format == "timm":
                 raise WeightsError(f"{weights_id}: timm weights load through timm (model.backbone.weights), not as a "
                                    "whole model (model.weights)")
-            return OrderedDict(zoo.torchvision_state(self.fetch(weights_id), weights_id))
+            # a torchvision or DeepForest detector by torchvision's names (DeepForest's older files prefix them with
+            # `model.`, which its own loader strips too)
+            path = self.fetch(weights_id)
+            state = read_state_dict(path, "safetensors" if path.suffix == ".safetensors" else "torch")
+            return OrderedDict((re.sub(r"^model\.", "", k), v) for k, v in state.items())
         return read_state_dict(self.fetch(weights_id), entry.format)
 
     def import_file(self, file: Path, *, arch: str, name: str, mapping: str = "strict", num_classes: int = 1000,

@@ -13,7 +13,6 @@ into cvpipe's weights folder; `WeightsCatalog` asks this module for the entry, t
 from __future__ import annotations
 
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ DEEPFOREST_ARCH = "retinanet_resnet50_fpn"  # DeepForest's RetinaNetHub: torchvi
 # torchvision classification and detection builders → the timm backbone their trunk's tensors load into
 TIMM_TWINS = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50", "resnet101": "resnet101",
               "resnet152": "resnet152", "mobilenet_v2": "mobilenetv2_100"}
+TWO_STAGE = ("fasterrcnn_", "maskrcnn_")  # torchvision builders whose class outputs start with the background
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # what timm's and the hub mixin's loaders look for, in order
 
 
@@ -81,7 +81,7 @@ def hf_file(repo: str, filenames: tuple[str, ...], ref: str, *, cached_only: boo
         except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError: first)
             raise WeightsError(
                 f"weights {ref}: {repo}/{filenames[0]} is not in the Hugging Face cache ({hf_cache()}) and the hub "
-                f"cannot be reached (offline: HF_HUB_OFFLINE); on a connected machine run `cvpipe weights fetch {ref}` "
+                f"cannot be reached (no network, or HF_HUB_OFFLINE set); on a connected machine run `cvpipe weights fetch {ref}` "
                 "and copy that cache folder here (or point HF_HOME at a copy)") from None
         except EntryNotFoundError:
             missing.append(filename)
@@ -233,6 +233,8 @@ def entry_fields(ref: Reference) -> dict:
     if ref.kind == "torchvision":
         weight, builder = torchvision_weight(ref)
         categories = list(weight.meta.get("categories") or [])
+        if builder.startswith(TWO_STAGE) and categories[:1] == ["__background__"]:
+            categories = categories[1:]  # an R-CNN's output 0 is its background, not a class
         trunk = next((twin for name, twin in TIMM_TWINS.items()
                       if builder == name or (builder or "").split("_")[1:2] == [name]), "")
         return dict(arch=f"torchvision.{builder}", mapping="torchvision", backbone=trunk, format="torch",
@@ -281,15 +283,6 @@ def cached(ref: Reference) -> Path | None:
         return hf_file(DEEPFOREST[ref.name][0], HF_WEIGHTS, ref.id, cached_only=True)
     except WeightsError:
         return None
-
-
-def torchvision_state(path: Path, ref: str) -> dict:
-    """A torchvision or DeepForest detector's tensors by torchvision's names (DeepForest's older files prefix them
-    with `model.`, which its own loader strips too)."""
-    from cvpipe.models.weights import read_state_dict
-
-    state = read_state_dict(path, "safetensors" if path.suffix == ".safetensors" else "torch")
-    return {re.sub(r"^model\.", "", k): v for k, v in state.items()}
 
 
 # Reference examples `cvpipe weights list` shows under the catalogue.

@@ -48,3 +48,30 @@ class TorchvisionDetector(Head):
         if self.training:
             return out
         return [{**d, "labels": d["labels"] - 1} for d in out]
+
+
+def renamed(state: dict[str, torch.Tensor], prefixes: tuple[tuple[str, str], ...]) -> dict[str, torch.Tensor]:
+    """A torchvision detector's state dict under a cvpipe head's names (`prefixes`: (theirs, ours) pairs); tensors
+    no prefix names keep their name."""
+    out = {}
+    for key, value in state.items():
+        prefix = next((p for p in prefixes if key.startswith(p[0])), None)
+        out[key if prefix is None else prefix[1] + key[len(prefix[0]):]] = value
+    return out
+
+
+def load_renamed(model: nn.Module, state: dict[str, torch.Tensor], entry, prefixes: tuple[tuple[str, str], ...]
+                 ) -> list[str]:
+    """A whole torchvision detector by its tensor names: the trunk must fit exactly, the rest where shapes fit (the
+    class outputs of other classes start fresh, and `reuse_classes` may fill their shared rows); a tensor of the
+    file with no place in the model is an error naming it. Returns the tensors left fresh."""
+    from cvpipe.errors import WeightsError
+    from cvpipe.models.heads import load_fitting
+
+    own = model.state_dict()
+    state = renamed(state, prefixes)
+    unused = sorted(k for k in state if k not in own and not k.endswith("num_batches_tracked"))
+    if unused:
+        raise WeightsError(f"{entry.id}: {len(unused)} tensors of the file have no place in this "
+                           f"{type(model).__name__} (model.neck.extra_levels / norm, the head's settings?)", unused[:5])
+    return load_fitting(model, state, what=entry.id)

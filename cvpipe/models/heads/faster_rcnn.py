@@ -8,18 +8,26 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
+import torch
 from pydantic import Field
+from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import (
+    FasterRCNN,
+    FastRCNNConvFCHead,
+    FastRCNNPredictor,
+    RPNHead,
+    TwoMLPHead,
+)
 from torchvision.ops import MultiScaleRoIAlign
 
-from cvpipe.config import HeadSettings, backbone_levels
-from cvpipe.models.heads.base import TorchvisionDetector
+from cvpipe.config import ReusesClasses, pyramid_levels
+from cvpipe.models.heads.base import TorchvisionDetector, load_renamed, renamed
 from cvpipe.models.heads.registry import HeadSpec, Problems, needs_pyramid_or_none, register_head
 from cvpipe.models.necks import FeatureBody, build_neck
 
 
-class FasterRCNNHead(HeadSettings):
+class FasterRCNNHead(ReusesClasses):
     """torchvision Faster R-CNN on the backbone's levels; one anchor-size tuple per FPN level."""
 
     task: ClassVar[str] = "detect"
@@ -35,7 +43,11 @@ class FasterRCNNHead(HeadSettings):
     rpn_post_nms_top_n: Annotated[int, Field(gt=0)] = 1000  # ... and per image after it
     roi_batch_size: Annotated[int, Field(gt=0)] = 512  # RoIs sampled per image for the box head's loss
     roi_sampling_ratio: Annotated[int, Field(ge=0)] = 2  # RoIAlign points per bin side (0 = adaptive)
-    box_head_dim: Annotated[int, Field(gt=0)] = 1024  # width of the two fully connected layers after RoIAlign
+    box_head_dim: Annotated[int, Field(gt=0)] = 1024  # width of the fully connected layers after RoIAlign
+    # mlp: two fully connected layers (torchvision's v1) | conv: four 3×3 convolutions with BatchNorm, then one
+    # fully connected layer (torchvision's v2)
+    box_head: Literal["mlp", "conv"] = "mlp"
+    rpn_convs: Annotated[int, Field(ge=1)] = 1  # 3×3 convolutions of the RPN head (torchvision's v2: 2)
     # detections scoring less are dropped before NMS
     score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     # per-class NMS: boxes overlapping a better one this much (IoU) go
@@ -50,20 +62,27 @@ def faster_rcnn_parts(body: FeatureBody, cfg: FasterRCNNHead, num_classes: int) 
     levels = body.num_levels
     sizes = cfg.anchor_sizes or [[32 * 2**i] for i in range(levels)]
     anchors = AnchorGenerator(sizes=tuple(tuple(s) for s in sizes), aspect_ratios=(tuple(cfg.aspect_ratios),) * levels)
-    roi_align = MultiScaleRoIAlign(featmap_names=[str(i) for i in range(levels)], output_size=7,
+    roi_align = MultiScaleRoIAlign(featmap_names=[str(i) for i in range(body.pyramid_levels)], output_size=7,
                                    sampling_ratio=cfg.roi_sampling_ratio)
+    if cfg.box_head == "conv":
+        box_head = FastRCNNConvFCHead((body.out_channels, 7, 7), [256] * 4, [cfg.box_head_dim],
+                                      norm_layer=nn.BatchNorm2d)
+    else:
+        box_head = TwoMLPHead(body.out_channels * 7 * 7, cfg.box_head_dim)
     preprocess = body.backbone.preprocess
     return dict(
         min_size=(*cfg.train_sizes, cfg.min_size), max_size=cfg.max_size,
         image_mean=list(preprocess.mean), image_std=list(preprocess.std),
-        rpn_anchor_generator=anchors, box_roi_pool=roi_align,
-        box_head=TwoMLPHead(body.out_channels * 7 * 7, cfg.box_head_dim),
+        rpn_anchor_generator=anchors, box_roi_pool=roi_align, box_head=box_head,
         box_predictor=FastRCNNPredictor(cfg.box_head_dim, num_classes + 1),
         rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n, rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n,
         rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n, rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n,
         box_batch_size_per_image=cfg.roi_batch_size,
         box_score_thresh=cfg.score_thresh, box_nms_thresh=cfg.nms_thresh,
         box_detections_per_img=cfg.detections_per_img,
+        # torchvision builds its one-convolution RPN head itself (after the heads above: the same random draws)
+        **({"rpn_head": RPNHead(body.out_channels, anchors.num_anchors_per_location()[0], conv_depth=cfg.rpn_convs)}
+           if cfg.rpn_convs != 1 else {}),
     )
 
 
@@ -80,6 +99,49 @@ class FasterRCNNDetector(TorchvisionDetector):
         return self.model.transform
 
 
+# torchvision's Faster / Mask R-CNN tensor names → these heads' (FeatureBody: backbone.body is the timm trunk)
+TORCHVISION_NAMES = (("backbone.body.", "model.backbone.backbone.body."), ("backbone.fpn.", "model.backbone.fpn."),
+                     ("rpn.", "model.rpn."), ("roi_heads.", "model.roi_heads."))
+# the class outputs of an R-CNN's heads (background first), and how many rows each class has in them
+CLASS_OUTPUTS = (("model.roi_heads.box_predictor.cls_score", 1), ("model.roi_heads.box_predictor.bbox_pred", 4),
+                 ("model.roi_heads.mask_predictor.mask_fcn_logits", 1))
+
+
+def load_torchvision_whole(model: nn.Module, state: dict, entry) -> list[str]:
+    """A whole torchvision Faster or Mask R-CNN (COCO, v1 and v2) by torchvision's names."""
+    return load_renamed(model, state, entry, TORCHVISION_NAMES)
+
+
+def reuse_rcnn_rows(model: nn.Module, config, classes: list[str], catalog) -> dict[str, str]:
+    """`model.head.reuse_classes` from `model.weights`: the background's and shared classes' rows of the box
+    classifier, the box regressor (4 rows per class) and the mask predictor start from the pretrained R-CNN's.
+    {class: the pretrained label}."""
+    from cvpipe.models.class_match import cannot_reuse, match_classes
+
+    head, weights_id = config.model.head, config.model.weights
+    if head.reuse_classes is False:
+        return {}
+    if weights_id is None:
+        return cannot_reuse(head, "model.weights is null, so there is no pretrained R-CNN to take class rows from")
+    labels = catalog.get(weights_id).class_names()
+    if not labels:
+        return cannot_reuse(head, f"{weights_id} has no known label set")
+    state, own = renamed(catalog.state_dict(weights_id), TORCHVISION_NAMES), model.state_dict()
+    outputs = [(name, per) for name, per in CLASS_OUTPUTS if f"{name}.weight" in own]
+    if any(f"{name}.weight" not in state or state[f"{name}.weight"].shape[0] != (len(labels) + 1) * per
+           or state[f"{name}.weight"].shape[1:] != own[f"{name}.weight"].shape[1:] for name, per in outputs):
+        return cannot_reuse(head, f"{weights_id}'s class outputs do not fit this head's")
+    rows = match_classes(classes, labels, head.class_map)
+    pairs = [(0, 0), *((i + 1, k + 1) for i, k in rows.items())]  # background first
+    with torch.no_grad():
+        for name, per in outputs:
+            mine = [c * per + j for c, _ in pairs for j in range(per)]
+            theirs = [c * per + j for _, c in pairs for j in range(per)]
+            for part in ("weight", "bias"):  # state_dict tensors share the parameters
+                own[f"{name}.{part}"][mine] = state[f"{name}.{part}"][theirs].to(own[f"{name}.{part}"].dtype)
+    return {classes[i]: labels[k] for i, k in rows.items()}
+
+
 def _build(config, backbone, num_classes: int) -> FasterRCNNDetector:
     return FasterRCNNDetector(build_neck(backbone, config.model.neck), config.model.head, num_classes)
 
@@ -91,7 +153,7 @@ def neck_problems(model) -> Problems:
     problems = needs_pyramid_or_none(model)
     if problems or head.anchor_sizes is None:
         return problems
-    levels = backbone_levels(model.backbone) if neck.name in ("fpn", "pan") else 1
+    levels = pyramid_levels(model)
     if len(head.anchor_sizes) != levels:
         problems.append((("model", "head", "anchor_sizes"),
                          f"{len(head.anchor_sizes)} levels of sizes given, but the neck gives {levels} feature levels "
@@ -105,4 +167,5 @@ def neck_problems(model) -> Problems:
 
 
 register_head(HeadSpec("faster_rcnn", FasterRCNNHead, _build, neck_problems=neck_problems, tta_scales=True,
-                       input_size=lambda head: head.min_size))
+                       input_size=lambda head: head.min_size, load_whole=load_torchvision_whole,
+                       reuse_classes=reuse_rcnn_rows))

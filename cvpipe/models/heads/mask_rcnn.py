@@ -10,11 +10,18 @@ from __future__ import annotations
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
+from torch import nn
 from torchvision.models.detection.mask_rcnn import MaskRCNN, MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
 from cvpipe.models.heads.base import TorchvisionDetector
-from cvpipe.models.heads.faster_rcnn import FasterRCNNHead, faster_rcnn_parts, neck_problems
+from cvpipe.models.heads.faster_rcnn import (
+    FasterRCNNHead,
+    faster_rcnn_parts,
+    load_torchvision_whole,
+    neck_problems,
+    reuse_rcnn_rows,
+)
 from cvpipe.models.heads.registry import HeadSpec, register_head
 from cvpipe.models.necks import FeatureBody, build_neck
 
@@ -28,6 +35,7 @@ class MaskRCNNHead(FasterRCNNHead):
     mask_layers: Annotated[int, Field(ge=1)] = 4  # 3×3 convolutions of the mask FCN (the paper: 4)
     mask_dim: Annotated[int, Field(gt=0)] = 256  # their width
     mask_thresh: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5  # mask probability a pixel must reach to be in
+    mask_norm: Literal["none", "batch"] = "none"  # BatchNorm after each mask convolution (torchvision's v2)
 
 
 class MaskRCNNDetector(TorchvisionDetector):
@@ -37,12 +45,13 @@ class MaskRCNNDetector(TorchvisionDetector):
     def __init__(self, body: FeatureBody, cfg: MaskRCNNHead, num_classes: int):
         super().__init__()
         self.num_classes = num_classes
-        levels = [str(i) for i in range(body.num_levels)]
+        levels = [str(i) for i in range(body.pyramid_levels)]
         self.model = MaskRCNN(
             body, **faster_rcnn_parts(body, cfg, num_classes),
             mask_roi_pool=MultiScaleRoIAlign(featmap_names=levels, output_size=14,
                                              sampling_ratio=cfg.roi_sampling_ratio),
-            mask_head=MaskRCNNHeads(body.out_channels, [cfg.mask_dim] * cfg.mask_layers, dilation=1),
+            mask_head=MaskRCNNHeads(body.out_channels, [cfg.mask_dim] * cfg.mask_layers, dilation=1,
+                                    norm_layer=nn.BatchNorm2d if cfg.mask_norm == "batch" else None),
             mask_predictor=MaskRCNNPredictor(cfg.mask_dim, cfg.mask_dim, num_classes + 1),
         )
 
@@ -51,4 +60,5 @@ def _build(config, backbone, num_classes: int) -> MaskRCNNDetector:
     return MaskRCNNDetector(build_neck(backbone, config.model.neck), config.model.head, num_classes)
 
 
-register_head(HeadSpec("mask_rcnn", MaskRCNNHead, _build, neck_problems=neck_problems, input_size=lambda head: head.min_size))
+register_head(HeadSpec("mask_rcnn", MaskRCNNHead, _build, neck_problems=neck_problems, input_size=lambda head: head.min_size,
+                       load_whole=load_torchvision_whole, reuse_classes=reuse_rcnn_rows))

@@ -20,7 +20,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 
 from cvpipe.config import ReusesClasses, pyramid_levels
-from cvpipe.models.heads.base import Head
+from cvpipe.models.heads.base import Head, load_renamed, renamed
 from cvpipe.models.heads.registry import HeadSpec, Problems, needs_pyramid_or_none, register_head
 from cvpipe.models.necks import FeatureBody, build_neck
 
@@ -81,56 +81,38 @@ class RetinaNetDetector(Head):
         return self.model.transform
 
 
-# torchvision's RetinaNet tensor names → this head's (FeatureBody: backbone.body is the timm trunk, fpn the neck)
+# torchvision's RetinaNet and FCOS tensor names → these heads' (FeatureBody: backbone.body is the timm trunk, fpn
+# the neck)
 TORCHVISION_NAMES = (("backbone.body.", "model.backbone.backbone.body."), ("backbone.fpn.", "model.backbone.fpn."),
                      ("head.", "model.head."))
 
 
-def renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """torchvision's (and DeepForest's) RetinaNet state dict under this head's names; tensors none of the prefixes
-    name keep their name and are reported by `load_fitting` as not used."""
-    out = {}
-    for key, value in state.items():
-        prefix = next((p for p in TORCHVISION_NAMES if key.startswith(p[0])), None)
-        out[key if prefix is None else prefix[1] + key[len(prefix[0]):]] = value
-    return out
+def load_torchvision_whole(model: nn.Module, state: dict, entry) -> list[str]:
+    """A whole one-stage torchvision detector (RetinaNet, FCOS; DeepForest's) by torchvision's names."""
+    return load_renamed(model, state, entry, TORCHVISION_NAMES)
 
 
-def _load_whole(model: RetinaNetDetector, state: dict, entry) -> list[str]:
-    """A whole RetinaNet by torchvision's names: the trunk must fit exactly, the rest where shapes fit (the class
-    logits of other classes start fresh, and `reuse_classes` may fill their shared rows)."""
-    from cvpipe.errors import WeightsError
-    from cvpipe.models.heads import load_fitting
-
-    own = model.state_dict()
-    state = renamed(state)
-    unused = sorted(k for k in state if k not in own and not k.endswith("num_batches_tracked"))
-    if unused:
-        raise WeightsError(f"{entry.id}: {len(unused)} tensors of the file have no place in this RetinaNet "
-                           "(model.neck.extra_levels, model.head.head_norm?)", unused[:5])
-    return load_fitting(model, state, what=entry.id)
-
-
-def _reuse_rows(model: RetinaNetDetector, config, classes: list[str], catalog) -> dict[str, str]:
-    """`model.head.reuse_classes` from `model.weights`: each anchor's class-logit rows (weights and bias) of the
-    classes the pretrained RetinaNet also knows start from its rows. {class: the pretrained label}."""
+def reuse_logit_rows(model: nn.Module, config, classes: list[str], catalog) -> dict[str, str]:
+    """`model.head.reuse_classes` from `model.weights` (RetinaNet, FCOS): each anchor's class-logit rows (weights
+    and bias) of the classes the pretrained detector also knows start from its rows. {class: the pretrained
+    label}."""
     from cvpipe.models.class_match import cannot_reuse, class_rows, match_classes
 
     head, weights_id = config.model.head, config.model.weights
     if head.reuse_classes is False:
         return {}
     if weights_id is None:
-        return cannot_reuse(head, "model.weights is null, so there is no pretrained RetinaNet to take class rows from")
+        return cannot_reuse(head, "model.weights is null, so there is no pretrained detector to take class rows from")
     labels = catalog.get(weights_id).class_names()
     if not labels:
         return cannot_reuse(head, f"{weights_id} has no known label set")
-    state = renamed(catalog.state_dict(weights_id))
+    state = renamed(catalog.state_dict(weights_id), TORCHVISION_NAMES)
     logits = model.model.head.classification_head.cls_logits
     name = "model.head.classification_head.cls_logits"
     anchors = logits.out_channels // len(classes)
     theirs_w, theirs_b = state.get(f"{name}.weight"), state.get(f"{name}.bias")
     if theirs_w is None or theirs_w.shape[0] != anchors * len(labels) or theirs_w.shape[1:] != logits.weight.shape[1:]:
-        return cannot_reuse(head, f"{weights_id}'s class logits do not fit this RetinaNet's anchors")
+        return cannot_reuse(head, f"{weights_id}'s class logits do not fit this head's anchors")
     rows = match_classes(classes, labels, head.class_map)
     mine, source = class_rows(rows, len(classes), len(labels), anchors, background=False)
     with torch.no_grad():
@@ -152,6 +134,9 @@ def _neck_problems(model) -> Problems:
     if head.anchor_sizes is not None and len({len(sizes) for sizes in head.anchor_sizes}) > 1:
         problems.append((("model", "head", "anchor_sizes"),
                          f"every level needs the same number of sizes (one head is shared by all), got {head.anchor_sizes}"))
+    if head.head_norm == "group" and model.neck.name != "none" and model.neck.out_channels % 32:
+        problems.append((("model", "head", "head_norm"), f"GroupNorm(32) needs model.neck.out_channels a multiple "
+                         f"of 32, got {model.neck.out_channels}"))
     if head.bg_iou_thresh > head.fg_iou_thresh:
         problems.append((("model", "head", "bg_iou_thresh"), f"{head.bg_iou_thresh} is above fg_iou_thresh "
                          f"{head.fg_iou_thresh}"))
@@ -163,4 +148,5 @@ def _build(config, backbone, num_classes: int) -> RetinaNetDetector:
 
 
 register_head(HeadSpec("retinanet", RetinaNetSettings, _build, neck_problems=_neck_problems, tta_scales=True,
-                       input_size=lambda head: head.min_size, load_whole=_load_whole, reuse_classes=_reuse_rows))
+                       input_size=lambda head: head.min_size, load_whole=load_torchvision_whole,
+                       reuse_classes=reuse_logit_rows))
