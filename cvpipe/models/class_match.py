@@ -27,6 +27,23 @@ def cannot_reuse(head, why: str) -> dict[str, str]:
     return {}
 
 
+def reusable_labels(head, weights_id: str | None, catalog, what: str, key: str = "model.weights") -> list[str] | None:
+    """The pretrained head's labels where `reuse_classes` asks for its rows and the weights (at `key`) have a known
+    label set; None where not (an error under `reuse_classes: true`, see cannot_reuse). `what` names the
+    pretrained head in the message."""
+    if head.reuse_classes is False:
+        return None
+    if weights_id is None:
+        cannot_reuse(head, f"{key} is null, so there is no pretrained {what} to take class rows from")
+        return None
+    entry = catalog.get(weights_id)
+    labels = entry.class_names()
+    if not labels:
+        cannot_reuse(head, f"{weights_id} has no known label set (trained on {entry.trained_on or 'unknown'})")
+        return None
+    return labels
+
+
 def class_rows(rows: dict[int, int], own: int, source: int, groups: int, *, background: bool
                 ) -> tuple[list[int], list[int]]:
     """(own rows, source rows) to copy in a predictor whose outputs are `groups` blocks (one per anchor) of `own`

@@ -50,6 +50,21 @@ class TorchvisionDetector(Head):
         return [{**d, "labels": d["labels"] - 1} for d in out]
 
 
+class OneStageDetector(Head):
+    """A torchvision one-stage detector (RetinaNet, FCOS) in `self.model`: class indices are its own outputs (no
+    background column), `model(images, targets)` → loss dict in training, `model(images)` →
+    `[{boxes, scores, labels}]` in eval; images float RGB in [0, 1], CHW, resized by min_size / max_size."""
+
+    model: nn.Module
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
+        return self.model(images, targets)
+
+    @property
+    def input_resizer(self):
+        return self.model.transform
+
+
 def renamed(state: dict[str, torch.Tensor], prefixes: tuple[tuple[str, str], ...]) -> dict[str, torch.Tensor]:
     """A torchvision detector's state dict under a cvpipe head's names (`prefixes`: (theirs, ours) pairs); tensors
     no prefix names keep their name."""

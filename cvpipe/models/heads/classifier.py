@@ -90,17 +90,12 @@ def load_classifier(model: Classifier, state: dict[str, torch.Tensor], entry) ->
 def reuse_classifier_rows(model: Classifier, config, classes: list[str], catalog) -> dict[str, str]:
     """`model.head.reuse_classes`: the output rows (weight row and bias) of the classes the backbone weights'
     classifier also has start from its rows; the others stay fresh. Returns {class: the pretrained label}."""
-    from cvpipe.models.class_match import cannot_reuse, match_classes
+    from cvpipe.models.class_match import cannot_reuse, match_classes, reusable_labels
 
     head, weights_id = config.model.head, config.model.backbone.weights
-    if head.reuse_classes is False:
+    labels = reusable_labels(head, weights_id, catalog, "classifier", key="model.backbone.weights")
+    if labels is None:
         return {}
-    if weights_id is None:
-        return cannot_reuse(head, "model.backbone.weights is null, so there is no pretrained classifier")
-    entry = catalog.get(weights_id)
-    labels = entry.class_names()
-    if not labels:
-        return cannot_reuse(head, f"{weights_id} has no known label set (trained on {entry.trained_on or 'unknown'})")
     linear = pretrained_linear(model, catalog.state_dict(weights_id))
     if linear is None or linear[0].shape[0] != len(labels):
         return cannot_reuse(head, f"{weights_id}'s classifier does not read this backbone's last features (end it where the "

@@ -116,16 +116,12 @@ def reuse_rcnn_rows(model: nn.Module, config, classes: list[str], catalog) -> di
     """`model.head.reuse_classes` from `model.weights`: the background's and shared classes' rows of the box
     classifier, the box regressor (4 rows per class) and the mask predictor start from the pretrained R-CNN's.
     {class: the pretrained label}."""
-    from cvpipe.models.class_match import cannot_reuse, match_classes
+    from cvpipe.models.class_match import cannot_reuse, match_classes, reusable_labels
 
     head, weights_id = config.model.head, config.model.weights
-    if head.reuse_classes is False:
+    labels = reusable_labels(head, weights_id, catalog, "R-CNN")
+    if labels is None:
         return {}
-    if weights_id is None:
-        return cannot_reuse(head, "model.weights is null, so there is no pretrained R-CNN to take class rows from")
-    labels = catalog.get(weights_id).class_names()
-    if not labels:
-        return cannot_reuse(head, f"{weights_id} has no known label set")
     state, own = renamed(catalog.state_dict(weights_id), TORCHVISION_NAMES), model.state_dict()
     outputs = [(name, per) for name, per in CLASS_OUTPUTS if f"{name}.weight" in own]
     if any(f"{name}.weight" not in state or state[f"{name}.weight"].shape[0] != (len(labels) + 1) * per

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-import torch
 from pydantic import Field
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOS, FCOSHead
 
 from cvpipe.config import ReusesClasses
-from cvpipe.models.heads.base import Head
+from cvpipe.models.heads.base import OneStageDetector
 from cvpipe.models.heads.registry import HeadSpec, needs_pyramid_or_none, register_head
 from cvpipe.models.heads.retinanet import load_torchvision_whole, reuse_logit_rows
 from cvpipe.models.necks import FeatureBody, build_neck
@@ -40,8 +39,8 @@ class FCOSSettings(ReusesClasses):
     detections_per_img: Annotated[int, Field(gt=0)] = 100  # at most this many detections per image, best first
 
 
-class FCOSDetector(Head):
-    """`model(images, targets)` → loss dict in training; `model(images)` → `[{boxes, scores, labels}]` in eval."""
+class FCOSDetector(OneStageDetector):
+    """FCOS on the body's levels (the calling convention: OneStageDetector)."""
 
     def __init__(self, body: FeatureBody, cfg: FCOSSettings, num_classes: int):
         super().__init__()
@@ -54,13 +53,6 @@ class FCOSDetector(Head):
             head=FCOSHead(body.out_channels, 1, num_classes, num_convs=cfg.head_convs),
             center_sampling_radius=cfg.center_sampling_radius, score_thresh=cfg.score_thresh,
             nms_thresh=cfg.nms_thresh, detections_per_img=cfg.detections_per_img, topk_candidates=cfg.topk_candidates)
-
-    def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
-        return self.model(images, targets)
-
-    @property
-    def input_resizer(self):
-        return self.model.transform
 
 
 def _build(config, backbone, num_classes: int) -> FCOSDetector:

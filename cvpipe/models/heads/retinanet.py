@@ -20,7 +20,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 
 from cvpipe.config import ReusesClasses, pyramid_levels
-from cvpipe.models.heads.base import Head, load_renamed, renamed
+from cvpipe.models.heads.base import OneStageDetector, load_renamed, renamed
 from cvpipe.models.heads.registry import HeadSpec, Problems, needs_pyramid_or_none, register_head
 from cvpipe.models.necks import FeatureBody, build_neck
 
@@ -53,9 +53,8 @@ def anchor_sizes(cfg: RetinaNetSettings, levels: int) -> list[list[int]]:
     return cfg.anchor_sizes or [[x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))] for x in (32 * 2**i for i in range(levels))]
 
 
-class RetinaNetDetector(Head):
-    """`model(images, targets)` → loss dict in training; `model(images)` → `[{boxes, scores, labels}]` in eval.
-    Images are float RGB in [0, 1], CHW, of any size (resized by min_size / max_size)."""
+class RetinaNetDetector(OneStageDetector):
+    """RetinaNet on the body's levels (the calling convention: OneStageDetector)."""
 
     def __init__(self, body: FeatureBody, cfg: RetinaNetSettings, num_classes: int):
         super().__init__()
@@ -73,13 +72,6 @@ class RetinaNetDetector(Head):
             score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh, detections_per_img=cfg.detections_per_img,
             fg_iou_thresh=cfg.fg_iou_thresh, bg_iou_thresh=cfg.bg_iou_thresh, topk_candidates=cfg.topk_candidates)
 
-    def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
-        return self.model(images, targets)
-
-    @property
-    def input_resizer(self):
-        return self.model.transform
-
 
 # torchvision's RetinaNet and FCOS tensor names → these heads' (FeatureBody: backbone.body is the timm trunk, fpn
 # the neck)
@@ -96,16 +88,12 @@ def reuse_logit_rows(model: nn.Module, config, classes: list[str], catalog) -> d
     """`model.head.reuse_classes` from `model.weights` (RetinaNet, FCOS): each anchor's class-logit rows (weights
     and bias) of the classes the pretrained detector also knows start from its rows. {class: the pretrained
     label}."""
-    from cvpipe.models.class_match import cannot_reuse, class_rows, match_classes
+    from cvpipe.models.class_match import cannot_reuse, class_rows, match_classes, reusable_labels
 
     head, weights_id = config.model.head, config.model.weights
-    if head.reuse_classes is False:
+    labels = reusable_labels(head, weights_id, catalog, "detector")
+    if labels is None:
         return {}
-    if weights_id is None:
-        return cannot_reuse(head, "model.weights is null, so there is no pretrained detector to take class rows from")
-    labels = catalog.get(weights_id).class_names()
-    if not labels:
-        return cannot_reuse(head, f"{weights_id} has no known label set")
     state = renamed(catalog.state_dict(weights_id), TORCHVISION_NAMES)
     logits = model.model.head.classification_head.cls_logits
     name = "model.head.classification_head.cls_logits"

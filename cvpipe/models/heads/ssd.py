@@ -250,16 +250,12 @@ def reuse_ssd_rows(model: SSDDetector, config, classes: list[str], catalog) -> d
     """`model.head.reuse_classes` from `model.weights` (a pretrained SSD of the same shape but other classes):
     in every level's class predictor, each default box's background output and the outputs of the classes the
     weights also know start from theirs. Returns {class: the pretrained label}."""
-    from cvpipe.models.class_match import cannot_reuse, class_rows, match_classes
+    from cvpipe.models.class_match import cannot_reuse, class_rows, match_classes, reusable_labels
 
     head, weights_id = config.model.head, config.model.weights
-    if head.reuse_classes is False:
+    labels = reusable_labels(head, weights_id, catalog, "SSD")
+    if labels is None:
         return {}
-    if weights_id is None:
-        return cannot_reuse(head, "model.weights is null, so there is no pretrained SSD to take class predictors from")
-    labels = catalog.get(weights_id).class_names()
-    if not labels:
-        return cannot_reuse(head, f"{weights_id} has no known label set")
     state, own = catalog.state_dict(weights_id), model.state_dict()
     k_own, k_source = len(classes) + 1, len(labels) + 1
     predictors = [name for name in own if ".classification_head." in name and name in state
