@@ -50,14 +50,26 @@ def _same_detections(ours: list[dict], theirs: list[dict], top: int = 20) -> Non
         assert (distance.min(1).values < 1e-2).all(), distance.min(1).values
 
 
+def one_stage(head: str) -> str:
+    """The shapes pipeline with a one-stage FPN head (retinanet, fcos) in place of Faster R-CNN's, scoring every box."""
+    settings = {"retinanet": "anchor_sizes: [[16, 24], [32, 48]], ", "fcos": ""}[head]
+    start = FASTER_RCNN.index("  head: {{name: faster_rcnn")
+    end = FASTER_RCNN.index("\ntrain: {{") + 1
+    return (FASTER_RCNN[:start] + f"  head: {{{{name: {head}, {settings}min_size: 96, max_size: 128, score_thresh: 0.0, "
+            "detections_per_img: 50}}\n"
+            + FASTER_RCNN[end:])
+
+
 def detector_pipeline(tmp_path, head: str):
     """A small shapes pipeline with this detection head, scoring every box (score_thresh 0 where it has one)."""
     return {"faster_rcnn": lambda: shapes_pipeline_file(tmp_path, FASTER_RCNN, "frcnn.yaml"),
+            "retinanet": lambda: shapes_pipeline_file(tmp_path, one_stage("retinanet"), "retinanet.yaml"),
+            "fcos": lambda: shapes_pipeline_file(tmp_path, one_stage("fcos"), "fcos.yaml"),
             "ssd": lambda: _tiny_ssd(tmp_path, "score_thresh: 0.0"),
             "yolo": lambda: tiny_yolo(tmp_path, "score_thresh: 0.0")}[head]()
 
 
-@pytest.mark.parametrize("head", ["faster_rcnn", "ssd", "yolo"])
+@pytest.mark.parametrize("head", ["faster_rcnn", "retinanet", "fcos", "ssd", "yolo"])
 def test_detectors_export_with_their_post_processing(tmp_path, head):
     config = load_pipeline(detector_pipeline(tmp_path, head))
     torch.manual_seed(0)

@@ -193,6 +193,9 @@ TORCHVISION_DETECTORS = {  # name: (builder, weights enum, bundled pipeline, ove
                        ["model.neck.norm=none", "model.backbone.bn_eps=0", "model.head.rpn_convs=1",
                         "model.head.box_head=mlp"]),
     "faster_rcnn_v2": ("fasterrcnn_resnet50_fpn_v2", "FasterRCNN_ResNet50_FPN_V2_Weights", "coco_faster_rcnn_v2", []),
+    "mask_rcnn_v1": ("maskrcnn_resnet50_fpn", "MaskRCNN_ResNet50_FPN_Weights", "coco_mask_rcnn_v2",
+                     ["model.neck.norm=none", "model.backbone.bn_eps=0", "model.head.rpn_convs=1",
+                      "model.head.box_head=mlp", "model.head.mask_norm=none"]),
     "mask_rcnn_v2": ("maskrcnn_resnet50_fpn_v2", "MaskRCNN_ResNet50_FPN_V2_Weights", "coco_mask_rcnn_v2", []),
 }
 

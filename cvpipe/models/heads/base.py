@@ -58,7 +58,10 @@ class OneStageDetector(Head):
     model: nn.Module
 
     def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
-        return self.model(images, targets)
+        out = self.model(images, targets)
+        if self.training:  # torchvision's `classification`, `bbox_regression`, ... as every head names its losses
+            return {f"loss_{name}": value for name, value in out.items()}
+        return out
 
     @property
     def input_resizer(self):
