@@ -9,7 +9,6 @@ registries as they stand; everything that validates a pipeline asks for it first
 
 from __future__ import annotations
 
-import functools
 import typing
 from typing import Annotated, Literal, Union
 
@@ -20,17 +19,22 @@ from cvpipe import config
 
 def pipeline_schema() -> type[config.PipelineConfig]:
     """`PipelineConfig`, complete for the heads and tasks registered now (assembled again when they change: a
-    head a user registers at run time is accepted from then on)."""
+    head a user registers at run time is accepted from then on, and one taken away is refused again)."""
     from cvpipe.models.heads.registry import heads
     from cvpipe.tasks import tasks
 
-    return _assembled(tuple(spec.settings for _, spec in sorted(heads().items())),
-                      tuple((name, task.stats) for name, task in sorted(tasks().items())))
+    registered = (tuple(spec.settings for _, spec in sorted(heads().items())),
+                  tuple((name, task.stats) for name, task in sorted(tasks().items())))
+    if _assembled_for[0] != registered:  # the classes are rebuilt in place: remember for which registries
+        _assemble(*registered)
+        _assembled_for[0] = registered
+    return config.PipelineConfig
 
 
-@functools.cache
-def _assembled(settings: tuple[type[config.HeadSettings], ...], tasks: tuple[tuple[str, tuple[str, ...]], ...]
-               ) -> type[config.PipelineConfig]:
+_assembled_for: list[tuple | None] = [None]
+
+
+def _assemble(settings: tuple[type[config.HeadSettings], ...], tasks: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
     stats = tuple(dict.fromkeys(stat for _, task_stats in tasks for stat in task_stats))
     names = {
         "HeadConfig": Annotated[Union[settings], Field(discriminator="name")],  # noqa: UP007 (a tuple of classes)
@@ -48,7 +52,6 @@ def _assembled(settings: tuple[type[config.HeadSettings], ...], tasks: tuple[tup
             model.model_fields[field].discriminator = next((m.discriminator for m in metadata), None)
     for model in (config.ModelConfig, config.EvalConfig, config.PipelineConfig):
         model.model_rebuild(force=True, _types_namespace=names)
-    return config.PipelineConfig
 
 
 def head_settings() -> dict[str, type[config.HeadSettings]]:
