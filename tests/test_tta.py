@@ -66,8 +66,12 @@ def test_weighted_boxes_fusion_averages_what_the_views_agree_on():
     assert len(fuse([Detections.empty(), Detections.empty()], (100, 100), tta, max_detections=10)) == 0
 
 
-def test_scales_resize_a_faster_rcnn_input_and_restore_it(tmp_path):
-    config = load_pipeline(shapes_pipeline_file(tmp_path, FASTER_RCNN, "frcnn.yaml"))
+@pytest.mark.parametrize("head", ["faster_rcnn", "retinanet", "fcos"])
+def test_scales_resize_a_detectors_input_and_restore_it(tmp_path, head):
+    from .test_export import one_stage
+
+    template = FASTER_RCNN if head == "faster_rcnn" else one_stage(head)
+    config = load_pipeline(shapes_pipeline_file(tmp_path, template, f"{head}.yaml"))
     model = build_model(config, 2, pretrained=False).eval()
     transform = model.model.transform
     image = torch.rand(3, 120, 160)

@@ -19,9 +19,13 @@ def weighted_boxes(sets: list[Detections], size: tuple[int, int], iou: float, li
 
     height, width = size
     scale = np.array([width, height, width, height], dtype=np.float64)
+    normalised = [(s.boxes.astype(np.float64).reshape(-1, 4) / scale).clip(0, 1) for s in sets]
+    # ensemble-boxes skips a box of zero area inside the image (a one-stage head may give one at a border),
+    # warning for each; leave them out here, to the same result
+    kept = [(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) > 0 for b in normalised]
     boxes, scores, labels = weighted_boxes_fusion(
-        [(s.boxes.astype(np.float64) / scale).clip(0, 1) for s in sets], [s.scores.astype(np.float64) for s in sets],
-        [s.labels for s in sets], iou_thr=iou, skip_box_thr=0.0)
+        [b[k] for b, k in zip(normalised, kept)], [s.scores.astype(np.float64)[k] for s, k in zip(sets, kept)],
+        [s.labels[k] for s, k in zip(sets, kept)], iou_thr=iou, skip_box_thr=0.0)
     order = np.argsort(-scores, kind="stable")[:limit]
     return Detections((boxes[order] * scale).astype(np.float32), scores[order].astype(np.float32),
                       labels[order].astype(np.int64))
