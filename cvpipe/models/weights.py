@@ -153,6 +153,8 @@ class WeightsCatalog:
         """Local file → package source → URL; the file's sha256 is checked whichever way it came. A zoo reference
         comes through its owner's loader and cache (models/zoo.py). Either way the file and its sha256 are
         recorded in `resolved`."""
+        if weights_id in self.resolved:  # checked once per catalogue (a whole model and its class rows read it twice)
+            return Path(self.resolved[weights_id]["file"])
         entry = self.get(weights_id)
         path, digest = self._fetched(entry)
         self.resolved[weights_id] = {"file": str(path), "sha256": digest}
