@@ -73,9 +73,6 @@ class BackboneConfig(Strict):
     # module names whose outputs are the feature levels, instead of out_indices (e.g. an expansion layer)
     feature_nodes: list[str] = []
     timm_args: dict[str, str | int | float | bool] = {}  # extra timm.create_model arguments: {pad_type: same}
-    # every BatchNorm's epsilon, where weights were trained with another than the model's own (torchvision's v1
-    # COCO detectors: 0.0); null: the model's own
-    bn_eps: Annotated[float, Field(ge=0)] | None = None
 
 
 class NeckConfig(Strict):
@@ -84,6 +81,9 @@ class NeckConfig(Strict):
     # ssd: extra down-sampling blocks after the last backbone level, one output depth each
     extra_blocks: list[Annotated[int, Field(ge=2)]] = [512, 256, 256, 128]
     depthwise: bool = False  # ssd: depthwise-separable extra blocks (SSDLite / TF's MobileNet SSDs)
+    # ssd: the extra blocks' stride-2 convolutions pad same (TF's: the right and bottom first) | symmetric
+    # (torchvision's: one pixel each side)
+    padding: Literal["same", "symmetric"] = "same"
     # fpn: coarser levels after the pyramid's, which the heads' anchors see but RoI pooling does not: none |
     # p6p7 (RetinaNet's P6 and P7, stride-2 3×3 convolutions from P5: RetinaNet v1, FCOS, DeepForest) |
     # p6p7_c5 (from the backbone's last level: RetinaNet v2) | pool (P5 max-pooled: torchvision's Faster/Mask R-CNN)
@@ -126,6 +126,9 @@ class ModelConfig(Strict):
     # the whole model's weights (backbone, neck and head: a COCO-pretrained detector); overrides backbone.weights.
     # Head layers that do not fit this pipeline's classes start fresh.
     weights: str | None = None
+    # every BatchNorm's epsilon (backbone, neck and head), where the weights were trained with another than the
+    # layers' own (torchvision's v1 COCO detectors: 0.0, its SSDlite: 0.001); null: the layers' own
+    bn_eps: Annotated[float, Field(ge=0)] | None = None
     backbone: BackboneConfig
     neck: NeckConfig
     head: HeadConfig  # noqa: F821 (the registered heads' settings, tagged by name: cvpipe/schema.py)

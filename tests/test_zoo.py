@@ -171,6 +171,8 @@ def spread_scores(model: torch.nn.Module, bias: float = -4.0) -> torch.nn.Module
     with torch.no_grad():
         if hasattr(model, "roi_heads"):  # Faster / Mask R-CNN: a softmax over 91 outputs
             model.roi_heads.box_predictor.cls_score.weight.mul_(40)
+        elif hasattr(model.head.classification_head, "module_list"):
+            pass  # SSDlite: a softmax per default box, spread enough once it has activations (below)
         else:
             model.head.classification_head.cls_logits.weight.mul_(4)
             model.head.classification_head.cls_logits.bias.fill_(bias)
@@ -180,23 +182,40 @@ def spread_scores(model: torch.nn.Module, bias: float = -4.0) -> torch.nn.Module
 def retinanet_with_detections(builder, **kwargs) -> torch.nn.Module:
     """The owner's model, randomly initialised, its scores spread."""
     torch.manual_seed(0)
-    return spread_scores(builder(weights=None, weights_backbone=None, **kwargs))
+    model = builder(weights=None, weights_backbone=None, **kwargs)
+    if "mobilenet" in builder.__name__:  # its initialisation leaves no activations after twenty layers; He's does
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, torch.nn.Conv2d):
+                    torch.nn.init.kaiming_normal_(module.weight)
+            if hasattr(model, "rpn"):  # many proposals above its RPN's 5 % threshold, about where the anchors are
+                model.rpn.head.cls_logits.bias.fill_(2.0)
+                model.rpn.head.cls_logits.weight.mul_(0.01)
+                model.rpn.head.bbox_pred.weight.mul_(0.01)
+    return spread_scores(model)
 
 
 TORCHVISION_DETECTORS = {  # name: (builder, weights enum, bundled pipeline, overrides that make it that model)
     "retinanet_v1": ("retinanet_resnet50_fpn", "RetinaNet_ResNet50_FPN_Weights", "coco_retinanet_v2",
-                     ["model.neck.extra_levels=p6p7", "model.backbone.bn_eps=0", "model.head.head_norm=none",
+                     ["model.neck.extra_levels=p6p7", "model.bn_eps=0", "model.head.head_norm=none",
                       "model.head.box_loss=l1"]),
     "retinanet_v2": ("retinanet_resnet50_fpn_v2", "RetinaNet_ResNet50_FPN_V2_Weights", "coco_retinanet_v2", []),
     "fcos": ("fcos_resnet50_fpn", "FCOS_ResNet50_FPN_Weights", "coco_fcos", []),
     "faster_rcnn_v1": ("fasterrcnn_resnet50_fpn", "FasterRCNN_ResNet50_FPN_Weights", "coco_faster_rcnn_v2",
-                       ["model.neck.norm=none", "model.backbone.bn_eps=0", "model.head.rpn_convs=1",
+                       ["model.neck.norm=none", "model.bn_eps=0", "model.head.rpn_convs=1",
                         "model.head.box_head=mlp"]),
     "faster_rcnn_v2": ("fasterrcnn_resnet50_fpn_v2", "FasterRCNN_ResNet50_FPN_V2_Weights", "coco_faster_rcnn_v2", []),
     "mask_rcnn_v1": ("maskrcnn_resnet50_fpn", "MaskRCNN_ResNet50_FPN_Weights", "coco_mask_rcnn_v2",
-                     ["model.neck.norm=none", "model.backbone.bn_eps=0", "model.head.rpn_convs=1",
+                     ["model.neck.norm=none", "model.bn_eps=0", "model.head.rpn_convs=1",
                       "model.head.box_head=mlp", "model.head.mask_norm=none"]),
     "mask_rcnn_v2": ("maskrcnn_resnet50_fpn_v2", "MaskRCNN_ResNet50_FPN_V2_Weights", "coco_mask_rcnn_v2", []),
+    "faster_rcnn_mobilenet_v3": ("fasterrcnn_mobilenet_v3_large_fpn", "FasterRCNN_MobileNet_V3_Large_FPN_Weights",
+                                 "coco_faster_rcnn_mobilenet_v3", []),
+    "faster_rcnn_mobilenet_v3_320": ("fasterrcnn_mobilenet_v3_large_320_fpn",
+                                     "FasterRCNN_MobileNet_V3_Large_320_FPN_Weights", "coco_faster_rcnn_mobilenet_v3",
+                                     ["model.head.min_size=320", "model.head.max_size=640",
+                                      "model.head.rpn_pre_nms_top_n=150", "model.head.rpn_post_nms_top_n=150"]),
+    "ssdlite": ("ssdlite320_mobilenet_v3_large", "SSDLite320_MobileNet_V3_Large_Weights", "coco_ssdlite", []),
 }
 
 
@@ -215,9 +234,9 @@ def test_a_torchvision_coco_detector_predicts_what_torchvisions_own_model_does(n
     config = Pipeline.from_yaml(pipeline, overrides).config
     model, classes = load_trained(config, None, torch.device("cpu"))
     categories = enum.COCO_V1.meta["categories"]
-    two_stage = builder_name.startswith(("fasterrcnn", "maskrcnn"))  # their output 0 is the background
-    assert classes == (categories[1:] if two_stage else categories)
-    images = [photo_tensor(photos, "coffee.png" if two_stage else "astronaut.png")]  # one real photo each, for time
+    background_first = builder_name.startswith(("fasterrcnn", "maskrcnn", "ssd"))  # their output 0 is the background
+    assert classes == (categories[1:] if background_first else categories)
+    images = [photo_tensor(photos, "coffee.png" if background_first else "astronaut.png")]  # one real photo each, for time
     with torch.no_grad():
         for ours, reference in zip(model(images), theirs(images), strict=True):
             assert_same_detections(ours, reference, (classes, categories))

@@ -12,6 +12,7 @@ from torch import nn
 
 from cvpipe.config import BackboneConfig
 from cvpipe.errors import ConfigError, WeightsError
+from cvpipe.models import timm_variants  # noqa: F401 (registers backbones timm lacks, by name)
 from cvpipe.models.weights import (
     IMAGENET,
     Preprocess,
@@ -94,11 +95,7 @@ def build_backbone(cfg: BackboneConfig, *, catalog: WeightsCatalog | None = None
         if not pretrained:
             load_trunk(model, catalog.state_dict(cfg.weights), entry, cfg)
         preprocess = entry.preprocess
-    if cfg.bn_eps is not None:
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eps = cfg.bn_eps
-    # Freezing swaps BatchNorm modules for frozen ones (keeping their eps), so it comes before hooks are put on modules.
+    # Freezing swaps BatchNorm modules for frozen ones, so it comes before hooks are put on modules.
     freeze_stages(model, cfg.freeze)
     if cfg.frozen_bn:  # batch statistics of a few images per step are noise; keep the pretrained ones
         model = freeze_batch_norm_2d(model)

@@ -75,7 +75,8 @@ class SSDFeatures(nn.Module):
     """Backbone levels plus SSD's extra down-sampling blocks: 1×1 conv to half depth, then a 3×3 stride-2 conv
     (or, with `depthwise`, a 3×3 depthwise + 1×1 pointwise pair), BatchNorm and ReLU6 after each.
 
-    TF "same" padding throughout (timm's dynamic padding), so 10→5→3→2→1 grids come out as in TF's SSDs.
+    TF "same" padding (timm's dynamic padding), so 10→5→3→2→1 grids come out as in TF's SSDs; or, with
+    `padding: symmetric`, one pixel each side as torchvision's SSDlite pads.
     """
 
     def __init__(self, backbone: Backbone, neck: NeckConfig):
@@ -83,14 +84,15 @@ class SSDFeatures(nn.Module):
         self.backbone = backbone
         self.extras = nn.ModuleList()
         channels = backbone.out_channels[-1]
+        pad = "same" if neck.padding == "same" else 1
         for depth in neck.extra_blocks:
             layers = [ConvNormAct(channels, depth // 2, 1, act_layer=nn.ReLU6)]
             if neck.depthwise:
-                layers += [ConvNormAct(depth // 2, depth // 2, 3, stride=2, padding="same", groups=depth // 2,
+                layers += [ConvNormAct(depth // 2, depth // 2, 3, stride=2, padding=pad, groups=depth // 2,
                                        act_layer=nn.ReLU6),
                            ConvNormAct(depth // 2, depth, 1, act_layer=nn.ReLU6)]
             else:
-                layers.append(ConvNormAct(depth // 2, depth, 3, stride=2, padding="same", act_layer=nn.ReLU6))
+                layers.append(ConvNormAct(depth // 2, depth, 3, stride=2, padding=pad, act_layer=nn.ReLU6))
             self.extras.append(nn.Sequential(*layers))
             channels = depth
         self.out_channels = [*backbone.out_channels, *neck.extra_blocks]

@@ -382,18 +382,27 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], *, mapping: str,
         if problems:
             raise WeightsError(f"{what}: does not fit {type(model).__name__}", problems[:10])
         return
-    target, source = list(learnt_tensors(model.state_dict()).items()), list(learnt_tensors(state).items())
-    if len(source) < len(target) or (len(source) > len(target) and not allow_unused_tail):
+    mapped = keyed_in_order(model.state_dict(), state, what=what, owner=type(model).__name__,
+                            allow_unused_tail=allow_unused_tail)
+    model.load_state_dict(mapped, strict=False)
+
+
+def keyed_in_order(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor], *, what: str, owner: str,
+                   allow_unused_tail: bool = False) -> dict[str, torch.Tensor]:
+    """`source`'s tensors under `target`'s names, matched one by one in order (BatchNorm counters aside); every
+    shape is checked and a mismatch names both tensors."""
+    target_items, source_items = list(learnt_tensors(target).items()), list(learnt_tensors(source).items())
+    if len(source_items) < len(target_items) or (len(source_items) > len(target_items) and not allow_unused_tail):
         raise WeightsError(
-            f"{what}: has {len(source)} tensors but {type(model).__name__} needs {len(target)}; "
+            f"{what}: has {len(source_items)} tensors but {owner} needs {len(target_items)}; "
             "wrong architecture for these weights?"
         )
     mapped = {}
-    for i, ((tk, tv), (sk, sv)) in enumerate(zip(target, source)):
+    for i, ((tk, tv), (sk, sv)) in enumerate(zip(target_items, source_items)):
         if tv.shape != sv.shape:
             raise WeightsError(
                 f"{what}: shape mismatch at tensor #{i}: file {sk} {tuple(sv.shape)} vs model {tk} {tuple(tv.shape)}; "
                 "wrong architecture for these weights?"
             )
         mapped[tk] = sv
-    model.load_state_dict(mapped, strict=False)
+    return mapped

@@ -25,7 +25,14 @@ DEEPFOREST_ARCH = "retinanet_resnet50_fpn"  # DeepForest's RetinaNetHub: torchvi
 # torchvision classification and detection builders → the timm backbone their trunk's tensors load into
 TIMM_TWINS = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50", "resnet101": "resnet101",
               "resnet152": "resnet152", "mobilenet_v2": "mobilenetv2_100"}
-TWO_STAGE = ("fasterrcnn_", "maskrcnn_")  # torchvision builders whose class outputs start with the background
+# torchvision detectors whose trunk is not named in their builder's name, and the timm twin it loads into
+DETECTOR_TRUNKS = {"fasterrcnn_mobilenet_v3_large_fpn": "mobilenetv3_large_100",
+                   "fasterrcnn_mobilenet_v3_large_320_fpn": "mobilenetv3_large_100",
+                   "ssdlite320_mobilenet_v3_large": "mobilenetv3_large_100_reduced_tail"}
+# torchvision detectors that scale their input otherwise than by ImageNet's mean and std (SSDlite: to [-1, 1])
+DETECTOR_SCALING = {"ssdlite320_mobilenet_v3_large": dict(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])}
+# torchvision builders whose class outputs start with the background
+BACKGROUND_FIRST = ("fasterrcnn_", "maskrcnn_", "ssd")
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # what timm's and the hub mixin's loaders look for, in order
 
 
@@ -233,14 +240,14 @@ def entry_fields(ref: Reference) -> dict:
     if ref.kind == "torchvision":
         weight, builder = torchvision_weight(ref)
         categories = list(weight.meta.get("categories") or [])
-        if builder.startswith(TWO_STAGE) and categories[:1] == ["__background__"]:
-            categories = categories[1:]  # an R-CNN's output 0 is its background, not a class
-        trunk = next((twin for name, twin in TIMM_TWINS.items()
-                      if builder == name or (builder or "").split("_")[1:2] == [name]), "")
+        if builder.startswith(BACKGROUND_FIRST) and categories[:1] == ["__background__"]:
+            categories = categories[1:]  # output 0 is the background, not a class
+        trunk = DETECTOR_TRUNKS.get(builder) or next((twin for name, twin in TIMM_TWINS.items()
+                                                      if builder == name or builder.split("_")[1:2] == [name]), "")
+        scaling = DETECTOR_SCALING.get(builder, dict(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]))
         return dict(arch=f"torchvision.{builder}", mapping="torchvision", backbone=trunk, format="torch",
                     num_classes=len(categories), categories=categories, file=Path(weight.url).name,
-                    preprocess=dict(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], size=224, resize=256,
-                                    interpolation="bilinear"),
+                    preprocess=dict(**scaling, size=224, resize=256, interpolation="bilinear"),
                     trained_on=_trained_on(weight), license="BSD-3-Clause (torchvision)", url=weight.url)
     repo, _ = DEEPFOREST[ref.name]
     labels = deepforest_config(ref, cached_only=True).get("label_dict") or {}

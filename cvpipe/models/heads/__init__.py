@@ -41,6 +41,8 @@ def build_model(config: PipelineConfig, num_classes: int, *, catalog: WeightsCat
         catalog = catalog or WeightsCatalog.load()
         backbone.preprocess = catalog.get(whole or config.model.backbone.weights).preprocess
     model = spec.build(config, backbone, num_classes)
+    if config.model.bn_eps is not None:
+        set_batch_norm_eps(model, config.model.bn_eps)
     if whole and pretrained:
         catalog = catalog or WeightsCatalog.load()
         state = catalog.state_dict(whole)
@@ -50,6 +52,14 @@ def build_model(config: PipelineConfig, num_classes: int, *, catalog: WeightsCat
             log.info("%s: %d neck/head tensors do not fit this pipeline and start fresh (%s ...)",
                      whole, len(fresh), fresh[0])
     return model
+
+
+def set_batch_norm_eps(model: nn.Module, eps: float) -> None:
+    """Every BatchNorm's epsilon: PyTorch's, timm's (with its activation) and the frozen ones, which all keep
+    running statistics beside it (GroupNorm and LayerNorm do not)."""
+    for module in model.modules():
+        if hasattr(module, "running_var") and hasattr(module, "eps"):
+            module.eps = eps
 
 
 def reuse_classes(model: nn.Module, config: PipelineConfig, classes: list[str], *,

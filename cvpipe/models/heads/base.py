@@ -78,16 +78,25 @@ def renamed(state: dict[str, torch.Tensor], prefixes: tuple[tuple[str, str], ...
     return out
 
 
-def load_renamed(model: nn.Module, state: dict[str, torch.Tensor], entry, prefixes: tuple[tuple[str, str], ...]
-                 ) -> list[str]:
+def load_renamed(model: nn.Module, state: dict[str, torch.Tensor], entry, prefixes: tuple[tuple[str, str], ...],
+                 *, in_order: str = "model.backbone.backbone.body.") -> list[str]:
     """A whole torchvision detector by its tensor names: the trunk must fit exactly, the rest where shapes fit (the
     class outputs of other classes start fresh, and `reuse_classes` may fill their shared rows); a tensor of the
-    file with no place in the model is an error naming it. Returns the tensors left fresh."""
+    file with no place in the model is an error naming it. Returns the tensors left fresh.
+
+    The tensors under `in_order` (ours) load one by one in order where the two name them differently
+    (torchvision's MobileNetV3 trunk in timm's); ResNets, named alike, load by name."""
     from cvpipe.errors import WeightsError
     from cvpipe.models.heads import load_fitting
+    from cvpipe.models.weights import keyed_in_order
 
     own = model.state_dict()
     state = renamed(state, prefixes)
+    theirs = {k: v for k, v in state.items() if k.startswith(in_order) and not k.endswith("num_batches_tracked")}
+    mine = {k: v for k, v in own.items() if k.startswith(in_order)}
+    if theirs and any(k not in theirs for k in mine if not k.endswith("num_batches_tracked")):
+        state = {**{k: v for k, v in state.items() if not k.startswith(in_order)},
+                 **keyed_in_order(mine, theirs, what=entry.id, owner=f"this pipeline's {in_order.rstrip('.')}")}
     unused = sorted(k for k in state if k not in own and not k.endswith("num_batches_tracked"))
     if unused:
         raise WeightsError(f"{entry.id}: {len(unused)} tensors of the file have no place in this "

@@ -41,6 +41,8 @@ class FasterRCNNHead(ReusesClasses):
     train_sizes: list[Annotated[int, Field(gt=0)]] = []  # multi-scale training: short sides picked at random
     rpn_pre_nms_top_n: Annotated[int, Field(gt=0)] = 1000  # proposals kept per level before the RPN's NMS
     rpn_post_nms_top_n: Annotated[int, Field(gt=0)] = 1000  # ... and per image after it
+    # proposals the RPN scores less (0 to 1) are dropped (torchvision's MobileNetV3 Faster R-CNNs: 0.05)
+    rpn_score_thresh: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     roi_batch_size: Annotated[int, Field(gt=0)] = 512  # RoIs sampled per image for the box head's loss
     roi_sampling_ratio: Annotated[int, Field(ge=0)] = 2  # RoIAlign points per bin side (0 = adaptive)
     box_head_dim: Annotated[int, Field(gt=0)] = 1024  # width of the fully connected layers after RoIAlign
@@ -77,6 +79,7 @@ def faster_rcnn_parts(body: FeatureBody, cfg: FasterRCNNHead, num_classes: int) 
         box_predictor=FastRCNNPredictor(cfg.box_head_dim, num_classes + 1),
         rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n, rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n,
         rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n, rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n,
+        rpn_score_thresh=cfg.rpn_score_thresh,
         box_batch_size_per_image=cfg.roi_batch_size,
         box_score_thresh=cfg.score_thresh, box_nms_thresh=cfg.nms_thresh,
         box_detections_per_img=cfg.detections_per_img,

@@ -23,7 +23,7 @@ from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from cvpipe.config import ReusesClasses, backbone_levels
-from cvpipe.models.heads.base import TorchvisionDetector
+from cvpipe.models.heads.base import TorchvisionDetector, load_renamed, renamed
 from cvpipe.models.heads.registry import HeadSpec, Problems, register_head
 from cvpipe.models.necks import SSDFeatures, build_neck
 
@@ -42,6 +42,10 @@ class SSDHead(ReusesClasses):
     sizes: list[list[Annotated[float, Field(gt=0.0)]]] | None = None
     aspect_ratios: list[Annotated[float, Field(gt=0.0)]] = [1.0, 2.0, 0.5, 3.0, 0.3333]  # first is the main one
     reduce_first_level: bool = False  # TF's reduce_boxes_in_lowest_layer: level 0 gets (0.1, 1), (s_0, 2), (s_0, 1/2)
+    # a location's default boxes in the order the weights were trained with: tf (the first size at every ratio,
+    # then the other sizes at the first) | torchvision (every size at the first ratio, then the first at the others)
+    box_order: Literal["tf", "torchvision"] = "tf"
+    clip_default_boxes: bool = False  # default boxes no wider or taller than the image (torchvision's SSDs)
     depthwise: bool = False  # SSDLite: depthwise-separable 3×3 predictors
     score: Literal["softmax", "sigmoid"] = "softmax"  # sigmoid: independent per-class scores (TF's SSDs)
     box_weights: list[Annotated[float, Field(gt=0.0)]] = [10.0, 10.0, 5.0, 5.0]  # box coder scales x, y, w, h
@@ -59,8 +63,9 @@ class SSDHead(ReusesClasses):
 def default_box_shapes(cfg: SSDHead, levels: int) -> list[list[tuple[float, float]]]:
     """Per level, the (size, aspect ratio) of each default box, sizes as fractions of the input side.
 
-    With n sizes and m ratios a level has n + m − 1 boxes: the first size at every ratio, then the other sizes
-    at the first ratio (the SSD paper's set; TF's order). Default sizes are s_k spaced evenly from min_scale to
+    With n sizes and m ratios a level has n + m − 1 boxes (the SSD paper's set): the first size at every ratio,
+    then the other sizes at the first ratio (TF's order), or the sizes at the first ratio first (torchvision's).
+    Default sizes are s_k spaced evenly from min_scale to
     max_scale and sqrt(s_k · s_k+1), with s_L = 1.
     """
     if cfg.sizes is not None:
@@ -70,7 +75,10 @@ def default_box_shapes(cfg: SSDHead, levels: int) -> list[list[tuple[float, floa
         scales = [cfg.min_scale + step * k for k in range(levels)] + [1.0]
         sizes = [[scales[k], math.sqrt(scales[k] * scales[k + 1])] for k in range(levels)]
     ratios = list(cfg.aspect_ratios)
-    shapes = [[(s[0], r) for r in ratios] + [(size, ratios[0]) for size in s[1:]] for s in sizes]
+    if cfg.box_order == "torchvision":
+        shapes = [[(size, ratios[0]) for size in s] + [(s[0], r) for r in ratios[1:]] for s in sizes]
+    else:
+        shapes = [[(s[0], r) for r in ratios] + [(size, ratios[0]) for size in s[1:]] for s in sizes]
     if cfg.reduce_first_level:
         shapes[0] = [(0.1, 1.0), (sizes[0][0], 2.0), (sizes[0][0], 0.5)]
     return shapes
@@ -78,11 +86,12 @@ def default_box_shapes(cfg: SSDHead, levels: int) -> list[list[tuple[float, floa
 
 class DefaultBoxes(nn.Module):
     """Default boxes (anchors) in xyxy pixels of the resized image, y-major, x, box: the order of the predictors'
-    outputs. Centred on the cells: ((j + 0.5) / w, (i + 0.5) / h)."""
+    outputs. Centred on the cells: ((j + 0.5) / w, (i + 0.5) / h); with `clip`, widths and heights capped at the
+    image's."""
 
-    def __init__(self, shapes: list[list[tuple[float, float]]]):
+    def __init__(self, shapes: list[list[tuple[float, float]]], clip: bool = False):
         super().__init__()
-        self.shapes = shapes
+        self.shapes, self.clip = shapes, clip
         self._cache: dict[tuple, torch.Tensor] = {}
 
     def num_anchors_per_location(self) -> list[int]:
@@ -95,6 +104,8 @@ class DefaultBoxes(nn.Module):
             cy, cx = torch.meshgrid((torch.arange(h, dtype=torch.float64) + 0.5) / h,
                                     (torch.arange(w, dtype=torch.float64) + 0.5) / w, indexing="ij")
             wh = torch.tensor([[s * math.sqrt(r), s / math.sqrt(r)] for s, r in shapes], dtype=torch.float64)
+            if self.clip:
+                wh = wh.clamp(max=1.0)
             centres = torch.stack([cx, cy], -1).reshape(-1, 1, 2)
             boxes.append(torch.cat([centres - wh / 2, centres + wh / 2], -1).reshape(-1, 4))
         scale = torch.tensor([width, height, width, height], dtype=torch.float64)
@@ -218,7 +229,7 @@ class SSDDetector(TorchvisionDetector):
     def __init__(self, body: SSDFeatures, cfg: SSDHead, num_classes: int):
         """`cfg` must have passed this file's `_neck_problems` (load_pipeline and build_model check it)."""
         super().__init__()
-        anchors = DefaultBoxes(default_box_shapes(cfg, len(body.out_channels)))
+        anchors = DefaultBoxes(default_box_shapes(cfg, len(body.out_channels)), clip=cfg.clip_default_boxes)
         counts = anchors.num_anchors_per_location()
         if cfg.depthwise:
             head: nn.Module = SSDLiteHead(body.out_channels, counts, num_classes + 1,
@@ -246,6 +257,16 @@ def _build(config, backbone, num_classes: int) -> SSDDetector:
     return SSDDetector(build_neck(backbone, config.model.neck), config.model.head, num_classes)
 
 
+# torchvision's SSD tensor names → this head's (SSDFeatures: backbone.body is the timm trunk, extras the neck's
+# blocks; the two name the body's tensors differently, so they load in order)
+TORCHVISION_NAMES = (("backbone.", "model.backbone."), ("head.", "model.head."))
+
+
+def load_torchvision_whole(model: nn.Module, state: dict, entry) -> list[str]:
+    """A whole SSD: torchvision's SSDlite (COCO) by torchvision's names, or one of this head's own files."""
+    return load_renamed(model, state, entry, TORCHVISION_NAMES, in_order="model.backbone.")
+
+
 def reuse_ssd_rows(model: SSDDetector, config, classes: list[str], catalog) -> dict[str, str]:
     """`model.head.reuse_classes` from `model.weights` (a pretrained SSD of the same shape but other classes):
     in every level's class predictor, each default box's background output and the outputs of the classes the
@@ -256,7 +277,7 @@ def reuse_ssd_rows(model: SSDDetector, config, classes: list[str], catalog) -> d
     labels = reusable_labels(head, weights_id, catalog, "SSD")
     if labels is None:
         return {}
-    state, own = catalog.state_dict(weights_id), model.state_dict()
+    state, own = renamed(catalog.state_dict(weights_id), TORCHVISION_NAMES), model.state_dict()
     k_own, k_source = len(classes) + 1, len(labels) + 1
     predictors = [name for name in own if ".classification_head." in name and name in state
                   and own[name].shape[0] % k_own == 0 and state[name].shape[0] % k_source == 0
@@ -290,5 +311,6 @@ def _neck_problems(model) -> Problems:
 
 
 register_head(HeadSpec("ssd", SSDHead, _build, neck_problems=_neck_problems, compilable=True,
-                       auto_backend={"cpu": "onnxruntime"}, reuse_classes=reuse_ssd_rows,
+                       auto_backend={"cpu": "onnxruntime"}, load_whole=load_torchvision_whole,
+                       reuse_classes=reuse_ssd_rows,
                        input_size=lambda head: head.size))
