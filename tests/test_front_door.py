@@ -177,7 +177,7 @@ def test_a_mistyped_bundled_name_says_did_you_mean_and_leaves_no_folder(capsys, 
     from cvpipe.console import counted
 
     monkeypatch.chdir(tmp_path)
-    assert main(["predict", "coco_ssd", "--source", "photos"]) == 2
+    assert main(["predict", "coco_ssd_mobilnet_v2", "--source", "photos"]) == 2
     assert 'did you mean "coco_ssd_mobilenet_v2"?' in capsys.readouterr().err
     assert main(["validate", "treecrowns_faster_rnn"]) == 2
     assert 'did you mean "treecrowns_faster_rcnn"?' in capsys.readouterr().err
@@ -207,7 +207,7 @@ def test_a_bundled_pipeline_is_copied_into_the_users_folder_to_edit(capsys, tmp_
     (tmp_path / "configs").mkdir()
     assert main(["pipelines", "copy", "coco_ssd_mobilenet_v2.yaml", "configs"]) == 0
     assert (tmp_path / "configs" / "coco_ssd_mobilenet_v2.yaml").is_file()
-    for wrong, hint in (("coco_ssd", 'did you mean "coco_ssd_mobilenet_v2"?'), ("../etc/x", "`cvpipe pipelines` lists")):
+    for wrong, hint in (("coco_ssd_mobilnet_v2", 'did you mean "coco_ssd_mobilenet_v2"?'), ("../etc/x", "`cvpipe pipelines` lists")):
         assert main(["pipelines", "copy", wrong]) == 2
         assert hint in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["configs", "my_detector.yaml"]
