@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,11 @@ import torchvision
 from safetensors.torch import save_file
 
 from cvpipe.config import BackboneConfig
-from cvpipe.engine.checkpoint import load_trained
+from cvpipe.engine.checkpoint import load_trained, save_checkpoint
 from cvpipe.errors import WeightsError
 from cvpipe.io.images import read_image
 from cvpipe.models.backbones import build_backbone
-from cvpipe.models.weights import WeightsCatalog
+from cvpipe.models.weights import IMAGENET, WeightsCatalog
 from cvpipe.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -343,9 +344,29 @@ def test_train_from_deepforest_offline_records_the_file_it_started_from(caches, 
     best = torch.load(run_dir / "best.pt", weights_only=True)
     assert best["pretrained"] == {"deepforest:tree": {"file": str(file), "sha256": digest}}
     assert json.loads((run_dir / "metrics.json").read_text())["pretrained"]["deepforest:tree"]["sha256"] == digest
+    assert best["preprocess"]["size"] == 400 and best["preprocess"]["mean"] == (0.485, 0.456, 0.406)
+    shutil.rmtree(caches / "hf")  # the result predicts on a machine that never had DeepForest's files
     assert main(["predict", "treecrowns_deepforest", "--set", *small, "--source", str(data / "val"),
                  "--out", str(tmp_path / "pred"), "--no-images"]) == 0
     assert (tmp_path / "pred" / "results.json").exists()
+
+
+def test_a_checkpoint_started_from_a_hub_repo_runs_where_the_repo_never_was(caches, tmp_path):
+    """best.pt records its backbone's preprocessing, so running it asks no weights' owner: offline, without the
+    repo's config.json in the cache, a model started from hf-hub:REPO loads with the mean and std it trained with."""
+    from cvpipe.models.heads import build_model
+
+    config = Pipeline.from_yaml("treecrowns_faster_rcnn", ["model.backbone.weights=hf-hub:someone/crowns-backbone"]).config
+    model = build_model(config, 1, pretrained=False, preprocess=IMAGENET)
+    recorded = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "size": 256, "resize": 256,
+                "interpolation": "bicubic"}
+    save_checkpoint(tmp_path / "best.pt", {"model": model.state_dict(), "classes": ["Tree"], "preprocess": recorded})
+    loaded, classes = load_trained(config, tmp_path / "best.pt", torch.device("cpu"))
+    assert classes == ["Tree"]
+    assert loaded.model.transform.image_mean == [0.5, 0.5, 0.5] and loaded.model.transform.image_std == [0.25] * 3
+    save_checkpoint(tmp_path / "old.pt", {"model": model.state_dict(), "classes": ["Tree"]})  # from before the record
+    with pytest.raises(WeightsError, match="hf-hub:someone/crowns-backbone"):
+        load_trained(config, tmp_path / "old.pt", torch.device("cpu"))
 
 
 def test_weights_list_and_fetch_speak_of_references(caches, capsys):

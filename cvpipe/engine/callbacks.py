@@ -9,6 +9,7 @@ callbacks with `every_rank`, else on rank 0 alone (it evaluates and writes); `on
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import ClassVar
 
@@ -132,7 +133,8 @@ class Checkpoints(Callback):
     name = "checkpoints"
 
     def on_epoch_end(self, t, row: dict) -> None:
-        common = {"classes": t.classes, "reused": t.reused, "pretrained": t.pretrained,
+        preprocess = dataclasses.asdict(t.preprocess) if t.preprocess is not None else None
+        common = {"classes": t.classes, "reused": t.reused, "pretrained": t.pretrained, "preprocess": preprocess,
                   "config": t.config.model_dump(mode="json"), "epoch": t.state.epoch, "epochs": t.state.epochs, "iteration": t.state.iteration, "history": t.state.history,
                   "train_seconds": t.state.train_seconds, "stop_reason": t.state.stop_reason}
         if t.state.improved:

@@ -53,6 +53,7 @@ def load_trained(config, path: Path | None, device: torch.device):
     its `data.classes` (where the pipeline lists them);
     `path=None`: the pipeline's own `model.weights` (a ready detector), for the classes in `data.classes`."""
     from cvpipe.models.heads import build_model
+    from cvpipe.models.weights import recorded_preprocess
 
     if path is None:
         return _ready_model(config, device)
@@ -60,7 +61,7 @@ def load_trained(config, path: Path | None, device: torch.device):
     classes = list(state["classes"])
     if config.data.classes:  # every command that runs a checkpoint refuses one trained for other classes
         check_classes(path, classes, config.data.classes)
-    model = build_model(config, len(classes), pretrained=False)
+    model = build_model(config, len(classes), pretrained=False, preprocess=recorded_preprocess(state))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:

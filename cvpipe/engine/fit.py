@@ -40,8 +40,8 @@ from cvpipe.metrics.coco import CocoMetrics
 from cvpipe.metrics.segmentation import SegmentationMetrics
 from cvpipe.metrics.style import StylizeMetrics
 from cvpipe.models.backbones import unfreeze_backbone
-from cvpipe.models.heads import build_model, reuse_classes
-from cvpipe.models.weights import WeightsCatalog
+from cvpipe.models.heads import build_model, model_preprocess, reuse_classes
+from cvpipe.models.weights import WeightsCatalog, recorded_preprocess
 from cvpipe.ops.device import resolve_device
 from cvpipe.ops.inference import autocast, to_device
 from cvpipe.schema import pipeline_schema
@@ -154,7 +154,8 @@ class Trainer:
 
         torch.manual_seed(config.train.seed)
         self.catalog = WeightsCatalog.load()
-        self.model = self.build_model(pretrained=state is None)
+        self.model = self.build_model(pretrained=state is None, state=state)
+        self.preprocess = model_preprocess(self.model)  # recorded in the checkpoints: predicting needs no weights' owner
         # output rows of classes the pretrained head also had start from its rows (model.head.reuse_classes)
         self.reused = (reuse_classes(self.model, config, self.classes, catalog=self.catalog) if state is None
                        else state.get("reused", {}))
@@ -198,9 +199,11 @@ class Trainer:
         self.plots: list[str] = []
         self.lr = config.train.lr
 
-    def build_model(self, pretrained: bool) -> nn.Module:
-        """The model to train, on the CPU: the pipeline's, with its pretrained weights unless resuming."""
-        return build_model(self.config, len(self.classes), pretrained=pretrained, catalog=self.catalog)
+    def build_model(self, pretrained: bool, state: dict | None = None) -> nn.Module:
+        """The model to train, on the CPU: the pipeline's, with its pretrained weights unless resuming (from
+        `state`, a checkpoint, whose recorded preprocessing it keeps)."""
+        return build_model(self.config, len(self.classes), pretrained=pretrained, catalog=self.catalog,
+                           preprocess=recorded_preprocess(state) if state else None)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         """Over the model's trainable parameters (again after an unfreeze)."""

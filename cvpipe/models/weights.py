@@ -32,6 +32,12 @@ class Preprocess:
     interpolation: str = "bilinear"
 
 
+def recorded_preprocess(state: dict) -> Preprocess | None:
+    """The preprocessing a checkpoint records (`preprocess`: its backbone's at training time), else None."""
+    record = state.get("preprocess")
+    return Preprocess(**{**record, "mean": tuple(record["mean"]), "std": tuple(record["std"])}) if record else None
+
+
 IMAGENET = Preprocess((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224, 256)  # torchvision's and timm's default
 
 

@@ -12,18 +12,19 @@ from cvpipe.config import PipelineConfig
 from cvpipe.errors import ConfigError, WeightsError
 from cvpipe.models.backbones import build_backbone
 from cvpipe.models.heads.registry import head_spec
-from cvpipe.models.weights import WeightsCatalog, learnt_tensors
+from cvpipe.models.weights import Preprocess, WeightsCatalog, learnt_tensors
 
 log = logging.getLogger(__name__)
 
 
 def build_model(config: PipelineConfig, num_classes: int, *, catalog: WeightsCatalog | None = None,
-                pretrained: bool = True) -> nn.Module:
+                pretrained: bool = True, preprocess: Preprocess | None = None) -> nn.Module:
     """The pipeline's model with a freshly initialised head for `num_classes` classes, built by the head's
     registration (registry.py).
 
     The backbone starts from `model.backbone.weights` unless `pretrained=False` (the model is about to get
-    a checkpoint's weights, so reading the ImageNet file would be wasted work).
+    a checkpoint's weights, so reading the ImageNet file would be wasted work); `preprocess`, the one such a
+    checkpoint records, spares asking the weights' owner for it again (an offline machine may not have it).
     """
     spec = head_spec(config.model.head.name)
     problems = spec.neck_problems(config.model)
@@ -37,7 +38,9 @@ def build_model(config: PipelineConfig, num_classes: int, *, catalog: WeightsCat
     if not pretrained or whole:
         backbone_cfg = backbone_cfg.model_copy(update={"weights": None})
     backbone = build_backbone(backbone_cfg, catalog=catalog)
-    if whole or (not pretrained and config.model.backbone.weights):
+    if preprocess is not None:
+        backbone.preprocess = preprocess
+    elif whole or (not pretrained and config.model.backbone.weights):
         catalog = catalog or WeightsCatalog.load()
         backbone.preprocess = catalog.get(whole or config.model.backbone.weights).preprocess
     model = spec.build(config, backbone, num_classes)
@@ -88,3 +91,10 @@ def load_fitting(model: nn.Module, state: dict[str, torch.Tensor], *, what: str)
     fitting = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
     model.load_state_dict(fitting, strict=False)
     return sorted(set(own) - set(fitting))
+
+
+def model_preprocess(model: nn.Module) -> Preprocess | None:
+    """The preprocessing of the model's backbone (None for a head without one)."""
+    from cvpipe.models.backbones import Backbone
+
+    return next((m.preprocess for m in model.modules() if isinstance(m, Backbone)), None)
