@@ -76,7 +76,8 @@ class BackboneConfig(Strict):
 
 
 class NeckConfig(Strict):
-    name: Literal["none", "fpn", "pan", "ssd"]  # pan: FPN's top-down path + a bottom-up path (PANet, YOLO)
+    # pan: FPN's top-down path + a bottom-up path (PANet, YOLO); ssd_vgg: the SSD paper's levels on VGG-16
+    name: Literal["none", "fpn", "pan", "ssd", "ssd_vgg"]
     out_channels: Annotated[int, Field(ge=1)]
     # ssd: extra down-sampling blocks after the last backbone level, one output depth each
     extra_blocks: list[Annotated[int, Field(ge=2)]] = [512, 256, 256, 128]

@@ -217,6 +217,7 @@ TORCHVISION_DETECTORS = {  # name: (builder, weights enum, bundled pipeline, ove
                                      ["model.head.min_size=320", "model.head.max_size=640",
                                       "model.head.rpn_pre_nms_top_n=150", "model.head.rpn_post_nms_top_n=150"]),
     "ssdlite": ("ssdlite320_mobilenet_v3_large", "SSDLite320_MobileNet_V3_Large_Weights", "coco_ssdlite", []),
+    "ssd300": ("ssd300_vgg16", "SSD300_VGG16_Weights", "coco_ssd300", []),
 }
 
 

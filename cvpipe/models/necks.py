@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from timm.layers import ConvNormAct
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
@@ -105,6 +106,42 @@ class SSDFeatures(nn.Module):
         return OrderedDict((str(i), f) for i, f in enumerate(levels))
 
 
-def build_neck(backbone: Backbone, neck: NeckConfig) -> FeatureBody | SSDFeatures:
-    """Backbone + the neck `neck.name` names: fpn, pan and none as FeatureBody, ssd's extra blocks as SSDFeatures."""
-    return SSDFeatures(backbone, neck) if neck.name == "ssd" else FeatureBody(backbone, neck)
+class SSDVGGFeatures(nn.Module):
+    """The SSD paper's six levels on VGG-16 (torchvision's SSD300), from the backbone's conv4_3 and conv5_3
+    outputs: conv4_3 L2-normalised with a learnt scale per channel; conv5_3 through a 3×3 stride-1 max-pool, a
+    dilated 3×3 convolution (fc6) and a 1×1 (fc7); then four extra blocks, the last two unpadded. The third
+    max-pool of the trunk rounds up, so that a 300-px image gives conv4_3 a 38×38 grid as in the paper."""
+
+    def __init__(self, backbone: Backbone, neck: NeckConfig):
+        super().__init__()
+        self.scale_weight = nn.Parameter(torch.full((backbone.out_channels[0],), 20.0))
+        self.backbone = backbone
+        pools = [m for m in backbone.body.modules() if isinstance(m, nn.MaxPool2d)]
+        pools[2].ceil_mode = True
+        self.fc = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), nn.Conv2d(backbone.out_channels[1], 1024, 3,
+                                padding=6, dilation=6), nn.ReLU(inplace=True), nn.Conv2d(1024, 1024, 1),
+                                nn.ReLU(inplace=True))
+
+        def block(channels: int, middle: int, out: int, padding: int, stride: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(channels, middle, 1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(middle, out, 3, padding=padding, stride=stride), nn.ReLU(inplace=True))
+
+        self.extras = nn.ModuleList([block(1024, 256, 512, 1, 2), block(512, 128, 256, 1, 2),
+                                     block(256, 128, 256, 0, 1), block(256, 128, 256, 0, 1)])
+        self.out_channels = [backbone.out_channels[0], 1024, 512, 256, 256, 256]
+        self.strides = [8, 16, 32, 64, 100, 300]  # at 300 px
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        conv4_3, conv5_3 = self.backbone(x)
+        levels = [self.scale_weight.view(1, -1, 1, 1) * F.normalize(conv4_3), self.fc(conv5_3)]
+        for block in self.extras:
+            levels.append(block(levels[-1]))
+        return OrderedDict((str(i), f) for i, f in enumerate(levels))
+
+
+def build_neck(backbone: Backbone, neck: NeckConfig) -> FeatureBody | SSDFeatures | SSDVGGFeatures:
+    """Backbone + the neck `neck.name` names: fpn, pan and none as FeatureBody, ssd's extra blocks as SSDFeatures,
+    ssd_vgg's as SSDVGGFeatures."""
+    if neck.name == "ssd":
+        return SSDFeatures(backbone, neck)
+    return SSDVGGFeatures(backbone, neck) if neck.name == "ssd_vgg" else FeatureBody(backbone, neck)

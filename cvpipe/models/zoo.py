@@ -28,9 +28,11 @@ TIMM_TWINS = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resne
 # torchvision detectors whose trunk is not named in their builder's name, and the timm twin it loads into
 DETECTOR_TRUNKS = {"fasterrcnn_mobilenet_v3_large_fpn": "mobilenetv3_large_100",
                    "fasterrcnn_mobilenet_v3_large_320_fpn": "mobilenetv3_large_100",
-                   "ssdlite320_mobilenet_v3_large": "mobilenetv3_large_100_reduced_tail"}
-# torchvision detectors that scale their input otherwise than by ImageNet's mean and std (SSDlite: to [-1, 1])
-DETECTOR_SCALING = {"ssdlite320_mobilenet_v3_large": dict(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])}
+                   "ssdlite320_mobilenet_v3_large": "mobilenetv3_large_100_reduced_tail", "ssd300_vgg16": "vgg16"}
+# torchvision detectors that scale their input otherwise than by ImageNet's mean and std (SSDlite: to [-1, 1];
+# SSD300: 0-255 less the mean, as the Caffe original)
+DETECTOR_SCALING = {"ssdlite320_mobilenet_v3_large": dict(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]),
+                    "ssd300_vgg16": dict(mean=[0.48235, 0.45882, 0.40784], std=[1 / 255] * 3)}
 # torchvision builders whose class outputs start with the background
 BACKGROUND_FIRST = ("fasterrcnn_", "maskrcnn_", "ssd")
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # what timm's and the hub mixin's loaders look for, in order

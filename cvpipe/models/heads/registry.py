@@ -77,7 +77,7 @@ NOT_EXPORTABLE = "it takes selective search proposals computed outside the netwo
 
 def needs_pyramid_or_none(model) -> Problems:
     """For heads on FeatureBody: SSD's extra blocks are SSD's."""
-    if model.neck.name == "ssd":
-        return [(("model", "neck", "name"), f"{model.head.name} needs neck fpn, pan or none (ssd's extra blocks are "
-                 "for ssd)")]
+    if model.neck.name in ("ssd", "ssd_vgg"):
+        return [(("model", "neck", "name"), f"{model.head.name} needs neck fpn, pan or none ({model.neck.name}'s "
+                 "extra blocks are for ssd)")]
     return []

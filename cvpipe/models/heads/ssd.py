@@ -46,6 +46,11 @@ class SSDHead(ReusesClasses):
     # then the other sizes at the first) | torchvision (every size at the first ratio, then the first at the others)
     box_order: Literal["tf", "torchvision"] = "tf"
     clip_default_boxes: bool = False  # default boxes no wider or taller than the image (torchvision's SSDs)
+    # per level, how many of aspect_ratios it uses, e.g. [3, 5, 5, 5, 3, 3] (SSD300); null: all of them
+    ratios_per_level: list[Annotated[int, Field(ge=1)]] | None = None
+    # per level, the pixels between default-box centres at `size` (SSD300: [8, 16, 32, 64, 100, 300]); null: the
+    # level's grid cells
+    steps: list[Annotated[int, Field(gt=0)]] | None = None
     depthwise: bool = False  # SSDLite: depthwise-separable 3×3 predictors
     score: Literal["softmax", "sigmoid"] = "softmax"  # sigmoid: independent per-class scores (TF's SSDs)
     box_weights: list[Annotated[float, Field(gt=0.0)]] = [10.0, 10.0, 5.0, 5.0]  # box coder scales x, y, w, h
@@ -74,11 +79,14 @@ def default_box_shapes(cfg: SSDHead, levels: int) -> list[list[tuple[float, floa
         step = (cfg.max_scale - cfg.min_scale) / max(levels - 1, 1)
         scales = [cfg.min_scale + step * k for k in range(levels)] + [1.0]
         sizes = [[scales[k], math.sqrt(scales[k] * scales[k + 1])] for k in range(levels)]
-    ratios = list(cfg.aspect_ratios)
-    if cfg.box_order == "torchvision":
-        shapes = [[(size, ratios[0]) for size in s] + [(s[0], r) for r in ratios[1:]] for s in sizes]
-    else:
-        shapes = [[(s[0], r) for r in ratios] + [(size, ratios[0]) for size in s[1:]] for s in sizes]
+    used = cfg.ratios_per_level or [len(cfg.aspect_ratios)] * len(sizes)
+    shapes = []
+    for s, n in zip(sizes, used):
+        ratios = cfg.aspect_ratios[:n]
+        if cfg.box_order == "torchvision":
+            shapes.append([(size, ratios[0]) for size in s] + [(s[0], r) for r in ratios[1:]])
+        else:
+            shapes.append([(s[0], r) for r in ratios] + [(size, ratios[0]) for size in s[1:]])
     if cfg.reduce_first_level:
         shapes[0] = [(0.1, 1.0), (sizes[0][0], 2.0), (sizes[0][0], 0.5)]
     return shapes
@@ -86,12 +94,12 @@ def default_box_shapes(cfg: SSDHead, levels: int) -> list[list[tuple[float, floa
 
 class DefaultBoxes(nn.Module):
     """Default boxes (anchors) in xyxy pixels of the resized image, y-major, x, box: the order of the predictors'
-    outputs. Centred on the cells: ((j + 0.5) / w, (i + 0.5) / h); with `clip`, widths and heights capped at the
-    image's."""
+    outputs. Centred on the cells: ((j + 0.5) / w, (i + 0.5) / h), or with `steps` ((j + 0.5) · step / width, ...);
+    with `clip`, widths and heights capped at the image's."""
 
-    def __init__(self, shapes: list[list[tuple[float, float]]], clip: bool = False):
+    def __init__(self, shapes: list[list[tuple[float, float]]], clip: bool = False, steps: list[int] | None = None):
         super().__init__()
-        self.shapes, self.clip = shapes, clip
+        self.shapes, self.clip, self.steps = shapes, clip, steps
         self._cache: dict[tuple, torch.Tensor] = {}
 
     def num_anchors_per_location(self) -> list[int]:
@@ -100,9 +108,10 @@ class DefaultBoxes(nn.Module):
     def grid(self, grid_sizes: list[tuple[int, int]], image_size: tuple[int, int]) -> torch.Tensor:
         height, width = image_size
         boxes = []
-        for (h, w), shapes in zip(grid_sizes, self.shapes):
-            cy, cx = torch.meshgrid((torch.arange(h, dtype=torch.float64) + 0.5) / h,
-                                    (torch.arange(w, dtype=torch.float64) + 0.5) / w, indexing="ij")
+        for k, ((h, w), shapes) in enumerate(zip(grid_sizes, self.shapes)):
+            cells_y, cells_x = (height / self.steps[k], width / self.steps[k]) if self.steps else (h, w)
+            cy, cx = torch.meshgrid((torch.arange(h, dtype=torch.float64) + 0.5) / cells_y,
+                                    (torch.arange(w, dtype=torch.float64) + 0.5) / cells_x, indexing="ij")
             wh = torch.tensor([[s * math.sqrt(r), s / math.sqrt(r)] for s, r in shapes], dtype=torch.float64)
             if self.clip:
                 wh = wh.clamp(max=1.0)
@@ -229,7 +238,8 @@ class SSDDetector(TorchvisionDetector):
     def __init__(self, body: SSDFeatures, cfg: SSDHead, num_classes: int):
         """`cfg` must have passed this file's `_neck_problems` (load_pipeline and build_model check it)."""
         super().__init__()
-        anchors = DefaultBoxes(default_box_shapes(cfg, len(body.out_channels)), clip=cfg.clip_default_boxes)
+        anchors = DefaultBoxes(default_box_shapes(cfg, len(body.out_channels)), clip=cfg.clip_default_boxes,
+                               steps=cfg.steps)
         counts = anchors.num_anchors_per_location()
         if cfg.depthwise:
             head: nn.Module = SSDLiteHead(body.out_channels, counts, num_classes + 1,
@@ -295,14 +305,25 @@ def reuse_ssd_rows(model: SSDDetector, config, classes: list[str], catalog) -> d
 
 def _neck_problems(model) -> Problems:
     head, neck = model.head, model.neck
-    if neck.name != "ssd":
-        return [(("model", "neck", "name"), f"the ssd head needs neck ssd (extra down-sampling blocks), got {neck.name}")]
-    levels = backbone_levels(model.backbone) + len(neck.extra_blocks)
+    if neck.name not in ("ssd", "ssd_vgg"):
+        return [(("model", "neck", "name"), f"the ssd head needs neck ssd or ssd_vgg (extra down-sampling blocks), "
+                 f"got {neck.name}")]
     problems = []
+    if neck.name == "ssd_vgg" and backbone_levels(model.backbone) != 2:
+        problems.append((("model", "backbone", "feature_nodes"), "neck ssd_vgg takes two backbone levels, VGG-16's "
+                         "conv4_3 and conv5_3: feature_nodes [features.22, features.29]"))
+    levels = 6 if neck.name == "ssd_vgg" else backbone_levels(model.backbone) + len(neck.extra_blocks)
+    for field in ("ratios_per_level", "steps"):
+        given = getattr(head, field)
+        if given is not None and len(given) != levels:
+            problems.append((("model", "head", field), f"{len(given)} levels given, but the neck gives {levels}"))
+    if head.ratios_per_level and max(head.ratios_per_level) > len(head.aspect_ratios):
+        problems.append((("model", "head", "ratios_per_level"), f"a level uses more ratios than aspect_ratios has "
+                         f"({len(head.aspect_ratios)})"))
     if head.sizes is not None and len(head.sizes) != levels:
         problems.append((("model", "head", "sizes"),
-                         f"{len(head.sizes)} levels of sizes given, but the neck gives {levels} "
-                         f"({backbone_levels(model.backbone)} backbone levels + {len(neck.extra_blocks)} extra blocks)"))
+                         f"{len(head.sizes)} levels of sizes given, but the neck gives {levels} (the backbone's "
+                         "levels and the neck's extra blocks)"))
     if head.min_scale > head.max_scale:
         problems.append((("model", "head", "min_scale"), f"{head.min_scale} is above max_scale {head.max_scale}"))
     if len(head.box_weights) != 4:
