@@ -13,7 +13,12 @@ from functools import partial
 
 from timm.models import register_model
 from timm.models._efficientnet_blocks import SqueezeExcite
-from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer, resolve_bn_args, round_channels
+from timm.models._efficientnet_builder import (
+    decode_arch_def,
+    resolve_act_layer,
+    resolve_bn_args,
+    round_channels,
+)
 from timm.models._registry import generate_default_cfgs
 from timm.models.mobilenetv3 import _cfg, _create_mnv3
 from torch import nn

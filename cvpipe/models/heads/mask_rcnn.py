@@ -36,6 +36,7 @@ class MaskRCNNHead(FasterRCNNHead):
     mask_dim: Annotated[int, Field(gt=0)] = 256  # their width
     mask_thresh: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5  # mask probability a pixel must reach to be in
     mask_norm: Literal["none", "batch"] = "none"  # BatchNorm after each mask convolution (torchvision's v2)
+    refine_boxes: Literal[False] = False  # faster_rcnn only: the masks are drawn on the first pass's boxes
 
 
 class MaskRCNNDetector(TorchvisionDetector):
