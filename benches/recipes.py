@@ -4,8 +4,12 @@ range over the seeds, and the plain model's share of what the views reach (the b
 run on the same checkpoints).
 
 Run: `python benches/recipes.py` (every row, 3 seeds: about 2 hours on 2 cores); `--rows treecrowns_faster_rcnn
---seeds 1` for one quick row; `--set KEY=VALUE ...` to try a recipe on every row (e.g. `train.ema=true`).
+--seeds 0` for one quick row; `--set KEY=VALUE ...` to try a recipe on every row (e.g. `train.ema=true`).
 Training runs are the pipelines' own, time-limited: on a busy machine fewer epochs fit, so run it alone.
+
+`--cost WEIGHTS` times `predict` on the tree-crown val image with a treecrowns_faster_rcnn checkpoint instead:
+the bundled evaluation (slices at 0.8×, `refine_boxes`) against the previous one (slices at 1×, one pass), plain,
+alternating `--repeats` times, medians and the ratio.
 """
 
 from __future__ import annotations
@@ -30,14 +34,14 @@ ROWS = {  # pipeline: (dataset, the stats reported; the first is the headline)
 }
 
 
-def run_row(name: str, seeds: int, overrides: list[str], tmp: Path) -> dict:
+def run_row(name: str, seeds: list[int], overrides: list[str], tmp: Path) -> dict:
     dataset, stats = ROWS[name]
     fetch_dataset(dataset)
     model = Pipeline.from_yaml(name, overrides, console=Console(quiet=True)).config.model
     for weights in {model.weights, model.backbone.weights} - {None}:  # fetched before any clock runs
         WeightsCatalog.load().fetch(weights)
     runs = []
-    for seed in range(seeds):
+    for seed in seeds:
         out = tmp / f"{name}_{seed}"
         settings = [*overrides, f"output.dir={out}", f"train.seed={seed}"]
         trainer = Pipeline.from_yaml(name, settings, console=Console(quiet=True))
@@ -58,12 +62,44 @@ def run_row(name: str, seeds: int, overrides: list[str], tmp: Path) -> dict:
     return {"pipeline": name, "overrides": overrides, "runs": runs, "summary": summary}
 
 
+PREVIOUS_EVALUATION = ["model.head.min_size=400", "model.head.max_size=400", "model.head.refine_boxes=false"]
+
+
+def predict_cost(weights: Path, repeats: int) -> None:
+    """Seconds of plain `predict` (its own clock: decode, slice, detect, merge) with the bundled evaluation and with
+    the previous one, on the same checkpoint, alternating."""
+    (image,) = sorted((fetch_dataset("treecrowns") / "val").glob("*.png"))
+    plain = ["tta.enabled=false", "output.save_images=false"]
+    setups = {"previous (1x, one pass)": PREVIOUS_EVALUATION, "bundled (0.8x, refine_boxes)": []}
+    seconds: dict[str, list[float]] = {name: [] for name in setups}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(repeats + 1):  # the first round warms up and is not counted
+            for name, overrides in setups.items():
+                pipeline = Pipeline.from_yaml("treecrowns_faster_rcnn", [*plain, *overrides],
+                                              console=Console(quiet=True))
+                report = pipeline.predict(image, Path(tmp) / f"{k}_{len(overrides)}", weights=weights)
+                if k:
+                    seconds[name].append(report.seconds)
+    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    for name, median in medians.items():
+        print(f"{name:<30} {median:6.2f} s (median of {repeats})")
+    ratio = medians["bundled (0.8x, refine_boxes)"] / medians["previous (1x, one pass)"]
+    print(f"bundled ÷ previous = {ratio:.2f}")
+    print(f"→ {save_results('recipe_cost', {'weights': str(weights), 'seconds': seconds, 'ratio': ratio})}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=list(ROWS))
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed of each run")
     parser.add_argument("--set", nargs="*", default=[], dest="overrides", help="overrides for every row's pipeline")
+    parser.add_argument("--cost", type=Path, metavar="WEIGHTS", help="time predict with a treecrowns_faster_rcnn "
+                        "checkpoint: the bundled evaluation against the previous one")
+    parser.add_argument("--repeats", type=int, default=5, help="--cost: alternating runs")
     args = parser.parse_args()
+    if args.cost:
+        predict_cost(args.cost, args.repeats)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         rows = [run_row(name, args.seeds, args.overrides, Path(tmp)) for name in args.rows]
     print(f"\n{'pipeline':<24} {'stat':<6} {'plain median [range]':>22} {'views median [range]':>22} {'plain ÷ views':>13}")
