@@ -72,6 +72,14 @@ def test_refined_scores_are_the_mean_of_both_passes(tmp_path):
     assert not torch.allclose(refined["scores"], first["scores"])  # the random head scores the moved boxes anew
 
 
+def test_refining_nothing_gives_nothing(tmp_path):
+    _, refining = _plain_and_refining(tmp_path)
+    refining.model.roi_heads.score_thresh = 1.0  # no score passes
+    with torch.no_grad():
+        found = refining([torch.rand(3, 96, 128), torch.rand(3, 96, 128)])
+    assert [tuple(f["boxes"].shape) for f in found] == [(0, 4), (0, 4)]
+
+
 def test_mask_rcnn_refuses_refine_boxes(tmp_path):
     with pytest.raises(ConfigError, match="refine_boxes"):
         load_pipeline(mask_rcnn_pipeline(tmp_path, ", refine_boxes: true"))

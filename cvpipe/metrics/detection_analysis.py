@@ -474,8 +474,9 @@ def analyse(gt: dict, results: list[dict], classes: list[str], *, iou_type: str 
 
 
 ADVICE = {  # what usually helps with each kind of error (TIDE's reading of them, and the knobs cvpipe has)
-    "localisation": "boxes land near objects but not tightly: train longer, raise model.head.min_size (the input "
-                    "size), and check that the labelled boxes are tight",
+    "localisation": "boxes land near objects but not tightly: evaluate at the scale the objects had in training "
+                    "(try model.head.min_size at 0.8× and 1.25×), refine the boxes once more (faster_rcnn: "
+                    "model.head.refine_boxes=true), and check that the labelled boxes are tight",
     "class": "objects are found but given the wrong class: the confusion matrix shows which pairs; add examples of "
              "those classes, or merge them if they cannot be told apart",
     "both": "boxes near objects of another class: look at those images; often the labels are ambiguous",

@@ -102,9 +102,9 @@ class RefiningRoIHeads(RoIHeads):
 
     def forward(self, features, proposals, image_shapes, targets=None):
         result, losses = super().forward(features, proposals, image_shapes, targets)
-        if self.training or not result:
-            return result, losses
         boxes = [found["boxes"] for found in result]
+        if self.training or not sum(len(b) for b in boxes):  # (the box coder gives no class axis for no boxes)
+            return result, losses
         class_logits, box_regression = self.box_predictor(self.box_head(self.box_roi_pool(features, boxes,
                                                                                            image_shapes)))
         labels = torch.cat([found["labels"] for found in result])
