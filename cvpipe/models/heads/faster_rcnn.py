@@ -58,7 +58,7 @@ class FasterRCNNHead(ReusesClasses):
     # at most this many detections per image, best first
     detections_per_img: Annotated[int, Field(gt=0)] = 100
     # eval: the box head runs once more on the boxes it kept; each box takes that pass's regression and the mean
-    # of both passes' scores (iterative localisation): tighter boxes where the domain shifts, ~0 extra cost
+    # of both passes' scores (iterative localisation): tighter boxes where the domain shifts, for a few RoIs more
     refine_boxes: bool = False
 
 
@@ -114,8 +114,10 @@ class RefiningRoIHeads(RoIHeads):
         counts = [len(b) for b in boxes]
         for found, image_boxes, scores, shape in zip(result, refined.split(counts), second.split(counts),
                                                      image_shapes):
-            found["boxes"] = clip_boxes_to_image(image_boxes, shape)
-            found["scores"] = (found["scores"] + scores) / 2
+            scores = (found["scores"] + scores) / 2
+            order = scores.argsort(descending=True, stable=True)  # best first again: the mean can reorder them
+            found.update(boxes=clip_boxes_to_image(image_boxes, shape)[order], scores=scores[order],
+                         labels=found["labels"][order])
         return result, losses
 
 
