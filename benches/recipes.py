@@ -70,7 +70,8 @@ def predict_cost(weights: Path, repeats: int) -> None:
     the previous one, on the same checkpoint, alternating."""
     (image,) = sorted((fetch_dataset("treecrowns") / "val").glob("*.png"))
     plain = ["tta.enabled=false", "output.save_images=false"]
-    setups = {"previous (1x, one pass)": PREVIOUS_EVALUATION, "bundled (0.8x, refine_boxes)": []}
+    previous, bundled = "previous (1x, one pass)", "bundled (0.8x, refine_boxes)"
+    setups = {previous: PREVIOUS_EVALUATION, bundled: []}
     seconds: dict[str, list[float]] = {name: [] for name in setups}
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(repeats + 1):  # the first round warms up and is not counted
@@ -83,7 +84,7 @@ def predict_cost(weights: Path, repeats: int) -> None:
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     for name, median in medians.items():
         print(f"{name:<30} {median:6.2f} s (median of {repeats})")
-    ratio = medians["bundled (0.8x, refine_boxes)"] / medians["previous (1x, one pass)"]
+    ratio = medians[bundled] / medians[previous]
     print(f"bundled ÷ previous = {ratio:.2f}")
     print(f"→ {save_results('recipe_cost', {'weights': str(weights), 'seconds': seconds, 'ratio': ratio})}")
 

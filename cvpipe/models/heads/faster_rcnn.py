@@ -103,7 +103,8 @@ class RefiningRoIHeads(RoIHeads):
     def forward(self, features, proposals, image_shapes, targets=None):
         result, losses = super().forward(features, proposals, image_shapes, targets)
         boxes = [found["boxes"] for found in result]
-        if self.training or not sum(len(b) for b in boxes):  # (the box coder gives no class axis for no boxes)
+        counts = [len(b) for b in boxes]
+        if self.training or not sum(counts):  # (the box coder gives no class axis for no boxes)
             return result, losses
         class_logits, box_regression = self.box_predictor(self.box_head(self.box_roi_pool(features, boxes,
                                                                                            image_shapes)))
@@ -111,7 +112,6 @@ class RefiningRoIHeads(RoIHeads):
         rows = torch.arange(len(labels), device=labels.device)
         refined = self.box_coder.decode(box_regression, boxes)[rows, labels]
         second = class_logits.softmax(-1)[rows, labels]
-        counts = [len(b) for b in boxes]
         for found, image_boxes, scores, shape in zip(result, refined.split(counts), second.split(counts),
                                                      image_shapes):
             scores = (found["scores"] + scores) / 2
