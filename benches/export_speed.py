@@ -22,7 +22,8 @@ from rich.console import Console
 from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.data.samples import image_tensor
 from cvpipe.engine.checkpoint import save_checkpoint
-from cvpipe.engine.export import OnnxModel, onnx_bytes
+from cvpipe.engine.exported import OnnxModel
+from cvpipe.engine.onnx_graph import onnx_bytes
 from cvpipe.engine.runs import latest_run_dir
 from cvpipe.engine.runtime import inference_model
 from cvpipe.io.images import list_images, read_image

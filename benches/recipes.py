@@ -15,11 +15,12 @@ alternating `--repeats` times, medians and the ratio.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 from pathlib import Path
 
-from common import save_results
+from common import RESULTS, save_results
 from rich.console import Console
 
 from cvpipe.data.fetchers import fetch_dataset
@@ -89,6 +90,16 @@ def predict_cost(weights: Path, repeats: int) -> None:
     print(f"→ {save_results('recipe_cost', {'weights': str(weights), 'seconds': seconds, 'ratio': ratio})}")
 
 
+def save_rows(rows: list[dict]) -> Path:
+    """benches/results/recipes.json with these rows replacing earlier results of the same pipelines; the others
+    (measured by earlier `--rows` runs) are kept."""
+    path = RESULTS / "recipes.json"
+    kept = json.loads(path.read_text())["rows"] if path.exists() else []
+    names = {row["pipeline"] for row in rows}
+    merged = [row for row in kept if row["pipeline"] not in names] + rows
+    return save_results("recipes", {"rows": sorted(merged, key=lambda row: list(ROWS).index(row["pipeline"]))})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=list(ROWS))
@@ -101,8 +112,11 @@ def main() -> None:
     if args.cost:
         predict_cost(args.cost, args.repeats)
         return
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [run_row(name, args.seeds, args.overrides, Path(tmp)) for name in args.rows]
+        for name in args.rows:  # each row is saved as it finishes: a full table takes hours
+            rows.append(run_row(name, args.seeds, args.overrides, Path(tmp)))
+            print(f"→ {save_rows(rows)}", flush=True)
     print(f"\n{'pipeline':<24} {'stat':<6} {'plain median [range]':>22} {'views median [range]':>22} {'plain ÷ views':>13}")
     for row in rows:
         for stat in ROWS[row["pipeline"]][1]:
@@ -111,7 +125,6 @@ def main() -> None:
             print(f"{row['pipeline']:<24} {stat:<6} "
                   f"{plain['median']:>7.3f} [{plain['min']:.3f}–{plain['max']:.3f}] "
                   f"{views['median']:>7.3f} [{views['min']:.3f}–{views['max']:.3f}] {ratio:>13.2f}")
-    print(f"→ {save_results('recipes', {'seeds': args.seeds, 'overrides': args.overrides, 'rows': rows})}")
 
 
 if __name__ == "__main__":

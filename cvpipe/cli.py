@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score a trained pipeline on its val split: COCO mAP (faster-coco-eval, or "
                                     "pycocotools with eval.coco), mIoU, top-1 or perceptual loss by task")
     p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
-    p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="checkpoint (default: the latest run's best.pt), or an export from `cvpipe export` (.onnx, .xml)")
     p.add_argument("--json", type=Path, default=None,
                    help="write the metrics here, with the detections / predictions beside them (default: print only)")
     p.add_argument("--report", nargs="?", type=Path, const=True, default=None, metavar="HTML",
@@ -190,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "under torchrun the rank picks the shard")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="auto (the default: the fastest the head declares for the device, taken where its outputs "
-                        "match eager's), pytorch (eager, BatchNorm folded), compile (torch.compile; ssd, yolo) or "
-                        "onnxruntime (the exported graph; --weights may be a .onnx from `cvpipe export`)")
+                        "match eager's), pytorch (eager, BatchNorm folded), compile (torch.compile; ssd, yolo), "
+                        "onnxruntime or openvino (the exported graph; --weights may be a .onnx or .xml from "
+                        "`cvpipe export`)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local (the default: this process, or torchrun's) or ray (Ray Data on a Ray cluster: "
                         "pip install 'cvpipe[ray]')")
@@ -224,11 +226,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=POSITIVE, default=None, help="an image folder's frame rate (default 25)")
     _add_set(p)
 
-    p = sub.add_parser("export", help="export a trained pipeline's model (post-processing included) to ONNX")
+    p = sub.add_parser("export", help="export a trained pipeline's model (post-processing included) to ONNX or "
+                                      "OpenVINO, FP32, FP16 or INT8, scored on the val split before it is kept")
     p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
-    p.add_argument("--format", choices=["onnx"], default="onnx", help="the export format")
+    p.add_argument("--format", choices=["onnx", "openvino"], default="onnx",
+                   help="onnx (ONNX Runtime, OpenVINO) or openvino (an IR: .xml and .bin)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
+                   help="fp32; fp16 (openvino: weights stored in half precision); int8 (post-training quantization "
+                        "calibrated on real images)")
+    p.add_argument("--calibrate", default=None, metavar="SOURCE",
+                   help="int8: a folder (searched recursively), image file or glob to calibrate on "
+                        "(default: the training split)")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
-    p.add_argument("--out", type=Path, default=None, help="the .onnx file (default: beside the checkpoint)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the file (default: beside the checkpoint: best.onnx, best.int8.onnx, best.xml, ...)")
+    p.add_argument("--force", action="store_true",
+                   help="keep an export that loses more than export.tolerance on the val split")
     _add_set(p)
 
     p = sub.add_parser("stylize", help="Gatys style transfer of a folder, file or glob onto one style image")
@@ -615,10 +628,31 @@ def _print_video_report(report, several: bool) -> None:
 
 
 def cmd_export(args) -> int:
-    report = _pipeline(args).export(args.out, weights=args.weights)
-    console.print(f"→ {report.path} ({report.megabytes:.1f} MB); ONNX Runtime vs PyTorch on two test inputs (the "
-                  f"traced one and one of other content and size): max difference {report.max_abs_difference:.2e}")
-    console.print(f"run it: cvpipe predict {args.pipeline} --backend onnxruntime --weights {report.path} --source ...")
+    report = _pipeline(args).export(args.out, weights=args.weights, fmt=args.format, precision=args.precision,
+                                    calibrate=args.calibrate, force=args.force)
+    runtime = {"onnx": "ONNX Runtime", "openvino": "OpenVINO"}[report.format]
+    if report.precision == "fp32":
+        console.print(f"{runtime} vs PyTorch on two test inputs (the traced one and one of other content and size): "
+                      f"max difference {report.max_abs_difference:.2e}")
+    if report.calibration:
+        console.print(f"INT8 calibrated on {report.calibration}")
+    check = report.rescore
+    if check is None:
+        console.print(styled("not re-scored", "yellow", f": {report.unchecked}; check it with `cvpipe eval "
+                             f"{args.pipeline} --weights {report.path}` on labeled images"))
+    else:
+        verdict = (f"within export.tolerance {check.tolerance * 100:g} point(s)" if check.passed else
+                   f"more than export.tolerance {check.tolerance * 100:g} point(s)")
+        console.print(f"val {check.stat}: {check.exported:.4f} exported vs {check.reference:.4f} PyTorch "
+                      f"({(check.exported - check.reference) * 100:+.2f} points), {verdict}")
+    size = f"{report.megabytes:.1f} MB, {report.format} {report.precision}"
+    if report.rejected:
+        console.print(styled("refused", "red", f": kept aside as {report.path} ({size}); it loses accuracy. Try "
+                             "another precision, calibrate on more images like the ones it will see (--calibrate), "
+                             "or keep it anyway with --force"))
+        return 1
+    console.print(f"→ {report.path} ({size})")
+    console.print(f"run it: cvpipe predict {args.pipeline} --weights {report.path} --source ...")
     return 0
 
 

@@ -159,7 +159,7 @@ class TrainConfig(Strict):
     patience: Annotated[int, Field(ge=1)] | None = None  # stop after this many epochs without a better eval.best
 
 
-BACKENDS = ("auto", "pytorch", "compile", "onnxruntime")  # inference backends (engine/runtime.py)
+BACKENDS = ("auto", "pytorch", "compile", "onnxruntime", "openvino")  # inference backends (engine/runtime.py)
 
 
 def loader_workers(setting: int | str) -> int:
@@ -249,6 +249,15 @@ class TilingConfig(Strict):
     empty_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1  # training windows without objects kept (others redrawn)
 
 
+class ExportConfig(Strict):
+    """`cvpipe export`: every export is re-scored on the val split and refused when it loses more than
+    `tolerance` of the task's check stat (engine/export.py)."""
+
+
+    tolerance: Annotated[float, Field(ge=0, le=1)] = 0.01
+    calibration_images: Annotated[int, Field(ge=1)] = 64
+
+
 Point = tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]]  # (x, y): pixels, or fractions of the frame
 
 
@@ -292,6 +301,7 @@ class PipelineConfig(Strict):
     video: VideoConfig = VideoConfig()
     tta: TTAConfig = TTAConfig()
     tiling: TilingConfig = TilingConfig()
+    export: ExportConfig = ExportConfig()
     # where it came from, for FILE:LINE messages about problems found after loading (require_data)
     _source: str = PrivateAttr(default="pipeline")
     _lines: dict = PrivateAttr(default_factory=dict)

@@ -92,14 +92,17 @@ class Pipeline:
         return predict(self.config, source, out, weights, conf=conf, resume=resume, save_images=save_images,
                        backend=backend, shard=shard, console=self.console)
 
-    def export(self, out: str | Path | None = None, *, weights: str | Path | None = None) -> ExportReport:
-        """The model as one ONNX graph (engine/export.py), beside its checkpoint unless `out` is given."""
-        from cvpipe.engine.export import export
+    def export(self, out: str | Path | None = None, *, weights: str | Path | None = None, fmt: str = "onnx",
+               precision: str = "fp32", calibrate: str | Path | None = None, force: bool = False) -> ExportReport:
+        """The model as one graph in `fmt` (onnx | openvino) at `precision` (fp32 | fp16 | int8, calibrated on the
+        training split or on `calibrate`), beside its checkpoint unless `out` is given, re-scored on the val split
+        and set aside as `.rejected` when it loses more than `export.tolerance` (unless `force`): engine/export.py."""
+        from cvpipe.engine.export import default_out, export
 
         weights = self._weights(weights)
-        out = Path(out) if out else (weights.with_suffix(".onnx") if weights else
-                                     self._output_dir(None) / f"{self.config.name}.onnx")
-        return export(self.config, weights, out)
+        out = Path(out) if out else default_out(weights, self._output_dir(None) / self.config.name, fmt, precision)
+        return export(self.config, weights, out, fmt=fmt, precision=precision, calibrate=calibrate, force=force,
+                      console=self.console)
 
     def video(self, source: str | int | list[str], out: str | Path | None = None, *, weights: str | Path | None = None,
               jsonl: str | Path | None = None, show: bool = False, serve: str | None = None, stride: int = 1,

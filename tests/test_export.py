@@ -13,7 +13,8 @@ import torch
 from torchvision.ops import box_iou
 
 from cvpipe.engine.checkpoint import save_checkpoint
-from cvpipe.engine.export import OnnxModel, onnx_bytes
+from cvpipe.engine.exported import OnnxModel
+from cvpipe.engine.onnx_graph import onnx_bytes
 from cvpipe.engine.runtime import compile_core, inference_model
 from cvpipe.errors import ConfigError
 from cvpipe.io.images import read_image, write_image

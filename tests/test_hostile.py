@@ -1145,7 +1145,7 @@ def test_the_page_serves_on_ipv6_loopback():
 
 
 def test_a_garbage_or_half_written_onnx_cache_entry_is_rebuilt(tmp_path, monkeypatch):
-    import cvpipe.engine.export as export
+    import cvpipe.engine.onnx_graph as export
     from cvpipe.engine.runtime import _cached_onnx
     from cvpipe.loading import load_pipeline
 

@@ -83,7 +83,7 @@ def test_auto_takes_the_declared_backend_where_it_matches_eager_and_caches_the_e
     def no_export(*args, **kwargs):
         raise AssertionError("exported again: the cached graph was not used")
 
-    monkeypatch.setattr("cvpipe.engine.export.onnx_bytes", no_export)
+    monkeypatch.setattr("cvpipe.engine.onnx_graph.onnx_bytes", no_export)
     again = inference_model(config, weights, CPU)
     images = _images([(96, 112)])
     _same_detections(detect(again.model, images, CPU), detect(chosen.model, images, CPU))
@@ -95,14 +95,14 @@ def test_auto_takes_the_declared_backend_where_it_matches_eager_and_caches_the_e
 def test_auto_stays_eager_where_the_backend_differs_or_the_head_declares_none(tmp_path, monkeypatch):
     monkeypatch.setenv("CVPIPE_CACHE", str(tmp_path / "cache"))
     config, weights = _checkpoint(tmp_path, tiny_yolo(tmp_path))
-    monkeypatch.setattr("cvpipe.engine.export.max_difference", lambda *args: float("inf"))
+    monkeypatch.setattr("cvpipe.engine.onnx_graph.max_difference", lambda *args: float("inf"))
     fallback = inference_model(config, weights, CPU)
     assert fallback.backend == "pytorch" and "gave other outputs on this model (by inf)" in fallback.why
 
     def broken_export(*args, **kwargs):
         raise RuntimeError("an operator the exporter does not know")
 
-    monkeypatch.setattr("cvpipe.engine.export.onnx_bytes", broken_export)
+    monkeypatch.setattr("cvpipe.engine.onnx_graph.onnx_bytes", broken_export)
     monkeypatch.setenv("CVPIPE_CACHE", str(tmp_path / "empty_cache"))  # nothing cached: it must export
     failed = inference_model(config, weights, CPU)
     assert failed.backend == "pytorch" and "onnxruntime failed on this model (RuntimeError" in failed.why

@@ -244,7 +244,8 @@ def test_a_tracked_instance_keeps_its_own_mask_in_its_track_colour(tmp_path):
 
 
 def test_export_with_masks_matches_pytorch_through_onnx_runtime(tmp_path):
-    from cvpipe.engine.export import OnnxModel, max_difference, onnx_bytes
+    from cvpipe.engine.exported import OnnxModel
+    from cvpipe.engine.onnx_graph import max_difference, onnx_bytes
 
     config = load_pipeline(mask_rcnn_pipeline(tmp_path, ", score_thresh: 0.3"))
     torch.manual_seed(0)

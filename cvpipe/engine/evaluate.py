@@ -51,7 +51,9 @@ def run_evaluation(config: PipelineConfig, weights: Path | None, *, json_path: P
     from cvpipe.engine.checkpoint import load_trained
     from cvpipe.engine.data import load_split
     from cvpipe.engine.progress import LoggedProgress
+    from cvpipe.engine.runtime import exported_model
     from cvpipe.io.images import write_text
+    from cvpipe.io.model_files import EXPORTED
     from cvpipe.io.outputs import prepare_file
     from cvpipe.ops.device import resolve_device
 
@@ -59,10 +61,17 @@ def run_evaluation(config: PipelineConfig, weights: Path | None, *, json_path: P
         prepare_file(json_path, "--json")
     if report:
         prepare_file(report, "--report")
-    device = resolve_device(config.train.device)
-    model, classes = load_trained(config, weights, device)
-    console.print(f"weights: {weights}" if weights is not None else
-                  f"weights: {config.model.weights} (the pipeline's model.weights, untrained here)")
+    if weights is not None and Path(weights).suffix in EXPORTED:  # an export, scored as it will run: on the CPU
+        device = torch.device("cpu")
+        model = exported_model(config, Path(weights))
+        classes = model.classes
+        console.print(f"weights: {weights} (exported, run by {model.runtime})")
+        config = one_scale(config, console)
+    else:
+        device = resolve_device(config.train.device)
+        model, classes = load_trained(config, weights, device)
+        console.print(f"weights: {weights}" if weights is not None else
+                      f"weights: {config.model.weights} (the pipeline's model.weights, untrained here)")
     dataset, warnings = load_split(config, "val", classes)
     for line in warnings:
         console.print(styled("data warning", "yellow", f" val: {line}"))
@@ -94,3 +103,13 @@ def run_evaluation(config: PipelineConfig, weights: Path | None, *, json_path: P
                      classes)
         console.print(f"report → {report}")
     return metrics
+
+
+def one_scale(config: PipelineConfig, console: Console) -> PipelineConfig:
+    """An exported graph's input size is fixed inside it: test-time views at other scales need the checkpoint, so
+    an export is scored without them (mirrors alone still run)."""
+    if not config.tta.enabled or all(scale == 1.0 for scale in config.tta.scales):
+        return config
+    console.print(styled("note", "yellow", " an exported model runs at one input scale: scored without the "
+                         "test-time views (compare with the checkpoint's `cvpipe eval ... --set tta.enabled=false`)"))
+    return config.model_copy(update={"tta": config.tta.model_copy(update={"enabled": False})})

@@ -1,151 +1,173 @@
-"""`cvpipe export --format onnx`: a trained pipeline's model as one ONNX graph, post-processing included.
+"""`cvpipe export`: a trained pipeline's model in ONNX (ONNX Runtime) or OpenVINO IR, at FP32, FP16 (OpenVINO) or
+INT8 (engine/quantize.py), checked and scored on the val split before it is kept. The graph itself, with
+post-processing and cvpipe's metadata, is engine/onnx_graph.py's.
 
-The graph is the model's own inference forward, traced:
-- detection (every exportable detection head: `HeadSpec.exportable`): `image` float32 [3, H, W] in [0, 1] →
-  `boxes` [K, 4] xyxy pixels, `scores` [K], `labels` [K] (0-based class indices), after score threshold and NMS.
-  One image per call.
-- instance segmentation: the same, plus `masks` [K, 1, H, W] (each instance's mask probabilities).
-  SSD and YOLO expect their fixed input size (the `cvpipe_fixed_size` metadata): `detect()` resizes in uint8
-  with OpenCV before the graph, as it does before the PyTorch model, and scales the boxes back after it.
-- classification: `images` float32 [N, 3, H, W] → `logits` [N, K].
-- segmentation: `images` → `logits` [N, K, H, W] (argmax is the label mask).
-- style transfer: `images` → `stylized` [N, 3, H, W] in [0, 1].
-Normalisation is inside every graph. Metadata (`cvpipe_task`, `cvpipe_classes`, `cvpipe_fixed_size`,
-`cvpipe_pipeline`) lets `--backend onnxruntime --weights MODEL.onnx` run it without the checkpoint.
-R-CNN and Fast R-CNN are not exportable: their selective-search proposals are computed outside any graph.
+Every export is re-scored: the checkpoint and the export go through the same plain evaluation of the val split
+(the task's `export_check` stat: AP50, mask AP50, mIoU, top-1), and an export that loses more than
+`export.tolerance` is renamed `NAME.rejected.SUFFIX` unless forced, so nothing downstream picks it up.
 """
 
 from __future__ import annotations
 
-import copy
-import io
-import json
-import warnings
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from rich.console import Console
 from torch import nn
 
 from cvpipe.config import PipelineConfig
+from cvpipe.engine.onnx_graph import max_difference, onnx_bytes, with_metadata
 from cvpipe.errors import ConfigError
+from cvpipe.io.model_files import PRECISION_KEY, exported_files
 from cvpipe.tasks import get_task
 
-OPSET = 17
-GRAPH_VERSION = 2  # bump when onnx_bytes makes a different graph: runtime's cache of exports is keyed by it
+FORMATS = {"onnx": ".onnx", "openvino": ".xml"}  # --format → the file's suffix
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
-def onnx_bytes(model: nn.Module, config: PipelineConfig, classes: list[str],
-               thresholds: dict[str, float] | None = None) -> bytes:
-    """The eval-mode model traced to ONNX, with cvpipe's metadata (and the checkpoint's best-F1 thresholds,
-    engine/threshold.carried_thresholds, where it has them)."""
-    import onnx
+@dataclass
+class Rescore:
+    """The export against its checkpoint on the val split, plain (one view: what exports run)."""
 
-    from cvpipe.models.heads.registry import head_spec, heads
+    stat: str
+    reference: float  # PyTorch's
+    exported: float
+    tolerance: float
 
-    spec = head_spec(config.model.head.name)
-    if not spec.exportable:
-        exportable = sorted(name for name, other in heads().items() if other.exportable)
-        raise ConfigError(f"export: head {spec.name!r} cannot be exported to ONNX ({spec.why_not_exportable}); "
-                          f"exportable heads: {', '.join(exportable)}")
-    task = get_task(config.task)
-    # a copy: tracing wants it on the CPU, contiguous and in eval mode, and the caller's model stays as it was
-    model = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
-    x = task.example_input(config, model)
-    name, outputs = task.export_input, list(task.export_outputs)
-    if x.dim() == 3:  # one CHW image (detectors); a fixed-size one's shapes are constants ORT folds away
-        axes = {} if model.fixed_size else {name: {1: "height", 2: "width"}}
-    else:
-        axes = {name: {0: "batch", 2: "height", 3: "width"}} | {out: {0: "batch"} for out in outputs}
-    graph = task.export_graph(model)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():  # the tracer's notes on shape arithmetic and Python control flow
-        warnings.simplefilter("ignore")
-        torch.onnx.export(graph, (x,), buffer, dynamo=False, opset_version=OPSET, input_names=[name],
-                          output_names=outputs, dynamic_axes=axes)
-    proto = onnx.load_from_string(buffer.getvalue())
-    fixed = model.fixed_size
-    for key, value in {"cvpipe_task": config.task, "cvpipe_classes": json.dumps(classes),
-                       "cvpipe_fixed_size": json.dumps(list(fixed) if fixed else None),
-                       "cvpipe_pipeline": config.name,
-                       **{key: str(value) for key, value in (thresholds or {}).items()}}.items():
-        proto.metadata_props.add(key=key, value=value)
-    return proto.SerializeToString()
+    @property
+    def loss(self) -> float:
+        return self.reference - self.exported
 
-
-class OnnxModel:
-    """An exported graph run by ONNX Runtime's CPU provider, called like the PyTorch model it came from
-    (`model(images)` with float [0, 1] CHW tensors), so `detect`, `classify`, `segment` use either."""
-
-    fixed_size: tuple[int, int] | None = None  # as models.heads.base.Head declares
-    region_proposals = None
-    input_resizer = None
-
-    def __init__(self, graph: bytes | Path):
-        try:
-            import onnxruntime
-        except ImportError:
-            raise ConfigError("--backend onnxruntime needs onnx and onnxruntime: pip install 'cvpipe[onnx]'") from None
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        # idle ORT threads would spin and take the cores from the decoding and drawing around them
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        source = str(graph) if isinstance(graph, Path) else graph
-        try:
-            self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
-            where = graph if isinstance(graph, Path) else "the exported graph"
-            raise ConfigError(f"{where}: ONNX Runtime cannot load it ({str(e)[:200]})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if "cvpipe_task" not in meta:
-            raise ConfigError(f"{graph}: not exported by `cvpipe export` (no cvpipe_task metadata)")
-        self.task = meta["cvpipe_task"]
-        self.classes = json.loads(meta["cvpipe_classes"])
-        fixed = json.loads(meta.get("cvpipe_fixed_size", "null"))
-        if fixed:
-            self.fixed_size = tuple(fixed)
-        self.input = self.session.get_inputs()[0].name
-
-    def eval(self) -> OnnxModel:
-        return self
-
-    def __call__(self, images: list[torch.Tensor] | torch.Tensor):
-        return get_task(self.task).run_exported(lambda x: self.session.run(None, {self.input: x}), images)
+    @property
+    def passed(self) -> bool:
+        return self.loss <= self.tolerance + 1e-9
 
 
 @dataclass
 class ExportReport:
-    path: Path
+    path: Path  # where the export is: its `.rejected` name when refused
+    format: str
+    precision: str
     megabytes: float
-    max_abs_difference: float  # ONNX Runtime vs PyTorch on two test inputs (see max_difference)
+    max_abs_difference: float  # the runtime vs PyTorch on two test inputs (see max_difference)
+    calibration: str = ""  # INT8: what the activation ranges were measured on
+    rescore: Rescore | None = None
+    unchecked: str = ""  # why there is no rescore
+    rejected: bool = False
 
 
-def export(config: PipelineConfig, weights: Path | None, out: Path) -> ExportReport:
-    """Write the ONNX file atomically and check that ONNX Runtime reproduces PyTorch on the example input."""
+def default_out(weights: Path | None, fallback: Path, fmt: str, precision: str) -> Path:
+    """best.pt → best.onnx, best.int8.onnx, best.xml, best.fp16.xml ... beside the checkpoint."""
+    stem = weights.with_suffix("") if weights is not None else fallback
+    tag = "" if precision == "fp32" else f".{precision}"
+    return stem.with_name(stem.name + tag + FORMATS[fmt])
+
+
+def check_request(out: Path, fmt: str, precision: str) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+    if fmt == "onnx" and precision == "fp16":
+        raise ConfigError("--format onnx --precision fp16: ONNX Runtime's CPU provider has no FP16 kernels for most "
+                          "layers, so the graph would run slower than FP32; use --format openvino --precision fp16, or "
+                          "--precision int8 for speed on a CPU")
+    if out.suffix != FORMATS[fmt]:
+        raise ConfigError(f"--out {out}: --format {fmt} writes a {FORMATS[fmt]} file; name it so")
+
+
+def export(config: PipelineConfig, weights: Path | None, out: Path, *, fmt: str = "onnx", precision: str = "fp32",
+           calibrate: str | Path | None = None, force: bool = False, console: Console | None = None) -> ExportReport:
+    """Write the export atomically, check the runtime against PyTorch on two inputs, score it on the val split
+    against the checkpoint, and set it aside under its `.rejected` name when it loses more than
+    `export.tolerance` (unless `force`)."""
     from cvpipe.engine.checkpoint import load_trained
+    from cvpipe.engine.exported import load_exported
     from cvpipe.io.images import write_bytes
+    from cvpipe.io.model_files import set_aside
     from cvpipe.io.outputs import prepare_file
     from cvpipe.ops.threshold import carried_thresholds
 
+    console = console or Console(quiet=True)
     out = Path(out)
-    if out.suffix != ".onnx":
-        raise ConfigError(f"--out {out}: name the file .onnx")
+    check_request(out, fmt, precision)
     prepare_file(out, "--out")
     model, classes = load_trained(config, weights, torch.device("cpu"))
     graph = onnx_bytes(model, config, classes, carried_thresholds(weights))
-    write_bytes(out, graph)
-    return ExportReport(out, len(graph) / 2**20, max_difference(model, OnnxModel(graph), config))
+    calibration = ""
+    if precision == "int8":
+        graph, calibration = quantized(graph, model, config, classes, fmt, calibrate, console)
+    graph = with_metadata(graph, {PRECISION_KEY: precision})  # OpenVINO computes in FP32 unless it says fp16
+    if fmt == "openvino":
+        write_openvino(graph, out, compress_to_fp16=precision == "fp16")
+    else:
+        write_bytes(out, graph)
+    runtime = load_exported(out)
+    report = ExportReport(out, fmt, precision, sum(f.stat().st_size for f in exported_files(out)) / 2**20,
+                          max_difference(model, runtime, config), calibration)
+    report.rescore, report.unchecked = rescore(model, runtime, config, classes, console)
+    if report.rescore is not None and not report.rescore.passed and not force:
+        report.path, report.rejected = set_aside(out), True
+    return report
 
 
-def max_difference(model: nn.Module, runtime: OnnxModel, config: PipelineConfig) -> float:
-    """Largest |PyTorch − ONNX Runtime| over the traced example and a second input of other content (and, where
-    the size is free, another size), so that a shape the trace froze shows up here rather than in `predict`.
-    The task says how outputs compare (detection: infinity when the two found different numbers of boxes)."""
-    task = get_task(config.task)
-    first = task.example_input(config, model)
-    worst = 0.0
-    with torch.inference_mode():
-        for x in (first, task.second_input(first, model)):
-            worst = max(worst, task.export_difference(model, runtime, x))
-    return worst
+def quantized(graph: bytes, model: nn.Module, config: PipelineConfig, classes: list[str], fmt: str,
+              calibrate: str | Path | None, console: Console) -> tuple[bytes, str]:
+    """(the INT8 graph, what it was calibrated on)."""
+    from cvpipe.engine.quantize import (
+        calibration_files,
+        calibration_inputs,
+        quantize_nncf,
+        quantize_onnxruntime,
+    )
+
+    files, source = calibration_files(config, classes, calibrate)
+    samples = calibration_inputs(model, config, classes, files, config.export.calibration_images, console)
+    console.print(f"INT8: calibrating on {len(samples)} graph inputs from {source} ...")
+    graph = (quantize_nncf if fmt == "openvino" else quantize_onnxruntime)(graph, samples)
+    return graph, f"{len(samples)} graph inputs from {source}"
+
+
+def write_openvino(graph: bytes, out: Path, *, compress_to_fp16: bool) -> None:
+    """The ONNX graph converted to an OpenVINO IR (out .xml + .bin) with cvpipe's metadata in its runtime info;
+    written in a temporary folder beside `out` and moved into place, the weights first."""
+    import tempfile
+
+    import openvino
+
+    from cvpipe.io.model_files import openvino_core, openvino_metadata
+
+    model = openvino_core().read_model(graph)
+    for key, value in openvino_metadata(model).items():  # the ONNX metadata OpenVINO keeps, under its own name
+        model.set_rt_info(value, ["cvpipe", key])
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.") as tmp:
+        staged = Path(tmp) / out.name
+        openvino.save_model(model, str(staged), compress_to_fp16=compress_to_fp16)
+        os.replace(staged.with_suffix(".bin"), out.with_suffix(".bin"))
+        os.replace(staged, out)
+
+
+def rescore(model: nn.Module, runtime, config: PipelineConfig, classes: list[str],
+            console: Console) -> tuple[Rescore | None, str]:
+    """(the export and the checkpoint scored plain on the val split, or None and why not)."""
+    from cvpipe.engine.data import load_split
+    from cvpipe.engine.evaluate import evaluate
+    from cvpipe.errors import DataError
+
+    stat = get_task(config.task).export_check
+    if stat is None:
+        return None, f"{config.task} has no accuracy stat to re-score an export on"
+    if not config.data.val or not config.data.root:
+        return None, f"{config.name} has no val split"
+    try:
+        dataset, _ = load_split(config, "val", classes)
+    except DataError as e:  # export never needs the dataset: unverified, and said so
+        return None, f"its val split cannot be read ({e})"
+    plain = config.model_copy(update={"tta": config.tta.model_copy(update={"enabled": False})})
+    cpu = torch.device("cpu")
+    console.print(f"re-scoring on the val split ({len(dataset.records)} images): the checkpoint, then the export")
+    reference = evaluate(model, plain, dataset, cpu).stats[stat]
+    exported = evaluate(runtime, plain, dataset, cpu).stats[stat]
+    return Rescore(stat, reference, exported, config.export.tolerance), ""

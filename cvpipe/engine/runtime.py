@@ -4,7 +4,9 @@
 - `compile`: torch.compile of a fixed-size detector's folded core (inductor, frozen weights); its kernels are
   cached in inductor's cache directory, under cvpipe's cache (cvpipe/__init__.py), so a later run compiles for
   ~10 s rather than the first run's 20–50 s.
-- `onnxruntime`: the whole model exported to ONNX (engine/export.py), the export cached by checkpoint.
+- `onnxruntime`: the whole model as one ONNX graph (engine/onnx_graph.py), the graph cached by checkpoint.
+- `openvino`: the same ONNX graph read and compiled by OpenVINO for the CPU.
+An exported file as `--weights` (.onnx, .xml from `cvpipe export`) runs on its own runtime.
 - `auto` (the default): the backend the head declares fastest on this kind of device (`HeadSpec.auto_backend`,
   from benches/inference_speed.py), taken only where its outputs match eager's on the export checks' two
   inputs within EXPORT_TOLERANCE; else eager. The choice and why are printed.
@@ -24,52 +26,61 @@ from torch import nn
 from cvpipe.config import BACKENDS, PipelineConfig
 from cvpipe.errors import ConfigError
 
+EXPORTED_BACKENDS = ("onnxruntime", "openvino")  # the runtimes of exported files (engine/exported.py): CPU here
 EXPORT_TOLERANCE = 1e-3  # largest |backend − eager| accepted (scores, box pixels, mask probabilities), as export checks
 
 
 class Inference(NamedTuple):
-    model: Any  # an nn.Module, or engine.export.OnnxModel: called alike by detect / classify / segment
+    model: Any  # an nn.Module, or an engine.exported runner: called alike by detect / classify / segment
     classes: list[str]
-    backend: str  # what runs: pytorch | compile | onnxruntime
+    backend: str  # what runs: pytorch | compile | onnxruntime | openvino
     why: str  # how it was chosen, for the console
 
 
 def inference_model(config: PipelineConfig, weights: Path | None, device: torch.device,
                     backend: str = "auto") -> Inference:
     """A checkpoint (or the pipeline's ready weights) ready for `detect` / `classify` / `segment` on `backend`, or
-    an exported `.onnx` file (onnxruntime)."""
-    from cvpipe.engine.checkpoint import check_classes, load_trained
-    from cvpipe.engine.export import OnnxModel
-    from cvpipe.tasks import check_made_for
+    an exported file (.onnx: ONNX Runtime, or OpenVINO with `--backend openvino`; .xml: OpenVINO)."""
+    from cvpipe.engine.checkpoint import load_trained
+    from cvpipe.io.model_files import EXPORTED
 
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: expected one of {' | '.join(BACKENDS)}, got {backend!r}")
-    if backend == "onnxruntime" and device.type != "cpu":
-        raise ConfigError(f"--backend onnxruntime runs on the CPU here; on {device} use pytorch or compile "
+    if backend in EXPORTED_BACKENDS and device.type != "cpu":
+        raise ConfigError(f"--backend {backend} runs on the CPU here; on {device} use pytorch or compile "
                           "(or --set train.device=cpu)")
-    if weights is not None and Path(weights).suffix == ".onnx":
-        if backend not in ("auto", "onnxruntime"):
-            raise ConfigError(f"--weights {weights}: an ONNX file runs with --backend onnxruntime")
-        if not Path(weights).is_file():
-            raise ConfigError(f"--weights {weights}: no such file; make it with `cvpipe export PIPELINE --format onnx`")
-        model = OnnxModel(Path(weights))
-        check_made_for(f"--weights {weights}", model.task, config.task)
-        if config.data.classes:
-            check_classes(weights, model.classes, config.data.classes)
-        return Inference(model, model.classes, "onnxruntime", "an exported ONNX file")
+    if weights is not None and Path(weights).suffix in EXPORTED:
+        model = exported_model(config, Path(weights), None if backend == "auto" else backend)
+        return Inference(model, model.classes, model.runtime, f"an exported {Path(weights).suffix} file")
     model, classes = load_trained(config, weights, device)
     if backend == "auto":
         return _auto(model, classes, config, weights, device)
     return Inference(_on_backend(backend, model, classes, config, weights), classes, backend, "--backend")
 
 
+def exported_model(config: PipelineConfig, path: Path, backend: str | None = None):
+    """An exported file's runner (engine/exported.py; `backend`: another runtime that reads it, else its own),
+    checked to be made for this pipeline's task and classes."""
+    from cvpipe.engine.checkpoint import check_classes
+    from cvpipe.engine.exported import load_exported
+    from cvpipe.tasks import check_made_for
+
+    model = load_exported(path, backend)
+    check_made_for(f"--weights {path}", model.task, config.task)
+    if config.data.classes:
+        check_classes(path, model.classes, config.data.classes)
+    return model
+
+
 def _on_backend(backend: str, model: nn.Module, classes: list[str], config: PipelineConfig, weights: Path | None,
                 *, keep: bool = False):
     """The model on `backend`; with `keep`, `model` itself is left as it was (auto's reference)."""
-    from cvpipe.engine.export import OnnxModel
+    from cvpipe.engine.exported import OnnxModel, OpenVinoModel
 
     if backend == "onnxruntime":
         return OnnxModel(_cached_onnx(model, classes, config, weights))
+    if backend == "openvino":  # OpenVINO reads the ONNX graph itself: the same cached export serves both
+        return OpenVinoModel(_cached_onnx(model, classes, config, weights))
     if keep:
         model = copy.deepcopy(model)
     fold_batchnorm(model, config)
@@ -80,7 +91,7 @@ def _on_backend(backend: str, model: nn.Module, classes: list[str], config: Pipe
 
 def _auto(model: nn.Module, classes: list[str], config: PipelineConfig, weights: Path | None,
           device: torch.device) -> Inference:
-    from cvpipe.engine.export import max_difference
+    from cvpipe.engine.onnx_graph import max_difference
     from cvpipe.models.heads.registry import head_spec
 
     head = config.model.head.name
@@ -120,7 +131,7 @@ def fold_batchnorm(model: nn.Module, config: PipelineConfig) -> int:
 def _cached_onnx(model: nn.Module, classes: list[str], config: PipelineConfig, weights: Path | None) -> bytes:
     """The model's ONNX graph, exported once per (weights file, model section, classes, torch version, graph
     version) and kept in cvpipe's cache (an export takes seconds: a Faster R-CNN's, tens of seconds)."""
-    from cvpipe.engine.export import GRAPH_VERSION, OPSET, onnx_bytes
+    from cvpipe.engine.onnx_graph import GRAPH_VERSION, OPSET, onnx_bytes
     from cvpipe.io.images import write_bytes, write_text
     from cvpipe.paths import cache_dir
 

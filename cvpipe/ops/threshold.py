@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 
 from cvpipe.errors import ConfigError
+from cvpipe.io.model_files import EXPORTED, exported_metadata
 
 DEFAULT_CONF = 0.25  # where neither --conf nor the checkpoint says (a ready model, an older checkpoint)
 KEYS = {False: "threshold", True: "threshold_tta"}  # a checkpoint's metrics entry, plain or with the views
-ONNX_KEYS = {False: "cvpipe_conf", True: "cvpipe_conf_tta"}  # an exported graph's metadata entries
+ONNX_KEYS = {False: "cvpipe_conf", True: "cvpipe_conf_tta"}  # an exported model's metadata entries
 
 
 def carried(weights: Path | None) -> dict[bool, float]:
@@ -27,10 +28,8 @@ def _read(weights: Path | None) -> tuple[dict[bool, float], bool]:
     carries none), from one read of the file."""
     if weights is None or not Path(weights).is_file():
         return {}, False
-    if Path(weights).suffix == ".onnx":
-        import onnx
-
-        meta = {p.key: p.value for p in onnx.load(str(weights), load_external_data=False).metadata_props}
+    if Path(weights).suffix in EXPORTED:
+        meta = exported_metadata(weights)
         return {views: float(meta[key]) for views, key in ONNX_KEYS.items() if key in meta}, False
     try:  # memory-mapped: only the metrics are read, not the weights
         state = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)

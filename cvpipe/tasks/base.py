@@ -70,6 +70,7 @@ class Task(ABC):
     # export: the graph's input name and whether it is one CHW image (detectors) or an NCHW batch
     export_input: ClassVar[str] = "images"
     export_outputs: ClassVar[tuple[str, ...]] = ("logits",)  # an NCHW batch in, class scores out (classify, segment)
+    export_check: ClassVar[str | None] = None  # the stat an export is re-scored on (`export.tolerance`); None: none
     eval_files: ClassVar[str] = ""  # what `eval --json` writes beside the metrics, for the console
     description: ClassVar[str]  # "detection": for messages
     tta: ClassVar[bool] = False  # test-time augmentation (`tta:`) applies

@@ -39,6 +39,7 @@ class ClassifyTask(Task):
     description = "classification"
     stats = CLASSIFY_STATS
     headline = ("top1", "top5")
+    export_check = "top1"
     eval_files = "val_predictions.csv"
 
     def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> ImageSamples:

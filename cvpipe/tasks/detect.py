@@ -121,6 +121,7 @@ class DetectTask(Task):
     thresholded = True
     export_input = "image"
     export_outputs = ("boxes", "scores", "labels")
+    export_check = "AP50"
     eval_files = "detections (COCO results) and ground truth"
     seam_merge = "nms"  # tiling.merge where the pipeline leaves it unset
     cpu_batch = 1  # batching detectors is slower on a CPU (benches/inference_speed.py)

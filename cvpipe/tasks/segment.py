@@ -39,6 +39,7 @@ class SegmentTask(Task):
     description = "segmentation"
     stats = SEGMENT_STATS
     headline = ("mIoU", "pixel_accuracy")
+    export_check = "mIoU"
     tiles = True  # with a tiling.size: large images are labelled slice by slice (ops/slicing.py)
 
     def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> SegmentationSamples:
