@@ -244,6 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep an export that loses more than export.tolerance on the val split")
     _add_set(p)
 
+    p = sub.add_parser("benchmark", help="measure each backend and precision that runs here (PyTorch, ONNX Runtime, "
+                                         "OpenVINO; FP32, FP16, INT8) on the same files, each scored on val; the "
+                                         "fastest within export.tolerance becomes --backend auto's choice")
+    p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
+    p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
+    p.add_argument("--source", default=None,
+                   help="the images to time: a folder, file or glob (default: the val split's images)")
+    p.add_argument("--images", type=POSITIVE_INT, default=50, help="time at most this many of them (default 50)")
+    p.add_argument("--calibrate", default=None, metavar="SOURCE",
+                   help="INT8's calibration images (default: the training split; without one, the --source images)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for the exports and benchmark.json (default: benchmark/ beside the checkpoint)")
+    _add_set(p)
+
     p = sub.add_parser("stylize", help="Gatys style transfer of a folder, file or glob onto one style image")
     p.add_argument("--content", required=True, help="a folder (searched recursively), an image file or a glob")
     p.add_argument("--style", required=True, type=Path, help="the style image")
@@ -656,6 +670,45 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_benchmark(args) -> int:
+    from rich.table import Table
+
+    from cvpipe.tasks import get_task
+
+    pipeline = _pipeline(args)
+    rows, best = pipeline.benchmark(args.source, args.out, weights=args.weights, images=args.images,
+                                    calibrate=args.calibrate)
+    table = Table(title=f"cvpipe benchmark: {pipeline.config.name}, {torch_threads()} CPU threads")
+    stat = get_task(pipeline.config.task).export_check if any(row.score is not None for row in rows) else None
+    for column in ("backend", "precision", stat and f"val {stat}", stat and "Δ points", "img/s", "× eager", "ms median",
+                   "ms p95", "MB on disk", "peak MB", ""):
+        if column is not None:
+            table.add_column(column, justify="left" if column in ("backend", "precision", "") else "right")
+    for row in rows:
+        if row.error:
+            table.add_row(row.backend, row.precision, *([""] * (len(table.columns) - 3)), f"not run: {row.error[:60]}")
+            continue
+        scored = [f"{row.score:.4f}" if row.score is not None else "",
+                  f"{-row.loss * 100:+.2f}" if row.loss is not None else ""] if stat else []
+        mark = "fastest verified" if row is best else ("refused: loses accuracy" if row.verified is False else "")
+        table.add_row(row.backend, row.precision, *scored, f"{row.images_per_second:.2f}", f"{row.speedup:.2f}",
+                      f"{row.ms_median:.1f}", f"{row.ms_p95:.1f}",
+                      f"{row.megabytes:.1f}" if row.megabytes is not None else "",
+                      f"{row.peak_mb:.0f}" if row.peak_mb is not None else "", mark)
+    console.print(table)
+    if best is not None:
+        console.print(f"--backend auto now runs {best.file} ({best.name}) for this checkpoint on the CPU")
+    else:
+        console.print("--backend auto keeps its default: no export is both verified on val and faster than PyTorch")
+    return 0
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def cmd_stylize(args) -> int:
     from cvpipe.engine.stylize import stylize
 
@@ -698,6 +751,7 @@ def _main(argv: list[str] | None) -> int:
         "data": lambda a: {"check": cmd_data_check, "convert": cmd_data_convert, "fetch": cmd_data_fetch}[a.data_command](a),
         "augment": cmd_augment_preview, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
         "stylize": cmd_stylize, "video": cmd_video, "export": cmd_export,
+        "benchmark": cmd_benchmark,
     }
     try:
         return handlers[args.command](args)

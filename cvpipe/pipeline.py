@@ -104,6 +104,17 @@ class Pipeline:
         return export(self.config, weights, out, fmt=fmt, precision=precision, calibrate=calibrate, force=force,
                       console=self.console)
 
+    def benchmark(self, source: str | Path | None = None, out: str | Path | None = None, *,
+                  weights: str | Path | None = None, images: int = 50, calibrate: str | Path | None = None):
+        """Each backend and precision measured on `source` (default: the val split's images, at most `images`),
+        scored on val; the exports and benchmark.json go to `out` (default: benchmark/ beside the checkpoint).
+        Returns (rows, the fastest verified row or None): engine/benchmark.py."""
+        from cvpipe.engine.benchmark import benchmark
+
+        weights = self._weights(weights)
+        out = Path(out) if out else self._output_dir(weights) / "benchmark"
+        return benchmark(self.config, weights, source, out, images=images, calibrate=calibrate, console=self.console)
+
     def video(self, source: str | int | list[str], out: str | Path | None = None, *, weights: str | Path | None = None,
               jsonl: str | Path | None = None, show: bool = False, serve: str | None = None, stride: int = 1,
               conf: float | str | None = None, backend: str = "auto", max_frames: int | None = None,

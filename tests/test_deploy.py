@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,3 +199,45 @@ def test_the_coco_ssd_on_openvino_and_int8_finds_what_pytorch_finds_on_real_phot
         assert count >= confident - 1, (name, count, confident)
     assert carried(exports["openvino int8"].path) == {}  # a ready model carries no threshold
     assert np.isfinite(exports["openvino fp32"].max_abs_difference)
+
+
+def test_benchmark_measures_each_backend_and_auto_takes_the_fastest_verified(trained_classifier, tmp_path):
+    pipeline, best, _ = trained_classifier
+    rows, fastest = pipeline.benchmark(out=tmp_path / "bench", weights=best, images=9)
+    names = [row.name for row in rows]
+    assert names == ["pytorch fp32", "onnxruntime fp32", "onnxruntime int8", "openvino fp32", "openvino fp16",
+                     "openvino int8"]
+    for row in rows:
+        assert not row.error, row
+        assert row.score == 1.0 and row.verified and row.images_per_second > 0 and row.ms_p95 >= row.ms_median > 0
+        assert (row.file is None) == (row.backend == "pytorch")
+    table = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+    assert table["stat"] == "top1" and len(table["rows"]) == 6 and table["files"] == 9
+    record = best.with_suffix(".auto.json")
+    if fastest is None:  # eager fastest on this machine: nothing remembered, auto keeps its default
+        assert not record.exists()
+        return
+    assert table["fastest_verified"] == fastest.name
+    assert fastest.images_per_second == max(row.images_per_second for row in rows)
+    chosen = inference_model(pipeline.config, best, CPU, "auto")
+    assert chosen.backend == fastest.backend and "cvpipe benchmark" in chosen.why
+    # a deleted export: chosen again
+    Path(fastest.file).rename(tmp_path / "moved")
+    assert "cvpipe benchmark" not in inference_model(pipeline.config, best, CPU, "auto").why
+
+
+def test_auto_forgets_a_record_of_another_checkpoint(trained_classifier, tmp_path):
+    from cvpipe.engine.runtime import backend_record, remember_backend
+
+    pipeline, best, _ = trained_classifier
+    copy_of = tmp_path / "other.pt"
+    copy_of.write_bytes(best.read_bytes())
+    report = pipeline.export(tmp_path / "other.xml", weights=copy_of, fmt="openvino")
+    remember_backend(pipeline.config, copy_of, {"backend": "openvino", "precision": "fp32", "file": str(report.path),
+                                                "speedup": 2.0, "stat": "top1", "loss": 0.0})
+    assert backend_record(pipeline.config, copy_of) == tmp_path / "other.auto.json"
+    assert inference_model(pipeline.config, copy_of, CPU, "auto").backend == "openvino"
+    os.utime(copy_of, ns=(1, 1))  # rewritten since: another time stamp
+    assert "cvpipe benchmark" not in inference_model(pipeline.config, copy_of, CPU, "auto").why
+    (tmp_path / "other.auto.json").write_text("{not json")
+    assert "cvpipe benchmark" not in inference_model(pipeline.config, copy_of, CPU, "auto").why

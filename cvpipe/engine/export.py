@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from torch import nn
 
 from cvpipe.config import PipelineConfig
+from cvpipe.data.records import Dataset
 from cvpipe.engine.onnx_graph import max_difference, onnx_bytes, with_metadata
 from cvpipe.errors import ConfigError
 from cvpipe.io.model_files import PRECISION_KEY, exported_files
@@ -83,51 +83,121 @@ def export(config: PipelineConfig, weights: Path | None, out: Path, *, fmt: str 
     """Write the export atomically, check the runtime against PyTorch on two inputs, score it on the val split
     against the checkpoint, and set it aside under its `.rejected` name when it loses more than
     `export.tolerance` (unless `force`)."""
-    from cvpipe.engine.checkpoint import load_trained
-    from cvpipe.engine.exported import load_exported
-    from cvpipe.io.images import write_bytes
     from cvpipe.io.model_files import set_aside
-    from cvpipe.io.outputs import prepare_file
-    from cvpipe.ops.threshold import carried_thresholds
 
-    console = console or Console(quiet=True)
     out = Path(out)
     check_request(out, fmt, precision)
-    prepare_file(out, "--out")
-    model, classes = load_trained(config, weights, torch.device("cpu"))
-    graph = onnx_bytes(model, config, classes, carried_thresholds(weights))
-    calibration = ""
-    if precision == "int8":
-        graph, calibration = quantized(graph, model, config, classes, fmt, calibrate, console)
-    graph = with_metadata(graph, {PRECISION_KEY: precision})  # OpenVINO computes in FP32 unless it says fp16
-    if fmt == "openvino":
-        write_openvino(graph, out, compress_to_fp16=precision == "fp16")
-    else:
-        write_bytes(out, graph)
-    runtime = load_exported(out)
-    report = ExportReport(out, fmt, precision, sum(f.stat().st_size for f in exported_files(out)) / 2**20,
-                          max_difference(model, runtime, config), calibration)
-    report.rescore, report.unchecked = rescore(model, runtime, config, classes, console)
+    exporter = Exporter(config, weights, console or Console(quiet=True))
+    report = exporter.write(out, fmt, precision, calibrate)
+    report.rescore, report.unchecked = exporter.rescore(report.path)
     if report.rescore is not None and not report.rescore.passed and not force:
         report.path, report.rejected = set_aside(out), True
     return report
 
 
-def quantized(graph: bytes, model: nn.Module, config: PipelineConfig, classes: list[str], fmt: str,
-              calibrate: str | Path | None, console: Console) -> tuple[bytes, str]:
-    """(the INT8 graph, what it was calibrated on)."""
-    from cvpipe.engine.quantize import (
-        calibration_files,
-        calibration_inputs,
-        quantize_nncf,
-        quantize_onnxruntime,
-    )
+class Exporter:
+    """One checkpoint's exports: its FP32 graph traced once, INT8 calibration inputs gathered once, the checkpoint
+    scored on val once, however many formats and precisions are written (`cvpipe export`, `cvpipe benchmark`)."""
 
-    files, source = calibration_files(config, classes, calibrate)
-    samples = calibration_inputs(model, config, classes, files, config.export.calibration_images, console)
-    console.print(f"INT8: calibrating on {len(samples)} graph inputs from {source} ...")
-    graph = (quantize_nncf if fmt == "openvino" else quantize_onnxruntime)(graph, samples)
-    return graph, f"{len(samples)} graph inputs from {source}"
+    def __init__(self, config: PipelineConfig, weights: Path | None, console: Console):
+        from cvpipe.engine.checkpoint import load_trained
+        from cvpipe.ops.threshold import carried_thresholds
+
+        self.config, self.weights, self.console = config, weights, console
+        self.model, self.classes = load_trained(config, weights, torch.device("cpu"))
+        self.graph = onnx_bytes(self.model, config, self.classes, carried_thresholds(weights))
+        self.samples: dict[str | None, tuple[list, str]] = {}  # calibration inputs per --calibrate source
+        self.reference: float | None = None
+        self.val: tuple[Dataset | None, str] | None = None
+
+    @property
+    def stat(self) -> str | None:
+        return get_task(self.config.task).export_check
+
+    def write(self, out: Path, fmt: str, precision: str, calibrate: str | Path | None = None) -> ExportReport:
+        """The export written to `out` (atomically; an IR's .bin first) and checked against PyTorch on two inputs."""
+        from cvpipe.engine.exported import load_exported
+        from cvpipe.io.images import write_bytes
+        from cvpipe.io.outputs import prepare_file
+
+        check_request(out, fmt, precision)
+        prepare_file(out, "--out")
+        graph, calibration = self.graph, ""
+        if precision == "int8":
+            samples, calibration = self.calibration(calibrate)
+            graph = quantize(fmt, graph, samples)
+        graph = with_metadata(graph, {PRECISION_KEY: precision})  # OpenVINO computes in FP32 unless it says fp16
+        if fmt == "openvino":
+            write_openvino(graph, out, compress_to_fp16=precision == "fp16")
+        else:
+            write_bytes(out, graph)
+        megabytes = sum(f.stat().st_size for f in exported_files(out)) / 2**20
+        difference = max_difference(self.model, load_exported(out), self.config)
+        return ExportReport(out, fmt, precision, megabytes, difference, calibration)
+
+    def calibration(self, calibrate: str | Path | None) -> tuple[list, str]:
+        """(INT8 calibration inputs, what they are)."""
+        from cvpipe.engine.quantize import calibration_files, calibration_inputs
+
+        key = str(calibrate) if calibrate is not None else None
+        if key not in self.samples:
+            files, source = calibration_files(self.config, self.classes, calibrate)
+            samples = calibration_inputs(self.model, self.config, self.classes, files,
+                                         self.config.export.calibration_images, self.console)
+            self.console.print(f"INT8: calibrating on {len(samples)} graph inputs from {source}")
+            self.samples[key] = samples, f"{len(samples)} graph inputs from {source}"
+        return self.samples[key]
+
+    def val_split(self) -> tuple[Dataset | None, str]:
+        """(the val split, or None and why not): exporting never needs the dataset, re-scoring does."""
+        from cvpipe.engine.data import load_split
+        from cvpipe.errors import DataError
+
+        if self.val is None:
+            if get_task(self.config.task).export_check is None:
+                self.val = None, f"{self.config.task} has no accuracy stat to re-score an export on"
+            elif not self.config.data.val or not self.config.data.root:
+                self.val = None, f"{self.config.name} has no val split"
+            else:
+                try:
+                    self.val = load_split(self.config, "val", self.classes)[0], ""
+                except DataError as e:
+                    self.val = None, f"its val split cannot be read ({e})"
+        return self.val
+
+    def score(self, model) -> float:
+        """The task's `export_check` stat of `model` (PyTorch or an exported runner) on the val split, plain: one
+        view, as exports run."""
+        from cvpipe.engine.evaluate import evaluate
+
+        dataset, _ = self.val_split()
+        config = self.config
+        plain = config.model_copy(update={"tta": config.tta.model_copy(update={"enabled": False})})
+        return evaluate(model, plain, dataset, torch.device("cpu")).stats[self.stat]
+
+    def rescore(self, path: Path) -> tuple[Rescore | None, str]:
+        """(the export at `path` against the checkpoint on the val split, or None and why not)."""
+        from cvpipe.engine.exported import load_exported
+
+        dataset, why = self.val_split()
+        if dataset is None:
+            return None, why
+        self.console.print(f"scoring {path.name} on the val split ...")
+        return Rescore(self.stat, self.checkpoint_score(), self.score(load_exported(path)),
+                       self.config.export.tolerance), ""
+
+    def checkpoint_score(self) -> float:
+        if self.reference is None:
+            dataset, _ = self.val_split()
+            self.console.print(f"scoring the checkpoint on the val split ({len(dataset.records)} images) ...")
+            self.reference = self.score(self.model)
+        return self.reference
+
+
+def quantize(fmt: str, graph: bytes, samples: list) -> bytes:
+    from cvpipe.engine.quantize import quantize_nncf, quantize_onnxruntime
+
+    return (quantize_nncf if fmt == "openvino" else quantize_onnxruntime)(graph, samples)
 
 
 def write_openvino(graph: bytes, out: Path, *, compress_to_fp16: bool) -> None:
@@ -147,27 +217,3 @@ def write_openvino(graph: bytes, out: Path, *, compress_to_fp16: bool) -> None:
         openvino.save_model(model, str(staged), compress_to_fp16=compress_to_fp16)
         os.replace(staged.with_suffix(".bin"), out.with_suffix(".bin"))
         os.replace(staged, out)
-
-
-def rescore(model: nn.Module, runtime, config: PipelineConfig, classes: list[str],
-            console: Console) -> tuple[Rescore | None, str]:
-    """(the export and the checkpoint scored plain on the val split, or None and why not)."""
-    from cvpipe.engine.data import load_split
-    from cvpipe.engine.evaluate import evaluate
-    from cvpipe.errors import DataError
-
-    stat = get_task(config.task).export_check
-    if stat is None:
-        return None, f"{config.task} has no accuracy stat to re-score an export on"
-    if not config.data.val or not config.data.root:
-        return None, f"{config.name} has no val split"
-    try:
-        dataset, _ = load_split(config, "val", classes)
-    except DataError as e:  # export never needs the dataset: unverified, and said so
-        return None, f"its val split cannot be read ({e})"
-    plain = config.model_copy(update={"tta": config.tta.model_copy(update={"enabled": False})})
-    cpu = torch.device("cpu")
-    console.print(f"re-scoring on the val split ({len(dataset.records)} images): the checkpoint, then the export")
-    reference = evaluate(model, plain, dataset, cpu).stats[stat]
-    exported = evaluate(runtime, plain, dataset, cpu).stats[stat]
-    return Rescore(stat, reference, exported, config.export.tolerance), ""

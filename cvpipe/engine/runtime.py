@@ -7,9 +7,11 @@
 - `onnxruntime`: the whole model as one ONNX graph (engine/onnx_graph.py), the graph cached by checkpoint.
 - `openvino`: the same ONNX graph read and compiled by OpenVINO for the CPU.
 An exported file as `--weights` (.onnx, .xml from `cvpipe export`) runs on its own runtime.
-- `auto` (the default): the backend the head declares fastest on this kind of device (`HeadSpec.auto_backend`,
-  from benches/inference_speed.py), taken only where its outputs match eager's on the export checks' two
-  inputs within EXPORT_TOLERANCE; else eager. The choice and why are printed.
+- `auto` (the default): on the CPU, the export `cvpipe benchmark` measured fastest and verified on val for this
+  checkpoint (engine/benchmark.py, remembered in best.auto.json); else the backend the head declares fastest on
+  this kind of device (`HeadSpec.auto_backend`, from benches/inference_speed.py), taken only where its outputs
+  match eager's on the export checks' two inputs within EXPORT_TOLERANCE; else eager. The choice and why are
+  printed.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ def inference_model(config: PipelineConfig, weights: Path | None, device: torch.
     if weights is not None and Path(weights).suffix in EXPORTED:
         model = exported_model(config, Path(weights), None if backend == "auto" else backend)
         return Inference(model, model.classes, model.runtime, f"an exported {Path(weights).suffix} file")
+    if backend == "auto" and not multi_scale(config):
+        chosen = remembered_backend(config, weights, device)
+        if chosen is not None:
+            return chosen
     model, classes = load_trained(config, weights, device)
     if backend == "auto":
         return _auto(model, classes, config, weights, device)
@@ -96,7 +102,7 @@ def _auto(model: nn.Module, classes: list[str], config: PipelineConfig, weights:
 
     head = config.model.head.name
     choice = head_spec(head).auto_backend.get(device.type, "pytorch")
-    if choice != "pytorch" and config.tta.enabled and any(scale != 1.0 for scale in config.tta.scales):
+    if choice != "pytorch" and multi_scale(config):
         choice, why = "pytorch", "auto: PyTorch, the only backend that runs tta.scales other than 1"
     else:
         why = f"auto: the fastest for {head} on {device.type}"
@@ -111,6 +117,59 @@ def _auto(model: nn.Module, classes: list[str], config: PipelineConfig, weights:
                 return Inference(candidate, classes, choice, f"{why}; checked: same outputs as PyTorch")
             why = f"auto: PyTorch, as {choice} gave other outputs on this model (by {difference:.2g})"
     return Inference(_on_backend("pytorch", model, classes, config, weights), classes, "pytorch", why)
+
+
+def multi_scale(config: PipelineConfig) -> bool:
+    """Test-time views at other input scales: only PyTorch changes a model's input size."""
+    return config.tta.enabled and any(scale != 1.0 for scale in config.tta.scales)
+
+
+def backend_record(config: PipelineConfig, weights: Path | None) -> Path:
+    """Where `cvpipe benchmark` remembers the fastest verified export: best.pt → best.auto.json beside it (for a
+    ready model without a checkpoint, <output.dir>/<name>/auto.json)."""
+    if weights is not None:
+        return Path(weights).with_suffix(".auto.json")
+    return Path(config.output.dir) / config.name / "auto.json"
+
+
+def _checkpoint_identity(weights: Path | None) -> dict | None:
+    if weights is None:
+        return None
+    stat = Path(weights).stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def remember_backend(config: PipelineConfig, weights: Path | None, choice: dict | None) -> None:
+    """Record (or, with None, forget) the export `--backend auto` takes on the CPU for this checkpoint."""
+    from cvpipe.io.images import write_text
+
+    record = backend_record(config, weights)
+    if choice is None:
+        record.unlink(missing_ok=True)
+        return
+    write_text(record, json.dumps({"device": "cpu", "threads": torch.get_num_threads(),
+                                   "checkpoint": _checkpoint_identity(weights), **choice}, indent=1))
+
+
+def remembered_backend(config: PipelineConfig, weights: Path | None, device: torch.device) -> Inference | None:
+    """The export `cvpipe benchmark` found fastest and within `export.tolerance` on val for this checkpoint, where
+    it still applies: the same checkpoint file (size and time), the CPU, the export still there and loadable."""
+    record = backend_record(config, weights)
+    if device.type != "cpu" or not record.is_file():
+        return None
+    try:
+        chosen = json.loads(record.read_text())
+        fresh = chosen["checkpoint"] == _checkpoint_identity(weights) and chosen["loss"] <= config.export.tolerance
+        path = Path(chosen["file"])
+        if not fresh or not path.is_file():
+            return None
+        model = exported_model(config, path, chosen["backend"])
+    except (OSError, ValueError, KeyError, TypeError, ConfigError):  # a stale or damaged record: chosen again
+        return None
+    why = (f"auto: {chosen['backend']} {chosen['precision']} ({path.name}), the fastest export `cvpipe benchmark` "
+           f"verified for this checkpoint: {chosen['speedup']:.1f}× PyTorch, {chosen['stat']} "
+           f"{-chosen['loss'] * 100:+.1f} points on val")
+    return Inference(model, model.classes, chosen["backend"], why)
 
 
 def fold_batchnorm(model: nn.Module, config: PipelineConfig) -> int:
