@@ -136,8 +136,13 @@ def quantize_onnxruntime(graph: bytes, samples: list[np.ndarray]) -> bytes:
 
 def quantize_nncf(graph: bytes, samples: list[np.ndarray]) -> bytes:
     """NNCF's post-training quantization of the ONNX graph (its ONNX backend): a QDQ graph OpenVINO runs as INT8."""
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # NNCF's import asks for CUDA: noise
     import nncf
     import onnx
+
+    nncf.set_log_level(logging.ERROR)
 
     model = onnx.load_from_string(graph)
     name = model.graph.input[0].name
