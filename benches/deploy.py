@@ -128,8 +128,9 @@ def run_model(pipeline: str, weights: Path | None, calibrate: str | None, args, 
     times: dict[str, list[float]] = {name: [] for name in contenders}
     outputs: dict[str, list] = {}
     for _ in range(args.rounds):
-        for name in contenders:
-            check = tmp / f"{len(outputs)}.pt"
+        for index, name in enumerate(contenders):
+            check = tmp / f"{pipeline}_{index}.pt"
+            check.unlink(missing_ok=True)
             cmd = [sys.executable, __file__, "--worker", pipeline, weights and str(weights) or "", name,
                    "--passes", str(args.passes), "--threads", str(args.threads), "--check", str(check)]
             result = subprocess.run(cmd, capture_output=True, text=True, check=True)

@@ -6,8 +6,9 @@ eval transform, slicing of large images, a fixed-size head's resize) with a stan
 input, so an aerial pipeline calibrates on 400-px slices and an SSD on 300×300 resizes, never on whole images.
 
 The quantizers are the runtimes' own; none is written here:
-- ONNX: ONNX Runtime's QDQ quantizer (`quantize_static`, per-channel weights), convolutions and matrix products
-  only: the box decoding and NMS after them stay in float, where INT8 would move boxes by whole pixels.
+- ONNX: ONNX Runtime's QDQ quantizer (`quantize_static`, per-channel weights) on every operator it supports.
+  Quantizing only the convolutions was measured worse (the COCO SSD found 78 % of its FP32 detections on the
+  photos against 100 %): each float island between them costs a quantize / dequantize pair and its rounding.
 - OpenVINO: NNCF. Its OpenVINO backend cannot yet walk the `If` that torchvision's batched NMS exports to, so NNCF
   quantizes the ONNX graph (its ONNX backend) and OpenVINO converts the QDQ result, which it runs as INT8.
 """
@@ -26,9 +27,6 @@ from torch.utils.data import DataLoader
 from cvpipe.config import PipelineConfig
 from cvpipe.engine.onnx_graph import graph_metadata, with_metadata
 from cvpipe.errors import ConfigError
-
-QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
-
 
 class GraphInputs:
     """Stands in for a model inside the prediction path: keeps each input its exported graph would receive (one
@@ -129,8 +127,7 @@ def quantize_onnxruntime(graph: bytes, samples: list[np.ndarray]) -> bytes:
         fp32.write_bytes(graph)
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # shapes and constant folding
         quantize_static(str(prepared), str(int8), Samples(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=QUANTIZED_OPS)  # min/max calibration keeps two numbers per tensor
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         return with_metadata(int8.read_bytes(), graph_metadata(graph))
 
 
