@@ -28,6 +28,7 @@ from cvpipe.config import PipelineConfig
 from cvpipe.engine.onnx_graph import graph_metadata, with_metadata
 from cvpipe.errors import ConfigError
 
+
 class GraphInputs:
     """Stands in for a model inside the prediction path: keeps each input its exported graph would receive (one
     CHW image per call for detectors, one NCHW image for the others) and answers with the model's own outputs."""
