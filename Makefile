@@ -108,6 +108,7 @@ bench: install  # each prints its table and writes benches/results/NAME.json; th
 	$(BIN)/cvpipe train pipelines/nuclei_mask_rcnn.yaml && $(BIN)/cvpipe train pipelines/nuclei_fcn.yaml
 	$(BIN)/python benches/mask_rcnn_speed.py
 	$(BIN)/python benches/semantic_vs_instance.py
+	$(BIN)/cvpipe train pipelines/treecrowns_yolo.yaml && $(BIN)/python benches/deploy.py --yolo-weights runs/treecrowns_yolo/best.pt
 	$(BIN)/python benches/gpu.py
 
 lint: install

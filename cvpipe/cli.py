@@ -689,7 +689,7 @@ def cmd_benchmark(args) -> int:
             table.add_row(row.backend, row.precision, *([""] * (len(table.columns) - 3)), f"not run: {row.error[:60]}")
             continue
         scored = [f"{row.score:.4f}" if row.score is not None else "",
-                  f"{-row.loss * 100 + 0.0:+.2f}" if row.loss is not None else ""] if stat else []  # no -0.00
+                  f"{round(-row.loss * 100, 2) + 0.0:+.2f}" if row.loss is not None else ""] if stat else []  # no -0.00
         mark = "fastest verified" if row is best else ("refused: loses accuracy" if row.verified is False else "")
         table.add_row(row.backend, row.precision, *scored, f"{row.images_per_second:.2f}", f"{row.speedup:.2f}",
                       f"{row.ms_median:.1f}", f"{row.ms_p95:.1f}",
