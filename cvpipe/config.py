@@ -308,6 +308,10 @@ class PipelineConfig(Strict):
     _overridden: set = PrivateAttr(default_factory=set)
     _looked_in: dict = PrivateAttr(default_factory=dict)  # key path → the places a relative input was looked for
 
+    def plain(self) -> PipelineConfig:
+        """This pipeline without its test-time views: one view, as video, exports and their checks run it."""
+        return self.model_copy(update={"tta": self.tta.model_copy(update={"enabled": False})})
+
 
     @field_validator("name")
     @classmethod

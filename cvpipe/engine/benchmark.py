@@ -141,7 +141,7 @@ def measure(row: Row, load: Callable, exporter, files: list[Path], config: Pipel
     from cvpipe.tasks.base import PredictJob
 
     task = get_task(config.task)
-    plain = config.model_copy(update={"tta": config.tta.model_copy(update={"enabled": False})})
+    plain = config.plain()
     transform = build_augment(config.augment, "eval") if task.eval_transform else None
     with PeakMemory() as memory:
         model = load()

@@ -108,8 +108,10 @@ def run_evaluation(config: PipelineConfig, weights: Path | None, *, json_path: P
 def one_scale(config: PipelineConfig, console: Console) -> PipelineConfig:
     """An exported graph's input size is fixed inside it: test-time views at other scales need the checkpoint, so
     an export is scored without them (mirrors alone still run)."""
-    if not config.tta.enabled or all(scale == 1.0 for scale in config.tta.scales):
+    from cvpipe.engine.runtime import multi_scale
+
+    if not multi_scale(config):
         return config
     console.print(styled("note", "yellow", " an exported model runs at one input scale: scored without the "
                          "test-time views (compare with the checkpoint's `cvpipe eval ... --set tta.enabled=false`)"))
-    return config.model_copy(update={"tta": config.tta.model_copy(update={"enabled": False})})
+    return config.plain()

@@ -172,7 +172,7 @@ class Exporter:
 
         dataset, _ = self.val_split()
         config = self.config
-        plain = config.model_copy(update={"tta": config.tta.model_copy(update={"enabled": False})})
+        plain = config.plain()
         return evaluate(model, plain, dataset, torch.device("cpu")).stats[self.stat]
 
     def rescore(self, path: Path) -> tuple[Rescore | None, str]:

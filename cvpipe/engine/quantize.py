@@ -80,7 +80,7 @@ def calibration_inputs(model, config: PipelineConfig, classes: list[str], files:
     from cvpipe.tasks.base import PredictJob
 
     task = get_task(config.task)
-    plain = config.model_copy(update={"tta": config.tta.model_copy(update={"enabled": False})})
+    plain = config.plain()
     recorder = GraphInputs(model, per_image=task.export_input == "image")
     transform = build_augment(config.augment, "eval") if task.eval_transform else None
     loader = DataLoader(ImageFiles(files, transform), batch_size=plain.eval.batch_size,
