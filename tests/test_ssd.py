@@ -227,3 +227,20 @@ def test_reuse_classes_copies_the_coco_predictors_rows_for_shared_classes(photos
         bad = load_pipeline("coco_ssd_mobilenet_v2", [f"data.classes=[{', '.join(classes)}]",
                                                       "model.head.class_map={tvmonitor: telly}"])
         reuse_classes(fresh, bad, classes, catalog=catalog)
+
+
+@pytest.mark.assets
+def test_tree_crown_ssd_starts_from_the_coco_ssd_with_a_shallower_neck(monkeypatch):
+    """treecrowns_ssd keeps two of the COCO SSD's four extra blocks: the two load from the file, the deeper two are
+    left out, the trunk loads whole and the predictors (other levels and classes) start fresh."""
+    from cvpipe.models.weights import WeightsCatalog
+
+    monkeypatch.chdir(REPO)
+    catalog = WeightsCatalog.load()
+    model = build_model(load_pipeline("pipelines/treecrowns_ssd.yaml"), 1, catalog=catalog)
+    source, own = catalog.state_dict("ssd_mobilenet_v2.coco"), model.state_dict()
+    extras = sorted(k for k in own if k.startswith("model.backbone.extras.") and not k.endswith("num_batches_tracked"))
+    assert extras and {k.split(".")[3] for k in extras} == {"0", "1"}
+    for name in extras:
+        torch.testing.assert_close(own[name], source[name], rtol=0, atol=0)
+    assert any(k.startswith("model.backbone.extras.3.") for k in source)

@@ -79,10 +79,11 @@ def renamed(state: dict[str, torch.Tensor], prefixes: tuple[tuple[str, str], ...
 
 
 def load_renamed(model: nn.Module, state: dict[str, torch.Tensor], entry, prefixes: tuple[tuple[str, str], ...],
-                 *, in_order: str = "model.backbone.backbone.body.") -> list[str]:
+                 *, in_order: str = "model.backbone.backbone.body.", optional: tuple[str, ...] = ()) -> list[str]:
     """A whole torchvision detector by its tensor names: the trunk must fit exactly, the rest where shapes fit (the
     class outputs of other classes start fresh, and `reuse_classes` may fill their shared rows); a tensor of the
-    file with no place in the model is an error naming it. Returns the tensors left fresh.
+    file with no place in the model is an error naming it, except under `optional` (ours: parts a pipeline may
+    leave out, such as the deeper of SSD's extra blocks). Returns the tensors left fresh.
 
     The tensors under `in_order` (ours) load one by one in order where the two name them differently
     (torchvision's MobileNetV3 trunk in timm's); ResNets, named alike, load by name."""
@@ -97,7 +98,8 @@ def load_renamed(model: nn.Module, state: dict[str, torch.Tensor], entry, prefix
     if theirs and any(k not in theirs for k in mine if not k.endswith("num_batches_tracked")):
         state = {**{k: v for k, v in state.items() if not k.startswith(in_order)},
                  **keyed_in_order(mine, theirs, what=entry.id, owner=f"this pipeline's {in_order.rstrip('.')}")}
-    unused = sorted(k for k in state if k not in own and not k.endswith("num_batches_tracked"))
+    unused = sorted(k for k in state if k not in own and not k.endswith("num_batches_tracked")
+                    and not k.startswith(optional))
     if unused:
         raise WeightsError(f"{entry.id}: {len(unused)} tensors of the file have no place in this "
                            f"{type(model).__name__} (model.neck.extra_levels / norm, the head's settings?)", unused[:5])

@@ -273,8 +273,11 @@ TORCHVISION_NAMES = (("backbone.", "model.backbone."), ("head.", "model.head."))
 
 
 def load_torchvision_whole(model: nn.Module, state: dict, entry) -> list[str]:
-    """A whole SSD: torchvision's SSDlite (COCO) by torchvision's names, or one of this head's own files."""
-    return load_renamed(model, state, entry, TORCHVISION_NAMES, in_order="model.backbone.")
+    """A whole SSD: torchvision's SSDlite (COCO) by torchvision's names, or one of this head's own files. A neck
+    with fewer extra blocks than the file's (treecrowns_ssd: two of the COCO SSD's four) starts from the first
+    ones; the file's deeper blocks, and the predictors of levels this SSD does not have, are left out."""
+    return load_renamed(model, state, entry, TORCHVISION_NAMES, in_order="model.backbone.",
+                        optional=("model.backbone.extras.", "model.head."))
 
 
 def reuse_ssd_rows(model: SSDDetector, config, classes: list[str], catalog) -> dict[str, str]:
