@@ -84,9 +84,11 @@ def export(config: PipelineConfig, weights: Path | None, out: Path, *, fmt: str 
     against the checkpoint, and set it aside under its `.rejected` name when it loses more than
     `export.tolerance` (unless `force`)."""
     from cvpipe.io.model_files import set_aside
+    from cvpipe.io.outputs import prepare_file
 
     out = Path(out)
     check_request(out, fmt, precision)
+    prepare_file(out, "--out")  # before the model loads: a bad --out fails in a second
     exporter = Exporter(config, weights, console or Console(quiet=True))
     report = exporter.write(out, fmt, precision, calibrate)
     report.rescore, report.unchecked = exporter.rescore(report.path)

@@ -86,6 +86,7 @@ class OpenVinoModel(ExportedModel):
     def __init__(self, model: bytes | Path):
         core = openvino_core()
         where = model if isinstance(model, Path) else "the exported graph"
+        self.source = model  # OpenVINO may keep pointing into bytes it read a model from: they live as long as it does
         try:
             read = core.read_model(str(model) if isinstance(model, Path) else model)
             meta = openvino_metadata(read)
