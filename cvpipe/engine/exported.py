@@ -11,6 +11,7 @@ checkpoint's thresholds), read by io/model_files.py, so an exported file runs wi
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from cvpipe.io.model_files import EXPORTED, PRECISION_KEY, openvino_core, openvi
 from cvpipe.tasks import get_task
 
 
-class ExportedModel:
+class ExportedModel(ABC):
     """What the runners share: the metadata, and a call that hands each graph input to `run_graph`."""
 
     fixed_size: tuple[int, int] | None = None  # as models.heads.base.Head declares
@@ -43,8 +44,9 @@ class ExportedModel:
     def __call__(self, images: list[torch.Tensor] | torch.Tensor):
         return get_task(self.task).run_exported(self.run_graph, images)
 
-    def run_graph(self, x):  # a float32 numpy input → the graph's outputs, in order
-        raise NotImplementedError
+    @abstractmethod
+    def run_graph(self, x):
+        """A float32 numpy input → the graph's outputs, in order."""
 
 
 class OnnxModel(ExportedModel):
