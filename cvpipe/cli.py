@@ -359,9 +359,10 @@ def _inspect_model(args):
         # the whole model (backbone, neck, head) as predict runs it; shapes do not need the pretrained weights
         config.model.weights = None
         model = build_model(config, max(len(config.data.classes), 1), pretrained=False)
-        example = get_task(config.task).example_input(config, model)  # a detector's one [3, H, W] image, else N=1
-        one_image = example.dim() == 3
-        shape = tuple(example.shape if one_image else example.shape[1:])
+        task = get_task(config.task)
+        example = task.example_input(config, model)  # [1, 3, H, W]
+        one_image = task.export_input == "image"  # detectors take a list of CHW images
+        shape = tuple(example.shape[1:])
         return model, shape, one_image, f"{config.name}: {config.model.backbone.name} → {config.model.head.name}"
     if target in CLASSIC:
         builder, shape = CLASSIC[target]

@@ -30,12 +30,11 @@ from cvpipe.errors import ConfigError
 
 
 class GraphInputs:
-    """Stands in for a model inside the prediction path: keeps each input its exported graph would receive (one
-    CHW image per call for detectors, one NCHW image for the others) and answers with the model's own outputs."""
+    """Stands in for a model inside the prediction path: keeps each input its exported graph would receive (a
+    [1, 3, H, W] batch of one image) and answers with the model's own outputs."""
 
-    def __init__(self, model, per_image: bool):
+    def __init__(self, model):
         self.model = model
-        self.per_image = per_image
         self.fixed_size = model.fixed_size
         self.region_proposals = None
         self.input_resizer = None
@@ -45,10 +44,8 @@ class GraphInputs:
         return self
 
     def __call__(self, images, **kwargs):
-        if self.per_image:
-            items = list(images)
-        else:  # a list of CHW images or an NCHW batch → NCHW inputs of one image
-            items = [x[None] for x in images] if isinstance(images, list) else list(images.split(1))
+        # a list of CHW images (detectors, or batched by the loader) or an NCHW batch → NCHW inputs of one image
+        items = [x[None] for x in images] if isinstance(images, list) else list(images.split(1))
         self.kept += [x.detach().cpu().float().contiguous().numpy() for x in items]
         return self.model(images, **kwargs)
 
@@ -81,7 +78,7 @@ def calibration_inputs(model, config: PipelineConfig, classes: list[str], files:
 
     task = get_task(config.task)
     plain = config.plain()
-    recorder = GraphInputs(model, per_image=task.export_input == "image")
+    recorder = GraphInputs(model)
     transform = build_augment(config.augment, "eval") if task.eval_transform else None
     loader = DataLoader(ImageFiles(files, transform), batch_size=plain.eval.batch_size,
                         num_workers=min(loader_workers(config.train.workers), len(files)), collate_fn=list)

@@ -52,14 +52,15 @@ def coco_options(config: PipelineConfig) -> dict:
 
 
 class OneImageDetections(nn.Module):
-    """A detector's `[{boxes, scores, labels}]` for one image as a tuple, which ONNX outputs need."""
+    """A detector's `[{boxes, scores, labels}]` for a batch of one image ([1, 3, H, W], the layout every runtime
+    expects) as a tuple, which ONNX outputs need."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.model([image])[0]
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.model([images[0]])[0]
         return out["boxes"], out["scores"], out["labels"]
 
 
@@ -234,22 +235,24 @@ class DetectTask(Task):
         return OneImageDetections(model).eval()
 
     def example_input(self, config: PipelineConfig, model: nn.Module) -> torch.Tensor:
-        """One [3, H, W] image: the detector's fixed size, or its eval size."""
+        """A batch of one [1, 3, H, W] image: the detector's fixed size, or its eval size."""
         size = model.fixed_size or (config.model.head.min_size,) * 2
-        return torch.rand(3, *size, generator=torch.Generator().manual_seed(0))
+        return torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
 
     def second_input(self, first: torch.Tensor, model: nn.Module) -> torch.Tensor:
         second = super().second_input(first, model)
-        return second if model.fixed_size else second[:, : first.shape[1] * 3 // 4]
+        return second if model.fixed_size else second[:, :, : first.shape[2] * 3 // 4]
 
     def export_difference(self, model: nn.Module, runtime, x: torch.Tensor) -> float:
         """Scores and boxes compared when both found the same number of boxes, else infinity."""
-        return matched_difference(model([x])[0], runtime([x])[0])[0]
+        return matched_difference(model([x[0]])[0], runtime([x[0]])[0])[0]
 
     def run_exported(self, session_run, images) -> list[dict]:
-        """The graph's outputs (`export_outputs`) for each image, as the PyTorch model gives them."""
+        """The graph's outputs (`export_outputs`) for each image, as the PyTorch model gives them: one image per
+        graph call (in-graph NMS leaves each image its own number of detections)."""
         return [{name: torch.from_numpy(value) for name, value in
-                 zip(self.export_outputs, session_run(image.detach().cpu().float().numpy()))} for image in images]
+                 zip(self.export_outputs, session_run(image[None].detach().cpu().float().numpy()))}
+                for image in images]
 
 
 register_task(DetectTask())

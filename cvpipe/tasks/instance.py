@@ -47,8 +47,8 @@ class OneImageInstances(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model([image])[0]
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model([images[0]])[0]  # a batch of one image, as OneImageDetections
         return out["boxes"], out["scores"], out["labels"], out["masks"]
 
 
@@ -181,7 +181,7 @@ class InstanceTask(DetectTask):
 
     def export_difference(self, model: nn.Module, runtime, x: torch.Tensor) -> float:
         """Scores, boxes and mask probabilities of matched instances (detect.matched_difference)."""
-        ours, theirs = model([x])[0], runtime([x])[0]
+        ours, theirs = model([x[0]])[0], runtime([x[0]])[0]
         worst, nearest = matched_difference(ours, theirs)
         if worst == float("inf") or not len(ours["scores"]):
             return worst

@@ -108,14 +108,18 @@ class RefiningRoIHeads(RoIHeads):
             return result, losses
         class_logits, box_regression = self.box_predictor(self.box_head(self.box_roi_pool(features, boxes,
                                                                                            image_shapes)))
-        labels = torch.cat([found["labels"] for found in result])
-        rows = torch.arange(len(labels), device=labels.device)
-        refined = self.box_coder.decode(box_regression, boxes)[rows, labels]
-        second = class_logits.softmax(-1)[rows, labels]
-        for found, image_boxes, scores, shape in zip(result, refined.split(counts), second.split(counts),
-                                                     image_shapes):
+        # each box's own class, by gather: indexing with arange(len(...)) would trace its count as a constant
+        labels = torch.cat([found["labels"] for found in result])[:, None]
+        # (decoded without torchvision's reshape(count, -1, 4), which ONNX Runtime cannot do for no boxes)
+        decoded = self.box_coder.decode_single(box_regression, torch.cat(boxes))
+        refined = decoded.reshape(-1, class_logits.shape[1], 4).gather(1, labels[..., None].expand(-1, 1, 4))[:, 0]
+        second = class_logits.softmax(-1).gather(1, labels)[:, 0]
+        # one image (every exported graph) is not split: a traced split would freeze its count of boxes
+        per_image = zip(refined.split(counts), second.split(counts)) if len(result) > 1 else [(refined, second)]
+        for found, (image_boxes, scores), shape in zip(result, per_image, image_shapes):
             scores = (found["scores"] + scores) / 2
-            order = scores.argsort(descending=True, stable=True)  # best first again: the mean can reorder them
+            order = scores.argsort(descending=True)  # best first again (the mean can reorder them); ONNX has no
+            # stable sort
             found.update(boxes=clip_boxes_to_image(image_boxes, shape)[order], scores=scores[order],
                          labels=found["labels"][order])
         return result, losses

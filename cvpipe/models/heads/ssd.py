@@ -214,15 +214,15 @@ class _SSD(SSD):
         for regression, image_scores, anchors, shape in zip(head_outputs["bbox_regression"], scores, image_anchors,
                                                             image_shapes):
             boxes = clip_boxes_to_image(self.box_coder.decode_single(regression, anchors), shape)
-            box_idx, label = torch.where(image_scores > self.score_thresh)
+            candidate = image_scores > self.score_thresh
+            box_idx, label = torch.where(candidate)
             score = image_scores[box_idx, label]
             # the topk_candidates best boxes of each class go into NMS (torchvision's per-class loop, vectorised)
             order = torch.argsort(label * 2.0 - score)  # by class, then by descending score
             sorted_label = label[order]
-            # where each class starts in that order: counts → cumulative sum (scatter_add, unlike searchsorted,
-            # exports to ONNX)
-            counts = torch.zeros(image_scores.shape[1], dtype=torch.int64, device=label.device).scatter_add(
-                0, sorted_label, torch.ones_like(sorted_label))
+            # where each class starts in that order: candidates per class → cumulative sum (a column sum, unlike
+            # searchsorted or scatter_add, exports to an ONNX graph that OpenCV's DNN module runs too)
+            counts = candidate.sum(0)
             first_of_class = (counts.cumsum(0) - counts)[sorted_label]
             rank = torch.ones_like(order).cumsum(0) - 1 - first_of_class  # not arange(len()): a traced constant
             order = order[rank < self.topk_candidates]
