@@ -4,6 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   := pipelines/treecrowns_faster_rcnn.yaml
 LOCK   := requirements/lock.txt
+FORMATS := .venv-formats
 # training budget of `make demo` in minutes; CI runs `make demo DEMO_MINUTES=1`
 DEMO_MINUTES ?= 8
 
@@ -34,7 +35,15 @@ lock:  # re-resolve the newest releases pyproject.toml allows (dev and ray extra
 	$(BIN)/uv pip compile pyproject.toml --extra dev --extra ray --universal --python-version 3.10 \
 		$(if $(PIP_CONSTRAINT_FILE),-c $(PIP_CONSTRAINT_FILE)) -o $(LOCK)
 
-test: install
+# the labeling tools' own readers (Label Studio's SDK, Datumaro's CVAT importer), which the tests read cvpipe's files
+# with; a venv of their own: they pin opencv-python-headless 4.x, which would replace cvpipe's OpenCV
+$(FORMATS)/.installed: requirements/formats.txt
+	$(PYTHON) -m venv $(FORMATS)
+	$(FORMATS)/bin/pip install -q --upgrade pip
+	$(FORMATS)/bin/pip install -q -r requirements/formats.txt
+	touch $@
+
+test: install $(FORMATS)/.installed
 	$(BIN)/python -m pytest
 
 reference: install  # docs/reference/cli.md and config.md from the argparse parser and the pydantic schema
@@ -115,4 +124,4 @@ lint: install
 	$(BIN)/ruff check cvpipe tests benches
 
 clean:
-	rm -rf $(VENV) .venv-latest runs site .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-latest $(FORMATS) runs site .pytest_cache .ruff_cache

@@ -96,6 +96,7 @@ EXAMPLES = """examples:
   cvpipe video coco_ssd_mobilenet_v2 --source 0 --serve 8000     # a webcam, live at http://127.0.0.1:8000/
   cvpipe COMMAND --help                # one command's options"""
 
+LABEL_FORMATS = ("labelstudio", "cvat", "coco", "voc", "yolo")  # labeling/prelabel.FORMATS, without importing it
 PIPELINE_HELP = "a pipeline YAML, or a bundled pipeline's name (e.g. coco_ssd_mobilenet_v2; `cvpipe pipelines`)"
 
 
@@ -270,6 +271,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs", help="L-BFGS (as Gatys et al.) or Adam")
     p.add_argument("--weights", default="vgg16_hed.bsds", help="a VGG-16 trunk from the weights catalogue")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, cuda:1, mps or cpu")
+
+    label = sub.add_parser("label", help="the labeling loop: pre-labels for Label Studio and CVAT, corrected labels "
+                                         "back").add_subparsers(dest="label_command", required=True)
+    p = label.add_parser("export", help="pre-label a folder of images with a trained pipeline, for Label Studio, CVAT "
+                                        "or as a COCO / YOLO / VOC dataset")
+    p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
+    p.add_argument("--source", required=True, help="the images to label: a folder (searched recursively), file or glob")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: <run>/label): predictions/ and one folder per --format")
+    p.add_argument("--format", nargs="+", action="extend", default=None, choices=LABEL_FORMATS,
+                   help="labelstudio (tasks.json with predictions, label_config.xml), cvat (CVAT for images 1.1 "
+                        "annotations.xml), coco, yolo, voc (a dataset folder of the images); default: labelstudio cvat")
+    p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
+    p.add_argument("--conf", type=CONFIDENCE, default=None, help=CONF_HELP)
+    p.add_argument("--image-url", default=None, metavar="PREFIX",
+                   help="Label Studio: what each task's image URL starts with, the image's path under --source "
+                        "following (default /data/local-files/?d= : Label Studio's local files, its document root "
+                        "being the --source folder)")
+    p.add_argument("--resume", action="store_true", help="go on from the predictions an earlier run left in --out")
+    _add_set(p)
+    p = label.add_parser("import", help="corrected annotations from Label Studio (JSON export) or CVAT (CVAT for "
+                                        "images 1.1 XML) into a new dataset folder, checked")
+    p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
+    p.add_argument("file", type=Path, help="Label Studio's JSON export (.json) or CVAT's XML (.xml)")
+    p.add_argument("--images", type=Path, required=True, help="the folder the images were labeled from")
+    p.add_argument("--out", type=Path, required=True, help="the new dataset folder (must not exist, or be empty)")
+    p.add_argument("--format", choices=("coco", "yolo", "voc"), default=None,
+                   help="the dataset's format (default: the pipeline's data.format, else coco)")
+    p.add_argument("--split", default="train", help="the split folder to write (default train)")
+    p.add_argument("--predictions", action="store_true",
+                   help="Label Studio: keep a task's pre-labels where nobody annotated it (default: leave it out)")
+    _add_set(p)
 
     weights = sub.add_parser("weights", help="the weights catalogue").add_subparsers(dest="weights_command", required=True)
     weights.add_parser("list", help="list known weights and whether they are here")
@@ -704,6 +737,48 @@ def cmd_benchmark(args) -> int:
     return 0
 
 
+def cmd_label_export(args) -> int:
+    pipeline = _pipeline(args)
+    report = pipeline.prelabel(args.source, args.out, weights=args.weights, formats=tuple(args.format or ()),
+                               conf=args.conf, resume=args.resume, image_url=args.image_url)
+    console.print(f"pre-labels: {counted(report.images, 'image')}, {counted(report.objects, 'object')}"
+                  + (f"; {len(report.skipped)} unreadable, listed in {report.out / 'predictions' / 'skipped.txt'}"
+                     if report.skipped else ""))
+    for fmt, files in report.written.items():
+        console.print(f"→ {report.out / fmt}: {', '.join(files)}")
+    return 0
+
+
+def cmd_label_import(args) -> int:
+    from cvpipe.data.check import summarize
+
+    report = _pipeline(args).import_labels(args.file, args.images, args.out, fmt=args.format, split=args.split,
+                                           predictions=args.predictions)
+    records = report.dataset.records
+    console.print(f"{args.file}: {counted(len(records), 'image')}, "
+                  f"{counted(sum(len(r.boxes) for r in records), 'box', 'boxes')}"
+                  + (f", {sum(r.label is not None for r in records)} image classes" if any(
+                      r.label is not None for r in records) else "")
+                  + f", {counted(len(report.dataset.classes), 'class', 'classes')}: "
+                  + ", ".join(report.dataset.classes[:10]) + (", ..." if len(report.dataset.classes) > 10 else ""))
+    for kind, count, _, examples in summarize(report.left_out, 3):
+        console.print(styled("  left out", "yellow", f" {kind}: {count}"))
+        for example in examples:
+            console.print(f"      {example}", markup=False)
+    console.print(f"→ {report.out} ({report.fmt}, split {report.split})")
+    fatal = [p for p in report.check if p.fatal]
+    for kind, count, is_fatal, examples in summarize(report.check, 3):
+        console.print(styled("  error" if is_fatal else "  warning", "red" if is_fatal else "yellow", f" {kind}: {count}"))
+        for example in examples:
+            console.print(f"      {example}", markup=False)
+    if fatal:
+        console.print(styled(f"{len(fatal)} problem(s) would break training", "red",
+                             f"; `cvpipe data check {report.out} --format {report.fmt} --fix OUT` writes a cleaned copy"))
+        return 1
+    console.print(styled("data check: no problem that would break training", "green"))
+    return 0
+
+
 def torch_threads() -> int:
     import torch
 
@@ -753,6 +828,7 @@ def _main(argv: list[str] | None) -> int:
         "augment": cmd_augment_preview, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
         "stylize": cmd_stylize, "video": cmd_video, "export": cmd_export,
         "benchmark": cmd_benchmark,
+        "label": lambda a: {"export": cmd_label_export, "import": cmd_label_import}[a.label_command](a),
     }
     try:
         return handlers[args.command](args)

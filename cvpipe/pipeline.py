@@ -115,6 +115,29 @@ class Pipeline:
         out = Path(out) if out else self._output_dir(weights) / "benchmark"
         return benchmark(self.config, weights, source, out, images=images, calibrate=calibrate, console=self.console)
 
+    def prelabel(self, source: str | Path, out: str | Path | None = None, *, weights: str | Path | None = None,
+                 formats: tuple[str, ...] = (), conf: float | str | None = None, resume: bool = False,
+                 image_url: str | None = None):
+        """Pre-labels for the images under `source` in each of `formats` (default: Label Studio and CVAT), in `out`
+        (default: label/ beside the checkpoint): labeling/prelabel.py."""
+        from cvpipe.labeling.label_studio import LOCAL_FILES
+        from cvpipe.labeling.prelabel import TOOLS, export_prelabels, require_labels
+
+        require_labels(self.config)  # before looking for a checkpoint a segmentation pipeline may not have
+        weights = self._weights(weights)
+        out = Path(out) if out else self._output_dir(weights) / "label"
+        return export_prelabels(self.config, source, out, weights, formats=formats or TOOLS, conf=conf, resume=resume,
+                                image_url=image_url or LOCAL_FILES, console=self.console)
+
+    def import_labels(self, file: str | Path, images: str | Path, out: str | Path, *, fmt: str | None = None,
+                      split: str = "train", predictions: bool = False):
+        """A labeling tool's corrected annotations (Label Studio JSON, CVAT XML) of the images under `images`, as a
+        new dataset folder `out`, checked: labeling/importing.py."""
+        from cvpipe.labeling.importing import import_labels
+
+        return import_labels(self.config, Path(file), Path(images), Path(out), fmt=fmt, split=split,
+                             predictions=predictions)
+
     def video(self, source: str | int | list[str], out: str | Path | None = None, *, weights: str | Path | None = None,
               jsonl: str | Path | None = None, show: bool = False, serve: str | None = None, stride: int = 1,
               conf: float | str | None = None, backend: str = "auto", max_frames: int | None = None,

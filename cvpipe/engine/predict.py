@@ -50,6 +50,7 @@ class PredictReport:
     written: list[str] = field(default_factory=list)  # what this run wrote under `out`, for the summary line
     conf: float | None = None  # the confidence kept at, where the task keeps by one (ops/threshold.py)
     conf_source: str = ""
+    classes: list[str] = field(default_factory=list)  # the model's, in label order
 
     @property
     def images_per_second(self) -> float:
@@ -102,7 +103,7 @@ class PredictRun:
         check_made_by(journals if resume else [p for p in journals if p != journals[k]], identity)
         done = JournalIndex(journals if resume else [])
         todo = [i for i, name in enumerate(names) if i % shards == k and name not in done]
-        report = PredictReport(out, 0, len(done))
+        report = PredictReport(out, 0, len(done), classes=list(classes))
         if task.thresholded:
             report.conf, report.conf_source = resolve_conf(conf, weights, views=config.tta.enabled and task.tta)
         return cls(config, task, out, names, classes, journals, journals[k], identity, todo, report, resume)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cvpipe.config import PipelineConfig, get_key
-from cvpipe.data.records import Dataset
+from cvpipe.data.records import Dataset, Record
 from cvpipe.ops.device import device_type
 
 GPU_BATCH = 16  # images (or slices) per forward pass on a GPU where eval.batch_size / tiling.batch are unset
@@ -149,6 +149,14 @@ class Task(ABC):
     def count(self, entries: list[dict]) -> int:
         """How many of `counted` a batch's journal entries hold."""
         return 0
+
+    # ------------------------------------------------------------------ labeling
+    labels_objects: ClassVar[bool] = False  # `cvpipe label` reads and writes this task's labels (objects or a class)
+
+    def prelabel(self, entry: dict, path: Path, file_name: str, image_id: int) -> tuple[Record, np.ndarray]:
+        """A predict journal entry as the labels a person reviews (`cvpipe label export`): a record and each
+        object's score."""
+        raise NotImplementedError(f"{self.name}: its outputs are not labels `cvpipe label` edits")
 
     # ------------------------------------------------------------------ video
     @abstractmethod

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from cvpipe.config import PipelineConfig
-from cvpipe.data.records import Dataset
+from cvpipe.data.records import Dataset, Record
 from cvpipe.data.samples import ImageSamples
-from cvpipe.io.images import atomic_open
+from cvpipe.io.images import atomic_open, image_size
 from cvpipe.io.tables import csv_writer
 from cvpipe.metrics.classification import ClassificationMetrics, classification_metrics
 from cvpipe.ops.inference import autocast, classify, to_device
@@ -44,6 +44,15 @@ class ClassifyTask(Task):
 
     def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> ImageSamples:
         return ImageSamples(dataset, transform)
+
+    labels_objects = True
+
+    def prelabel(self, entry: dict, path: Path, file_name: str, image_id: int) -> tuple[Record, np.ndarray]:
+        """The most likely class, with its score."""
+        width, height = image_size(path)
+        record = Record(path=path, file_name=file_name, image_id=image_id, width=width, height=height,
+                        label=int(entry["labels"][0]))
+        return record, np.asarray(entry["scores"][:1], np.float64)
 
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, config: PipelineConfig, dataset: Dataset, batches: Batches,

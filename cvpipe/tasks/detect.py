@@ -16,7 +16,7 @@ from torch import nn
 
 from cvpipe.config import PipelineConfig
 from cvpipe.data.formats.coco import to_coco
-from cvpipe.data.records import Dataset
+from cvpipe.data.records import Dataset, Record
 from cvpipe.data.samples import DetectionSamples, WindowedDetectionSamples
 from cvpipe.errors import DataError
 from cvpipe.io.geo import detections_geojson, read_georeference
@@ -185,6 +185,14 @@ class DetectTask(Task):
 
     def count(self, entries: list[dict]) -> int:
         return sum(len(e["boxes"]) for e in entries if "boxes" in e)
+
+    labels_objects = True
+
+    def prelabel(self, entry: dict, path: Path, file_name: str, image_id: int) -> tuple[Record, np.ndarray]:
+        found = Detections.from_journal(entry)
+        record = Record(path=path, file_name=file_name, image_id=image_id, width=entry["width"],
+                        height=entry["height"], boxes=found.boxes.astype(np.float32), labels=found.labels)
+        return record, found.scores
 
     def write_results(self, out: Path, finished: Iterable[tuple[int, str, dict]], classes: list[str],
                       used: dict) -> list[str]:

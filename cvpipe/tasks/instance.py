@@ -16,7 +16,7 @@ from torch import nn
 from cvpipe.config import PipelineConfig
 from cvpipe.data.augment import build_augment, uses_mosaic
 from cvpipe.data.formats.coco import to_coco
-from cvpipe.data.records import Dataset, PlacedMask, union_area
+from cvpipe.data.records import Dataset, PlacedMask, Record, union_area
 from cvpipe.data.samples import InstanceSamples, WindowedInstanceSamples
 from cvpipe.errors import DataError
 from cvpipe.io.images import JsonArray, atomic_open, write_text
@@ -87,6 +87,12 @@ class InstanceTask(DetectTask):
             problems.append((("tiling", "merge"), "weighted boxes fusion has no masks to fuse; use nms (each object's "
                              "best mask) or nmm (the union of its masks across the seams)"))
         return chosen, problems
+
+    def prelabel(self, entry: dict, path: Path, file_name: str, image_id: int) -> tuple[Record, np.ndarray]:
+        """The detections with their masks (COCO RLE, as the journal keeps them)."""
+        record, scores = super().prelabel(entry, path, file_name, image_id)
+        record.segmentations = list(entry["masks"]) if len(record.boxes) else None
+        return record, scores
 
     def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> InstanceSamples:
         if any(len(r.boxes) for r in dataset.records) and all(r.segmentations is None for r in dataset.records):

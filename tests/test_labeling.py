@@ -1,0 +1,285 @@
+"""`cvpipe label export` and `import`: pre-labels as Label Studio tasks and CVAT XML (read back by the tools' own
+readers: Label Studio's SDK, Datumaro's CVAT importer), corrected labels back into a dataset, nothing lost or
+moved on the way; and the files a user or another project brings, each reported by name."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from cvpipe.cli import LABEL_FORMATS
+from cvpipe.data.formats import read_dataset
+from cvpipe.data.records import Dataset, Record, decode_segmentations
+from cvpipe.data.synthetic import make_shapes
+from cvpipe.labeling.cvat import read_cvat, write_cvat
+from cvpipe.labeling.label_studio import read_label_studio, write_label_studio
+from cvpipe.labeling.prelabel import FORMATS
+from cvpipe.labeling.regions import Labels
+
+from .conftest import REPO, shapes_pipeline_file
+from .test_engine import PIPELINE
+from .test_hostile import cli
+
+OWNERS_PYTHON = REPO / ".venv-formats" / "bin" / "python"
+
+
+def shapes_labels(tmp_path: Path, *, masks: bool) -> Labels:
+    """Four synthetic images in a sub-folder of `tmp_path/images`, their shapes as pre-labels with scores."""
+    dataset = make_shapes(tmp_path / "images", "nested", n=4)
+    records = [Record(r.path, f"nested/{r.file_name}", r.image_id, r.width, r.height, r.boxes, r.labels,
+                      r.segmentations if masks else None) for r in dataset.records]
+    rng = np.random.default_rng(0)
+    scores = {r.file_name: rng.uniform(0.3, 1.0, len(r.boxes)).round(5) for r in records}
+    return Labels(Dataset(tmp_path / "images", ".", dataset.classes, records), scores, "shapes best.pt")
+
+
+def mask_iou(a, b, height: int, width: int) -> float:
+    a, b = (decode_segmentations([s], height, width)[0].astype(bool) for s in (a, b))
+    return float((a & b).sum() / (a | b).sum())
+
+
+@pytest.mark.parametrize("tool", ["labelstudio", "cvat"])
+def test_pre_labels_come_back_unchanged(tmp_path, tool):
+    """Boxes to 1e-3 px, classes, image names under their sub-folder; instances as polygons whose masks cover the
+    originals (IoU ≥ 0.75 on these 12–32 px shapes: the outline runs through the boundary pixels' centres)."""
+    for masks in (False, True):
+        labels = shapes_labels(tmp_path / str(masks), masks=masks)
+        out = tmp_path / str(masks) / tool
+        if tool == "labelstudio":
+            write_label_studio(labels, out)
+            back = read_label_studio(out / "tasks.json", labels.dataset.root, labels.dataset.classes, predictions=True)
+            unlabeled = read_label_studio(out / "tasks.json", labels.dataset.root, labels.dataset.classes)
+            assert not unlabeled.records and {p.kind for p in unlabeled.problems} == {"not labeled"}
+        else:
+            write_cvat(labels, out, "shapes")
+            back = read_cvat(out / "annotations.xml", labels.dataset.root, labels.dataset.classes)
+        assert not back.problems and back.classes == labels.dataset.classes
+        assert [r.file_name for r in back.records] == [r.file_name for r in labels.dataset.records]
+        for ours, theirs in zip(labels.dataset.records, back.records):
+            assert (theirs.width, theirs.height) == (ours.width, ours.height)
+            assert theirs.labels.tolist() == ours.labels.tolist()
+            if not masks:
+                np.testing.assert_allclose(theirs.boxes, ours.boxes, atol=1e-3)
+                continue
+            assert len(theirs.segmentations) == len(ours.segmentations)
+            for a, b in zip(ours.segmentations, theirs.segmentations):
+                assert mask_iou(a, b, ours.height, ours.width) >= 0.75
+
+
+def test_image_classes_come_back_unchanged(tmp_path):
+    root = tmp_path / "images"
+    dataset = make_shapes(root, ".", n=3)
+    records = [Record(r.path, r.file_name, r.image_id, r.width, r.height, label=k % 2)
+               for k, r in enumerate(dataset.records)]
+    labels = Labels(Dataset(root, ".", ["square", "disc"], records), {r.file_name: np.array([0.75]) for r in records})
+    write_label_studio(labels, tmp_path / "ls")
+    assert "<Choices" in (tmp_path / "ls" / "label_config.xml").read_text()
+    write_cvat(labels, tmp_path / "cvat", "classes")
+    for back in (read_label_studio(tmp_path / "ls" / "tasks.json", root, ["square", "disc"], predictions=True),
+                 read_cvat(tmp_path / "cvat" / "annotations.xml", root, ["square", "disc"])):
+        assert [r.label for r in back.records] == [0, 1, 0] and not back.problems
+
+
+OWNERS_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+from label_studio_sdk.converter import Converter
+from label_studio_sdk.label_interface import LabelInterface
+import datumaro as dm
+
+ls, cvat, out = (Path(p) for p in sys.argv[1:4])
+config = (ls / "label_config.xml").read_text()
+tasks = json.loads((ls / "tasks.json").read_text())
+interface = LabelInterface(config)
+valid = [interface.validate_prediction(p) for t in tasks for p in t["predictions"]]
+# as if each pre-label had been accepted as the annotation: Label Studio's converter to COCO
+accepted = [dict(t, id=i + 1, annotations=[{"id": i + 1, "result": t["predictions"][0]["result"]}])
+            for i, t in enumerate(tasks)]
+(out / "accepted.json").write_text(json.dumps(accepted))
+Converter(config=config, project_dir=None, download_resources=False).convert_to_coco(
+    str(out / "accepted.json"), str(out / "ls_coco"), is_dir=False)
+coco = json.loads((out / "ls_coco" / "result.json").read_text())
+names = {c["id"]: c["name"] for c in coco["categories"]}
+files = {i["id"]: i["file_name"] for i in coco["images"]}
+label_studio = [[files[a["image_id"]], names[a["category_id"]], a["bbox"], a["segmentation"]]
+                for a in coco["annotations"]]
+found = dm.Dataset.import_from(str(cvat / "annotations.xml"), "cvat")
+labels = found.categories()[dm.AnnotationType.label]
+datumaro = [[item.id, labels[a.label].name, a.type.name, [round(v, 3) for v in a.get_bbox()],
+             a.attributes.get("score")] for item in found for a in item.annotations]
+print(json.dumps({"valid": valid, "label_studio": label_studio, "datumaro": datumaro}))
+"""
+
+
+def owners_read(ls: Path, cvat: Path, images: Path, tmp_path: Path) -> dict:
+    """What Label Studio's SDK and Datumaro read from our files (in their own venv: `make test` builds it)."""
+    if not OWNERS_PYTHON.exists():
+        pytest.skip(f"{OWNERS_PYTHON}: the labeling tools' readers are not installed (`make test` installs them)")
+    folder = tmp_path / "owners"
+    folder.mkdir()
+    # Datumaro's CVAT layout: annotations.xml with the images under images/ beside it
+    shutil.copy(cvat / "annotations.xml", folder / "annotations.xml")
+    (folder / "images").symlink_to(images)
+    done = subprocess.run([str(OWNERS_PYTHON), "-c", OWNERS_SCRIPT, str(ls), str(folder), str(folder)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_tools_own_readers_accept_the_files(tmp_path):
+    """Label Studio's SDK: every prediction valid against the exported labeling interface, and its COCO converter
+    reads the boxes and polygons back; Datumaro's CVAT importer reads the boxes, polygons, labels and scores."""
+    for masks in (False, True):
+        labels = shapes_labels(tmp_path / str(masks), masks=masks)
+        root = tmp_path / str(masks)
+        write_label_studio(labels, root / "labelstudio")
+        write_cvat(labels, root / "cvat", "shapes")
+        read = owners_read(root / "labelstudio", root / "cvat", labels.dataset.root, root)
+        assert read["valid"] and all(read["valid"])
+        objects = [(r.file_name, k, r) for r in labels.dataset.records for k in range(len(r.labels))]
+        assert len(read["label_studio"]) == len(read["datumaro"]) == len(objects)
+        classes = labels.dataset.classes
+        for (name, k, record), (url, cls, bbox, polygon), (item, dm_cls, kind, dm_box, score) in zip(
+                objects, read["label_studio"], read["datumaro"]):
+            assert url.endswith(name) and item == name.rsplit(".", 1)[0]
+            assert cls == dm_cls == classes[record.labels[k]]
+            assert score == pytest.approx(labels.scores[name][k], abs=1e-5)
+            x1, y1, x2, y2 = record.boxes[k].tolist()
+            if not masks:
+                assert kind == "bbox" and not polygon
+                np.testing.assert_allclose(bbox, [x1, y1, x2 - x1, y2 - y1], atol=1e-3)
+                np.testing.assert_allclose(dm_box, [x1, y1, x2 - x1, y2 - y1], atol=1e-2)
+            else:  # the polygon's box lies within the mask's, at most a pixel in from each side
+                assert kind == "polygon" and polygon
+                px, py, pw, ph = dm_box
+                assert x1 <= px <= x1 + 1 and y1 <= py <= y1 + 1 and x2 - 1 <= px + pw <= x2 and y2 - 1 <= py + ph <= y2
+                rle = mask_utils.frPyObjects(polygon, record.height, record.width)
+                ours = decode_segmentations([record.segmentations[k]], record.height, record.width)[0]
+                theirs = mask_utils.decode(mask_utils.merge(rle))
+                assert (ours & theirs).sum() / (ours | theirs).sum() >= 0.75
+
+
+def test_the_formats_the_cli_offers_are_those_written():
+    assert set(LABEL_FORMATS) == set(FORMATS)
+
+
+def digest(folder: Path) -> str:
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())).hexdigest()
+
+
+@pytest.mark.assets
+def test_export_then_import_loses_and_moves_no_box(tmp_path, capsys, photos, monkeypatch):
+    """The COCO SSD's pre-labels of the real photos, in every format; Label Studio's and CVAT's files imported back
+    as datasets hold every box where the predictions put it (to 0.01 px), and pass `data check`; the photos are
+    unchanged."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(photos, tmp_path / "photos")
+    before = digest(tmp_path / "photos")
+    code, text = cli(capsys, "label", "export", REPO / "pipelines" / "coco_ssd_mobilenet_v2.yaml", "--source",
+                     "photos", "--out", "pre", "--format", *LABEL_FORMATS)
+    assert code == 0, text
+    predicted = json.loads((tmp_path / "pre" / "predictions" / "results.json").read_text())
+    names = {i["id"]: i["file_name"] for i in json.loads((tmp_path / "pre" / "predictions" / "images.json").read_text())
+             ["images"]}
+    expected = sorted((names[r["image_id"]], r["category_id"] - 1, *np.round(r["bbox"], 2)) for r in predicted)
+    assert len(expected) >= 5 and f"{len(expected)} objects" in text
+    for tool, file in (("labelstudio", "tasks.json"), ("cvat", "annotations.xml")):
+        code, text = cli(capsys, "label", "import", REPO / "pipelines" / "coco_ssd_mobilenet_v2.yaml",
+                         tmp_path / "pre" / tool / file, "--images", "photos", "--out", f"back_{tool}", "--format",
+                         "coco", "--predictions")
+        assert code == 0 and "data check: no problem" in text, text
+        back = read_dataset(tmp_path / f"back_{tool}", "coco", "train")
+        got = sorted((r.file_name, int(label), *np.round([x1, y1, x2 - x1, y2 - y1], 2))
+                     for r in back.records for (x1, y1, x2, y2), label in zip(r.boxes.tolist(), r.labels))
+        assert [g[:2] for g in got] == [e[:2] for e in expected]
+        np.testing.assert_allclose([g[2:] for g in got], [e[2:] for e in expected], atol=0.011)
+    for fmt in ("coco", "voc", "yolo"):  # the pre-labels as datasets: every box, to YOLO's precision
+        dataset = read_dataset(tmp_path / "pre" / fmt, fmt, "train", back.classes)
+        assert sum(len(r.boxes) for r in dataset.records) == len(expected)
+    assert digest(tmp_path / "photos") == before
+
+
+def bad_label_studio(tmp_path: Path) -> tuple[Path, Path]:
+    """Tasks of shapes images: good, another project's label, a missing image, a name leading out of the folder,
+    a rotated box, a brush region, not a task at all."""
+    labels = shapes_labels(tmp_path, masks=False)
+    write_label_studio(labels, tmp_path / "ls")
+    tasks = json.loads((tmp_path / "ls" / "tasks.json").read_text())
+    foreign = json.loads(json.dumps(tasks[1]))
+    foreign["predictions"][0]["result"][0]["value"]["rectanglelabels"] = ["giraffe"]
+    missing = dict(tasks[2], data={"image": "/data/local-files/?d=nested/gone.png"})
+    outside = dict(tasks[3], data={"file": "../../../../etc/passwd"})
+    rotated = json.loads(json.dumps(tasks[0]))
+    rotated["predictions"][0]["result"][0]["value"]["rotation"] = 30
+    rotated["predictions"][0]["result"].append({"type": "brushlabels", "value": {"brushlabels": ["disc"]}})
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps([tasks[0], foreign, missing, outside, rotated, "not a task"]))
+    return path, labels.dataset.root
+
+
+def test_what_a_labeling_tool_file_brings_is_reported_and_the_rest_imported(tmp_path, capsys):
+    pipeline = shapes_pipeline_file(tmp_path, PIPELINE, "shapes.yaml")
+    path, images = bad_label_studio(tmp_path)
+    code, text = cli(capsys, "label", "import", pipeline, path, "--images", images, "--out", tmp_path / "back",
+                     "--predictions")
+    assert code == 0, text
+    for said in ("'giraffe' (1×) is not one of the classes", "gone.png is not under", "points outside the dataset root",
+                 "rotated by 30°", "'brushlabels' regions are not read", "a task is a mapping"):
+        assert said in text, (said, text)
+    back = read_dataset(tmp_path / "back", "coco", "train")
+    assert len(back.records) == 3  # the good task, the foreign one (less its unknown box), the rotated one (less it)
+    assert all("passwd" not in r.file_name for r in back.records)
+    # nothing of ours in it: one message, nothing written
+    code, text = cli(capsys, "label", "import", pipeline, path, "--images", tmp_path / "src", "--out",
+                     tmp_path / "none")
+    assert code == 2 and "no labeled image" in text and not (tmp_path / "none").exists()
+    for content, said in (("{", "not Label Studio JSON"), ('{"tasks": 1}', "expected a list of tasks")):
+        (tmp_path / "broken.json").write_text(content)
+        code, text = cli(capsys, "label", "import", pipeline, tmp_path / "broken.json", "--images", images, "--out",
+                         tmp_path / "x")
+        assert code == 2 and said in text, text
+    code, text = cli(capsys, "label", "import", pipeline, tmp_path / "tasks.csv", "--images", images, "--out",
+                     tmp_path / "x")
+    assert code == 2 and "expected Label Studio JSON (.json) or CVAT" in text
+    code, text = cli(capsys, "label", "import", pipeline, path, "--images", images, "--out", tmp_path / "back",
+                     "--predictions")
+    assert code == 2 and "exists and is not empty" in text
+
+
+def test_a_cvat_file_with_shapes_we_do_not_read(tmp_path, capsys):
+    pipeline = shapes_pipeline_file(tmp_path, PIPELINE, "shapes.yaml")
+    labels = shapes_labels(tmp_path, masks=False)
+    write_cvat(labels, tmp_path / "cvat", "shapes")
+    root = ET.parse(tmp_path / "cvat" / "annotations.xml").getroot()
+    first, second = root.findall("image")[:2]
+    first.find("box").set("rotation", "15")
+    ET.SubElement(first, "polyline", {"label": "disc", "points": "1,2;3,4"})
+    second.set("name", "../../outside.png")
+    ET.SubElement(root, "track", {"id": "0", "label": "disc"})
+    (tmp_path / "bad.xml").write_text(ET.tostring(root, encoding="unicode"))
+    code, out = cli(capsys, "label", "import", pipeline, tmp_path / "bad.xml", "--images", labels.dataset.root,
+                    "--out", tmp_path / "back")
+    assert code == 0, out
+    for said in ("rotated by 15", "<polyline> shapes are not read", "points outside the dataset root",
+                 "video tracks are not read"):
+        assert said in out, (said, out)
+    assert len(read_dataset(tmp_path / "back", "coco", "train").records) == 3
+    (tmp_path / "broken.xml").write_text("<annotations><image")
+    code, out = cli(capsys, "label", "import", pipeline, tmp_path / "broken.xml", "--images", labels.dataset.root,
+                    "--out", tmp_path / "x")
+    assert code == 2 and "not CVAT XML" in out
+
+
+def test_label_says_which_pipelines_it_works_with(tmp_path, capsys):
+    from .test_fcn import fcn_pipeline
+
+    code, text = cli(capsys, "label", "export", fcn_pipeline(tmp_path), "--source", tmp_path)
+    assert code == 2 and "labels are read and written for detection, instance segmentation and classification" in text
