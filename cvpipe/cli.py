@@ -291,6 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "being the --source folder)")
     p.add_argument("--resume", action="store_true", help="go on from the predictions an earlier run left in --out")
     _add_set(p)
+    p = label.add_parser("audit", help="rank the labels of a split most likely to be wrong (missing, spurious, wrong "
+                                       "class, loose, duplicate boxes) against the model's predictions: audit.csv "
+                                       "and audit.html")
+    p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
+    p.add_argument("--split", choices=("train", "val", "test"), default="train", help="which split (default train)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: <run>/audit-SPLIT)")
+    p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
+    p.add_argument("--conf", type=CONFIDENCE, default=None,
+                   help="the score from which a prediction counts as confident (default: the checkpoint's best-F1 "
+                        "threshold)")
+    p.add_argument("--resume", action="store_true", help="go on from the predictions an earlier run left in --out")
+    _add_set(p)
     p = label.add_parser("import", help="corrected annotations from Label Studio (JSON export) or CVAT (CVAT for "
                                         "images 1.1 XML) into a new dataset folder, checked")
     p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
@@ -749,6 +761,24 @@ def cmd_label_export(args) -> int:
     return 0
 
 
+def cmd_label_audit(args) -> int:
+    report = _pipeline(args).audit(args.out, weights=args.weights, split=args.split, conf=args.conf,
+                                   resume=args.resume)
+    counts: dict[str, int] = {}
+    for finding in report.findings:
+        counts[finding.kind] = counts.get(finding.kind, 0) + 1
+    console.print(f"audit of {report.split}: {counted(report.images, 'image')}, {counted(report.labels, 'label')}; "
+                  f"predictions: {report.model}; confident: score ≥ {report.conf:g} ({report.conf_source})")
+    console.print(f"findings: {', '.join(f'{n} {kind}' for kind, n in counts.items()) or 'none'}")
+    for finding in report.findings[:5]:
+        console.print(f"  {finding.kind} {finding.score:.2f}: {finding.file}"
+                      + (f" {finding.label_class} {list(finding.label_box)}" if finding.label_box else "")
+                      + (f" (model: {finding.model_class} {list(finding.model_box)})" if finding.model_class else ""),
+                      markup=False)
+    console.print(f"→ {report.out / 'audit.csv'}, {report.out / 'audit.html'}")
+    return 0
+
+
 def cmd_label_import(args) -> int:
     from cvpipe.data.check import summarize
 
@@ -828,7 +858,8 @@ def _main(argv: list[str] | None) -> int:
         "augment": cmd_augment_preview, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
         "stylize": cmd_stylize, "video": cmd_video, "export": cmd_export,
         "benchmark": cmd_benchmark,
-        "label": lambda a: {"export": cmd_label_export, "import": cmd_label_import}[a.label_command](a),
+        "label": lambda a: {"export": cmd_label_export, "import": cmd_label_import,
+                            "audit": cmd_label_audit}[a.label_command](a),
     }
     try:
         return handlers[args.command](args)

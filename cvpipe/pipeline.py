@@ -129,6 +129,18 @@ class Pipeline:
         return export_prelabels(self.config, source, out, weights, formats=formats or TOOLS, conf=conf, resume=resume,
                                 image_url=image_url or LOCAL_FILES, console=self.console)
 
+    def audit(self, out: str | Path | None = None, *, weights: str | Path | None = None, split: str = "train",
+              conf: float | str | None = None, resume: bool = False):
+        """The labels of `split` most likely to be wrong, ranked against the model's predictions; audit.csv and
+        audit.html in `out` (default: audit-SPLIT/ beside the checkpoint): labeling/audit.py."""
+        from cvpipe.labeling.audit import audit
+        from cvpipe.labeling.prelabel import require_labels
+
+        require_labels(self.config)
+        weights = self._weights(weights)
+        out = Path(out) if out else self._output_dir(weights) / f"audit-{split}"
+        return audit(self.config, weights, out, split=split, conf=conf, resume=resume, console=self.console)
+
     def import_labels(self, file: str | Path, images: str | Path, out: str | Path, *, fmt: str | None = None,
                       split: str = "train", predictions: bool = False):
         """A labeling tool's corrected annotations (Label Studio JSON, CVAT XML) of the images under `images`, as a

@@ -4,6 +4,7 @@ moved on the way; and the files a user or another project brings, each reported 
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
@@ -19,6 +20,7 @@ from cvpipe.cli import LABEL_FORMATS
 from cvpipe.data.formats import read_dataset
 from cvpipe.data.records import Dataset, Record, decode_segmentations
 from cvpipe.data.synthetic import make_shapes
+from cvpipe.labeling.audit import box_findings, class_findings, ranked
 from cvpipe.labeling.cvat import read_cvat, write_cvat
 from cvpipe.labeling.label_studio import read_label_studio, write_label_studio
 from cvpipe.labeling.prelabel import FORMATS
@@ -283,3 +285,74 @@ def test_label_says_which_pipelines_it_works_with(tmp_path, capsys):
 
     code, text = cli(capsys, "label", "export", fcn_pipeline(tmp_path), "--source", tmp_path)
     assert code == 2 and "labels are read and written for detection, instance segmentation and classification" in text
+
+
+# ----------------------------------------------------------------------------- audit
+
+
+def test_each_kind_of_label_error_by_hand():
+    """Labels against predictions (confident from 0.5), each rule once, scores computed by hand."""
+    def record(boxes, labels):
+        return Record(Path("x.png"), "x.png", 1, 100, 60, np.array(boxes, np.float32), np.array(labels, np.int64))
+
+    labels = record([[0, 0, 10, 10],        # A: a prediction on it (IoU 1): right
+                     [20, 0, 30, 10],       # B: the only prediction of its class near is 4 px off: loose
+                     [40, 0, 50, 10],       # C: the model sees class 0 there at 0.8, its own class at 0.3
+                     [60, 0, 70, 10],       # D: the model sees something there at 0.2 only: spurious
+                     [0, 0, 10, 10.5],      # E: A again: duplicate
+                     [0, 40, 10, 50]], [0, 0, 1, 0, 0, 1])  # F: matched at IoU 8/12: loose
+    predictions = record([[0, 0, 10, 10], [24, 0, 34, 10], [40, 0, 50, 10], [40, 0, 50, 10], [61, 0, 71, 10],
+                          [80, 0, 90, 10], [81, 0, 91, 10], [0, 20, 10, 30], [2, 40, 12, 50]],
+                         [0, 0, 0, 1, 0, 0, 0, 0, 1])
+    scores = np.array([0.95, 0.9, 0.8, 0.3, 0.2, 0.7, 0.6, 0.3, 0.9])
+    found = ranked(box_findings(labels, predictions, scores, ["a", "b"], "x.png", conf=0.5))
+    assert [(f.kind, f.score, f.label_box[:1], f.model_box[:1]) for f in found] == [
+        ("duplicate", round(100 / 105, 5), (0.0,), ()),
+        ("spurious", 0.8, (60.0,), ()),
+        ("missing", 0.7, (), (80.0,)),           # and not its neighbour at 81: the same object
+        ("loose", round(0.9 * (1 - 60 / 140), 5), (20.0,), (24.0,)),
+        ("wrong class", 0.5, (40.0,), (40.0,)),
+        ("loose", round(0.9 * (1 - 8 / 12), 5), (0.0,), (2.0,)),
+    ]
+    assert found[4].label_class == "b" and found[4].model_class == "a"
+    assert box_findings(record([], []), record([], []), np.zeros(0), ["a"], "x.png", conf=0.5) == []
+    image_class = Record(Path("x.png"), "x.png", 1, 10, 10, label=1)
+    said = class_findings(image_class, Record(Path("x.png"), "x.png", 1, 10, 10, label=0), np.array([0.875]),
+                          ["a", "b"], "x.png")
+    assert [(f.kind, f.score, f.label_class, f.model_class) for f in said] == [("wrong class", 0.875, "b", "a")]
+
+
+@pytest.mark.assets
+def test_the_audit_finds_each_corruption_of_real_photos_labels(tmp_path, capsys, photos, monkeypatch):
+    """The COCO SSD's confident detections of the photos taken as labels, then one of each error made by hand:
+    a person dropped, a box on the sky, a cat called a dog, a motorcycle's box moved by 40 % of its width, a tie
+    labeled twice. The audit lists exactly those five, drawn on its page."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(photos, tmp_path / "photos")
+    pipeline = REPO / "pipelines" / "coco_ssd_mobilenet_v2.yaml"
+    assert cli(capsys, "label", "export", pipeline, "--source", "photos", "--out", "pre", "--format", "coco",
+               "--conf", "0.5")[0] == 0
+    annotations = tmp_path / "pre" / "coco" / "train" / "annotations.json"
+    coco = json.loads(annotations.read_text())
+    category = {c["name"]: c["id"] for c in coco["categories"]}
+    image = {i["file_name"]: i["id"] for i in coco["images"]}
+    named = {(next(f for f, i in image.items() if i == a["image_id"]), a["category_id"]): a for a in coco["annotations"]}
+    person, cat = named[("grace_hopper.jpg", category["person"])], named[("chelsea.png", category["cat"])]
+    motorcycle, tie = named[("motorcycle_left.png", category["motorcycle"])], named[("grace_hopper.jpg", category["tie"])]
+    coco["annotations"].remove(person)
+    cat["category_id"] = category["dog"]
+    motorcycle["bbox"][0] += 0.4 * motorcycle["bbox"][2]
+    coco["annotations"] += [dict(tie, id=1000, bbox=[v + 2 for v in tie["bbox"][:2]] + tie["bbox"][2:]),
+                            {"id": 1001, "image_id": image["rocket.jpg"], "category_id": category["person"],
+                             "bbox": [10, 10, 50, 50], "area": 2500, "iscrowd": 0}]
+    annotations.write_text(json.dumps(coco))
+    code, text = cli(capsys, "label", "audit", pipeline, "--set", f"data.root={tmp_path / 'pre' / 'coco'}",
+                     "data.format=coco", "data.train=train", "--out", "audit", "--conf", "0.5")
+    assert code == 0 and "not trained on these labels" in text, text
+    rows = list(csv.DictReader((tmp_path / "audit" / "audit.csv").open()))
+    assert sorted((r["kind"], r["file"], r["class"], r["model_class"]) for r in rows) == [
+        ("duplicate", "grace_hopper.jpg", "tie", ""), ("loose", "motorcycle_left.png", "motorcycle", "motorcycle"),
+        ("missing", "grace_hopper.jpg", "", "person"), ("spurious", "rocket.jpg", "person", ""),
+        ("wrong class", "chelsea.png", "dog", "cat")]
+    page = (tmp_path / "audit" / "audit.html").read_text()
+    assert page.count("<figure>") == 5 and "5. loose" in page

@@ -146,7 +146,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
     names = [image_name(f, root) for f in files]
     run = PredictRun.start(config, out, names, classes, weights, conf=conf, resume=resume, shard=shard)
     task, todo, report = run.task, run.todo, run.report
-    console.print(f"predict: {counted(len(files), 'image')} from {source}"
+    console.print(f"predict: {counted(len(files), 'image')} from {root if isinstance(source, list) else source}"
                   + (f", {report.resumed} already done" if report.resumed else "")
                   + (f", shard {k}/{shards} ({len(todo)} to do)" if shards > 1 else "")
                   + (f", test-time augmentation: {describe(config.tta)}" if config.tta.enabled else "")

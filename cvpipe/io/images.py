@@ -45,10 +45,15 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def discover(source: str | Path, *, exclude: Path | None = None) -> tuple[list[Path], Path]:
-    """Image files under a folder (recursive), a single file, or a glob; plus the root names are relative to.
-    Files under `exclude` (a command's output folder inside its source) are left out, so a second run never
-    reads the first one's annotated copies as input."""
+def discover(source: str | Path | list[Path], *, exclude: Path | None = None) -> tuple[list[Path], Path]:
+    """Image files under a folder (recursive), a single file, a glob, or a list of files (a dataset split's, as
+    given); plus the root names are relative to. Files under `exclude` (a command's output folder inside its
+    source) are left out, so a second run never reads the first one's annotated copies as input."""
+    if isinstance(source, list):
+        if not source:
+            raise CvpipeError("no image files to run on")
+        files = [Path(p).resolve() for p in source]
+        return files, Path(os.path.commonpath([f.parent for f in files]))
     path = find_data(source)
     if path.is_dir():
         files, root = list_images(path), path

@@ -36,8 +36,9 @@ def _png_data(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
-def _jpeg_data(rgb: np.ndarray) -> str:
-    scale = min(1.0, EXAMPLE_SIDE / max(rgb.shape[:2]))
+def jpeg_data(rgb: np.ndarray, side: int = EXAMPLE_SIDE) -> str:
+    """A picture as inline JPEG data, downscaled to `side` pixels on its long side where larger."""
+    scale = min(1.0, side / max(rgb.shape[:2]))
     if scale < 1:
         rgb = scaled(rgb, scale)
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
@@ -68,7 +69,7 @@ def render_report(title: str, facts: list[tuple[str, str]], metrics, records: di
     sections.append(f'<h2>Plots</h2><div class="plots">{images}</div>')
     examples = metrics.examples(records, classes)
     if examples:
-        figures = "".join(f'<figure><img alt="{html.escape(caption)}" src="{_jpeg_data(picture)}">'
+        figures = "".join(f'<figure><img alt="{html.escape(caption)}" src="{jpeg_data(picture)}">'
                           f"<figcaption>{html.escape(caption)}</figcaption></figure>" for caption, picture in examples)
         sections.append(f'<h2>Worst val images</h2><div class="examples">{figures}</div>')
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
