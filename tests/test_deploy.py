@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +88,38 @@ def test_openvino_fp32_computes_in_fp32_and_reads_onnx_too(trained_classifier, t
     assert load_exported(tmp_path / "m.onnx", "openvino").runtime == "openvino"
     with pytest.raises(ConfigError, match="runs with --backend openvino"):
         load_exported(tmp_path / "m.xml", "onnxruntime")
+
+
+def test_ctrl_c_after_openvino_models_interrupts_and_does_not_crash(trained_classifier):
+    """Two OpenVINO models released in the order they were made leave the thread a freed signal stack (OpenVINO's
+    CPU plugin); the next SIGTERM or Ctrl-C must still interrupt, not crash (engine/signal_stack.py). In a fresh
+    process: the crash it guards against would take this one down."""
+    _, best, path = trained_classifier
+    script = f"""
+import os, signal, torch
+from cvpipe.cli import terminate_as_interrupt
+from cvpipe.engine.exported import OpenVinoModel
+from cvpipe.engine.onnx_graph import onnx_bytes
+from cvpipe.engine.runtime import inference_model
+from cvpipe.loading import load_pipeline
+config = load_pipeline({str(path)!r})
+model = inference_model(config, {str(best)!r}, torch.device("cpu"), "pytorch").model
+graph = onnx_bytes(model, config, ["blue", "green", "red"])
+models = [OpenVinoModel(graph), OpenVinoModel(graph)]
+for model in models:
+    model(torch.rand(2, 3, 32, 32))
+del models, model
+try:
+    with terminate_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100000):
+            pass
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "interrupted", (done.returncode, done.stderr[-2000:])
 
 
 def test_an_export_that_loses_accuracy_is_refused_and_kept_aside(trained_classifier, monkeypatch, capsys):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from cvpipe.engine.signal_stack import give_valid_stack
 from cvpipe.errors import ConfigError
 from cvpipe.io.model_files import EXPORTED, PRECISION_KEY, openvino_core, openvino_metadata
 from cvpipe.tasks import get_task
@@ -104,6 +105,12 @@ class OpenVinoModel(ExportedModel):
     def run_graph(self, x):
         self.request.infer([x], share_inputs=True)
         return [self.request.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
+
+    def __del__(self):
+        """Released here, so that the thread's signal stack can be made valid again after OpenVINO's CPU plugin
+        (engine/signal_stack.py)."""
+        self.request = self.compiled = None
+        give_valid_stack()
 
 
 RUNNERS = {"onnxruntime": OnnxModel, "openvino": OpenVinoModel}
