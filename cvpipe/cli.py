@@ -291,6 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "being the --source folder)")
     p.add_argument("--resume", action="store_true", help="go on from the predictions an earlier run left in --out")
     _add_set(p)
+    p = label.add_parser("select", help="choose which images (or windows of large images) of an unlabeled pool to "
+                                        "label next: uncertain, disagreeing with the test-time views, and unlike "
+                                        "each other")
+    p.add_argument("pipeline", type=Path, help=PIPELINE_HELP)
+    p.add_argument("--source", required=True, help="the unlabeled pool: a folder (searched recursively), file or glob")
+    p.add_argument("--budget", type=POSITIVE_INT, required=True, help="how many images or windows to pick")
+    p.add_argument("--out", type=Path, default=None,
+                   help="a new folder for this round (default: <run>/select): selection.csv, images/, labelstudio/, "
+                        "cvat/")
+    p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the latest run's best.pt)")
+    p.add_argument("--conf", type=CONFIDENCE, default=None, help=CONF_HELP)
+    _add_set(p)
     p = label.add_parser("audit", help="rank the labels of a split most likely to be wrong (missing, spurious, wrong "
                                        "class, loose, duplicate boxes) against the model's predictions: audit.csv "
                                        "and audit.html")
@@ -761,6 +773,20 @@ def cmd_label_export(args) -> int:
     return 0
 
 
+def cmd_label_select(args) -> int:
+    report = _pipeline(args).select(args.source, args.out, weights=args.weights, budget=args.budget, conf=args.conf)
+    console.print(f"picked {len(report.picked)} of {counted(report.candidates, 'candidate')} (images, or windows of "
+                  "the images the pipeline slices)"
+                  + (f"; {len(report.skipped)} unreadable skipped, e.g. {report.skipped[0][0]}: {report.skipped[0][1]}"
+                     if report.skipped else ""))
+    for rank, candidate in enumerate(report.picked[:5], start=1):
+        console.print(f"  {rank}. {candidate.name}: uncertainty {candidate.uncertainty:.2f}, disagreement "
+                      f"{candidate.disagreement:.2f}", markup=False)
+    console.print(f"→ {report.out}: selection.csv, images/, "
+                  + ", ".join(f"{fmt}/ ({', '.join(files)})" for fmt, files in report.written.items()))
+    return 0
+
+
 def cmd_label_audit(args) -> int:
     report = _pipeline(args).audit(args.out, weights=args.weights, split=args.split, conf=args.conf,
                                    resume=args.resume)
@@ -859,7 +885,7 @@ def _main(argv: list[str] | None) -> int:
         "stylize": cmd_stylize, "video": cmd_video, "export": cmd_export,
         "benchmark": cmd_benchmark,
         "label": lambda a: {"export": cmd_label_export, "import": cmd_label_import,
-                            "audit": cmd_label_audit}[a.label_command](a),
+                            "audit": cmd_label_audit, "select": cmd_label_select}[a.label_command](a),
     }
     try:
         return handlers[args.command](args)

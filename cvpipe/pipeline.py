@@ -129,6 +129,18 @@ class Pipeline:
         return export_prelabels(self.config, source, out, weights, formats=formats or TOOLS, conf=conf, resume=resume,
                                 image_url=image_url or LOCAL_FILES, console=self.console)
 
+    def select(self, source: str | Path, out: str | Path | None = None, *, budget: int,
+               weights: str | Path | None = None, conf: float | str | None = None):
+        """The `budget` images (or windows) of the pool under `source` to label next, with their pre-labels, in
+        `out` (default: select/ beside the checkpoint): labeling/select.py."""
+        from cvpipe.labeling.prelabel import require_labels
+        from cvpipe.labeling.select import select
+
+        require_labels(self.config)
+        weights = self._weights(weights)
+        out = Path(out) if out else self._output_dir(weights) / "select"
+        return select(self.config, source, out, weights, budget=budget, conf=conf, console=self.console)
+
     def audit(self, out: str | Path | None = None, *, weights: str | Path | None = None, split: str = "train",
               conf: float | str | None = None, resume: bool = False):
         """The labels of `split` most likely to be wrong, ranked against the model's predictions; audit.csv and

@@ -12,6 +12,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
@@ -20,11 +21,14 @@ from cvpipe.cli import LABEL_FORMATS
 from cvpipe.data.formats import read_dataset
 from cvpipe.data.records import Dataset, Record, decode_segmentations
 from cvpipe.data.synthetic import make_shapes
+from cvpipe.io.images import read_image, write_image
 from cvpipe.labeling.audit import box_findings, class_findings, ranked
 from cvpipe.labeling.cvat import read_cvat, write_cvat
 from cvpipe.labeling.label_studio import read_label_studio, write_label_studio
 from cvpipe.labeling.prelabel import FORMATS
 from cvpipe.labeling.regions import Labels
+from cvpipe.labeling.select import disagreement, k_center, uncertainty
+from cvpipe.ops.detections import Detections
 
 from .conftest import REPO, shapes_pipeline_file
 from .test_engine import PIPELINE
@@ -356,3 +360,58 @@ def test_the_audit_finds_each_corruption_of_real_photos_labels(tmp_path, capsys,
         ("wrong class", "chelsea.png", "dog", "cat")]
     page = (tmp_path / "audit" / "audit.html").read_text()
     assert page.count("<figure>") == 5 and "5. loose" in page
+
+
+# ----------------------------------------------------------------------------- select
+
+
+def test_uncertainty_disagreement_and_diversity_by_hand():
+    assert uncertainty(np.array([0.9, 0.5, 0.2])) == pytest.approx(0.1 + 0.5 + 0.2)
+    assert uncertainty(np.zeros(0)) == 0.0
+
+    def found(boxes, labels, scores):
+        return Detections(np.array(boxes, np.float32).reshape(-1, 4), np.array(scores), np.array(labels))
+
+    plain = found([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]], [0, 0, 1], [0.9, 0.8, 0.6])
+    views = found([[1, 0, 11, 10], [40, 0, 50, 10], [60, 0, 70, 10]], [0, 0, 0], [0.9, 0.7, 0.2])
+    # confident (≥ 0.5): plain 3, views 2; matched: the first pair (IoU 9/11) only (the third differs in class)
+    assert disagreement(plain, views, 0.5) == pytest.approx(1 - 1 / (3 + 2 - 1))
+    assert disagreement(found([], [], []), found([], [], []), 0.5) == 0.0
+    # four candidates: two near-duplicates; k-center takes the first, then the farthest each time
+    features = np.array([[1, 0, 0], [0.99, 0.141, 0], [0, 1, 0], [0, 0, 1]], np.float64)
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    picked, distances = k_center(features, [0, 1, 2, 3], 3)
+    assert picked[0] == 0 and set(picked[1:]) == {2, 3} and distances[1] == pytest.approx(1.0)
+
+
+@pytest.mark.assets
+def test_select_picks_windows_of_a_large_image_with_their_pre_labels(tmp_path, capsys, photos, monkeypatch):
+    """A pool of the photos and one large image (a mosaic of them), sliced into 300-px windows: the picks are
+    written as images with their reasons, Label Studio tasks and CVAT XML of just those, readable back."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(photos, tmp_path / "pool")
+    tiles = [cv2.resize(read_image(p), (500, 500)) for p in sorted(photos.glob("*.[jp][pn]g"))[:6]]
+    write_image(tmp_path / "pool" / "large" / "mosaic.png", np.vstack([np.hstack(tiles[:3]), np.hstack(tiles[3:])]))
+    code, text = cli(capsys, "label", "select", REPO / "pipelines" / "coco_ssd_mobilenet_v2.yaml", "--source", "pool",
+                     "--budget", "4", "--out", "round1", "--set", "tiling.mode=auto", "tiling.size=300",
+                     "tiling.auto_above=2")
+    assert code == 0, text
+    rows = list(csv.DictReader((tmp_path / "round1" / "selection.csv").open()))
+    assert len(rows) == 4 and [int(r["rank"]) for r in rows] == [1, 2, 3, 4]
+    # the mosaic's 5 × 4 windows, the 640-px photos' 3 × 2 (china, flower, rocket, motorcycle), four photos whole
+    assert "picked 4 of 48 candidates" in text
+    for row in rows:
+        picture = read_image(tmp_path / "round1" / row["written_as"])
+        assert picture.shape[:2] == (int(row["height"]), int(row["width"])) and "wrong calls to expect" in row["why"]
+        if row["file"] == "large/mosaic.png":
+            assert int(row["width"]) <= 300 and row["written_as"].startswith("images/large/mosaic_x")
+    uncertain = [float(r["uncertainty"]) + float(r["disagreement"]) for r in rows]
+    assert uncertain[0] == max(uncertain)  # the most uncertain first, then the farthest of the shortlist
+    back = read_label_studio(tmp_path / "round1" / "labelstudio" / "tasks.json", tmp_path / "round1" / "images",
+                             None, predictions=True)
+    assert sorted(r.file_name for r in back.records) == sorted(r["written_as"][len("images/"):] for r in rows)
+    assert len(read_cvat(tmp_path / "round1" / "cvat" / "annotations.xml", tmp_path / "round1" / "images",
+                         None).records) == 4
+    code, text = cli(capsys, "label", "select", REPO / "pipelines" / "coco_ssd_mobilenet_v2.yaml", "--source", "pool",
+                     "--budget", "4", "--out", "round1")
+    assert code == 2 and "exists and is not empty" in text

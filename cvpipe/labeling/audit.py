@@ -47,7 +47,8 @@ class Finding:
     model_box: tuple[float, ...] = ()
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """torchvision's box IoU of two sets of xyxy boxes, as [len(a), len(b)]."""
     return box_iou(torch.as_tensor(a, dtype=torch.float64).reshape(-1, 4),
                    torch.as_tensor(b, dtype=torch.float64).reshape(-1, 4)).numpy()
 
@@ -63,7 +64,7 @@ def box_findings(labeled: Record, predicted: Record, scores: np.ndarray, classes
     gt, gt_labels = labeled.boxes.astype(np.float64).reshape(-1, 4), labeled.labels
     pred, pred_labels = predicted.boxes.astype(np.float64).reshape(-1, 4), predicted.labels
     scores = np.asarray(scores, np.float64)
-    overlap = _iou(gt, pred)  # [labels, predictions]
+    overlap = iou(gt, pred)  # [labels, predictions]
     findings: list[Finding] = []
 
     def finding(kind: str, score: float, g: int | None = None, p: int | None = None) -> Finding:
@@ -72,7 +73,7 @@ def box_findings(labeled: Record, predicted: Record, scores: np.ndarray, classes
                        _box(pred[p]) if p is not None else ())
 
     duplicate = np.zeros(len(gt), bool)
-    between = _iou(gt, gt)
+    between = iou(gt, gt)
     for g in range(len(gt)):
         earlier = [h for h in range(g) if not duplicate[h] and gt_labels[h] == gt_labels[g]
                    and between[g, h] >= DUPLICATE_IOU]
@@ -111,7 +112,7 @@ def box_findings(labeled: Record, predicted: Record, scores: np.ndarray, classes
         if not confident[p]:
             break
         alone = not len(gt) or overlap[:, p].max() < OVERLAP_IOU
-        if not used[p] and alone and not (reported and _iou(pred[[p]], pred[reported]).max() >= MATCH_IOU):
+        if not used[p] and alone and not (reported and iou(pred[[p]], pred[reported]).max() >= MATCH_IOU):
             reported.append(int(p))
             findings.append(finding("missing", scores[p], None, p))
     return findings
