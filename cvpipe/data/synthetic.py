@@ -83,3 +83,55 @@ def synthetic_coco(images: int, detections: int, *, classes: int = 3, seed: int 
                             "bbox": [float(rng.uniform(0, 600)), float(rng.uniform(0, 440)), float(w), float(h)],
                             "score": float(rng.beta(1, 3))})
     return gt, results
+
+
+def corrupt_labels(dataset: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, list[tuple[str, str, tuple]]]:
+    """A copy of a box dataset with `fraction` of its boxes made wrong in the ways people get labels wrong, in
+    equal shares: dropped ("missing"), added on background ("spurious": a box of a real box's size where it
+    overlaps none), moved by 30–50 % of its size ("loose"), and given another class ("wrong class", where there
+    are several). Returns (the copy, each corruption as (file, kind, box): the box as it is labeled now, or for a
+    dropped box the box that was there), for simulating `cvpipe label audit` (benches/labeling.py). Masks are
+    dropped."""
+    import copy
+
+    import torch
+    from torchvision.ops import box_iou
+
+    rng = np.random.default_rng(seed)
+    kinds = ["missing", "spurious", "loose"] + (["wrong class"] if len(dataset.classes) > 1 else [])
+    out = copy.deepcopy(dataset)
+    objects = [(r, k) for r in out.records for k in range(len(r.boxes))]
+    chosen = rng.choice(len(objects), size=round(fraction * len(objects)), replace=False)
+    truth: list[tuple[str, str, tuple]] = []
+    dropped: dict[int, list[int]] = {}
+    for n, index in enumerate(chosen):
+        record, k = objects[index]
+        kind, box = kinds[n % len(kinds)], record.boxes[k].copy()
+        truth.append((record.file_name, kind, tuple(np.round(box, 2).tolist())))
+        if kind == "missing":
+            dropped.setdefault(id(record), []).append(k)
+        elif kind == "loose":
+            w, h = box[2] - box[0], box[3] - box[1]
+            shift = rng.uniform(0.3, 0.5, 2) * [w, h] * rng.choice([-1, 1], 2)
+            record.boxes[k] = box + np.array([shift[0], shift[1], shift[0], shift[1]], np.float32)
+            truth[-1] = (record.file_name, kind, tuple(np.round(record.boxes[k], 2).tolist()))
+        elif kind == "wrong class":
+            record.labels[k] = rng.choice([c for c in range(len(dataset.classes)) if c != record.labels[k]])
+        else:  # spurious: a real box's size, somewhere it overlaps no box
+            w, h = box[2] - box[0], box[3] - box[1]
+            for _ in range(100):
+                x, y = rng.uniform(0, record.width - w), rng.uniform(0, record.height - h)
+                added = np.array([[x, y, x + w, y + h]], np.float32)
+                others = torch.from_numpy(record.boxes.reshape(-1, 4))
+                if not len(others) or box_iou(torch.from_numpy(added), others).max() < 0.05:
+                    record.boxes = np.concatenate([record.boxes, added])
+                    record.labels = np.append(record.labels, record.labels[k])
+                    truth[-1] = (record.file_name, kind, tuple(np.round(added[0], 2).tolist()))
+                    break
+            else:
+                truth.pop()  # nowhere free
+    for record in out.records:
+        gone = dropped.get(id(record), [])
+        keep = np.array([k not in gone for k in range(len(record.boxes))], bool)
+        record.boxes, record.labels, record.segmentations = record.boxes[keep], record.labels[keep], None
+    return out, truth
