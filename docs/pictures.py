@@ -5,7 +5,7 @@ plots and report, the annotated val image), runs the rest itself under runs/pict
 photos and on the street video, short FCN and Mask R-CNN fine-tunes on the nuclei, Gatys style transfer, an
 augmentation preview, the live page in headless Chromium) and writes the pictures to docs/img/. Each step prints
 the command it runs; one that fails stops the script with its output. STEP names some of the steps (augment,
-coco, video, live, style, nuclei, demo, site) to make only their pictures again; `site` screenshots the built
+coco, label, video, live, style, nuclei, demo, site) to make only their pictures again; `site` screenshots the built
 site's quickstart and a task page, last, so that they show the new pictures.
 """
 
@@ -83,6 +83,26 @@ def coco_pictures() -> None:
     out = WORK / "coco"
     cvpipe("predict", "coco_ssd_mobilenet_v2", "--source", "data/photos", "--out", str(out))
     save("predict_coco.jpg", row([read(out / "images" / name) for name in PHOTOS], 300))
+
+
+def label_audit_picture() -> None:
+    """`cvpipe label audit`'s page: the COCO SSD's confident detections of the photos as labels, half of them made
+    wrong (data.synthetic.corrupt_labels), audited with the same model."""
+    from cvpipe.data.formats import read_dataset, write_dataset
+    from cvpipe.data.synthetic import corrupt_labels
+
+    cvpipe("data", "fetch", "photos")
+    cvpipe("weights", "fetch", "ssd_mobilenet_v2.coco")
+    out = WORK / "label"
+    shutil.rmtree(out, ignore_errors=True)
+    cvpipe("label", "export", "coco_ssd_mobilenet_v2", "--source", "data/photos", "--out", str(out / "pre"),
+           "--format", "coco", "--conf", "0.5")
+    labels = read_dataset(out / "pre" / "coco", "coco", "train")
+    corrupted, _ = corrupt_labels(labels, 0.5, seed=0)
+    write_dataset(corrupted, out / "labeled", "coco", "train")
+    cvpipe("label", "audit", "coco_ssd_mobilenet_v2", "--set", f"data.root={out / 'labeled'}", "data.format=coco",
+           "data.train=train", "--out", str(out / "audit"), "--conf", "0.5")
+    screenshot((out / "audit" / "audit.html").as_uri(), IMG / "label_audit.png", (1100, 900))
 
 
 def augment_picture() -> None:
@@ -194,7 +214,8 @@ def main() -> None:
 
 
 # in this order; "demo" is filled in by main() with the run folder
-STEPS = {"augment": augment_picture, "coco": coco_pictures, "video": video_pictures, "live": live_view,
+STEPS = {"augment": augment_picture, "coco": coco_pictures, "label": label_audit_picture, "video": video_pictures,
+         "live": live_view,
          "style": style_picture, "nuclei": nuclei_pictures, "demo": None, "site": site_pictures}
 
 if __name__ == "__main__":

@@ -247,7 +247,8 @@ def test_what_a_labeling_tool_file_brings_is_reported_and_the_rest_imported(tmp_
     code, text = cli(capsys, "label", "import", pipeline, path, "--images", tmp_path / "src", "--out",
                      tmp_path / "none")
     assert code == 2 and "no labeled image" in text and not (tmp_path / "none").exists()
-    for content, said in (("{", "not Label Studio JSON"), ('{"tasks": 1}', "expected a list of tasks")):
+    for content, said in (("{", "not Label Studio JSON"), ('{"tasks": 1}', "expected a list of tasks"),
+                          ("[" * 100_000, "nested too deeply")):
         (tmp_path / "broken.json").write_text(content)
         code, text = cli(capsys, "label", "import", pipeline, tmp_path / "broken.json", "--images", images, "--out",
                          tmp_path / "x")

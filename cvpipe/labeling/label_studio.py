@@ -129,6 +129,8 @@ def read_label_studio(path: Path, images: Path, classes: list[str] | None, *, pr
         tasks = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: not Label Studio JSON ({e}); export the project as JSON") from None
+    except RecursionError:
+        raise DataError(f"{path}: not Label Studio JSON (nested too deeply to read)") from None
     if isinstance(tasks, dict) and "data" in tasks:
         tasks = [tasks]
     if not isinstance(tasks, list):
