@@ -67,7 +67,8 @@ class Task(ABC):
     eval_transform: ClassVar[bool] = True
     tracks: ClassVar[bool] = False  # video.track applies (there are boxes to follow)
     thresholded: ClassVar[bool] = False  # predict and video keep outputs scoring ≥ a confidence (--conf)
-    # export: the graph's input name and whether it is one CHW image (detectors) or an NCHW batch
+    # export: the graph's input name: "image" for a batch of one image (detectors: NMS inside leaves each image its
+    # own number of boxes), else an NCHW batch of any size
     export_input: ClassVar[str] = "images"
     export_outputs: ClassVar[tuple[str, ...]] = ("logits",)  # an NCHW batch in, class scores out (classify, segment)
     export_check: ClassVar[str | None] = None  # the stat an export is re-scored on (`export.tolerance`); None: none
