@@ -52,7 +52,7 @@ def model_version(config: PipelineConfig, weights: Path | None) -> str:
     """What made the pre-labels, as the labeling tools show it: the pipeline and its checkpoint (and the
     checkpoint's date), or its ready weights."""
     if weights is None:
-        return f"{config.name} ({config.model.backbone.weights or 'ready weights'})"
+        return f"{config.name} ({config.model.weights or config.model.backbone.weights or 'untrained'})"
     stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(Path(weights).stat().st_mtime))
     return f"{config.name} {Path(weights).name} {stamp}"
 
