@@ -118,8 +118,10 @@ class RefiningRoIHeads(RoIHeads):
         per_image = zip(refined.split(counts), second.split(counts)) if len(result) > 1 else [(refined, second)]
         for found, (image_boxes, scores), shape in zip(result, per_image, image_shapes):
             scores = (found["scores"] + scores) / 2
-            order = scores.argsort(descending=True)  # best first again (the mean can reorder them); ONNX has no
-            # stable sort
+            # best first again (the mean can reorder them); ties in their order, except in an exported graph (ONNX
+            # has no stable sort)
+            order = (scores.argsort(descending=True) if torch.onnx.is_in_onnx_export()
+                     else scores.argsort(descending=True, stable=True))
             found.update(boxes=clip_boxes_to_image(image_boxes, shape)[order], scores=scores[order],
                          labels=found["labels"][order])
         return result, losses
