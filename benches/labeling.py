@@ -129,6 +129,7 @@ def select_run(seed: int, rounds: int, round_boxes: int, minutes: float, tmp: Pa
     from cvpipe.engine.runtime import inference_model
     from cvpipe.labeling.select import backbone_of, candidates_of, pick
     from cvpipe.ops.device import resolve_device
+    from cvpipe.ops.slicing import slice_origins, slices_needed
     from cvpipe.ops.threshold import resolve_conf
 
     source = fetch_dataset("treecrowns")
@@ -140,7 +141,6 @@ def select_run(seed: int, rounds: int, round_boxes: int, minutes: float, tmp: Pa
     base = Pipeline.from_yaml(PIPELINE, [f"data.root={source}"], console=QUIET).config
     # every window of the pool, with its true boxes (the labels a person would draw there)
     pool_windows: list[tuple[Record, tuple]] = []
-    from cvpipe.ops.slicing import slice_origins, slices_needed
 
     def windows_of(record: Record) -> list[tuple]:
         size = slices_needed(base, record.height, record.width) or max(record.height, record.width)
@@ -165,12 +165,11 @@ def select_run(seed: int, rounds: int, round_boxes: int, minutes: float, tmp: Pa
             if strategy == "random":
                 order = rng.sample(free, len(free))
             else:  # the model of the previous round ranks the free windows
-                config = Pipeline.from_yaml(PIPELINE, [f"data.root={source}"], console=QUIET).config
                 device = resolve_device("cpu")
-                model = inference_model(config, best, device, "pytorch").model
-                conf, _ = resolve_conf(None, best, views=config.tta.enabled)
+                model = inference_model(base, best, device, "pytorch").model
+                conf, _ = resolve_conf(None, best, views=base.tta.enabled)
                 backbone = backbone_of(model)
-                candidates = [c for record in pool for c in candidates_of(config, model, backbone, record.path,
+                candidates = [c for record in pool for c in candidates_of(base, model, backbone, record.path,
                                                                           record.file_name, device, conf)
                               if (record.file_name, c.window) not in taken]
                 order = [(next(r for r in pool if r.file_name == c.file), c.window)

@@ -157,9 +157,7 @@ def read_label_studio(path: Path, images: Path, classes: list[str] | None, *, pr
         if result is None:
             problems.append(Problem("not labeled", f"{where} ({name})", source, fatal=False, skipped=True))
             continue
-        record = _record(result, image, file_name, len(records) + 1, classes, where, problems, unknown, learn)
-        if record is not None:
-            records.append(record)
+        records.append(_record(result, image, file_name, len(records) + 1, classes, where, problems, unknown, learn))
     problems += [Problem("unknown label", f"{path}", f"{name!r} ({count}×) is not one of the classes {classes}; "
                          "those regions are left out (is this another project's export?)", skipped=True)
                  for name, count in unknown.items()]
@@ -167,7 +165,7 @@ def read_label_studio(path: Path, images: Path, classes: list[str] | None, *, pr
 
 
 def _record(result: list, image: Path, file_name: str, image_id: int, classes: list[str], where: str,
-            problems: list[Problem], unknown: Counter, learn: bool) -> Record | None:
+            problems: list[Problem], unknown: Counter, learn: bool) -> Record:
     """One task's regions as a record: boxes from rectangles, boxes and polygons from polygons, a class from
     choices. Regions that are not those, or not numbers, are reported and left out."""
     boxes, labels, segmentations, label = [], [], [], None

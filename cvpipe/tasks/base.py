@@ -19,6 +19,7 @@ from torch import nn
 
 from cvpipe.config import PipelineConfig, get_key
 from cvpipe.data.records import Dataset, Record
+from cvpipe.errors import CvpipeError
 from cvpipe.ops.device import device_type
 
 GPU_BATCH = 16  # images (or slices) per forward pass on a GPU where eval.batch_size / tiling.batch are unset
@@ -157,7 +158,8 @@ class Task(ABC):
     def prelabel(self, entry: dict, path: Path, file_name: str, image_id: int) -> tuple[Record, np.ndarray]:
         """A predict journal entry as the labels a person reviews (`cvpipe label export`): a record and each
         object's score."""
-        raise NotImplementedError(f"{self.name}: its outputs are not labels `cvpipe label` edits")
+        raise CvpipeError(f"cvpipe label: a {self.name} pipeline's outputs are not labels a labeling tool edits; "
+                          "labels are read and written for detection, instance segmentation and classification")
 
     # ------------------------------------------------------------------ video
     @abstractmethod
