@@ -43,14 +43,17 @@ PIPELINE = "treecrowns_faster_rcnn"
 QUIET = Console(quiet=True)
 
 
+def settings(root: Path, out: Path, seed: int, minutes: float | None) -> list[str]:
+    """The pipeline on the dataset at `root` (train and val splits, VOC). With `minutes`, a short budget, the val
+    image is scored every 50 epochs only: each scoring of its 574 crowns takes ~25 s, which a 2-minute budget of
+    one-window epochs would otherwise spend twenty times over."""
+    found = [f"data.root={root}", f"output.dir={out}", f"train.seed={seed}"]
+    return found + ([f"train.time_limit={minutes}", "eval.interval=50"] if minutes else [])
+
+
 def trained(root: Path, out: Path, seed: int, minutes: float | None) -> tuple[Pipeline, Path]:
-    """The pipeline trained on the dataset at `root` (train and val splits, VOC). With `minutes`, a short budget,
-    the val image is scored every 50 epochs only: each scoring of its 574 crowns takes ~25 s, which a 2-minute
-    budget of one-window epochs would otherwise spend twenty times over."""
-    settings = [f"data.root={root}", f"output.dir={out}", f"train.seed={seed}"]
-    if minutes:
-        settings += [f"train.time_limit={minutes}", "eval.interval=50"]
-    pipeline = Pipeline.from_yaml(PIPELINE, settings, console=QUIET)
+    """The pipeline trained on the dataset at `root` (`settings`)."""
+    pipeline = Pipeline.from_yaml(PIPELINE, settings(root, out, seed, minutes), console=QUIET)
     return pipeline, pipeline.fit(tensorboard=False).best
 
 
@@ -82,13 +85,18 @@ def is_found(finding, truth: tuple[str, str, tuple]) -> bool:
     return bool(mine) and iou(np.array([mine]), np.array([box]))[0, 0] >= (0.5 if kind == "missing" else 0.9)
 
 
-def audit_run(seed: int, minutes: float | None, tmp: Path) -> dict:
+def audit_run(seed: int, minutes: float | None, folds: int, tmp: Path) -> dict:
     source = fetch_dataset("treecrowns")
     clean = read_dataset(source, "voc", "train", ["Tree"])
     corrupted, truth = corrupt_labels(clean, 0.1, seed)
     root = with_val(tmp / f"audit{seed}" / "data", corrupted, source)
-    pipeline, best = trained(root, tmp / f"audit{seed}" / "runs", seed, minutes)
-    report = pipeline.audit(tmp / f"audit{seed}" / "audit", weights=best, split="train")
+    if folds:  # K models, each trained without the labels it audits
+        pipeline = Pipeline.from_yaml(PIPELINE, settings(root, tmp / f"audit{seed}" / "runs", seed, minutes),
+                                      console=QUIET)
+        report = pipeline.audit(tmp / f"audit{seed}" / "audit", split="train", folds=folds)
+    else:  # the model trained on the corrupted labels
+        pipeline, best = trained(root, tmp / f"audit{seed}" / "runs", seed, minutes)
+        report = pipeline.audit(tmp / f"audit{seed}" / "audit", weights=best, split="train")
     run = {"seed": seed, "boxes": sum(len(r.boxes) for r in clean.records), "corrupted": len(truth)}
     for kind in KINDS:
         wanted = [t for t in truth if t[1] == kind]
@@ -206,17 +214,20 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=None, help="training budget per run (default: the pipeline's)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--round-boxes", type=int, default=60)
+    parser.add_argument("--folds", type=int, default=0, help="audit: with K out-of-fold models (`--folds K`)")
     args = parser.parse_args()
     path = RESULTS / "labeling.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     results.pop("machine", None)
     with tempfile.TemporaryDirectory() as tmp:
         if args.part == "audit":
-            runs = [audit_run(seed, args.minutes, Path(tmp)) for seed in args.seeds]
+            runs = [audit_run(seed, args.minutes, args.folds, Path(tmp)) for seed in args.seeds]
             summary = {kind: {"median": statistics.median(r[kind]["precision"] for r in runs),
                               "range": [min(r[kind]["precision"] for r in runs), max(r[kind]["precision"] for r in runs)]}
                        for kind in KINDS if kind in runs[0]}
-            results["audit"] = {"pipeline": PIPELINE, "minutes": args.minutes, "runs": runs, "precision_at_k": summary}
+            results["audit" + (f"_folds{args.folds}" if args.folds else "")] = {
+                "pipeline": PIPELINE, "minutes": args.minutes, "folds": args.folds, "runs": runs,
+                "precision_at_k": summary}
         else:
             runs = [select_run(seed, args.rounds, args.round_boxes, args.minutes or 2, Path(tmp)) for seed in args.seeds]
             shares = []

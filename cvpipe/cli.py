@@ -313,7 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", type=CONFIDENCE, default=None,
                    help="the score from which a prediction counts as confident (default: the checkpoint's best-F1 "
                         "threshold)")
-    p.add_argument("--resume", action="store_true", help="go on from the predictions an earlier run left in --out")
+    p.add_argument("--folds", type=int, default=0, metavar="K",
+                   help="train K models (K × the pipeline's training), each without the labels it audits, and audit "
+                        "with their predictions: errors the training model learned stand out (out-of-fold; the "
+                        "split is held out by image, or by slice-sized cells of images the pipeline slices)")
+    p.add_argument("--resume", action="store_true",
+                   help="go on from what an earlier run left in --out (predictions; with --folds its trainings)")
     _add_set(p)
     p = label.add_parser("import", help="corrected annotations from Label Studio (JSON export) or CVAT (CVAT for "
                                         "images 1.1 XML) into a new dataset folder, checked")
@@ -788,8 +793,13 @@ def cmd_label_select(args) -> int:
 
 
 def cmd_label_audit(args) -> int:
+    if args.folds and args.weights:
+        raise ConfigError("--folds trains its own models: leave out --weights")
+    if args.folds == 1 or args.folds < 0 or args.folds > 20:
+        raise ConfigError(f"--folds {args.folds}: give 2 to 20 (5 is common), or leave it out to audit with the "
+                          "trained checkpoint")
     report = _pipeline(args).audit(args.out, weights=args.weights, split=args.split, conf=args.conf,
-                                   resume=args.resume)
+                                   folds=args.folds, resume=args.resume)
     counts: dict[str, int] = {}
     for finding in report.findings:
         counts[finding.kind] = counts.get(finding.kind, 0) + 1

@@ -142,13 +142,19 @@ class Pipeline:
         return select(self.config, source, out, weights, budget=budget, conf=conf, console=self.console)
 
     def audit(self, out: str | Path | None = None, *, weights: str | Path | None = None, split: str = "train",
-              conf: float | str | None = None, resume: bool = False):
-        """The labels of `split` most likely to be wrong, ranked against the model's predictions; audit.csv and
-        audit.html in `out` (default: audit-SPLIT/ beside the checkpoint): labeling/audit.py."""
+              conf: float | str | None = None, folds: int = 0, resume: bool = False):
+        """The labels of `split` most likely to be wrong, ranked against the model's predictions (with `folds`,
+        K models trained without the labels each audits, instead of the checkpoint); audit.csv and audit.html in
+        `out` (default: audit-SPLIT/ beside the checkpoint, or <output.dir>/<name>-audit-folds): labeling/audit.py."""
         from cvpipe.labeling.audit import audit
         from cvpipe.labeling.prelabel import require_labels
 
         require_labels(self.config)
+        require_data(self.config)
+        if folds:
+            out = Path(out) if out else Path(self.config.output.dir) / f"{self.config.name}-audit-folds"
+            return audit(self.config, None, out, split=split, conf=conf, folds=folds, resume=resume,
+                         console=self.console)
         weights = self._weights(weights)
         out = Path(out) if out else self._output_dir(weights) / f"audit-{split}"
         return audit(self.config, weights, out, split=split, conf=conf, resume=resume, console=self.console)

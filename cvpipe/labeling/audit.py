@@ -1,5 +1,6 @@
 """`cvpipe label audit`: the labels of a split most likely to be wrong, ranked, from the model's predictions on the
-same images (`cvpipe predict` at a low threshold; its files stay in OUT/predictions/).
+same images (`cvpipe predict` at a low threshold; its files stay in OUT/predictions/). The model is the checkpoint,
+or with `--folds K` K models trained without the labels each one audits (labeling/folds.py).
 
 Each image's labels and predictions are compared one kind of error at a time (the rules below; IoU is
 torchvision's `box_iou`):
@@ -31,6 +32,8 @@ import torch
 from torchvision.ops import box_iou
 
 from cvpipe.data.records import Record
+from cvpipe.errors import CvpipeError
+from cvpipe.labeling.folds import Predictions
 
 DUPLICATE_IOU, MATCH_IOU, TIGHT_IOU, LOOSE_MIN_IOU, OVERLAP_IOU = 0.7, 0.5, 0.7, 0.1, 0.3
 KINDS = ("missing", "spurious", "wrong class", "loose", "duplicate")
@@ -161,45 +164,65 @@ class AuditReport:
 
 
 def audit(config, weights: Path | None, out: Path, *, split: str = "train", conf: float | str | None = None,
-          resume: bool = False, console) -> AuditReport:
-    """The split's labels against the model's predictions: findings ranked, audit.csv and audit.html in `out`."""
+          folds: int = 0, resume: bool = False, console) -> AuditReport:
+    """The split's labels against the model's predictions (with `folds`, K models' out-of-fold predictions:
+    labeling/folds.py): findings ranked, audit.csv and audit.html in `out`."""
     from cvpipe.engine.data import load_split
-    from cvpipe.engine.predict import predict
-    from cvpipe.labeling.prelabel import prelabels, require_labels
-    from cvpipe.ops.threshold import resolve_conf
+    from cvpipe.labeling.folds import out_of_fold
+    from cvpipe.labeling.prelabel import require_labels
     from cvpipe.viz.audit_page import write_audit_page
 
     require_labels(config)
+    if folds and split != "train":
+        raise CvpipeError(f"--folds {folds} trains models without the labels they audit, on the train split; the "
+                          f"{split} split's labels were never trained on: audit it without --folds")
     dataset, warnings = load_split(config, split)
     for line in warnings:
         console.print(f"data warning {split}: {line}", markup=False)
+    if folds:
+        seen = out_of_fold(config, dataset, folds, out, conf=conf, resume=resume, console=console)
+        model = (f"{folds} models trained on the {split} split without the labels each one audits (out-of-fold; "
+                 f"their runs in {out / 'folds'})")
+    else:
+        seen = trained_model(config, dataset, weights, out, conf=conf, resume=resume, console=console)
+        if weights is None:
+            model = f"the pipeline's ready weights ({config.model.weights}), not trained on these labels"
+        elif split == "train":
+            model = (f"{weights}, trained on these labels: an error it learned from them can look right to it "
+                     "(--folds K: models that never saw them)")
+        else:
+            model = f"{weights}, not trained on the {split} split"
+    findings = []
+    for record in dataset.records:
+        key = Path(record.path).resolve()
+        if key not in seen.predicted:  # unreadable: predict reported it
+            continue
+        theirs, scores = seen.predicted[key]
+        name = record.file_name
+        findings += (class_findings(record, theirs, scores, dataset.classes, name) if record.label is not None
+                     else box_findings(record, theirs, scores, dataset.classes, name, seen.confident))
+    findings = ranked(findings)
+    write_csv(findings, out / "audit.csv")
+    images = {r.file_name: r for r in dataset.records}
+    write_audit_page(out / "audit.html", f"cvpipe label audit: {config.name}, {split} split",
+                     [("pipeline", config.name), ("split", f"{split}: {len(dataset)} images in {dataset.root}"),
+                      ("predictions", model), ("confident", f"score ≥ {seen.confident:g} ({seen.source})")],
+                     findings, images)
+    return AuditReport(out, split, len(dataset), sum(len(r.boxes) or (r.label is not None) for r in dataset.records),
+                       findings, seen.confident, seen.source, model, seen.skipped)
+
+
+def trained_model(config, dataset, weights: Path | None, out: Path, *, conf: float | str | None, resume: bool,
+                  console) -> Predictions:
+    """The split's images predicted by one model (the checkpoint, or the pipeline's ready weights)."""
+    from cvpipe.engine.predict import predict
+    from cvpipe.labeling.prelabel import prelabels
+    from cvpipe.ops.threshold import resolve_conf
+
     confident, source = resolve_conf(conf, weights, views=config.tta.enabled)
     files = [Path(r.path) for r in dataset.records]
     run = predict(config, files, out / "predictions", weights, conf=min(0.05, confident), resume=resume,
                   save_images=False, console=console)
     found = prelabels(config, files, out / "predictions", run.classes, weights)
     predicted = {Path(r.path).resolve(): (r, found.scores[r.file_name]) for r in found.dataset.records}
-    findings = []
-    for record in dataset.records:
-        key = Path(record.path).resolve()
-        if key not in predicted:  # unreadable: predict reported it
-            continue
-        theirs, scores = predicted[key]
-        name = record.file_name
-        findings += (class_findings(record, theirs, scores, dataset.classes, name) if record.label is not None
-                     else box_findings(record, theirs, scores, dataset.classes, name, confident))
-    findings = ranked(findings)
-    write_csv(findings, out / "audit.csv")
-    if weights is None:
-        model = f"the pipeline's ready weights ({config.model.weights}), not trained on these labels"
-    elif split == "train":
-        model = f"{weights}, trained on these labels: an error it learned from them can look right to it"
-    else:
-        model = f"{weights}, not trained on the {split} split"
-    images = {r.file_name: r for r in dataset.records}
-    write_audit_page(out / "audit.html", f"cvpipe label audit: {config.name}, {split} split",
-                     [("pipeline", config.name), ("split", f"{split}: {len(dataset)} images in {dataset.root}"),
-                      ("predictions", model), ("confident", f"score ≥ {confident:g} ({source})")],
-                     findings, images)
-    return AuditReport(out, split, len(dataset), sum(len(r.boxes) or (r.label is not None) for r in dataset.records),
-                       findings, confident, source, model, run.skipped)
+    return Predictions(predicted, confident, source, run.skipped)
