@@ -14,13 +14,15 @@ The baseline, random, is measured in the same run with the same seeds. Reported:
 strategy, and the share of random's final boxes `select` needs to reach random's final AP50.
 
 Run alone (training is time-limited): `python benches/labeling.py audit` (3 × the pipeline's 8 minutes),
-`python benches/labeling.py select --minutes 2` (3 seeds × (1 + 2 × rounds) trainings). Results merge into
+`python benches/labeling.py select --minutes 2` (3 seeds × (1 + 2 × rounds) trainings); `audit --folds 3` with
+out-of-fold models instead of the one trained on the corrupted labels. Results merge into
 benches/results/labeling.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import statistics
@@ -215,11 +217,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--round-boxes", type=int, default=60)
     parser.add_argument("--folds", type=int, default=0, help="audit: with K out-of-fold models (`--folds K`)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the datasets, trainings and predictions in this new folder (default: a temporary one)")
     args = parser.parse_args()
     path = RESULTS / "labeling.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     results.pop("machine", None)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() if args.keep is None else contextlib.nullcontext(args.keep) as tmp:
         if args.part == "audit":
             runs = [audit_run(seed, args.minutes, args.folds, Path(tmp)) for seed in args.seeds]
             summary = {kind: {"median": statistics.median(r[kind]["precision"] for r in runs),

@@ -21,6 +21,7 @@ from cvpipe.cli import LABEL_FORMATS
 from cvpipe.data.formats import read_dataset
 from cvpipe.data.records import Dataset, Record, decode_segmentations
 from cvpipe.data.synthetic import make_shapes
+from cvpipe.errors import CvpipeError
 from cvpipe.io.images import read_image, write_image
 from cvpipe.labeling.audit import box_findings, class_findings, ranked
 from cvpipe.labeling.cvat import read_cvat, write_cvat
@@ -361,6 +362,82 @@ def test_the_audit_finds_each_corruption_of_real_photos_labels(tmp_path, capsys,
         ("wrong class", "chelsea.png", "dog", "cat")]
     page = (tmp_path / "audit" / "audit.html").read_text()
     assert page.count("<figure>") == 5 and "5. loose" in page
+
+
+def test_out_of_fold_splits_hold_out_cells_of_sliced_images_and_whole_small_ones(tmp_path):
+    """A 200 × 100 image the pipeline slices at 100 px (two cells) and an 80 × 80 one it does not (one unit), in
+    three folds: each fold's training copy lacks exactly its unit: the cell painted with the image's mean colour
+    and the labels centred in it gone (one crossing the border, centred outside, kept), or the small image."""
+    from cvpipe.labeling.folds import deal, training_split
+    from cvpipe.loading import load_pipeline
+
+    big = np.zeros((100, 200, 3), np.uint8)
+    big[:, :100] = (200, 100, 0)
+    big[:, 100:] = (0, 100, 200)
+    write_image(tmp_path / "big.png", big)
+    write_image(tmp_path / "small.png", np.full((80, 80, 3), 50, np.uint8))
+    records = [Record(tmp_path / "big.png", "big.png", 0, 200, 100,
+                      np.array([[10, 10, 30, 30], [80, 40, 110, 60], [150, 20, 170, 40]], np.float32),
+                      np.array([0, 1, 0])),
+               Record(tmp_path / "small.png", "small.png", 1, 80, 80, np.array([[5, 5, 20, 20]], np.float32),
+                      np.array([1]))]
+    dataset = Dataset(tmp_path, "train", ["a", "b"], records)
+    config = load_pipeline(shapes_pipeline_file(tmp_path, PIPELINE), ["tiling.mode=always", "tiling.size=100"])
+    folds = deal(config, dataset, 3)
+    assert sorted(folds.fold) == [("big.png", 0, 0), ("big.png", 1, 0), ("small.png", 0, 0)]
+    assert sorted(folds.fold.values()) == [0, 1, 2]
+    assert folds.folds_at("big.png", records[0].boxes).tolist() == [folds.fold[("big.png", 0, 0)]] * 2 + [
+        folds.fold[("big.png", 1, 0)]]  # the crossing box is centred at x = 95: the left cell
+    for unit, fold in folds.fold.items():
+        split = training_split(dataset, folds, fold, tmp_path / f"fold{fold}")
+        names = [r.file_name for r in split.records]
+        if unit[0] == "small.png":
+            assert names == ["big.png"] and split.records[0].path == tmp_path / "big.png"
+            continue
+        assert names == ["big.png", "small.png"]
+        painted = read_image(split.records[0].path)
+        left, right = painted[:, :100], painted[:, 100:]
+        held, kept = (right, left) if unit[1] == 1 else (left, right)
+        assert (held == (100, 100, 100)).all()
+        np.testing.assert_array_equal(kept, big[:, 100:] if unit[1] == 0 else big[:, :100])
+        expected = [[150, 20, 170, 40]] if unit[1] == 0 else [[10, 10, 30, 30], [80, 40, 110, 60]]
+        assert split.records[0].boxes.tolist() == expected
+        assert read_image(tmp_path / "big.png").tolist() == big.tolist()  # the source is never changed
+    with pytest.raises(CvpipeError, match="--folds 4: the train split has 3 unit"):
+        deal(config, dataset, 4)
+
+
+def test_audit_with_folds_trains_models_that_never_saw_what_they_audit(tmp_path, capsys, monkeypatch):
+    """`label audit --folds 2` on the shapes: two models, each trained on the images of the other fold only,
+    their predictions joined into one audit that says where they came from; --resume reuses the trainings, a
+    second run into the same --out without it is refused before training, and so are folds of val."""
+    monkeypatch.chdir(tmp_path)
+    pipeline = shapes_pipeline_file(tmp_path, PIPELINE)
+    command = ["label", "audit", pipeline, "--folds", "2", "--out", "audit", "--set", "train.epochs=1"]
+    code, text = cli(capsys, *command)
+    assert code == 0, text
+    assert "2 models trained on the train split without the labels each one audits" in text
+    train = read_dataset(tmp_path / "shapes", "coco", "train", ["square", "disc"])
+    held = {}
+    for fold in range(2):
+        split = read_dataset(tmp_path / "audit" / "folds" / "data", "coco", f"fold-{fold}", ["square", "disc"])
+        held[fold] = {r.file_name for r in train.records} - {r.file_name for r in split.records}
+        assert len(split.records) == 2 and (tmp_path / "audit" / "folds" / f"fold-{fold}.pt").exists()
+        predicted = json.loads((tmp_path / "audit" / "predictions" / f"fold-{fold}" / "images.json").read_text())
+        assert sorted(i["file_name"] for i in predicted["images"]) == sorted(held[fold])
+    assert held[0] | held[1] == {r.file_name for r in train.records} and not held[0] & held[1]
+    rows = list(csv.DictReader((tmp_path / "audit" / "audit.csv").open()))
+    assert {r["file"] for r in rows} <= {r.file_name for r in train.records}
+    runs = sorted(p.name for p in (tmp_path / "audit" / "folds" / "fold-0").iterdir())
+    code, text = cli(capsys, *command, "--resume")
+    assert code == 0 and "fold 1/2: trained earlier" in text and "fold 2/2: trained earlier" in text, text
+    assert sorted(p.name for p in (tmp_path / "audit" / "folds" / "fold-0").iterdir()) == runs
+    code, text = cli(capsys, *command)
+    assert code == 2 and "holds an earlier audit's trainings" in text and "--resume" in text
+    code, text = cli(capsys, *command[:-2], "--split", "val")
+    assert code == 2 and "audit it without --folds" in text
+    code, text = cli(capsys, *command[:3], "--folds", "1")
+    assert code == 2 and "give 2 to 20" in text
 
 
 # ----------------------------------------------------------------------------- select
