@@ -186,8 +186,10 @@ def out_of_fold(config: PipelineConfig, dataset: Dataset, count: int, out: Path,
     if (out / "folds").exists() and not resume:  # hours of training: never redone or mixed by accident
         raise CvpipeError(f"--out {out}: it holds an earlier audit's trainings ({out / 'folds'}); add --resume to go "
                           "on from them, or choose a new --out")
-    minutes = f" of about {count * config.train.time_limit:g} minutes" if config.train.time_limit else ""
-    console.print(f"--folds {count}: training {count} models{minutes} (each the pipeline's own training)", markup=False)
+    budget = (f" (about {count * config.train.time_limit:g} minutes: {count} × train.time_limit)"
+              if config.train.time_limit else f" ({count} × train.epochs)")
+    console.print(f"--folds {count}: training {count} models{budget}, each without the labels it audits",
+                  markup=False)
     checkpoints = train_folds(config, dataset, folds, out / "folds", resume=resume, console=console)
     thresholds = [resolve_conf(conf, weights, views=config.tta.enabled) for weights in checkpoints]
     confident = statistics.median(value for value, _ in thresholds)
