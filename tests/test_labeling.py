@@ -32,6 +32,7 @@ from cvpipe.labeling.select import disagreement, k_center, uncertainty
 from cvpipe.ops.detections import Detections
 
 from .conftest import REPO, shapes_pipeline_file
+from .test_classify import colours_pipeline
 from .test_engine import PIPELINE
 from .test_hostile import cli
 
@@ -384,23 +385,26 @@ def test_out_of_fold_splits_hold_out_cells_of_sliced_images_and_whole_small_ones
     dataset = Dataset(tmp_path, "train", ["a", "b"], records)
     config = load_pipeline(shapes_pipeline_file(tmp_path, PIPELINE), ["tiling.mode=always", "tiling.size=100"])
     folds = deal(config, dataset, 3)
-    assert sorted(folds.fold) == [("big.png", 0, 0), ("big.png", 1, 0), ("small.png", 0, 0)]
-    assert sorted(folds.fold.values()) == [0, 1, 2]
-    assert folds.folds_at("big.png", records[0].boxes).tolist() == [folds.fold[("big.png", 0, 0)]] * 2 + [
-        folds.fold[("big.png", 1, 0)]]  # the crossing box is centred at x = 95: the left cell
-    for unit, fold in folds.fold.items():
+    assert folds.grid == {"big.png": (100, 2, 1), "small.png": (None, 1, 1)} and folds.units == 3
+    units = {(name, cell): f for name, cells in folds.fold.items() for cell, f in cells.items()}
+    assert sorted(units) == [("big.png", (0, 0)), ("big.png", (1, 0)), ("small.png", (0, 0))]
+    assert sorted(units.values()) == [0, 1, 2]
+    assert folds.folds_at("big.png", records[0].boxes).tolist() == [units[("big.png", (0, 0))]] * 2 + [
+        units[("big.png", (1, 0))]]  # the crossing box is centred at x = 95: the left cell
+    assert folds.cell_at("big.png", 250, -3) == (1, 0)  # outside the image: its nearest cell
+    for (name, (column, _)), fold in units.items():
         split = training_split(dataset, folds, fold, tmp_path / f"fold{fold}")
         names = [r.file_name for r in split.records]
-        if unit[0] == "small.png":
+        if name == "small.png":
             assert names == ["big.png"] and split.records[0].path == tmp_path / "big.png"
             continue
         assert names == ["big.png", "small.png"]
         painted = read_image(split.records[0].path)
         left, right = painted[:, :100], painted[:, 100:]
-        held, kept = (right, left) if unit[1] == 1 else (left, right)
+        held, kept = (right, left) if column == 1 else (left, right)
         assert (held == (100, 100, 100)).all()
-        np.testing.assert_array_equal(kept, big[:, 100:] if unit[1] == 0 else big[:, :100])
-        expected = [[150, 20, 170, 40]] if unit[1] == 0 else [[10, 10, 30, 30], [80, 40, 110, 60]]
+        np.testing.assert_array_equal(kept, big[:, 100:] if column == 0 else big[:, :100])
+        expected = [[150, 20, 170, 40]] if column == 0 else [[10, 10, 30, 30], [80, 40, 110, 60]]
         assert split.records[0].boxes.tolist() == expected
         assert read_image(tmp_path / "big.png").tolist() == big.tolist()  # the source is never changed
     with pytest.raises(CvpipeError, match="--folds 4: the train split has 3 unit"):
@@ -438,6 +442,25 @@ def test_audit_with_folds_trains_models_that_never_saw_what_they_audit(tmp_path,
     assert code == 2 and "audit it without --folds" in text
     code, text = cli(capsys, *command[:3], "--folds", "1")
     assert code == 2 and "give 2 to 20" in text
+
+
+def test_out_of_fold_image_classes_point_at_an_image_filed_under_the_wrong_class(tmp_path, capsys, monkeypatch):
+    """Flat colours in class folders, one red image filed under green: with --folds 3 the model that never saw it
+    calls it red, and it heads the audit as a wrong class."""
+    monkeypatch.chdir(tmp_path)
+    pipeline = colours_pipeline(tmp_path)
+    train = tmp_path / "colours" / "train"
+    (train / "red" / "0.png").rename(train / "green" / "red0.png")
+    code, text = cli(capsys, "label", "audit", pipeline, "--folds", "3", "--out", "audit")
+    assert code == 0 and "out-of-fold" in text, text
+    folds = [tmp_path / "audit" / "folds" / "data" / f"fold-{fold}" for fold in range(3)]
+    copies = [{p.relative_to(fold).as_posix() for p in fold.rglob("*.png")} for fold in folds]
+    assert [len(c) for c in copies] == [12, 12, 12] and "green/red0.png" not in set.intersection(*copies)
+    assert sum("green/red0.png" in c for c in copies) == 2  # held out of exactly one fold's copy
+    rows = list(csv.DictReader((tmp_path / "audit" / "audit.csv").open()))
+    assert (rows[0]["file"], rows[0]["kind"], rows[0]["class"], rows[0]["model_class"]) == (
+        "green/red0.png", "wrong class", "green", "red")
+    assert (train / "green" / "red0.png").exists() and len(list(train.rglob("*.png"))) == 18  # the source as it was
 
 
 # ----------------------------------------------------------------------------- select

@@ -29,7 +29,7 @@ from cvpipe.fetch import atomic_copy
 from cvpipe.io.images import read_image, write_image
 from cvpipe.ops.slicing import slices_needed
 
-Unit = tuple[str, int, int]  # (file name, grid column, grid row); a whole image is its cell (0, 0)
+Cell = tuple[int, int]  # (grid column, grid row); an image that is one unit is its cell (0, 0)
 
 
 @dataclass(frozen=True)
@@ -37,41 +37,49 @@ class Folds:
     """Which fold each unit of a split is in."""
 
     count: int
-    cell: dict[str, int | None]  # file name → its grid's cell side in pixels (None: the image is one unit)
-    fold: dict[Unit, int]
+    grid: dict[str, tuple[int | None, int, int]]  # file name → (cell side in pixels or None, columns, rows)
+    fold: dict[str, dict[Cell, int]]  # file name → each of its cells' fold
 
-    def unit_at(self, file: str, x: float, y: float) -> Unit:
-        side = self.cell[file]
-        return (file, 0, 0) if side is None else (file, max(int(x) // side, 0), max(int(y) // side, 0))
+    @property
+    def units(self) -> int:
+        return sum(len(cells) for cells in self.fold.values())
 
     def folds_of(self, file: str) -> set[int]:
-        return {f for (name, _, _), f in self.fold.items() if name == file}
+        return set(self.fold[file].values())
+
+    def cell_at(self, file: str, x: float, y: float) -> Cell:
+        side, columns, rows = self.grid[file]
+        if side is None:
+            return 0, 0
+        return min(max(int(x) // side, 0), columns - 1), min(max(int(y) // side, 0), rows - 1)
 
     def folds_at(self, file: str, boxes: np.ndarray) -> np.ndarray:
         """The fold of each box's centre."""
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2 if len(boxes) else np.zeros((0, 2))
-        return np.array([self.fold[self.unit_at(file, x, y)] for x, y in centres], int)
+        return np.array([self.fold[file][self.cell_at(file, x, y)] for x, y in centres], int)
 
 
 def deal(config: PipelineConfig, dataset: Dataset, count: int) -> Folds:
     """The split's units (images, or slice-sized cells of the images the pipeline slices) dealt into `count`
     folds at random, seeded by train.seed."""
-    cell: dict[str, int | None] = {}
-    units: list[Unit] = []
+    grid: dict[str, tuple[int | None, int, int]] = {}
+    units: list[tuple[str, Cell]] = []
     for record in dataset.records:
         side = slices_needed(config, record.height, record.width)
-        cell[record.file_name] = side
         columns, rows = (1, 1) if side is None else (-(-record.width // side), -(-record.height // side))
-        units += [(record.file_name, c, r) for r in range(rows) for c in range(columns)]
+        grid[record.file_name] = (side, columns, rows)
+        units += [(record.file_name, (c, r)) for r in range(rows) for c in range(columns)]
     if len(units) < count:
         raise CvpipeError(f"--folds {count}: the {dataset.split} split has {len(units)} unit(s) to hold out (images, "
                           "or slice-sized cells of the images the pipeline slices); choose --folds "
                           f"{max(len(units), 2)} or fewer" if len(units) >= 2 else
                           f"--folds: the {dataset.split} split is one image the pipeline does not slice; "
                           "there is nothing to hold out: audit it without --folds")
-    order = list(units)
-    random.Random(dataset.split + str(config.train.seed)).shuffle(order)
-    return Folds(count, cell, {unit: n % count for n, unit in enumerate(order)})
+    random.Random(dataset.split + str(config.train.seed)).shuffle(units)
+    fold: dict[str, dict[Cell, int]] = {name: {} for name in grid}
+    for n, (name, cell) in enumerate(units):
+        fold[name][cell] = n % count
+    return Folds(count, grid, fold)
 
 
 def _kept(record: Record, keep: np.ndarray) -> Record:
@@ -88,13 +96,13 @@ def training_split(dataset: Dataset, folds: Folds, fold: int, into: Path) -> Dat
     records = []
     for record in dataset.records:
         name = record.file_name
-        held = {(c, r) for (file, c, r), f in folds.fold.items() if file == name and f == fold}
+        held = [cell for cell, f in folds.fold[name].items() if f == fold]
         if not held:
             records.append(record)
             continue
         if folds.folds_of(name) == {fold}:
             continue  # the whole image is held out
-        side = folds.cell[name]
+        side = folds.grid[name][0]
         pixels = read_image(record.path)
         mean = pixels.reshape(-1, pixels.shape[-1]).mean(0).round().astype(pixels.dtype)
         for c, r in held:
@@ -154,8 +162,8 @@ def train_folds(config: PipelineConfig, dataset: Dataset, folds: Folds, out: Pat
             training = training_split(dataset, folds, fold, split)
             _write_split(training, root, f"fold-{fold}", fmt)
         training = read_dataset(root, fmt, f"fold-{fold}", dataset.classes)
-        held = sum(f == fold for f in folds.fold.values())
-        console.print(f"fold {fold + 1}/{folds.count}: training without {held} of {len(folds.fold)} units "
+        held = sum(f == fold for cells in folds.fold.values() for f in cells.values())
+        console.print(f"fold {fold + 1}/{folds.count}: training without {held} of {folds.units} units "
                       f"({len(training)} images, {sum(len(r.boxes) or r.label is not None for r in training.records)}"
                       " labels)", markup=False)
         config_k = fold_config(config, root, fold, fmt, out)
