@@ -43,6 +43,9 @@ from cvpipe.pipeline import Pipeline
 
 PIPELINE = "treecrowns_faster_rcnn"
 QUIET = Console(quiet=True)
+# select's rounds are scored plain, and the ranking takes the plain threshold: training need not also measure the
+# threshold with the views on the val image (six passes over its 574 crowns after every run)
+PLAIN = ("tta.enabled=false",)
 
 
 def settings(root: Path, out: Path, seed: int, minutes: float | None) -> list[str]:
@@ -53,9 +56,9 @@ def settings(root: Path, out: Path, seed: int, minutes: float | None) -> list[st
     return found + ([f"train.time_limit={minutes}", "eval.interval=50"] if minutes else [])
 
 
-def trained(root: Path, out: Path, seed: int, minutes: float | None) -> tuple[Pipeline, Path]:
-    """The pipeline trained on the dataset at `root` (`settings`)."""
-    pipeline = Pipeline.from_yaml(PIPELINE, settings(root, out, seed, minutes), console=QUIET)
+def trained(root: Path, out: Path, seed: int, minutes: float | None, extra: tuple[str, ...] = ()) -> tuple[Pipeline, Path]:
+    """The pipeline trained on the dataset at `root` (`settings`, then `extra`)."""
+    pipeline = Pipeline.from_yaml(PIPELINE, [*settings(root, out, seed, minutes), *extra], console=QUIET)
     return pipeline, pipeline.fit(tensorboard=False).best
 
 
@@ -163,7 +166,7 @@ def select_run(seed: int, rounds: int, round_boxes: int, minutes: float, tmp: Pa
     true_boxes = {(r.file_name, w): len(window_boxes(r, w)[0]) for r, w in pool_windows}
     curves: dict[str, list[tuple[int, float]]] = {}
     first_root = with_val(work / "round0" / "data", Dataset(work, "train", ["Tree"], labeled_start), source)
-    first, first_best = trained(first_root, work / "round0" / "runs", seed, minutes)
+    first, first_best = trained(first_root, work / "round0" / "runs", seed, minutes, PLAIN)
     first_ap = plain_ap50(first, first_best)
     start_boxes = sum(len(r.boxes) for r in labeled_start)
     for strategy in ("random", "select"):
@@ -193,7 +196,7 @@ def select_run(seed: int, rounds: int, round_boxes: int, minutes: float, tmp: Pa
                 labeled.append(window_record(record, window, work / "windows", name))
                 added += true_boxes[(record.file_name, window)]
             root = with_val(work / f"{strategy}{round_}" / "data", Dataset(work, "train", ["Tree"], labeled), source)
-            pipeline, best = trained(root, work / f"{strategy}{round_}" / "runs", seed, minutes)
+            pipeline, best = trained(root, work / f"{strategy}{round_}" / "runs", seed, minutes, PLAIN)
             ap = plain_ap50(pipeline, best)
             curve.append((sum(len(r.boxes) for r in labeled), ap))
             print("select", seed, strategy, round_, curve[-1], flush=True)
