@@ -91,9 +91,8 @@ def fixed_copy(dataset: Dataset, problems: list[Problem]) -> tuple[Dataset, dict
         valid &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # inverted boxes are dropped, not flipped
         counts["boxes clipped"] += int((valid & finite & np.any(clipped != boxes, axis=1)).sum())
         counts["boxes dropped"] += int((~valid).sum())
-        r.boxes, r.labels = clipped[valid].astype(np.float32), r.labels[valid]
-        if r.segmentations is not None:
-            r.segmentations = [s for s, v in zip(r.segmentations, valid) if v]
+        r = r.with_objects(valid)
+        r.boxes = clipped[valid].astype(np.float32)
         kept.append(r)
     fixed.records = kept
     return fixed, counts

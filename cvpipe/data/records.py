@@ -6,7 +6,7 @@ dataset's class list does not know, kept so `cvpipe data check` can report it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,11 @@ class Record:
     segmentations: list | None = None  # per instance: COCO polygons or RLE
     mask_path: Path | None = None  # semantic mask PNG (class index per pixel)
     label: int | None = None  # image-level class (class folders)
+
+    def with_objects(self, keep: np.ndarray) -> Record:
+        """A copy holding only the objects `keep` (a boolean mask) selects: boxes, labels and masks together."""
+        segmentations = None if self.segmentations is None else [s for s, k in zip(self.segmentations, keep) if k]
+        return replace(self, boxes=self.boxes[keep], labels=self.labels[keep], segmentations=segmentations)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import shutil
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,13 +82,6 @@ def deal(config: PipelineConfig, dataset: Dataset, count: int) -> Folds:
     return Folds(count, grid, fold)
 
 
-def _kept(record: Record, keep: np.ndarray) -> Record:
-    segmentations = None if record.segmentations is None else [
-        s for s, k in zip(record.segmentations, keep) if k]
-    return Record(record.path, record.file_name, record.image_id, record.width, record.height,
-                  record.boxes[keep], record.labels[keep], segmentations, record.mask_path, record.label)
-
-
 def training_split(dataset: Dataset, folds: Folds, fold: int, into: Path) -> Dataset:
     """The split without fold `fold`, its images under `into` (a split folder): images wholly in the fold left
     out; the fold's cells of the others painted with the image's mean colour and the labels centred there
@@ -110,9 +103,7 @@ def training_split(dataset: Dataset, folds: Folds, fold: int, into: Path) -> Dat
         dest = into / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         write_image(dest, pixels)
-        kept = _kept(record, folds.folds_at(name, record.boxes) != fold)
-        records.append(Record(dest, name, record.image_id, record.width, record.height, kept.boxes, kept.labels,
-                              kept.segmentations, None, record.label))
+        records.append(replace(record.with_objects(folds.folds_at(name, record.boxes) != fold), path=dest))
     return Dataset(dataset.root, dataset.split, dataset.classes, records)
 
 
@@ -220,7 +211,7 @@ def out_of_fold(config: PipelineConfig, dataset: Dataset, count: int, out: Path,
             record, scores = theirs[key], np.asarray(found.scores[theirs[key].file_name])
             if record.label is None:  # boxes: those centred in this fold's units
                 keep = folds.folds_at(original.file_name, record.boxes.reshape(-1, 4)) == fold
-                record, scores = _kept(record, keep), scores[keep]
+                record, scores = record.with_objects(keep), scores[keep]
             parts.setdefault(key, []).append((record, scores))
     predicted = {key: _joined(found) for key, found in parts.items()}
     return Predictions(predicted, confident, source, skipped)
@@ -231,7 +222,6 @@ def _joined(parts: list[tuple[Record, np.ndarray]]) -> tuple[Record, np.ndarray]
     first, scores = parts[0]
     if len(parts) == 1:
         return first, scores
-    return (Record(first.path, first.file_name, first.image_id, first.width, first.height,
-                   np.concatenate([r.boxes.reshape(-1, 4) for r, _ in parts]),
-                   np.concatenate([r.labels for r, _ in parts])),
+    return (replace(first, boxes=np.concatenate([r.boxes.reshape(-1, 4) for r, _ in parts]),
+                    labels=np.concatenate([r.labels for r, _ in parts]), segmentations=None),
             np.concatenate([s for _, s in parts]))
