@@ -11,9 +11,17 @@ from torch import nn
 
 
 def to_device(images: list[torch.Tensor], device: torch.device, *, channels_last: bool = False) -> list[torch.Tensor]:
+    """uint8 images → float [0, 1] on `device`.
+
+    On the CPU the conversion is NumPy's, in this thread: a PyTorch op this size runs on PyTorch's OpenMP threads,
+    which keep spinning after it and take the cores from an exported model's runtime (ONNX Runtime, OpenVINO) that
+    runs next (the COCO SSD at OpenVINO INT8 on 2 cores: 13.3 against 10.0 ms per photo, benches/deploy.py)."""
     out = []
     for image in images:
-        x = image.to(device, non_blocking=True).float().div_(255)
+        if device.type == "cpu":
+            x = torch.from_numpy(np.divide(image.numpy(), np.float32(255), dtype=np.float32))
+        else:
+            x = image.to(device, non_blocking=True).float().div_(255)
         out.append(x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x)
     return out
 
@@ -27,10 +35,11 @@ def autocast(device: torch.device, enabled: bool):
 
 
 def resize_uint8(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """CHW uint8 → CHW uint8 of `size` (h, w) by OpenCV's bilinear resize, the resize TF/OpenCV SSD users apply."""
-    hwc = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
-    resized = cv2.resize(hwc, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    return torch.from_numpy(resized.reshape(size[0], size[1], -1)).permute(2, 0, 1)
+    """CHW uint8 → CHW uint8 of `size` (h, w) by OpenCV's bilinear resize, the resize TF/OpenCV SSD users apply.
+    Plane by plane (the same pixels as resizing the HWC image): no transposed copy of the full-size image."""
+    planes = np.ascontiguousarray(image.numpy())
+    return torch.from_numpy(np.stack([cv2.resize(plane, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+                                      for plane in planes]))
 
 
 @torch.inference_mode()
