@@ -14,7 +14,7 @@ from cvpipe.loading import load_pipeline
 from cvpipe.models.heads import build_model
 from cvpipe.models.heads.ssd import DefaultBoxes, SSDHead, default_box_shapes
 from cvpipe.models.tf_ssd import COCO_IDS, opencv_reference_files
-from cvpipe.ops.inference import detect
+from cvpipe.ops.inference import detect, resize_uint8, to_device
 from cvpipe.pipeline import Pipeline
 
 from .conftest import REPO, shapes_pipeline_file, train_on_one_batch
@@ -158,6 +158,20 @@ def test_coco_ssd_port_equals_opencv_dnn_on_the_original_graph(photo, photos, op
     assert (iou.max(1).values >= 0.99).all(), iou
     torch.testing.assert_close(ours["scores"][keep][best], torch.from_numpy(ref[:, 2]), atol=0.01, rtol=0)
     assert [COCO_IDS[int(label)] for label in ours["labels"][keep][best]] == [int(c) for c in ref[:, 1]]
+
+
+def test_the_fixed_size_input_is_opencvs_resize_scaled_to_unit(photos):
+    """What `detect` feeds SSD and YOLO: OpenCV's bilinear resize of the HWC image (made plane by plane here), then
+    float [0, 1] exactly as PyTorch's division makes it, whatever the input's memory layout (slices are views)."""
+    image = read_image(photos / "motorcycle_left.png")
+    for chw in (torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(image).permute(2, 0, 1)[:, 10:300, 5:]):
+        hwc = np.ascontiguousarray(chw.permute(1, 2, 0).numpy())
+        resized = resize_uint8(chw, (300, 320))
+        assert resized.shape == (3, 300, 320)
+        assert np.array_equal(resized.permute(1, 2, 0).numpy(), cv2.resize(hwc, (320, 300), interpolation=cv2.INTER_LINEAR))
+        for uint8 in (resized, chw):
+            scaled = to_device([uint8], torch.device("cpu"))[0]
+            assert scaled.dtype == torch.float32 and torch.equal(scaled, uint8.float().div(255))
 
 
 def test_postprocess_keeps_the_right_boxes(tmp_path):

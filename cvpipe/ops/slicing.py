@@ -128,27 +128,43 @@ def overlap_matrix(a: torch.Tensor, b: torch.Tensor, match: str) -> torch.Tensor
     return inter / smaller
 
 
-def _seam_matches(found: list[dict], origins: list[tuple[int, int]], size: int, tiling: TilingConfig) -> list[list[int]]:
-    """For every box (in `found` order), the boxes of the same class in the slices overlapping its own that match it.
-    Only overlapping slices are compared (one slice's own duplicates its detector's NMS removed), so the work and
-    memory follow the number of slices, not its square."""
+def _seam_matches(found: list[Detections], origins: list[tuple[int, int]], size: int,
+                  tiling: TilingConfig) -> list[np.ndarray]:
+    """For every box (in `found` order), the indices of the boxes of the same class in the slices overlapping its own
+    that match it. Only overlapping slices are compared (one slice's own duplicates its detector's NMS removed), so
+    the work and memory follow the number of slices, not its square."""
     offsets = np.cumsum([0] + [len(d) for d in found])
-    matches: list[list[int]] = [[] for _ in range(offsets[-1])]
-    for s, (xs, ys) in enumerate(origins):
-        for t in range(s + 1, len(origins)):
-            xt, yt = origins[t]
-            if abs(xs - xt) >= size or abs(ys - yt) >= size or not len(found[s]) or not len(found[t]):
+    extents = [np.concatenate([d.boxes[:, :2].min(0), d.boxes[:, 2:].max(0)]) if len(d) else None for d in found]
+    corners = np.asarray(origins).reshape(-1, 2)
+    pairs = []  # (box, box it matches) in both directions
+    for s in range(len(origins)):
+        near = np.abs(corners[s + 1:] - corners[s]).max(1) < size  # the later slices overlapping this one
+        for t in (s + 1 + np.flatnonzero(near)).tolist():
+            if extents[s] is None or extents[t] is None:
+                continue
+            # a match overlaps by more than nothing (tiling.iou > 0), so only the boxes reaching into the other
+            # slice's boxes' extent can match: in a dense scene the strip along the seam, a tenth of the pairs
+            i_near, j_near = _reaching(found[s].boxes, extents[t]), _reaching(found[t].boxes, extents[s])
+            if not len(i_near) or not len(j_near):
                 continue
             a, b = found[s], found[t]
-            overlap = overlap_matrix(torch.from_numpy(a.boxes), torch.from_numpy(b.boxes), tiling.match)
-            hit = (overlap >= tiling.iou) & torch.from_numpy(a.labels[:, None] == b.labels[None, :])
-            for i, j in hit.nonzero().tolist():
-                matches[offsets[s] + i].append(offsets[t] + j)
-                matches[offsets[t] + j].append(offsets[s] + i)
-    return matches
+            overlap = overlap_matrix(torch.from_numpy(a.boxes[i_near]), torch.from_numpy(b.boxes[j_near]), tiling.match)
+            hit = ((overlap >= tiling.iou) & torch.from_numpy(a.labels[i_near, None] == b.labels[None, j_near])).numpy()
+            k, m = np.nonzero(hit)
+            i, j = offsets[s] + i_near[k], offsets[t] + j_near[m]
+            pairs.append(np.stack([np.stack([i, j], 1), np.stack([j, i], 1)], 1).reshape(-1, 2))
+    pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
+    pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
+    return np.split(pairs[:, 1], np.searchsorted(pairs[:, 0], np.arange(1, offsets[-1])))
 
 
-def _greedy(scores: torch.Tensor, matches: list[list[int]]) -> list[list[int]]:
+def _reaching(boxes: np.ndarray, extent: np.ndarray) -> np.ndarray:
+    """Indices of the boxes that overlap the rectangle `extent` (x1, y1, x2, y2) by a positive area."""
+    return np.flatnonzero((boxes[:, 0] < extent[2]) & (boxes[:, 2] > extent[0])
+                          & (boxes[:, 1] < extent[3]) & (boxes[:, 3] > extent[1]))
+
+
+def _greedy(scores: torch.Tensor, matches: list[np.ndarray]) -> list[list[int]]:
     """Best detection first, with the detections it matches that no better one took: NMS keeps the first of each
     group, NMM merges the group."""
     alive = np.ones(len(scores), bool)
@@ -157,9 +173,9 @@ def _greedy(scores: torch.Tensor, matches: list[list[int]]) -> list[list[int]]:
         if not alive[i]:
             continue
         alive[i] = False
-        group = [j for j in matches[i] if alive[j]]
+        group = matches[i][alive[matches[i]]]
         alive[group] = False
-        groups.append([i, *group])
+        groups.append([i, *group.tolist()])
     return groups
 
 
