@@ -19,7 +19,14 @@ from cvpipe.io.images import read_image, write_image
 from cvpipe.loading import load_pipeline
 from cvpipe.ops.detections import Detections
 from cvpipe.ops.inference import detect
-from cvpipe.ops.slicing import detect_sliced, instances_sliced, merge, slice_origins, slices_needed
+from cvpipe.ops.slicing import (
+    _seam_matches,
+    detect_sliced,
+    instances_sliced,
+    merge,
+    slice_origins,
+    slices_needed,
+)
 from cvpipe.pipeline import Pipeline
 
 from .conftest import REPO, shapes_pipeline_file
@@ -81,6 +88,34 @@ def test_every_object_across_seams_is_found_exactly_once(merge_by):
     assert sorted(best.tolist()) == list(range(len(objects)))  # one box per object, each object once
     if merge_by[0] != "nms":  # merging restores the whole box from its cut parts
         assert ious.max(1).min() > 0.99
+
+
+@pytest.mark.parametrize("match", ["ios", "iou"])
+def test_seam_matching_finds_every_pair_a_comparison_of_all_boxes_finds(match):
+    """Seam matching compares only the boxes reaching into a neighbouring slice's; on random boxes (two classes,
+    some hanging over their slice's edge) it pairs exactly what comparing every box with every other would."""
+    rng = np.random.default_rng(0)
+    size, tiling = 100, TilingConfig(merge="nms", match=match, iou=0.3)
+    origins = slice_origins(260, 260, size, 0.25)
+    found = []
+    for x, y in origins:
+        corner = rng.uniform(-10, size - 5, (40, 2))
+        boxes = np.concatenate([corner, corner + rng.uniform(4, 40, (40, 2))], 1) + [x, y, x, y]
+        found.append(Detections(boxes.astype(np.float32), rng.uniform(0.1, 1, 40).astype(np.float32),
+                                rng.integers(0, 2, 40)))
+    matches = _seam_matches(found, origins, size, tiling)
+    joined = Detections.joined(found)
+    slice_of = np.repeat(np.arange(len(found)), [len(d) for d in found])
+    a, b = joined.boxes[:, None], joined.boxes[None]
+    inter = (np.minimum(a[..., 2:], b[..., 2:]) - np.maximum(a[..., :2], b[..., :2])).clip(0).prod(-1)
+    area = (joined.boxes[:, 2:] - joined.boxes[:, :2]).prod(1)
+    smaller = np.minimum(area[:, None], area[None])
+    overlap = inter / smaller if match == "ios" else inter / (area[:, None] + area[None] - inter)
+    near = np.abs(np.array(origins)[:, None] - np.array(origins)[None]).max(-1) < size
+    expected = ((overlap >= tiling.iou) & (joined.labels[:, None] == joined.labels[None])
+                & near[slice_of][:, slice_of] & (slice_of[:, None] != slice_of[None]))
+    assert expected.sum() > 50  # the scene has seam matches to find
+    assert [sorted(m.tolist()) for m in matches] == [np.flatnonzero(row).tolist() for row in expected]
 
 
 def test_nms_by_iou_keeps_a_seam_cut_part_beside_the_whole_object():
