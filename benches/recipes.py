@@ -26,6 +26,7 @@ from rich.console import Console
 from cvpipe.data.fetchers import fetch_dataset
 from cvpipe.models.weights import WeightsCatalog
 from cvpipe.pipeline import Pipeline
+from cvpipe.tasks import get_task
 
 ROWS = {  # pipeline: (dataset, the stats reported; the first is the headline)
     "treecrowns_faster_rcnn": ("treecrowns", ("AP50", "AP")),
@@ -48,7 +49,7 @@ def run_row(name: str, seeds: list[int], overrides: list[str], tmp: Path) -> dic
         trainer = Pipeline.from_yaml(name, settings, console=Console(quiet=True))
         fit = trainer.fit(tensorboard=False)
         run = {"seed": seed, "epochs": len(fit.history)}
-        for views in ("plain", "views"):
+        for views in ("plain", "views") if get_task(trainer.config.task).tta else ("plain",):  # masks: no views
             pipeline = Pipeline.from_yaml(name, [*settings, f"tta.enabled={str(views == 'views').lower()}"],
                                           console=Console(quiet=True))
             metrics = pipeline.evaluate(fit.best, json_path=out / f"{views}.json")
@@ -120,11 +121,12 @@ def main() -> None:
     print(f"\n{'pipeline':<24} {'stat':<6} {'plain median [range]':>22} {'views median [range]':>22} {'plain ÷ views':>13}")
     for row in rows:
         for stat in ROWS[row["pipeline"]][1]:
-            plain, views = row["summary"][f"plain {stat}"], row["summary"][f"views {stat}"]
-            ratio = plain["median"] / views["median"] if views["median"] else float("nan")
-            print(f"{row['pipeline']:<24} {stat:<6} "
-                  f"{plain['median']:>7.3f} [{plain['min']:.3f}–{plain['max']:.3f}] "
-                  f"{views['median']:>7.3f} [{views['min']:.3f}–{views['max']:.3f}] {ratio:>13.2f}")
+            plain, views = row["summary"][f"plain {stat}"], row["summary"].get(f"views {stat}")
+            line = f"{row['pipeline']:<24} {stat:<6} {plain['median']:>7.3f} [{plain['min']:.3f}–{plain['max']:.3f}] "
+            if views:  # instance pipelines have no test-time views
+                ratio = plain["median"] / views["median"] if views["median"] else float("nan")
+                line += f"{views['median']:>7.3f} [{views['min']:.3f}–{views['max']:.3f}] {ratio:>13.2f}"
+            print(line)
 
 
 if __name__ == "__main__":
