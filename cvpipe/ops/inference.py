@@ -15,7 +15,7 @@ def to_device(images: list[torch.Tensor], device: torch.device, *, channels_last
 
     On the CPU the conversion is NumPy's, in this thread: a PyTorch op this size runs on PyTorch's OpenMP threads,
     which keep spinning after it and take the cores from an exported model's runtime (ONNX Runtime, OpenVINO) that
-    runs next (the COCO SSD at OpenVINO INT8 on 2 cores: 13.3 against 10.0 ms per photo, benches/deploy.py)."""
+    runs next (the COCO SSD at OpenVINO INT8 on 2 cores: 13.3 against 10.0 ms per photo in `detect`)."""
     out = []
     for image in images:
         if device.type == "cpu":
