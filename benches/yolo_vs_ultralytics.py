@@ -40,19 +40,20 @@ PIPELINE = "pipelines/treecrowns_yolo.yaml"
 SETTINGS = ["tta.enabled=false", "tiling.mode=never"]  # one view of each 400-px tile, as Ultralytics sees them
 
 
-def worker(contender: str, tiles: Path, weights: str, passes: int, threads: int, ultralytics_path: str) -> None:
-    """One contender in a fresh process: seconds per pass over the tiles (JSON on the last line)."""
+def worker(runner: str, model_file: str, tiles: Path, imgsz: int, passes: int, threads: int,
+           ultralytics_path: str) -> None:
+    """One contender in a fresh process: `runner` (ultralytics, or cvpipe's --backend) on `model_file`; seconds per
+    pass over the tiles (JSON on the last line)."""
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     files = sorted(tiles.glob("*.png"))
     seconds = []
-    if contender.startswith("ultralytics"):
-        imgsz = int(contender.split("imgsz=")[1]) if "imgsz=" in contender else 640  # 640: its default
+    if runner == "ultralytics":
         sys.path.insert(0, ultralytics_path)
         os.environ.setdefault("YOLO_OFFLINE", "1")
         from ultralytics import YOLO
 
-        model = YOLO(weights)
+        model = YOLO(model_file)
         for k in range(passes + 1):  # the first pass warms up (the predictor is built on the first call)
             start = time.perf_counter()
             for _ in model.predict([str(f) for f in files], stream=True, verbose=False, device="cpu", imgsz=imgsz):
@@ -62,12 +63,11 @@ def worker(contender: str, tiles: Path, weights: str, passes: int, threads: int,
     else:
         from cvpipe.pipeline import Pipeline
 
-        backend, model_file = contender.split(" ", 1)
         pipeline = Pipeline.from_yaml(PIPELINE, SETTINGS, console=Console(quiet=True))
         with tempfile.TemporaryDirectory() as out:
             for k in range(passes + 1):
                 report = pipeline.predict(tiles, Path(out) / str(k), weights=model_file, save_images=False,
-                                          backend=backend)
+                                          backend=runner)
                 if k:
                     seconds.append(report.seconds)
     print(json.dumps(seconds))
@@ -75,33 +75,36 @@ def worker(contender: str, tiles: Path, weights: str, passes: int, threads: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--weights", type=Path, required=True, help="a treecrowns_yolo best.pt")
+    parser.add_argument("--weights", type=Path, help="a treecrowns_yolo best.pt")
     parser.add_argument("--export", type=Path, nargs="*", default=[], help="exports of it to time too (.onnx/.xml)")
     parser.add_argument("--ultralytics-path", required=True, help="a folder Ultralytics is installed in (--target)")
     parser.add_argument("--ultralytics-model", default="yolo11n.yaml")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per contender, alternating")
     parser.add_argument("--passes", type=int, default=3, help="timed passes over the tiles per process")
-    parser.add_argument("--worker", nargs=3, metavar=("CONTENDER", "TILES", "WEIGHTS"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=4, metavar=("RUNNER", "MODEL", "TILES", "IMGSZ"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        contender, tiles, weights = args.worker
-        return worker(contender, Path(tiles), weights, args.passes, args.threads, args.ultralytics_path)
-    contenders = {"ultralytics": ("ultralytics", args.ultralytics_model),
-                  "ultralytics imgsz=448": ("ultralytics imgsz=448", args.ultralytics_model),
-                  "cvpipe pytorch": ("pytorch " + str(args.weights.resolve()), ""),
-                  "cvpipe onnxruntime fp32": ("onnxruntime " + str(args.weights.resolve()), "")}
+        runner, model_file, tiles, imgsz = args.worker
+        return worker(runner, model_file, Path(tiles), int(imgsz), args.passes, args.threads, args.ultralytics_path)
+    if args.weights is None:
+        parser.error("--weights: a treecrowns_yolo best.pt is required")
+    weights = str(args.weights.resolve())
+    contenders = {"ultralytics": ("ultralytics", args.ultralytics_model, 640),  # 640: its default
+                  "ultralytics imgsz=448": ("ultralytics", args.ultralytics_model, 448),  # cvpipe's input size
+                  "cvpipe pytorch": ("pytorch", weights, 0),
+                  "cvpipe onnxruntime fp32": ("onnxruntime", weights, 0)}
     for path in args.export:
         backend = "openvino" if path.suffix == ".xml" else "onnxruntime"
-        contenders[f"cvpipe {backend} {path.name}"] = (f"{backend} {path.resolve()}", "")
+        contenders[f"cvpipe {backend} {path.name}"] = (backend, str(path.resolve()), 0)
     seconds: dict[str, list[float]] = {name: [] for name in contenders}
     with tempfile.TemporaryDirectory() as scratch:
         files = val_tiles(Path(scratch) / "tiles")
         for _ in range(args.rounds):
-            for name, (contender, weights) in contenders.items():
-                command = [sys.executable, __file__, "--worker", contender, str(Path(scratch) / "tiles"), weights,
-                           "--passes", str(args.passes), "--threads", str(args.threads),
-                           "--ultralytics-path", args.ultralytics_path, "--weights", str(args.weights)]
+            for name, (runner, model_file, imgsz) in contenders.items():
+                command = [sys.executable, __file__, "--worker", runner, model_file, str(Path(scratch) / "tiles"),
+                           str(imgsz), "--passes", str(args.passes), "--threads", str(args.threads),
+                           "--ultralytics-path", args.ultralytics_path]
                 done = subprocess.run(command, capture_output=True, text=True, check=False)
                 if done.returncode:
                     sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
