@@ -11,7 +11,8 @@ Two models:
   2299×2472 image in 400-px slices; AP50 of each export on it, plain, against the checkpoint's.
 
 End to end = decode the file, the eval transform, slicing, the model, post-processing, boxes in the image's
-pixels (`cvpipe.engine.benchmark.measure`). Medians over rounds × passes; ratios against eager in the same run.
+pixels, with the next file decoded on a thread as `cvpipe predict` and `cvpipe benchmark` do (OpenCV DNN too).
+Medians over rounds × passes; ratios against eager in the same run.
 Run: `python benches/deploy.py [--yolo-weights W] [--rounds 3] [--passes 3] [--threads 2]`.
 """
 
@@ -38,6 +39,7 @@ from cvpipe.engine.export import Exporter, default_out
 from cvpipe.engine.exported import load_exported
 from cvpipe.engine.runtime import inference_model
 from cvpipe.io.images import read_image
+from cvpipe.io.prefetch import Prefetch
 from cvpipe.loading import load_pipeline
 from cvpipe.models.tf_ssd import opencv_reference_files
 from cvpipe.paths import weights_dir
@@ -62,13 +64,12 @@ def worker(pipeline: str, weights: str, contender: str, passes: int, threads: in
         graph, text = opencv_reference_files(weights_dir())
         net = cv2.dnn.readNetFromTensorflow(str(graph), str(text), cv2.dnn.ENGINE_CLASSIC)
 
-        def run() -> list:
-            out = []
-            for path in files:
-                image = cv2.imread(str(path))
-                net.setInput(cv2.dnn.blobFromImage(image, size=(300, 300), swapRB=True))
-                out.append(net.forward())
-            return out
+        def decode(path: Path):
+            return cv2.imread(str(path))
+
+        def infer(image):
+            net.setInput(cv2.dnn.blobFromImage(image, size=(300, 300), swapRB=True))
+            return net.forward()
     else:
         from cvpipe.data.samples import image_tensor
         from cvpipe.ops.tta import detect_pipeline
@@ -78,19 +79,30 @@ def worker(pipeline: str, weights: str, contender: str, passes: int, threads: in
         model = (inference_model(config, Path(weights) if weights else None, cpu, "pytorch").model
                  if contender == "pytorch fp32" else load_exported(Path(contender.split(" ", 2)[2])))
 
-        def run() -> list:
-            return [detect_pipeline(model, [image_tensor(read_image(path))], cpu, config, augment=False)[0]
-                    for path in files]
-    first = run()  # warms up (sessions, caches)
+        def decode(path: Path):
+            return image_tensor(read_image(path))
+
+        def infer(image):
+            return detect_pipeline(model, [image], cpu, config, augment=False)[0]
+    first = [infer(decode(path)) for path in files]  # warms up (sessions, caches)
     if check is not None and contender != "opencv dnn (TF graph)":
         torch.save([{"boxes": torch.from_numpy(d.boxes), "scores": torch.from_numpy(d.scores),
                      "labels": torch.from_numpy(d.labels)} for d in first], check)
+    print(json.dumps(timed_passes(decode, infer, files, passes)))
+
+
+def timed_passes(decode, infer, files: list[Path], passes: int) -> list[float]:
+    """Seconds per pass over `files` as `cvpipe predict` runs them on 2 cores: the next file decodes on a thread
+    while the model works (across passes too, as in a folder of passes × files images)."""
     seconds = []
-    for _ in range(passes):
+    with Prefetch((decode(path) for _ in range(passes) for path in files), depth=1) as ahead:
         start = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - start)
-    print(json.dumps(seconds))
+        for k, image in enumerate(ahead, 1):
+            infer(image)
+            if k % len(files) == 0:
+                seconds.append(time.perf_counter() - start)
+                start = time.perf_counter()
+    return seconds
 
 
 def found_again(reference: list[dict], other: list[dict], conf: float = 0.5) -> float:

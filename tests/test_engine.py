@@ -179,6 +179,34 @@ def test_predict_skips_corrupt_files_and_resumes(shapes_pipeline, tmp_path):
     assert json.loads((out / "results.json").read_text()) == results
 
 
+def test_read_ahead_keeps_order_raises_in_the_consumer_and_stops_early():
+    """predict, benchmark and video decode ahead on a thread (cvpipe/io/prefetch.py)."""
+    from cvpipe.io.prefetch import Prefetch
+
+    with Prefetch(iter(range(50)), depth=1) as ahead:
+        assert list(ahead) == list(range(50))
+
+    def failing():
+        yield from range(3)
+        raise DataError("c.png: not a decodable image")
+
+    seen = []
+    with pytest.raises(DataError, match="c.png"), Prefetch(failing()) as ahead:
+        seen.extend(ahead)
+    assert seen == [0, 1, 2]
+
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(len(produced))
+            yield produced[-1]
+
+    with Prefetch(endless(), depth=2) as ahead:
+        assert next(iter(ahead)) == 0
+    assert not ahead.thread.is_alive() and len(produced) <= 4  # one taken, two queued, one waiting for room
+
+
 def test_bad_inputs_are_clear_errors(shapes_pipeline, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):

@@ -132,30 +132,39 @@ def bench_files(exporter, source: str | Path | None) -> list[Path]:
 
 
 def measure(row: Row, load: Callable, exporter, files: list[Path], config: PipelineConfig) -> None:
-    """Seconds per file end to end (decode, transform, the task's prediction path), the first file once more
-    first as a warm-up; the resident memory the model adds."""
+    """Seconds per file end to end as `cvpipe predict` runs them on this machine (decode and transform on a thread
+    one file ahead, the task's prediction path), after the first file once as a warm-up; the resident memory the
+    model adds."""
     from cvpipe.data.augment import augment_image, build_augment
     from cvpipe.data.samples import image_tensor
     from cvpipe.io.images import read_image
+    from cvpipe.io.prefetch import Prefetch
     from cvpipe.tasks import get_task
     from cvpipe.tasks.base import PredictJob
 
     task = get_task(config.task)
     plain = config.plain()
     transform = build_augment(config.augment, "eval") if task.eval_transform else None
+
+    def decoded(paths: list[Path]):
+        for path in paths:
+            image = read_image(path)
+            yield path, image_tensor(augment_image(transform, image) if transform else image)
+
     with PeakMemory() as memory:
         model = load()
         job = PredictJob(plain, torch.device("cpu"), exporter.classes, Path(os.devnull), 0.0 if task.thresholded
                          else None, save_images=False, submit=lambda *args: None)
-        seconds = []
-        for k, path in enumerate([files[0], *files]):
-            start = time.perf_counter()
-            image = read_image(path)
-            tensor = image_tensor(augment_image(transform, image) if transform else image)
+        for path, tensor in decoded(files[:1]):
             task.predict(model, [tensor], [path.name], job)
-            if k:
+        seconds = []
+        with Prefetch(decoded(files), depth=1) as ahead:
+            start = time.perf_counter()
+            for path, tensor in ahead:
+                task.predict(model, [tensor], [path.name], job)
+                job.futures.clear()
                 seconds.append(time.perf_counter() - start)
-            job.futures.clear()
+                start = time.perf_counter()
     row.images_per_second = len(seconds) / sum(seconds)
     row.ms_median = statistics.median(seconds) * 1000
     row.ms_p95 = sorted(seconds)[min(len(seconds) - 1, round(0.95 * (len(seconds) - 1)))] * 1000

@@ -9,6 +9,7 @@ final files (`results.json` COCO results, `images.json`, `detections.csv`; for c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import deque
@@ -31,6 +32,7 @@ from cvpipe.engine.runtime import inference_model
 from cvpipe.errors import CvpipeError
 from cvpipe.io.images import PER_FILE_ERRORS, discover, failure_reason, image_name, read_image, write_skipped
 from cvpipe.io.outputs import prepare_dir
+from cvpipe.io.prefetch import Prefetch
 from cvpipe.ops.device import resolve_device
 from cvpipe.ops.threshold import resolve_conf
 from cvpipe.ops.tta import describe
@@ -172,9 +174,10 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
             journal.flush()
 
     extra = task.prepare_predict(config, save_images)
-    with run.open_journal() as journal, LoggedProgress(console) as progress, ThreadPoolExecutor(max_workers=1) as writer:
+    with run.open_journal() as journal, LoggedProgress(console) as progress, ThreadPoolExecutor(max_workers=1) as writer, \
+            read_ahead(loader) as batches:
         bar = progress.add_task("predict", total=len(todo), info="")
-        for batch in loader:
+        for batch in batches:
             job = PredictJob(config, device, classes, out, report.conf, save_images, writer.submit, extra=extra, root=root)
             entries, found = predict_items(task, model, [(names[todo[k]], image, error) for k, image, error in batch],
                                            job)
@@ -190,6 +193,12 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
         run.finish(save_images)
     distributed.teardown(rank)
     return report
+
+
+def read_ahead(loader: DataLoader):
+    """The loader's batches; without loader processes (2-core machines) the next batch decodes on a thread while
+    the model works on this one (at most two batches ahead: one queued, one waiting to be)."""
+    return Prefetch(loader, depth=1) if loader.num_workers == 0 else contextlib.nullcontext(loader)
 
 
 def journal_identity(config: PipelineConfig, classes: list[str], weights: Path | None) -> dict:

@@ -9,7 +9,6 @@ instead of falling behind real time; a stream that drops is reopened with expone
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -22,6 +21,7 @@ import numpy as np
 
 from cvpipe.errors import CvpipeError, DataError
 from cvpipe.io.images import IMAGE_SUFFIXES, PER_FILE_ERRORS, failure_reason, list_images, read_image
+from cvpipe.io.prefetch import Prefetch
 from cvpipe.numbers import parse_int
 from cvpipe.paths import data_dir, find_data
 
@@ -134,53 +134,6 @@ def _capture(target: Path | str | int) -> cv2.VideoCapture:
     if isinstance(target, int):
         return cv2.VideoCapture(target, cv2.CAP_ANY, params)
     return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG, params)
-
-
-class Prefetch:
-    """Decode on a thread, `depth` frames ahead of the model (OpenCV releases the GIL while it decodes).
-    `stop()` ends the thread before its source is released: FFmpeg aborts if a capture is freed mid-read."""
-
-    _DONE = object()
-
-    def __init__(self, frames: Iterator[Frame], depth: int = 2):
-        self.frames, self.buffer = frames, queue.Queue(maxsize=depth)
-        self.halt = threading.Event()
-        self.thread = threading.Thread(target=self._work, name="cvpipe-decode", daemon=True)
-        self.thread.start()
-
-    def _put(self, item) -> bool:
-        while not self.halt.is_set():
-            try:
-                self.buffer.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _work(self) -> None:
-        try:
-            for frame in self.frames:
-                if not self._put(frame):
-                    return
-        except Exception as e:  # surfaces in the consumer
-            self._put(e)
-        self._put(self._DONE)
-
-    def __iter__(self) -> Iterator[Frame]:
-        while not self.halt.is_set():
-            try:
-                item = self.buffer.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if item is self._DONE:
-                return
-            if isinstance(item, Exception):
-                raise item
-            yield item
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.thread.join()
 
 
 class FileSource(Source):
