@@ -197,7 +197,7 @@ def predict(config: PipelineConfig, source: str | Path, out: Path, weights: Path
 
 def read_ahead(loader: DataLoader):
     """The loader's batches; without loader processes (2-core machines) the next batch decodes on a thread while
-    the model works on this one (at most two batches ahead: one queued, one waiting to be)."""
+    the model works on this one (one batch ahead: a large image is held twice at most)."""
     return Prefetch(loader, depth=1) if loader.num_workers == 0 else contextlib.nullcontext(loader)
 
 

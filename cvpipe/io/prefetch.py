@@ -15,35 +15,38 @@ T = TypeVar("T")
 
 
 class Prefetch(Generic[T]):
-    """Iterate `items` on a thread, `depth` queued ahead of the consumer (and one more waiting for room); an
-    exception raised there is raised in the consumer. `stop()` ends the thread (waiting for the item in progress):
-    call it before releasing what `items` reads from, since FFmpeg aborts if a capture is freed mid-read."""
+    """Iterate `items` on a thread, at most `depth` items ahead of the one the consumer holds (decoded or being
+    decoded: a large image is held `depth` + 1 times at most); an exception raised there is raised in the
+    consumer. `stop()` ends the thread (waiting for the item in progress): call it before releasing what `items`
+    reads from, since FFmpeg aborts if a capture is freed mid-read."""
 
     _DONE = object()
 
     def __init__(self, items: Iterable[T], depth: int = 2, name: str = "cvpipe-decode"):
-        self.items, self.buffer = items, queue.Queue(maxsize=depth)
+        self.items, self.buffer = items, queue.SimpleQueue()
+        self.room = threading.Semaphore(depth)  # taken before an item is made, given back when one is consumed
         self.halt = threading.Event()
         self.thread = threading.Thread(target=self._work, name=name, daemon=True)
         self.thread.start()
 
-    def _put(self, item) -> bool:
+    def _wait_for_room(self) -> bool:
         while not self.halt.is_set():
-            try:
-                self.buffer.put(item, timeout=0.1)
+            if self.room.acquire(timeout=0.1):
                 return True
-            except queue.Full:
-                continue
         return False
 
     def _work(self) -> None:
         try:
-            for item in self.items:
-                if not self._put(item):
-                    return
+            iterator = iter(self.items)
+            while self._wait_for_room():
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    break
+                self.buffer.put(item)
         except Exception as e:  # surfaces in the consumer
-            self._put(e)
-        self._put(self._DONE)
+            self.buffer.put(e)
+        self.buffer.put(self._DONE)
 
     def __iter__(self) -> Iterator[T]:
         while not self.halt.is_set():
@@ -55,6 +58,7 @@ class Prefetch(Generic[T]):
                 return
             if isinstance(item, Exception):
                 raise item
+            self.room.release()
             yield item
 
     def stop(self) -> None:
