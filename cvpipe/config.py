@@ -236,6 +236,7 @@ class TilingConfig(Strict):
     # auto: slice the images whose longer side is more than `auto_above` slices long; always; never
     mode: Literal["auto", "always", "never"] = "auto"
     size: Annotated[int, Field(ge=32)] | None = None  # slice side in pixels; None: the head's input size
+    window: Annotated[int, Field(ge=32)] | None = None  # training windows' side in pixels; None: size
     overlap: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.2  # share of a slice its neighbour also covers
     auto_above: Annotated[float, Field(ge=1.0)] = 4.0
     batch: Annotated[int, Field(ge=1)] | None = None  # slices per forward pass; None: the task's CPU batch (1 for detectors), 16 on a GPU

@@ -252,6 +252,12 @@ def test_training_draws_windows_of_large_images_with_their_boxes(tmp_path):
     assert not all(torch.equal(a[1]["boxes"], other[i][1]["boxes"]) for i, a in enumerate(drawn))
     plain = build_augment(config.augment, "eval")
     assert type(get_task("detect").samples(config, dataset, plain, train=False)).__name__ == "DetectionSamples"
+    # tiling.window: training windows of their own side, slices unchanged (objects smaller at inference)
+    narrow = load_pipeline(shapes_pipeline_file(tmp_path, FASTER_RCNN),
+                           ["tiling.empty_share=0", "augment.train=[]", "tiling.window=64"])
+    windows = get_task("detect").samples(narrow, dataset, build_augment(narrow.augment, "train", seed=0), train=True)
+    assert len(windows) == round(600 * 400 / 64**2) + 1
+    assert all(windows[i][0].shape == (3, 64, 64) for i in range(len(windows) - 1))
 
 
 def _geotiff(path, image, *, scale=(0.5, 0.5), tiepoint=(0, 0, 0, 500000.0, 4978000.0, 0), epsg=32612):

@@ -36,6 +36,13 @@ def slice_size(config: PipelineConfig) -> int | None:
     return input_size(config.model.head) if input_size else None
 
 
+def window_size(config: PipelineConfig) -> int | None:
+    """The side of the random windows training cuts from images `tiling:` slices: `tiling.window`, else the slice
+    side (objects at the same scale in training and at inference). A slice larger than the window shows the
+    objects smaller than training did, once both are resized to the model's input."""
+    return config.tiling.window or slice_size(config)
+
+
 def slices_needed(config: PipelineConfig, height: int, width: int) -> int | None:
     """The slice side for an image of this size, or None where it goes through whole."""
     tiling = config.tiling

@@ -26,7 +26,7 @@ from cvpipe.metrics.coco import COCO_STATS, CocoMetrics, evaluate_coco
 from cvpipe.models.proposals import proposals_for
 from cvpipe.ops.detections import Detections
 from cvpipe.ops.inference import detect
-from cvpipe.ops.slicing import slice_size, slices_needed
+from cvpipe.ops.slicing import slices_needed, window_size
 from cvpipe.ops.tta import detect_pipeline
 from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob, Task
@@ -136,11 +136,12 @@ class DetectTask(Task):
         return chosen, problems
 
     def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> DetectionSamples:
-        """Training: random windows of the images `tiling:` slices at inference (same scale in both)."""
+        """Training: random windows (`tiling.window`, the slice side by default) of the images `tiling:` slices at
+        inference."""
         proposals = proposals_for(config)
         windowed = [slices_needed(config, r.height, r.width) is not None for r in dataset.records]
         if train and any(windowed):
-            return WindowedDetectionSamples(dataset, transform, proposals, size=slice_size(config),
+            return WindowedDetectionSamples(dataset, transform, proposals, size=window_size(config),
                                             config=config.tiling, windowed=windowed)
         return DetectionSamples(dataset, transform, proposals)
 

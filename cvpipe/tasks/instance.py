@@ -24,7 +24,7 @@ from cvpipe.io.tables import csv_writer
 from cvpipe.metrics.coco import COCO_STATS, InstanceMetrics, evaluate_coco
 from cvpipe.ops.detections import Detections
 from cvpipe.ops.inference import detect
-from cvpipe.ops.slicing import instances_sliced, slice_size, slices_needed, whole_or_sliced
+from cvpipe.ops.slicing import instances_sliced, slices_needed, whole_or_sliced, window_size
 from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob
 from cvpipe.tasks.detect import (
@@ -101,7 +101,7 @@ class InstanceTask(DetectTask):
                             "instance-mask PNGs (data.format: instance_masks)")
         windowed = [slices_needed(config, r.height, r.width) is not None for r in dataset.records]
         if train and any(windowed):  # random windows of the images `tiling:` slices at inference
-            return WindowedInstanceSamples(dataset, transform, size=slice_size(config), config=config.tiling,
+            return WindowedInstanceSamples(dataset, transform, size=window_size(config), config=config.tiling,
                                            windowed=windowed)
         return InstanceSamples(dataset, transform)
 

@@ -22,7 +22,7 @@ from cvpipe.metrics.segmentation import (
     segmentation_metrics,
 )
 from cvpipe.ops.inference import autocast, segment, to_device
-from cvpipe.ops.slicing import segment_sliced, slice_size, slices_needed, whole_or_sliced
+from cvpipe.ops.slicing import segment_sliced, slices_needed, whole_or_sliced, window_size
 from cvpipe.tasks import register_task
 from cvpipe.tasks.base import Batches, FrameJob, PredictJob, Task
 from cvpipe.viz.draw import overlay_mask
@@ -43,10 +43,11 @@ class SegmentTask(Task):
     tiles = True  # with a tiling.size: large images are labelled slice by slice (ops/slicing.py)
 
     def samples(self, config: PipelineConfig, dataset: Dataset, transform, *, train: bool = False) -> SegmentationSamples:
-        """Training: random windows of the images `tiling:` slices at inference (same scale in both)."""
+        """Training: random windows (`tiling.window`, the slice side by default) of the images `tiling:` slices at
+        inference."""
         windowed = [slices_needed(config, r.height, r.width) is not None for r in dataset.records]
         if train and any(windowed):
-            return WindowedSegmentationSamples(dataset, transform, config.data.ignore_index, size=slice_size(config),
+            return WindowedSegmentationSamples(dataset, transform, config.data.ignore_index, size=window_size(config),
                                                config=config.tiling, windowed=windowed)
         return SegmentationSamples(dataset, transform, config.data.ignore_index)
 
