@@ -26,7 +26,7 @@ import torch
 from rich.console import Console
 
 from cvpipe.config import PipelineConfig
-from cvpipe.errors import ConfigError
+from cvpipe.errors import ConfigError, DataError
 
 # (backend, format, precision), in the table's order; PyTorch first: the baseline of every ratio
 CANDIDATES = [("pytorch", None, "fp32"), ("onnxruntime", "onnx", "fp32"), ("onnxruntime", "onnx", "int8"),
@@ -135,30 +135,31 @@ def measure(row: Row, load: Callable, exporter, files: list[Path], config: Pipel
     """Seconds per file end to end as `cvpipe predict` runs them on this machine (decode and transform on a thread
     one file ahead, the task's prediction path), after the first file once as a warm-up; the resident memory the
     model adds."""
-    from cvpipe.data.augment import augment_image, build_augment
-    from cvpipe.data.samples import image_tensor
-    from cvpipe.io.images import read_image
+    from cvpipe.data.augment import build_augment
+    from cvpipe.engine.predict import ImageFiles
     from cvpipe.io.prefetch import Prefetch
     from cvpipe.tasks import get_task
     from cvpipe.tasks.base import PredictJob
 
     task = get_task(config.task)
     plain = config.plain()
-    transform = build_augment(config.augment, "eval") if task.eval_transform else None
+    images = ImageFiles(files, build_augment(config.augment, "eval") if task.eval_transform else None)
 
-    def decoded(paths: list[Path]):
-        for path in paths:
-            image = read_image(path)
-            yield path, image_tensor(augment_image(transform, image) if transform else image)
+    def decoded(indices):
+        for i in indices:
+            _, tensor, error = images[i]
+            if error is not None:
+                raise DataError(f"{files[i]}: {error}")
+            yield files[i], tensor
 
     with PeakMemory() as memory:
         model = load()
         job = PredictJob(plain, torch.device("cpu"), exporter.classes, Path(os.devnull), 0.0 if task.thresholded
                          else None, save_images=False, submit=lambda *args: None)
-        for path, tensor in decoded(files[:1]):
+        for path, tensor in decoded([0]):
             task.predict(model, [tensor], [path.name], job)
         seconds = []
-        with Prefetch(decoded(files), depth=1) as ahead:
+        with Prefetch(decoded(range(len(files))), depth=1) as ahead:
             start = time.perf_counter()
             for path, tensor in ahead:
                 task.predict(model, [tensor], [path.name], job)
